@@ -1,0 +1,11 @@
+"""The ``crdtsync`` command line; :func:`main` is the console-script entry point."""
+
+from crdtsync.cli.app import app
+
+
+def main() -> None:
+    """Run ``crdtsync`` with ``sys.argv``; exits with the documented exit status."""
+    app(prog_name="crdtsync")
+
+
+__all__ = ["app", "main"]

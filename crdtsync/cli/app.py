@@ -1,0 +1,428 @@
+"""The ``crdtsync`` command line (typer + rich).
+
+Every command takes ``--vault PATH`` (else env ``CRDTSYNC_HOME``, else the platformdirs data folder); every
+command that prints data takes ``--json`` and then prints pure JSON on stdout. Expected failures print
+``error [CODE]: message`` on stderr (and ``{"error": {"code", "message"}}`` on stdout with ``--json``) and exit
+with the status of :func:`crdtsync.errors.exit_status`; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import platformdirs
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from crdtsync.errors import CrdtsyncError, CryptoError, InvalidInputError, exit_status
+from crdtsync.model.records import Conflict, Memory
+from crdtsync.vault import Vault
+
+app = typer.Typer(
+    name="crdtsync",
+    help="Keep your AI-assistant memories in sync across your devices, end-to-end encrypted.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+VaultOpt = Annotated[
+    Path | None,
+    typer.Option("--vault", help="Vault folder (default: $CRDTSYNC_HOME, else the user data folder).",
+                 show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+_state: dict[str, Any] = {"vault": None, "json": False}
+
+
+def default_vault_path() -> Path:
+    """``$CRDTSYNC_HOME`` when set, else ``<user data dir>/crdtsync/vault`` (platformdirs)."""
+    home = os.environ.get("CRDTSYNC_HOME")
+    if home:
+        return Path(home).expanduser()
+    return Path(platformdirs.user_data_dir("crdtsync")) / "vault"
+
+
+def _vault_path(vault: Path | None) -> Path:
+    return vault or _state["vault"] or default_vault_path()
+
+
+def _fail(error: CrdtsyncError, as_json: bool) -> NoReturn:
+    if as_json:
+        sys.stdout.write(json.dumps({"error": {"code": error.code, "message": error.message}}) + "\n")
+    err.print(f"[bold red]error[/] [{error.code}]: {error.message}", markup=True)
+    raise typer.Exit(exit_status(error))
+
+
+@contextmanager
+def _guard(as_json: bool = False) -> Iterator[None]:
+    try:
+        yield
+    except CrdtsyncError as exc:
+        _fail(exc, as_json or _state["json"])
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def _open(vault: Path | None, as_json: bool = False) -> Iterator[Vault]:
+    with _guard(as_json), Vault.open(_vault_path(vault)) as opened:
+        yield opened
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=None) + "\n")
+
+
+def _memory_table(memories: list[Memory]) -> Table:
+    table = Table(show_lines=False)
+    for column in ("id", "content", "category", "tags", "updated"):
+        table.add_column(column, overflow="fold")
+    for m in memories:
+        flag = " [red](conflict)[/]" if m.conflicts else ""
+        lvl = " [dim](level 0)[/]" if m.level == 0 else ""
+        table.add_row(m.id, m.content[:200] + flag + lvl, m.category or "", ", ".join(sorted(m.tags)), m.updated)
+    return table
+
+
+def _print_memories(memories: list[Memory], as_json: bool) -> None:
+    if as_json:
+        _emit_json([m.to_json() for m in memories])
+    elif not memories:
+        err.print("no memories")
+    else:
+        out.print(_memory_table(memories))
+
+
+def _print_memory(memory: Memory, as_json: bool) -> None:
+    if as_json:
+        _emit_json(memory.to_json())
+        return
+    for key, value in memory.to_json().items():
+        if isinstance(value, list):
+            value = ", ".join(map(str, value))
+        elif isinstance(value, dict):
+            value = json.dumps(value, ensure_ascii=False)
+        out.print(f"[bold]{key}[/]: {value if value is not None else ''}", markup=True)
+
+
+def _passphrase(confirm: bool) -> str:
+    env = os.environ.get("CRDTSYNC_PASSPHRASE")
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        raise CryptoError("no passphrase: set CRDTSYNC_PASSPHRASE or run in a terminal",
+                          code="PASSPHRASE_REQUIRED")
+    return str(typer.prompt("Vault passphrase", hide_input=True, confirmation_prompt=confirm))
+
+
+@app.callback()
+def _root(
+    vault: VaultOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Keep your AI-assistant memories in sync across your devices, end-to-end encrypted."""
+    _state["vault"] = vault
+    _state["json"] = as_json
+
+
+@app.command()
+def init(
+    vault: VaultOpt = None,
+    name: Annotated[str, typer.Option(help="Name of the vault (stays encrypted).")] = "memories",
+    device_name: Annotated[str | None, typer.Option(help="Name of this device (default: host name).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a vault on this device. Asks for the passphrase that admits your other devices
+    (or reads CRDTSYNC_PASSPHRASE)."""
+    path = _vault_path(vault)
+    with _guard(as_json):
+        folder = Vault.init(path, name=name, device_name=device_name, passphrase=_passphrase(confirm=True))
+        with Vault.open(folder) as opened:
+            device = opened.device_id
+    if as_json:
+        _emit_json({"vault": str(folder), "device_id": device})
+    else:
+        out.print(f"created vault in {folder} (device {device})")
+
+
+@app.command()
+def add(
+    text: Annotated[str, typer.Argument(help="The memory's content.")],
+    category: Annotated[str | None, typer.Option("--category", "-c")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="A tag (repeatable).")] = None,
+    level: Annotated[int, typer.Option(help="1: all devices; 0: this device only.")] = 1,
+    source: Annotated[str | None, typer.Option()] = None,
+    vault: VaultOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a memory."""
+    with _open(vault, as_json) as v:
+        memory = v.add(text, category=category, tags=tag or (), level=level, source=source)
+    if as_json:
+        _print_memory(memory, True)
+    else:
+        out.print(memory.id)
+
+
+@app.command()
+def edit(
+    memory_id: Annotated[str, typer.Argument(metavar="ID")],
+    content: Annotated[str | None, typer.Option()] = None,
+    category: Annotated[str | None, typer.Option("--category", "-c")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Add a tag (repeatable).")] = None,
+    untag: Annotated[list[str] | None, typer.Option("--untag", help="Remove a tag (repeatable).")] = None,
+    level: Annotated[int | None, typer.Option(help="Move to level 0 (this device only) or 1.")] = None,
+    source: Annotated[str | None, typer.Option()] = None,
+    vault: VaultOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Edit a memory's content, category, tags, level or source."""
+    fields: dict[str, Any] = {}
+    for key, value in (("content", content), ("category", category), ("source", source), ("level", level)):
+        if value is not None:
+            fields[key] = value
+    with _open(vault, as_json) as v:
+        if tag:
+            fields["add_tags"] = tag
+        if untag:
+            fields["remove_tags"] = untag
+        if not fields:
+            raise_invalid("nothing to change: give --content, --category, --tag, --untag, --level or --source")
+        before = v.get(memory_id)
+        memory = v.update(memory_id, **fields)
+    if level == 0 and before.level == 1:
+        err.print("[yellow]moved to level 0: copies already synced stay on your other devices[/]")
+    _print_memory(memory, as_json)
+
+
+def raise_invalid(message: str) -> NoReturn:
+    """Raise :class:`InvalidInputError` (used inside a guarded block so it is rendered like any error)."""
+    raise InvalidInputError(message)
+
+
+@app.command()
+def rm(memory_id: Annotated[str, typer.Argument(metavar="ID")], vault: VaultOpt = None,
+       as_json: JsonOpt = False) -> None:
+    """Delete a memory (restore undoes it)."""
+    with _open(vault, as_json) as v:
+        memory = v.delete(memory_id)
+    _print_memory(memory, True) if as_json else out.print(f"deleted {memory.id}")
+
+
+@app.command()
+def restore(memory_id: Annotated[str, typer.Argument(metavar="ID")], vault: VaultOpt = None,
+            as_json: JsonOpt = False) -> None:
+    """Undo the delete of a memory."""
+    with _open(vault, as_json) as v:
+        memory = v.restore(memory_id)
+    _print_memory(memory, True) if as_json else out.print(f"restored {memory.id}")
+
+
+@app.command()
+def show(memory_id: Annotated[str, typer.Argument(metavar="ID")], vault: VaultOpt = None,
+         as_json: JsonOpt = False) -> None:
+    """Show one memory."""
+    with _open(vault, as_json) as v:
+        memory = v.get(memory_id)
+    _print_memory(memory, as_json)
+
+
+@app.command("list")
+def list_(
+    limit: Annotated[int | None, typer.Option(help="At most this many (newest first).")] = None,
+    deleted: Annotated[bool, typer.Option("--deleted", help="Include deleted memories.")] = False,
+    vault: VaultOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List memories, newest first (every live memory unless --limit)."""
+    with _open(vault, as_json) as v:
+        memories = v.list(limit=limit, include_deleted=deleted)
+    _print_memories(memories, as_json)
+
+
+@app.command()
+def search(
+    query: str,
+    limit: Annotated[int, typer.Option(help="At most this many results.")] = 50,
+    vault: VaultOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Full-text search over content, category and tags."""
+    with _open(vault, as_json) as v:
+        memories = v.search(query, limit=limit)
+    _print_memories(memories, as_json)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True)
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(metavar="FILE_OR_DIR")],
+    format: Annotated[str | None, typer.Option(help="jsonl, json-array, mem0, openmemory, memory-files, locomo "
+                                                     "(default: detected).")] = None,
+    vault: VaultOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import memories (JSONL, JSON, mem0, OpenMemory, a folder of memory files, LoCoMo). Idempotent."""
+    from crdtsync.imports import count_hint
+
+    with _open(vault, as_json) as v, _progress() as bar:
+        task = bar.add_task("importing", total=count_hint(path))
+        report = v.import_path(path, format=format, progress=lambda n: bar.update(task, completed=n))
+    if as_json:
+        _emit_json({"added": report.added, "skipped": report.skipped,
+                    "problems": [{"location": p[0], "code": p[1], "message": p[2]} for p in report.problems]})
+        return
+    for location, code, message in report.problems:
+        err.print(f"[yellow]skipped[/] {location} [{code}]: {message}")
+    out.print(f"imported {report.added} memories ({report.skipped} already present, "
+              f"{len(report.problems)} problems)")
+
+
+@app.command()
+def export(
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
+    vault: VaultOpt = None,
+) -> None:
+    """Export every live memory as JSONL (import reads it back)."""
+    with _open(vault) as v:
+        if out_file is None:
+            v.export_jsonl(sys.stdout)
+            return
+        tmp = out_file.with_name(out_file.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            count = v.export_jsonl(fh)
+        tmp.replace(out_file)
+    err.print(f"exported {count} memories to {out_file}")
+
+
+def _conflict_rows(conflicts: list[Conflict]) -> Table:
+    table = Table()
+    for column in ("memory", "field", "#", "value", "device", "at"):
+        table.add_column(column, overflow="fold")
+    for c in conflicts:
+        for n, cand in enumerate(c.candidates, 1):
+            table.add_row(c.memory_id if n == 1 else "", c.field if n == 1 else "", str(n),
+                          json.dumps(cand.value, ensure_ascii=False)[:200], cand.device, cand.at)
+    return table
+
+
+@app.command()
+def conflicts(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
+    """Show fields edited concurrently to different values (resolve picks one)."""
+    with _open(vault, as_json) as v:
+        found = v.conflicts()
+    if as_json:
+        _emit_json([c.to_json() for c in found])
+    elif not found:
+        err.print("no conflicts")
+    else:
+        out.print(_conflict_rows(found))
+
+
+@app.command()
+def resolve(
+    memory_id: Annotated[str, typer.Argument(metavar="MEMORY_ID")],
+    field: Annotated[str, typer.Option("--field", "-f", help="content, category, source, metadata or deleted.")],
+    value: Annotated[str | None, typer.Option("--value", help="The value to keep.")] = None,
+    pick: Annotated[
+        int | None, typer.Option("--pick", help="Keep candidate N (1-based, as `conflicts` shows).")
+    ] = None,
+    vault: VaultOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Settle a conflict with a value of your own (--value) or one of the candidates (--pick N)."""
+    with _open(vault, as_json) as v:
+        if (value is None) == (pick is None):
+            raise_invalid("give exactly one of --value or --pick")
+        chosen: Any = value
+        if pick is not None:
+            matching = [c for c in v.conflicts() if c.memory_id == memory_id and c.field == field]
+            if not matching:
+                raise_invalid(f"memory {memory_id} has no conflict on {field}")
+            if not 1 <= pick <= len(matching[0].candidates):
+                raise_invalid(f"--pick must be between 1 and {len(matching[0].candidates)}")
+            chosen = matching[0].candidates[pick - 1].value
+        elif field == "metadata":
+            chosen = _parse_json_value(value or "")
+        elif field == "deleted":
+            chosen = (value or "").lower() in ("true", "1", "yes")
+        memory = v.resolve(memory_id, field, chosen)
+    _print_memory(memory, as_json)
+
+
+def _parse_json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise_invalid("--value for metadata must be a JSON object")
+
+
+@app.command()
+def devices(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
+    """List the devices of the vault (from the replicated registry)."""
+    with _open(vault, as_json) as v:
+        registry = v.devices()
+        me = v.device_id
+    if as_json:
+        _emit_json([{"device_id": k, **info, "this_device": k == me} for k, info in sorted(registry.items())])
+        return
+    table = Table()
+    for column in ("device", "name", "added", "clients"):
+        table.add_column(column)
+    for device_id, info in sorted(registry.items()):
+        mark = " (this device)" if device_id == me else ""
+        table.add_row(device_id + mark, str(info.get("name", "")), str(info.get("added_at", "")),
+                      str(len(info.get("clients", []))))
+    out.print(table)
+
+
+@app.command()
+def status(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the local store, relays, pending work, conflicts and devices."""
+    with _open(vault, as_json) as v:
+        info = v.status()
+    if as_json:
+        _emit_json(info)
+        return
+    counts = info["memories"]
+    out.print(f"vault {info['vault']} — device {info['device_name']} ({info['device_id']})")
+    out.print(f"memories: {counts['live']} live ({counts['local_only']} level 0), {counts['deleted']} deleted, "
+              f"{counts['conflicted']} with conflicts")
+    out.print(f"received updates waiting for others: {info['held_updates']}; "
+              f"refused: {info['quarantined_updates']}")
+
+
+@app.command()
+def log(
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
+    vault: VaultOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the audit trail (imports and syncs: what moved, errors)."""
+    with _open(vault, as_json) as v:
+        rows = v.log(limit=limit)
+    if as_json:
+        _emit_json([{"at": r.at, "op": r.op, "peer": r.peer, "code": r.code, **r.detail} for r in rows])
+        return
+    table = Table()
+    for column in ("at", "op", "peer", "detail", "code"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(r.at, r.op, r.peer or "", json.dumps(r.detail, ensure_ascii=False), r.code or "")
+    out.print(table)

@@ -1,0 +1,230 @@
+"""Plain records of the memory model: what the API returns and the import layer produces.
+
+These are frozen value objects with no behaviour beyond validation and JSON shapes; the CRDT layout that
+stores them lives in :mod:`crdtsync.model.schema`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from crdtsync.errors import InvalidInputError
+
+#: Largest memory content accepted, in bytes of UTF-8 (64 KiB).
+MAX_CONTENT_BYTES = 64 * 1024
+#: Largest category, source, tag or agent label, in bytes of UTF-8.
+MAX_LABEL_BYTES = 1024
+#: Largest metadata object, in bytes of its compact JSON.
+MAX_METADATA_BYTES = 16 * 1024
+#: Editable fields held in multi-value registers (see the design's document schema).
+REGISTER_FIELDS = ("content", "category", "source", "metadata", "deleted")
+
+_TAG_RE = re.compile(r"^[^\x00-\x1f]+$")
+
+JSON = dict[str, Any]
+
+
+def utc_now_iso(now: datetime | None = None) -> str:
+    """``now`` (default: the current time) as ISO-8601 UTC with millisecond precision and a ``Z`` suffix."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def normalize_timestamp(value: str) -> str:
+    """Parse an ISO-8601 timestamp (with or without zone; naive means UTC) and return it as :func:`utc_now_iso`
+    writes it.
+
+    Raises:
+        InvalidInputError: ``value`` is not an ISO-8601 timestamp.
+    """
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidInputError(f"not an ISO-8601 timestamp: {value!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return utc_now_iso(moment)
+
+
+def _check_label(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{name} must be a string, not {type(value).__name__}")
+    if len(value.encode("utf-8")) > MAX_LABEL_BYTES:
+        raise InvalidInputError(f"{name} is longer than {MAX_LABEL_BYTES} bytes")
+    return value
+
+
+def check_content(content: object) -> str:
+    """Validate memory content: a non-empty ``str`` of at most :data:`MAX_CONTENT_BYTES` UTF-8 bytes.
+
+    Raises:
+        InvalidInputError: with code ``INVALID_INPUT`` (wrong type, empty) or ``CONTENT_TOO_LARGE``.
+    """
+    if not isinstance(content, str):
+        raise InvalidInputError(f"content must be a string, not {type(content).__name__}")
+    if not content.strip():
+        raise InvalidInputError("content must not be empty")
+    size = len(content.encode("utf-8", "surrogatepass"))
+    if size > MAX_CONTENT_BYTES:
+        raise InvalidInputError(
+            f"content is {size} bytes; the limit is {MAX_CONTENT_BYTES} bytes. Split it into several memories.",
+            code="CONTENT_TOO_LARGE",
+        )
+    return content
+
+
+def check_category(category: object) -> str | None:
+    """Validate a category: ``None`` or a string of at most :data:`MAX_LABEL_BYTES` bytes."""
+    return _check_label("category", category)  # type: ignore[arg-type]
+
+
+def check_source(source: object) -> str | None:
+    """Validate a source label: ``None`` or a string of at most :data:`MAX_LABEL_BYTES` bytes."""
+    return _check_label("source", source)  # type: ignore[arg-type]
+
+
+def check_tags(tags: object) -> frozenset[str]:
+    """Validate tags: an iterable of non-empty strings without control characters, each at most
+    :data:`MAX_LABEL_BYTES` bytes. A bare string is refused (it would become one tag per letter)."""
+    if isinstance(tags, str | bytes) or not hasattr(tags, "__iter__"):
+        raise InvalidInputError("tags must be a list of strings")
+    out = set()
+    for tag in tags:
+        if not isinstance(tag, str) or not tag or not _TAG_RE.match(tag):
+            raise InvalidInputError(f"invalid tag {tag!r}: tags are non-empty strings without control characters")
+        _check_label("tag", tag)
+        out.add(tag)
+    return frozenset(out)
+
+
+def check_level(level: object) -> int:
+    """Validate a level: 0 (this device only) or 1 (every device of the vault)."""
+    if level not in (0, 1) or isinstance(level, bool):
+        raise InvalidInputError(f"level must be 0 (this device only) or 1 (all devices), not {level!r}")
+    assert isinstance(level, int)
+    return level
+
+
+def check_metadata(metadata: object) -> JSON | None:
+    """Validate metadata: ``None`` or a JSON object (``dict`` with ``str`` keys) of at most
+    :data:`MAX_METADATA_BYTES` bytes as compact JSON."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise InvalidInputError(f"metadata must be a JSON object, not {type(metadata).__name__}")
+    try:
+        text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"metadata is not JSON: {exc}") from exc
+    if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
+        raise InvalidInputError(f"metadata is larger than {MAX_METADATA_BYTES} bytes as JSON")
+    parsed: JSON = json.loads(text)
+    return parsed
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One concurrent value of a field in conflict.
+
+    Attributes:
+        value: the value this write set (``str``, a JSON object, ``bool`` for ``deleted``, or ``None``).
+        device: ``device_id`` of the writer.
+        at: the writer's wall-clock time, ISO-8601 UTC (shown to people, never used for ordering).
+        agent: the writing agent (``--agent`` / ``CRDTSYNC_AGENT``) when one was given.
+    """
+
+    value: Any
+    device: str
+    at: str
+    agent: str | None = None
+
+    def to_json(self) -> JSON:
+        """The JSON shape ``{value, device, at}`` (plus ``agent`` when set) used by ``conflicts --json``."""
+        out: JSON = {"value": self.value, "device": self.device, "at": self.at}
+        if self.agent is not None:
+            out["agent"] = self.agent
+        return out
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A field of one memory that holds several different concurrent values.
+
+    Attributes:
+        memory_id: the memory's id.
+        field: one of :data:`REGISTER_FIELDS`.
+        candidates: every concurrent value, in a deterministic order (time, then device), identical on every
+            replica that holds the same updates.
+    """
+
+    memory_id: str
+    field: str
+    candidates: tuple[Candidate, ...]
+
+    def to_json(self) -> JSON:
+        """The JSON shape ``{memory_id, field, candidates: [{value, device, at}]}``."""
+        return {
+            "memory_id": self.memory_id,
+            "field": self.field,
+            "candidates": [c.to_json() for c in self.candidates],
+        }
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One memory as the API returns it.
+
+    Attributes:
+        id: UUID string (UUIDv7 for new memories; a name-based UUID for imports).
+        content: the text, at most :data:`MAX_CONTENT_BYTES` bytes of UTF-8.
+        category, source: free labels or ``None``.
+        tags: the set of tags.
+        level: 0 = this device only, 1 = every device of the vault.
+        metadata: a JSON object or ``None``.
+        created, updated: ISO-8601 UTC.
+        created_by, updated_by: ``device_id`` of the writer.
+        deleted: true when the memory is deleted (``restore`` undoes it).
+        conflicts: the fields of this memory currently in conflict.
+    """
+
+    id: str
+    content: str
+    category: str | None = None
+    tags: frozenset[str] = field(default_factory=frozenset)
+    level: int = 1
+    source: str | None = None
+    metadata: JSON | None = None
+    created: str = ""
+    updated: str = ""
+    created_by: str = ""
+    updated_by: str = ""
+    deleted: bool = False
+    conflicts: tuple[str, ...] = ()
+
+    def to_json(self) -> JSON:
+        """The JSON object of ``list --json``/``show --json``: keys id, content, category, tags (sorted),
+        level, source, metadata, created, updated (plus created_by, updated_by, deleted, conflicts)."""
+        return {
+            "id": self.id,
+            "content": self.content,
+            "category": self.category,
+            "tags": sorted(self.tags),
+            "level": self.level,
+            "source": self.source,
+            "metadata": self.metadata,
+            "created": self.created,
+            "updated": self.updated,
+            "created_by": self.created_by,
+            "updated_by": self.updated_by,
+            "deleted": self.deleted,
+            "conflicts": list(self.conflicts),
+        }

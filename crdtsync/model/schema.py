@@ -1,0 +1,326 @@
+"""Document schema v1: memories as multi-value registers on a pycrdt (Yjs) Doc.
+
+Layout (fixed for v1; README.md "Document schema" is the spec):
+
+- root ``memories``: Map ``memory_id -> Map record``; a record Map holds
+  - ``created`` (ISO-8601 UTC, written once) and ``created_by`` (device_id);
+  - one key ``t:<tag>`` -> ``true`` per tag (an add-wins set: concurrent adds both survive, a removal removes
+    the entry it saw);
+  - register entries ``<field>@<op_id>`` -> ``[value]`` or ``[value, by, at]`` or ``[value, by, at, agent]``
+    for ``field`` in content, category, source, metadata, deleted. A missing ``by``/``at`` means the record's
+    ``created_by``/``created`` (the entries written by ``add``), which keeps the layout compact. ``metadata``
+    is stored as compact JSON text because Yjs ``Any`` turns integers into floats.
+- root ``devices``: Map ``device_id -> Map {name, sign_pk, kx_pk (hex), added_by, added_at, revoked_at?,
+  "c:<client_id>": true}`` (the Yjs client ids that device writes with).
+- root ``vault``: Map ``{schema: 1, name}``.
+
+A write deletes every entry of the register that this replica sees and inserts one new entry, in one
+transaction. After a merge: one entry, or several with equal values, is a settled value; several different
+values are a :class:`~crdtsync.model.records.Conflict`, identical on every replica with the same updates.
+Every edit also rewrites ``deleted`` to false, so a delete concurrent with an edit is a conflict on
+``deleted`` rather than a silent loss.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pycrdt import Doc, Map
+
+from crdtsync.errors import InvalidInputError, NotFoundError
+from crdtsync.model.records import (
+    REGISTER_FIELDS,
+    Candidate,
+    Conflict,
+    Memory,
+    check_category,
+    check_content,
+    check_metadata,
+    check_source,
+    check_tags,
+)
+
+SCHEMA_VERSION = 1
+ROOT_MEMORIES = "memories"
+ROOT_DEVICES = "devices"
+ROOT_VAULT = "vault"
+ROOTS = frozenset({ROOT_MEMORIES, ROOT_DEVICES, ROOT_VAULT})
+TAG_PREFIX = "t:"
+CLIENT_PREFIX = "c:"
+
+OpIdFactory = Callable[[], str]
+
+
+@dataclass(frozen=True)
+class WriteContext:
+    """Who writes and when: ``device`` is the writer's device_id, ``at`` its wall time (ISO-8601 UTC, shown to
+    people only), ``agent`` the writing agent label or ``None``, ``new_op_id`` returns a fresh short random id
+    (unique within one register; the caller supplies randomness so tests can control it)."""
+
+    device: str
+    at: str
+    new_op_id: OpIdFactory
+    agent: str | None = None
+
+
+def _encode_value(field: str, value: Any) -> Any:
+    if field == "metadata" and value is not None:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return value
+
+
+def _decode_value(field: str, raw: Any) -> Any:
+    if field == "metadata" and raw is not None:
+        return json.loads(raw)
+    return raw
+
+
+def check_field(field: str, value: Any) -> Any:
+    """Validate ``value`` for register ``field`` (one of ``REGISTER_FIELDS``) and return it normalised.
+
+    Raises:
+        InvalidInputError: unknown field (code ``INVALID_FIELD``) or a value the field does not accept.
+    """
+    if field == "content":
+        return check_content(value)
+    if field == "category":
+        return check_category(value)
+    if field == "source":
+        return check_source(value)
+    if field == "metadata":
+        return check_metadata(value)
+    if field == "deleted":
+        if not isinstance(value, bool):
+            raise InvalidInputError("deleted must be true or false")
+        return value
+    raise InvalidInputError(f"unknown field {field!r}; fields are {', '.join(REGISTER_FIELDS)}", code="INVALID_FIELD")
+
+
+class MemoryDoc:
+    """Schema-v1 operations on one pycrdt ``Doc``. Pure: no IO, time or randomness of its own.
+
+    Every method that writes runs in one Doc transaction; callers that batch (imports) may wrap several calls
+    in an outer ``doc.transaction()``.
+    """
+
+    def __init__(self, doc: Doc[Any]) -> None:
+        self.doc = doc
+        self.memories: Map[Any] = doc.get(ROOT_MEMORIES, type=Map)
+        self.devices: Map[Any] = doc.get(ROOT_DEVICES, type=Map)
+        self.vault: Map[Any] = doc.get(ROOT_VAULT, type=Map)
+
+    # -- memories ---------------------------------------------------------------------------------------
+
+    def add(
+        self,
+        memory_id: str,
+        ctx: WriteContext,
+        *,
+        content: str,
+        category: str | None = None,
+        tags: Iterable[str] = (),
+        source: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created: str | None = None,
+    ) -> None:
+        """Insert a new memory. ``created`` defaults to ``ctx.at``. Values must already be validated
+        (:func:`check_field`). Raises ``InvalidInputError`` (code ``ALREADY_EXISTS``) if the id exists."""
+        if memory_id in self.memories:
+            raise InvalidInputError(f"memory {memory_id} already exists", code="ALREADY_EXISTS")
+        entry_tail: list[Any] = [] if ctx.agent is None else [ctx.device, ctx.at, ctx.agent]
+        record: dict[str, Any] = {"created": created or ctx.at, "created_by": ctx.device}
+        values = {"content": content, "category": category, "source": source, "metadata": metadata}
+        for field, value in values.items():
+            if value is not None:
+                record[f"{field}@{ctx.new_op_id()}"] = [_encode_value(field, value), *entry_tail]
+        for tag in tags:
+            record[TAG_PREFIX + tag] = True
+        with self.doc.transaction():
+            self.memories[memory_id] = Map(record)
+
+    def _record(self, memory_id: str) -> Map[Any]:
+        record = self.memories.get(memory_id)
+        if not isinstance(record, Map):
+            raise NotFoundError(f"no memory with id {memory_id}")
+        return record
+
+    def write(self, memory_id: str, ctx: WriteContext, changes: Mapping[str, Any]) -> None:
+        """Write register fields of one memory: ``changes`` maps field names to validated values. Each field
+        write deletes the entries this replica sees and inserts one. Unless ``deleted`` itself is written,
+        ``deleted`` is rewritten to false so that a concurrent delete surfaces as a conflict.
+
+        Raises:
+            NotFoundError: no such memory.
+            InvalidInputError: unknown field (``INVALID_FIELD``).
+        """
+        record = self._record(memory_id)
+        fields = dict(changes)
+        if "deleted" not in fields:
+            fields["deleted"] = False
+        with self.doc.transaction():
+            existing = list(record.keys())
+            for field, value in fields.items():
+                if field not in REGISTER_FIELDS:
+                    raise InvalidInputError(f"unknown field {field!r}", code="INVALID_FIELD")
+                prefix = field + "@"
+                for key in existing:
+                    if key.startswith(prefix):
+                        del record[key]
+                entry: list[Any] = [_encode_value(field, value), ctx.device, ctx.at]
+                if ctx.agent is not None:
+                    entry.append(ctx.agent)
+                record[f"{prefix}{ctx.new_op_id()}"] = entry
+
+    def set_tags(self, memory_id: str, ctx: WriteContext, add: Iterable[str], remove: Iterable[str]) -> None:
+        """Add and remove tags of one memory (add-wins set) and mark the memory edited (``deleted`` false).
+
+        Raises:
+            NotFoundError: no such memory.
+        """
+        record = self._record(memory_id)
+        with self.doc.transaction():
+            for tag in check_tags(list(remove)):
+                key = TAG_PREFIX + tag
+                if key in record:
+                    del record[key]
+            for tag in check_tags(list(add)):
+                if TAG_PREFIX + tag not in record:
+                    record[TAG_PREFIX + tag] = True
+            self.write(memory_id, ctx, {})
+
+    def remove(self, memory_id: str) -> None:
+        """Remove a memory from the shared Doc entirely (used when it moves to level 0). Copies already
+        synced to other devices stay there."""
+        with self.doc.transaction():
+            if memory_id in self.memories:
+                del self.memories[memory_id]
+
+    def memory_ids(self) -> list[str]:
+        """Every memory id in the Doc, deleted ones included."""
+        return list(self.memories.keys())
+
+    def read(self, memory_id: str) -> tuple[Memory, list[Conflict]] | None:
+        """The current state of one memory and its conflicts, or ``None`` when the Doc has no such record or
+        the record is not a valid v1 record (see :func:`read_record`)."""
+        record = self.memories.get(memory_id)
+        if not isinstance(record, Map):
+            return None
+        return read_record(memory_id, record.to_py() or {})
+
+    # -- registry and vault ------------------------------------------------------------------------------
+
+    def register_device(self, device_id: str, info: Mapping[str, str], client_ids: Iterable[int]) -> None:
+        """Create or extend the registry entry of ``device_id``: ``info`` fields (name, sign_pk, kx_pk,
+        added_by, added_at; strings) are written when absent, and each Yjs client id is announced."""
+        with self.doc.transaction():
+            entry = self.devices.get(device_id)
+            if not isinstance(entry, Map):
+                entry = Map({})
+                self.devices[device_id] = entry
+            for key, value in info.items():
+                if key not in entry:
+                    entry[key] = value
+            for client_id in client_ids:
+                key = f"{CLIENT_PREFIX}{client_id}"
+                if key not in entry:
+                    entry[key] = True
+
+    def registry(self) -> dict[str, dict[str, Any]]:
+        """The device registry as ``{device_id: {name, sign_pk, kx_pk, added_by, added_at, revoked_at?,
+        clients: sorted list of client ids}}``."""
+        out: dict[str, dict[str, Any]] = {}
+        for device_id, entry in self.devices.items():
+            if not isinstance(entry, Map):
+                continue
+            raw = entry.to_py() or {}
+            info = {k: v for k, v in raw.items() if not k.startswith(CLIENT_PREFIX)}
+            info["clients"] = sorted(int(k[len(CLIENT_PREFIX) :]) for k in raw if k.startswith(CLIENT_PREFIX))
+            out[device_id] = info
+        return out
+
+    def set_vault_info(self, name: str) -> None:
+        """Write the ``vault`` root: ``{schema: 1, name}``."""
+        with self.doc.transaction():
+            self.vault["schema"] = SCHEMA_VERSION
+            self.vault["name"] = name
+
+
+def _register_candidates(record: Mapping[str, Any], field: str) -> list[tuple[Candidate, str]] | None:
+    """Current entries of one register as (candidate, op_id), or None when an entry is malformed."""
+    prefix = field + "@"
+    out: list[tuple[Candidate, str]] = []
+    for key, raw in record.items():
+        if not key.startswith(prefix):
+            continue
+        if not isinstance(raw, list) or len(raw) not in (1, 3, 4):
+            return None
+        value = raw[0]
+        by, at = (raw[1], raw[2]) if len(raw) >= 3 else (record.get("created_by"), record.get("created"))
+        agent = raw[3] if len(raw) == 4 else None
+        if not isinstance(by, str) or not isinstance(at, str) or not (agent is None or isinstance(agent, str)):
+            return None
+        try:
+            value = check_field(field, _decode_value(field, value))
+        except (InvalidInputError, ValueError, TypeError):
+            return None
+        out.append((Candidate(value=value, device=by, at=at, agent=agent), key[len(prefix) :]))
+    out.sort(key=lambda pair: (pair[0].at, pair[0].device, pair[1]))
+    return out
+
+
+def read_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, list[Conflict]] | None:
+    """Interpret one record Map (as plain Python, from ``Map.to_py()``) under schema v1.
+
+    Returns the memory and its conflicts, or ``None`` when the record is malformed: missing or wrongly typed
+    ``created``/``created_by``, a register entry of the wrong shape or type, no content entry, or a
+    non-``true`` tag. The settled value of a field in conflict is its latest candidate (by time, then device,
+    then op id), so every replica shows the same value.
+    """
+    created, created_by = record.get("created"), record.get("created_by")
+    if not isinstance(created, str) or not isinstance(created_by, str):
+        return None
+    values: dict[str, Any] = {}
+    conflicts: list[Conflict] = []
+    updated, updated_by = created, created_by
+    for field in REGISTER_FIELDS:
+        entries = _register_candidates(record, field)
+        if entries is None:
+            return None
+        if not entries:
+            values[field] = None
+            continue
+        candidates = [c for c, _ in entries]
+        values[field] = candidates[-1].value
+        if any(c.value != candidates[0].value for c in candidates):
+            conflicts.append(Conflict(memory_id=memory_id, field=field, candidates=tuple(candidates)))
+        for candidate in candidates:
+            if (candidate.at, candidate.device) > (updated, updated_by):
+                updated, updated_by = candidate.at, candidate.device
+    if values["content"] is None:
+        return None
+    tags = set()
+    for key, raw in record.items():
+        if key.startswith(TAG_PREFIX):
+            if raw is not True:
+                return None
+            tags.add(key[len(TAG_PREFIX) :])
+    deleted_conflict = any(c.field == "deleted" for c in conflicts)
+    memory = Memory(
+        id=memory_id,
+        content=values["content"],
+        category=values["category"],
+        tags=frozenset(tags),
+        level=1,
+        source=values["source"],
+        metadata=values["metadata"],
+        created=created,
+        updated=updated,
+        created_by=created_by,
+        updated_by=updated_by,
+        deleted=bool(values["deleted"]) and not deleted_conflict,
+        conflicts=tuple(c.field for c in conflicts),
+    )
+    return memory, conflicts

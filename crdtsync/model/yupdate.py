@@ -1,0 +1,526 @@
+"""Strict reader of Yjs v1 updates and state vectors, run on every update from outside this process.
+
+pycrdt 0.14.13 (yrs 0.28.0) trusts update bytes: it wraps over-long u32 clocks, reads strings with
+``from_utf8_unchecked``, allocates whatever a count says and recurses without a depth limit, so crafted
+updates panic, jump clocks, corrupt memory or hang it (see the design's "Trust boundaries"). This module
+decodes the bytes exactly and on its own, before yrs sees them: :func:`decode_update` says which clock
+ranges an update fills and which IDs it needs, :func:`missing_dependencies` whether those are all present
+locally, and :func:`expected_state` what the state vector must become once the update is applied.
+
+The format is Yjs v1 on lib0 encoding: yjs ``src/utils/UpdateDecoder.js`` (``UpdateDecoderV1``),
+``src/structs/Item.js`` (``readItem``, ``contentRefs``) and lib0 ``decoding.js`` (``readVarUint``,
+``readVarInt``, ``readVarString``, ``readAny``). Beyond Yjs, it refuses what yrs would read differently from
+Yjs: JSON content (yrs reads one string more than the count says) and XmlHook types (yrs does not read the
+hook name). Pure: no IO, no time, no randomness.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass
+from heapq import heappop, heappush
+from typing import NoReturn
+
+from crdtsync.errors import UpdateRejectedError
+
+#: Longest struct or per-client run accepted, in clock units.
+MAX_RUN: int = 1 << 20
+#: yrs clocks are u32: any clock or end beyond this is malformed.
+MAX_CLOCK: int = (1 << 32) - 1
+#: lib0 var uints are JS-safe integers.
+MAX_CLIENT: int = (1 << 53) - 1
+#: Deepest nesting of Any arrays and objects accepted.
+MAX_ANY_DEPTH = 64
+
+_MALFORMED = "UPDATE_MALFORMED"
+_UNSUPPORTED = "UPDATE_UNSUPPORTED_CONTENT"
+_TOO_LARGE = "UPDATE_TOO_LARGE"
+#: Type refs of ContentType (yjs ``typeRefs``) we accept, to whether a var string (nodeName) follows.
+_TYPE_REFS = {0: False, 1: False, 2: False, 3: True, 4: False, 6: False}
+_GC, _SKIP, _DOC = 0, 10, 9
+#: Any tags without a payload: undefined, null, false, true.
+_ANY_CONSTANTS = frozenset((127, 126, 121, 120))
+
+Ranges = tuple[tuple[int, int], ...]
+#: One reference of an Item: its client and clock, the referenced client and clock, the Item's byte offset.
+_Dep = tuple[int, int, int, int, int]
+
+
+def _fail(what: str, pos: int, code: str = _MALFORMED) -> NoReturn:
+    raise UpdateRejectedError(f"{what} at byte {pos}", code=code)
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+class _Reader:
+    """A cursor over lib0-encoded bytes; every read checks bounds and minimal encoding."""
+
+    __slots__ = ("data", "end", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+        self.end = len(data)
+
+    def uint(self, bits: int = 7) -> int:
+        """lib0 ``readVarUint`` (``bits=6``: the magnitude of ``readVarInt``, sign in bit 6 of the first
+        byte): minimal, at most 8 bytes, at most :data:`MAX_CLIENT`."""
+        data, pos = self.data, self.pos
+        if pos >= self.end:
+            _fail("truncated: var int expected", pos)
+        b = data[pos]
+        if b < 0x80:
+            self.pos = pos + 1
+            return b & ((1 << bits) - 1)
+        value, shift, start = b & ((1 << bits) - 1), bits, pos
+        limit = min(self.end, pos + 8)
+        while b >= 0x80:
+            pos += 1
+            if pos >= limit:
+                _fail("truncated var int" if pos >= self.end else "over-long var int", start)
+            b = data[pos]
+            value |= (b & 0x7F) << shift
+            shift += 7
+        if b == 0:
+            _fail("non-minimal var int", start)
+        if value > MAX_CLIENT:
+            _fail(f"var int {value} exceeds 2^53-1", start)
+        self.pos = pos + 1
+        return value
+
+    def clock(self) -> int:
+        start = self.pos
+        value = self.uint()
+        if value > MAX_CLOCK:
+            _fail(f"clock {value} exceeds 2^32-1", start)
+        return value
+
+    def count(self, min_bytes: int) -> int:
+        """A var uint element count, each element taking at least ``min_bytes`` of what is left."""
+        start = self.pos
+        n = self.uint()
+        if n * min_bytes > self.end - self.pos:
+            _fail(f"count {n} exceeds the {self.end - self.pos} bytes left", start)
+        return n
+
+    def raw(self) -> bytes:
+        """lib0 ``readVarUint8Array``."""
+        start = pos = self.pos
+        if pos < self.end and self.data[pos] < 0x80:
+            n = self.data[pos]
+            pos += 1
+        else:
+            n = self.uint()
+            pos = self.pos
+        end = pos + n
+        if end > self.end:
+            _fail(f"length {n} exceeds the {self.end - pos} bytes left", start)
+        self.pos = end
+        return self.data[pos:end]
+
+    def string(self) -> str:
+        """lib0 ``readVarString``: strict UTF-8 (no surrogates, no over-long forms)."""
+        raw = self.raw()
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            _fail(f"invalid UTF-8 ({exc.reason})", self.pos - len(raw) + exc.start)
+
+    def json_string(self) -> None:
+        """A var string holding one JSON value (yjs ``readJSON``)."""
+        start = self.pos
+        text = self.string()
+        try:
+            value = json.loads(text, parse_constant=_reject_constant)
+            if "\\u" in text:
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except (ValueError, RecursionError):
+            _fail("string is not JSON", start)
+
+    def any(self, depth: int) -> None:
+        """lib0 ``readAny``, validated and skipped."""
+        pos = self.pos
+        if pos >= self.end:
+            _fail("truncated: Any expected", pos)
+        tag = self.data[pos]
+        self.pos = pos + 1
+        if tag in _ANY_CONSTANTS:
+            return
+        if tag == 125:
+            self.uint(6)
+        elif tag in (122, 123, 124):
+            size = 4 if tag == 124 else 8
+            if pos + 1 + size > self.end:
+                _fail("truncated number", pos)
+            self.pos += size
+        elif tag == 119:
+            self.string()
+        elif tag == 116:
+            self.raw()
+        elif tag in (117, 118):
+            if depth >= MAX_ANY_DEPTH:
+                _fail(f"Any nested deeper than {MAX_ANY_DEPTH}", pos)
+            for _ in range(self.count(1 if tag == 117 else 2)):
+                if tag == 118:
+                    self.string()
+                self.any(depth + 1)
+        else:
+            _fail(f"unknown Any tag {tag}", pos)
+
+
+@dataclass(frozen=True)
+class DecodedUpdate:
+    """What one update holds, in clock units (Items count one unit per UTF-16 code unit or array element).
+
+    Attributes:
+        structs: client -> sorted, merged ``[start, end)`` clock ranges of its Items and GC structs (Skip
+            structs, which merged updates use for holes, are left out).
+        references: every ID ``(client, clock)`` an Item refers to: origin, right origin, parent item.
+        deletes: the delete set, client -> sorted, merged ``[start, end)`` clock ranges.
+        root_names: names of the root types used as parents.
+    """
+
+    structs: dict[int, Ranges]
+    references: frozenset[tuple[int, int]]
+    deletes: dict[int, Ranges]
+    root_names: frozenset[str]
+
+    def is_empty(self) -> bool:
+        """True when the update neither adds a struct nor deletes anything."""
+        return not self.structs and not self.deletes
+
+
+def decode_update(data: bytes, *, max_run: int = MAX_RUN, allow_subdocs: bool = False) -> DecodedUpdate:
+    """Decode a Yjs v1 update (``Y.encodeStateAsUpdate``, pycrdt ``get_update``) exactly, in linear time.
+
+    Args:
+        data: the update bytes.
+        max_run: longest struct, and longest clock span of one client, accepted (clock units).
+        allow_subdocs: accept subdocument content (content ref 9).
+
+    Raises:
+        UpdateRejectedError: ``UPDATE_MALFORMED`` when the bytes do not decode exactly (truncated, trailing
+            bytes, bad or non-minimal var int, invalid UTF-8 or JSON, clocks past 2^32-1, a zero-length struct
+            or delete range, a client listed twice, an Item referring to itself or a later clock of its own
+            client, delete ranges out of order, Any nested deeper than 64...);
+            ``UPDATE_UNSUPPORTED_CONTENT`` for an unknown content or type ref, JSON content, an XmlHook, or a
+            subdocument unless ``allow_subdocs``; ``UPDATE_TOO_LARGE`` when a struct or a client's span is
+            longer than ``max_run``. The message names the byte offset.
+    """
+    r = _Reader(bytes(data))
+    structs: dict[int, Ranges] = {}
+    deps: list[_Dep] = []
+    roots: set[str] = set()
+    for _ in range(r.count(3)):
+        n_structs = r.count(2)
+        at = r.pos
+        client = r.uint()
+        first = clock = r.clock()
+        if client in structs:
+            _fail(f"client {client} listed twice", at)
+        ranges: list[tuple[int, int]] = []
+        run_start = clock
+        for _ in range(n_structs):
+            at = r.pos
+            if at >= r.end:
+                _fail("truncated: struct expected", at)
+            info = r.data[at]
+            r.pos = at + 1
+            ref = info & 0x1F
+            if ref in (_GC, _SKIP):
+                if info != ref:
+                    _fail(f"GC/Skip info byte {info:#04x} has high bits set", at)
+                length = r.uint()
+                if ref == _SKIP:
+                    if clock > run_start:
+                        ranges.append((run_start, clock))
+                    run_start = clock + length
+            else:
+                length = _item(r, info, client, clock, deps, roots, allow_subdocs)
+            if length == 0:
+                _fail("zero-length struct", at)
+            if length > max_run:
+                _fail(f"struct of {length} clock units exceeds {max_run}", at, _TOO_LARGE)
+            clock += length
+            if clock > MAX_CLOCK:
+                _fail(f"clock {clock} of client {client} exceeds 2^32-1", at)
+            if clock - first > max_run:
+                _fail(f"client {client} spans more than {max_run} clock units", at, _TOO_LARGE)
+        if clock > run_start:
+            ranges.append((run_start, clock))
+        structs[client] = tuple(ranges)
+    deletes = _delete_set(r)
+    if r.pos != r.end:
+        _fail(f"{r.end - r.pos} trailing bytes", r.pos)
+    structs = {c: rs for c, rs in structs.items() if rs}
+    _check_causal(structs, deps)
+    return DecodedUpdate(structs, frozenset((d[2], d[3]) for d in deps), deletes, frozenset(roots))
+
+
+def _check_causal(structs: dict[int, Ranges], deps: list[_Dep]) -> None:
+    """Refuse references between the update's own structs that go round in a cycle across clients: no
+    causal history writes them, and yrs keeps such an update pending for ever (a later clock of the same
+    client was already refused). Integrates clients in the manner of yjs ``integrateStructs``: each client
+    advances until a struct needs a clock another client has not reached; that client wakes it."""
+    todo: dict[int, list[_Dep]] = {}
+    for dep in deps:
+        if dep[0] != dep[2] and _covers(structs.get(dep[2], ()), dep[3]):
+            todo.setdefault(dep[0], []).append(dep)
+    reached = {c: rs[0][0] if c in todo else rs[-1][1] for c, rs in structs.items()}
+    waiting: dict[int, list[tuple[int, int]]] = {}
+    done = dict.fromkeys(todo, 0)
+    queue = list(todo)
+
+    def advance(client: int, clock: int) -> None:
+        reached[client] = max(reached[client], clock)
+        heap = waiting.get(client, [])
+        while heap and heap[0][0] < reached[client]:
+            queue.append(heappop(heap)[1])
+
+    while queue:
+        client = queue.pop()
+        mine, i = todo[client], done[client]
+        while i < len(mine) and reached[mine[i][2]] > mine[i][3]:
+            advance(client, mine[i][1])
+            i += 1
+        done[client] = i
+        if i < len(mine):
+            advance(client, mine[i][1])
+            heappush(waiting.setdefault(mine[i][2], []), (mine[i][3], client))
+        else:
+            advance(client, structs[client][-1][1])
+    for client, mine in todo.items():
+        if done[client] < len(mine):
+            _, clock, ref_client, ref_clock, at = mine[done[client]]
+            _fail(f"Item {client}:{clock} is part of a reference cycle through {ref_client}:{ref_clock}", at)
+
+
+def _item(
+    r: _Reader, info: int, client: int, clock: int, deps: list[_Dep], roots: set[str], subdocs: bool
+) -> int:
+    """Read one Item (yjs ``readItem``) after its info byte; return its length in clock units."""
+    at = r.pos - 1
+    ids = []
+    if info & 0x80:
+        ids.append((r.uint(), r.clock()))
+    if info & 0x40:
+        ids.append((r.uint(), r.clock()))
+    if not info & 0xC0:
+        flag_at = r.pos
+        flag = r.uint()
+        if flag == 1:
+            roots.add(r.string())
+        elif flag == 0:
+            ids.append((r.uint(), r.clock()))
+        else:
+            _fail(f"parent info {flag} is neither 0 nor 1", flag_at)
+        if info & 0x20:
+            r.string()
+    for ref_client, ref_clock in ids:
+        if ref_client == client and ref_clock >= clock:
+            _fail(f"Item {client}:{clock} refers to itself or a later clock of its client", at)
+        deps.append((client, clock, ref_client, ref_clock, at))
+    ref = info & 0x1F
+    if ref == 1:  # Deleted
+        return r.uint()
+    if ref == 3:  # Binary
+        r.raw()
+        return 1
+    if ref == 4:  # String: one clock unit per UTF-16 code unit
+        text = r.string()
+        return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
+    if ref == 5:  # Embed
+        r.json_string()
+        return 1
+    if ref == 6:  # Format
+        r.string()
+        r.json_string()
+        return 1
+    if ref == 7:  # Type
+        type_at = r.pos
+        type_ref = r.uint()
+        if type_ref not in _TYPE_REFS:
+            _fail(f"unsupported type ref {type_ref}", type_at, _UNSUPPORTED)
+        if _TYPE_REFS[type_ref]:
+            r.string()
+        return 1
+    if ref == 8:  # Any
+        n = r.count(1)
+        for _ in range(n):
+            r.any(0)
+        return n
+    if ref == _DOC and subdocs:
+        r.string()
+        r.any(0)
+        return 1
+    _fail(f"unsupported content ref {ref}", at, _UNSUPPORTED)
+
+
+def _delete_set(r: _Reader) -> dict[int, Ranges]:
+    """yjs ``readDeleteSet``; ranges of one client must be sorted and must not overlap."""
+    deletes: dict[int, Ranges] = {}
+    seen: set[int] = set()
+    for _ in range(r.count(2)):
+        at = r.pos
+        client = r.uint()
+        if client in seen:
+            _fail(f"client {client} listed twice in the delete set", at)
+        seen.add(client)
+        ranges: list[tuple[int, int]] = []
+        for _ in range(r.count(2)):
+            at = r.pos
+            start = r.clock()
+            stop = start + r.uint()
+            if stop == start:
+                _fail("zero-length delete range", at)
+            if stop > MAX_CLOCK:
+                _fail(f"delete range end {stop} exceeds 2^32-1", at)
+            if ranges and start < ranges[-1][1]:
+                _fail("delete ranges overlap or are out of order", at)
+            if ranges and start == ranges[-1][1]:
+                ranges[-1] = (ranges[-1][0], stop)
+            else:
+                ranges.append((start, stop))
+        if ranges:
+            deletes[client] = tuple(ranges)
+    return deletes
+
+
+@dataclass(frozen=True)
+class Missing:
+    """What an update needs that neither the local document nor the update itself has.
+
+    Attributes:
+        gaps: client -> ``(clock reached here, clock the update continues at)`` when the update's structs of
+            that client start past what is known, or a Skip hole sits in the part not yet known.
+        references: referenced IDs ``(client, clock)`` neither known here nor in the update.
+        deletes: client -> highest clock a delete range names that neither here nor the update has.
+    """
+
+    gaps: dict[int, tuple[int, int]]
+    references: frozenset[tuple[int, int]]
+    deletes: dict[int, int]
+
+    def __bool__(self) -> bool:
+        return bool(self.gaps or self.references or self.deletes)
+
+
+def _reach(ranges: Ranges, known: int) -> tuple[int, int | None]:
+    """End of the clock run contiguous from ``known``, and where the first range past it starts (or None)."""
+    for start, end in ranges:
+        if start > known:
+            return known, start
+        known = max(known, end)
+    return known, None
+
+
+def _covers(ranges: Ranges, clock: int) -> bool:
+    i = bisect_right(ranges, (clock, MAX_CLIENT)) - 1
+    return i >= 0 and ranges[i][1] > clock
+
+
+def _highest_uncovered(cover: Ranges, start: int, end: int) -> int | None:
+    """Highest clock in ``[start, end)`` outside ``cover`` (sorted, merged, non-adjacent ranges)."""
+    i = bisect_right(cover, (end - 1, MAX_CLIENT)) - 1
+    if i < 0 or cover[i][1] < end:
+        return end - 1
+    return cover[i][0] - 1 if cover[i][0] > start else None
+
+
+def missing_dependencies(decoded: DecodedUpdate, state: Mapping[int, int]) -> Missing:
+    """What ``decoded`` needs beyond the local state vector ``state`` (client -> next clock).
+
+    An ID ``(c, k)`` is present when ``k < state.get(c, 0)`` or the update's own structs cover it. Structs
+    entirely below the known clock are fine (Yjs skips them). An update with anything missing would stay
+    pending inside yrs, where ``get_update`` omits it: keep it in the log until its dependencies arrive.
+    """
+    gaps: dict[int, tuple[int, int]] = {}
+    for client, ranges in decoded.structs.items():
+        reach, resume = _reach(ranges, state.get(client, 0))
+        if resume is not None:
+            gaps[client] = (reach, resume)
+    refs = frozenset(
+        (c, k)
+        for c, k in decoded.references
+        if k >= state.get(c, 0) and not _covers(decoded.structs.get(c, ()), k)
+    )
+    deletes: dict[int, int] = {}
+    for client, ranges in decoded.deletes.items():
+        cover: list[tuple[int, int]] = []
+        known = state.get(client, 0)
+        for start, end in ((0, known), *decoded.structs.get(client, ())):
+            if cover and start <= cover[-1][1]:
+                cover[-1] = (cover[-1][0], max(cover[-1][1], end))
+            elif end > start:
+                cover.append((start, end))
+        for start, end in reversed(ranges):
+            hole = _highest_uncovered(tuple(cover), start, end)
+            if hole is not None:
+                deletes[client] = hole
+                break
+    return Missing(gaps, refs, deletes)
+
+
+def expected_state(decoded: DecodedUpdate, state: Mapping[int, int]) -> dict[int, int]:
+    """The state vector (client -> next clock) after integrating ``decoded`` into a document at ``state``.
+
+    Each client advances to the end of its covered run contiguous from the known clock; other clients keep
+    their clock. Meaningful when :func:`missing_dependencies` finds nothing; compare it with the real state
+    after apply to catch a clock that jumped past what the update's content fills.
+    """
+    out = dict(state)
+    for client, ranges in decoded.structs.items():
+        known = state.get(client, 0)
+        reach, _ = _reach(ranges, known)
+        if reach > known:
+            out[client] = reach
+    return out
+
+
+def decode_state_vector(data: bytes) -> dict[int, int]:
+    """Decode a Yjs state vector (``Y.encodeStateVector``, pycrdt ``get_state``): var uint count, then
+    ``count`` pairs of var uint client and clock. Client -> next clock.
+
+    Raises:
+        UpdateRejectedError: ``UPDATE_MALFORMED`` on truncation, trailing bytes, a bad var uint, a client
+            listed twice or a clock past 2^32-1.
+    """
+    r = _Reader(bytes(data))
+    out: dict[int, int] = {}
+    for _ in range(r.count(2)):
+        at = r.pos
+        client = r.uint()
+        if client in out:
+            _fail(f"client {client} listed twice", at)
+        out[client] = r.clock()
+    if r.pos != r.end:
+        _fail(f"{r.end - r.pos} trailing bytes", r.pos)
+    return out
+
+
+def _write_uint(out: bytearray, value: int) -> None:
+    while value > 0x7F:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    out.append(value)
+
+
+def encode_state_vector(state: Mapping[int, int]) -> bytes:
+    """Encode ``state`` (client -> next clock) as a Yjs state vector, clients in descending order as Yjs
+    writes them; :func:`decode_state_vector` and pycrdt read it.
+
+    Raises:
+        ValueError: a client outside ``0..MAX_CLIENT`` or a clock outside ``0..MAX_CLOCK``.
+    """
+    out = bytearray()
+    _write_uint(out, len(state))
+    for client, clock in sorted(state.items(), reverse=True):
+        if not (0 <= client <= MAX_CLIENT and 0 <= clock <= MAX_CLOCK):
+            raise ValueError(f"state vector entry {client}: {clock} out of range")
+        _write_uint(out, client)
+        _write_uint(out, clock)
+    return bytes(out)

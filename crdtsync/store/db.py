@@ -1,0 +1,414 @@
+"""The vault's state of record: one SQLite file in WAL mode with ``synchronous=FULL``.
+
+Tables (README.md "Local store" documents them):
+
+- ``updates``: append-only log of every integrated Yjs update, local or received, written in the same
+  transaction that makes it visible. ``local`` marks this device's own writes (what a push sends).
+- ``snapshots``: full Doc state as of an update id (compaction; opening = newest snapshot + later updates).
+- ``inbox``: received updates that passed the strict reader but wait for what they depend on, outside yrs.
+- ``quarantine``: refused updates with their stable error code, kept for inspection.
+- ``memories`` (+ ``memories_fts``, an FTS5 index kept by triggers): the materialized current records, written
+  in the same transaction as the update that changes them, so reads never load the Doc; level-0 memories
+  live only here (``level = 0``) and never enter the Doc.
+- ``leases``: the Yjs client ids of this device and which live process holds each.
+- ``relays``, ``cursors``, ``audit``, ``meta``.
+
+A write is durable when :meth:`Store.write` returns: the transaction is committed with ``synchronous=FULL``.
+Several processes may open the same file; each sees the others' commits.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crdtsync.errors import VaultError
+from crdtsync.model.records import Conflict, Memory
+
+STORE_FORMAT = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
+CREATE TABLE IF NOT EXISTS updates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, origin TEXT NOT NULL, local INTEGER NOT NULL, data BLOB NOT NULL,
+    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
+CREATE INDEX IF NOT EXISTS updates_local ON updates (local, id);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, upto INTEGER NOT NULL, data BLOB NOT NULL,
+    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, origin TEXT NOT NULL, data BLOB NOT NULL, waiting TEXT NOT NULL,
+    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, origin TEXT NOT NULL, data BLOB NOT NULL, code TEXT NOT NULL,
+    message TEXT NOT NULL, at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
+CREATE TABLE IF NOT EXISTS memories (
+    id TEXT PRIMARY KEY, content TEXT NOT NULL, category TEXT, tags TEXT NOT NULL, level INTEGER NOT NULL,
+    source TEXT, metadata TEXT, created TEXT NOT NULL, updated TEXT NOT NULL, created_by TEXT NOT NULL,
+    updated_by TEXT NOT NULL, deleted INTEGER NOT NULL, conflicts TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS memories_live ON memories (deleted, created);
+CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
+    content, category, tags, content='memories', content_rowid='rowid', tokenize='unicode61');
+CREATE TRIGGER IF NOT EXISTS memories_ai AFTER INSERT ON memories BEGIN
+    INSERT INTO memories_fts (rowid, content, category, tags)
+    VALUES (new.rowid, new.content, new.category, new.tags);
+END;
+CREATE TRIGGER IF NOT EXISTS memories_ad AFTER DELETE ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, content, category, tags)
+    VALUES ('delete', old.rowid, old.content, old.category, old.tags);
+END;
+CREATE TRIGGER IF NOT EXISTS memories_au AFTER UPDATE ON memories BEGIN
+    INSERT INTO memories_fts (memories_fts, rowid, content, category, tags)
+    VALUES ('delete', old.rowid, old.content, old.category, old.tags);
+    INSERT INTO memories_fts (rowid, content, category, tags)
+    VALUES (new.rowid, new.content, new.category, new.tags);
+END;
+CREATE TABLE IF NOT EXISTS leases (
+    client_id INTEGER PRIMARY KEY, holder TEXT, acquired TEXT);
+CREATE TABLE IF NOT EXISTS relays (
+    name TEXT PRIMARY KEY, url TEXT NOT NULL, added TEXT NOT NULL, last_sync TEXT, last_error TEXT);
+CREATE TABLE IF NOT EXISTS cursors (
+    scope TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (scope, key));
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    op TEXT NOT NULL, peer TEXT, detail TEXT NOT NULL, code TEXT);
+"""
+
+_MEMORY_COLUMNS = (
+    "id, content, category, tags, level, source, metadata, created, updated, created_by, updated_by, deleted, "
+    "conflicts"
+)
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One row of the audit trail: ``at`` ISO-8601 UTC, ``op`` (add, edit, sync, import...), ``peer`` (a relay or
+    device, or None), ``detail`` (a JSON object: counts and bytes), ``code`` (an error code, or None)."""
+
+    id: int
+    at: str
+    op: str
+    peer: str | None
+    detail: dict[str, Any]
+    code: str | None
+
+
+def _row_to_memory(row: sqlite3.Row) -> Memory:
+    return Memory(
+        id=row["id"],
+        content=row["content"],
+        category=row["category"],
+        tags=frozenset(json.loads(row["tags"])),
+        level=row["level"],
+        source=row["source"],
+        metadata=json.loads(row["metadata"]) if row["metadata"] is not None else None,
+        created=row["created"],
+        updated=row["updated"],
+        created_by=row["created_by"],
+        updated_by=row["updated_by"],
+        deleted=bool(row["deleted"]),
+        conflicts=tuple(c["field"] for c in json.loads(row["conflicts"])),
+    )
+
+
+def fts_query(text: str) -> str:
+    """Turn free text into an FTS5 query: every word must match (quoted, so FTS5 operators in the text are
+    plain words); the last word also matches as a prefix. Returns ``""`` when the text has no word."""
+    words = [w.replace('"', '""') for w in text.split() if w.strip('"')]
+    if not words:
+        return ""
+    quoted = [f'"{w}"' for w in words]
+    quoted[-1] += "*"
+    return " ".join(quoted)
+
+
+class Store:
+    """One open connection to a vault's SQLite file.
+
+    Use :meth:`write` for every change: it runs ``BEGIN IMMEDIATE`` (so a process that writes sees every
+    commit before its own) and commits durably on exit, or rolls back when the block raises.
+
+    Raises:
+        VaultError: the file cannot be opened (code ``VAULT_UNREADABLE``), is newer than this version
+            (``VAULT_FORMAT``), or stays locked by another process past ``busy_timeout`` (``VAULT_LOCKED``).
+    """
+
+    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
+        self.path = path
+        self._depth = 0
+        try:
+            self.conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout, check_same_thread=False)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise VaultError(f"cannot open the vault database {path}: {exc}", code="VAULT_UNREADABLE") from exc
+        version = self.get_meta("store_format")
+        if version is None:
+            self.set_meta("store_format", str(STORE_FORMAT))
+        elif int(version) > STORE_FORMAT:
+            raise VaultError(
+                f"{path} was written by a newer crdtsync (store format {int(version)}); upgrade crdtsync",
+                code="VAULT_FORMAT",
+            )
+
+    def close(self) -> None:
+        """Close the connection. Idempotent."""
+        self.conn.close()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``), committed durably when the block exits normally. Nested
+        use joins the outer transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.conn
+            finally:
+                self._depth -= 1
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise VaultError(f"the vault is locked by another process: {exc}", code="VAULT_LOCKED") from exc
+        self._depth = 1
+        try:
+            yield self.conn
+        except BaseException:
+            self._depth = 0
+            self.conn.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self.conn.execute("COMMIT")
+
+    # -- meta -------------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> Any:
+        """The value stored under ``key`` in ``meta`` (str or bytes), or None."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str | bytes) -> None:
+        """Store ``value`` under ``key`` in ``meta`` (its own transaction unless inside :meth:`write`)."""
+        with self.write():
+            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- update log and snapshots -----------------------------------------------------------------------
+
+    def append_update(self, data: bytes, *, origin: str, local: bool) -> int:
+        """Append one integrated update to the log; returns its id. Call inside :meth:`write`."""
+        cur = self.conn.execute(
+            "INSERT INTO updates (origin, local, data) VALUES (?, ?, ?)", (origin, int(local), data)
+        )
+        return int(cur.lastrowid or 0)
+
+    def updates_after(self, after: int) -> list[tuple[int, bytes]]:
+        """Every logged update with id > ``after``, oldest first, as (id, bytes)."""
+        rows = self.conn.execute("SELECT id, data FROM updates WHERE id > ? ORDER BY id", (after,))
+        return [(r[0], r[1]) for r in rows]
+
+    def local_updates_after(self, after: int) -> list[tuple[int, bytes]]:
+        """This device's own logged updates with id > ``after`` (what a push must send), oldest first."""
+        rows = self.conn.execute("SELECT id, data FROM updates WHERE local = 1 AND id > ? ORDER BY id", (after,))
+        return [(r[0], r[1]) for r in rows]
+
+    def last_update_id(self) -> int:
+        """The id of the newest logged update, or of the newest snapshot's end when the log is compacted."""
+        row = self.conn.execute(
+            "SELECT max(coalesce((SELECT max(id) FROM updates), 0), coalesce((SELECT max(upto) FROM snapshots), 0))"
+        ).fetchone()
+        return int(row[0])
+
+    def latest_snapshot(self) -> tuple[int, bytes] | None:
+        """The newest snapshot as (upto update id, full Doc update bytes), or None."""
+        row = self.conn.execute("SELECT upto, data FROM snapshots ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def updates_since_snapshot(self) -> tuple[int, int]:
+        """(count, total bytes) of logged updates past the newest snapshot: what opening must replay."""
+        snap = self.latest_snapshot()
+        upto = snap[0] if snap else 0
+        row = self.conn.execute(
+            "SELECT count(*), coalesce(sum(length(data)), 0) FROM updates WHERE id > ?", (upto,)
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def save_snapshot(self, upto: int, data: bytes, *, keep_local_after: int) -> None:
+        """Store a snapshot of the Doc as of update ``upto`` and drop the log rows it covers, except this
+        device's own rows with id > ``keep_local_after`` (not yet pushed to every relay). Older snapshots go.
+        Call inside :meth:`write`."""
+        self.conn.execute("INSERT INTO snapshots (upto, data) VALUES (?, ?)", (upto, data))
+        self.conn.execute(
+            "DELETE FROM updates WHERE id <= ? AND NOT (local = 1 AND id > ?)", (upto, keep_local_after)
+        )
+        self.conn.execute("DELETE FROM snapshots WHERE id < (SELECT max(id) FROM snapshots)")
+
+    # -- inbox and quarantine ---------------------------------------------------------------------------
+
+    def hold(self, data: bytes, *, origin: str, waiting: str) -> int:
+        """Keep a received update that waits for its dependencies; ``waiting`` says for what. Returns its id."""
+        cur = self.conn.execute(
+            "INSERT INTO inbox (origin, data, waiting) VALUES (?, ?, ?)", (origin, data, waiting)
+        )
+        return int(cur.lastrowid or 0)
+
+    def held(self) -> list[tuple[int, str, bytes]]:
+        """Every held update as (id, origin, bytes), oldest first."""
+        rows = self.conn.execute("SELECT id, origin, data FROM inbox ORDER BY id")
+        return [(r[0], r[1], bytes(r[2])) for r in rows]
+
+    def held_count(self) -> int:
+        """How many received updates wait for dependencies."""
+        return int(self.conn.execute("SELECT count(*) FROM inbox").fetchone()[0])
+
+    def release(self, inbox_id: int) -> None:
+        """Drop a held update (it integrated or was quarantined). Call inside :meth:`write`."""
+        self.conn.execute("DELETE FROM inbox WHERE id = ?", (inbox_id,))
+
+    def quarantine(self, data: bytes, *, origin: str, code: str, message: str) -> None:
+        """Keep a refused update with its error code. Call inside :meth:`write`."""
+        self.conn.execute(
+            "INSERT INTO quarantine (origin, data, code, message) VALUES (?, ?, ?, ?)",
+            (origin, data, code, message),
+        )
+
+    def quarantined(self) -> list[tuple[str, str, str, str]]:
+        """Every refused update as (at, origin, code, message), oldest first."""
+        rows = self.conn.execute("SELECT at, origin, code, message FROM quarantine ORDER BY id")
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    # -- materialized memories --------------------------------------------------------------------------
+
+    def put_memory(self, memory: Memory, conflicts: list[Conflict]) -> None:
+        """Insert or replace the materialized row of ``memory``. Call inside :meth:`write`."""
+        self.conn.execute(
+            f"INSERT OR REPLACE INTO memories ({_MEMORY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                memory.id,
+                memory.content,
+                memory.category,
+                json.dumps(sorted(memory.tags), ensure_ascii=False),
+                memory.level,
+                memory.source,
+                None if memory.metadata is None else json.dumps(memory.metadata, ensure_ascii=False),
+                memory.created,
+                memory.updated,
+                memory.created_by,
+                memory.updated_by,
+                int(memory.deleted),
+                json.dumps([c.to_json() for c in conflicts], ensure_ascii=False),
+            ),
+        )
+
+    def drop_memory(self, memory_id: str) -> None:
+        """Remove the materialized row of ``memory_id``. Call inside :meth:`write`."""
+        self.conn.execute("DELETE FROM memories WHERE id = ?", (memory_id,))
+
+    def memory(self, memory_id: str) -> Memory | None:
+        """The materialized memory ``memory_id`` (deleted ones too), or None."""
+        row = self.conn.execute(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id = ?", (memory_id,)).fetchone()
+        return None if row is None else _row_to_memory(row)
+
+    def memory_level(self, memory_id: str) -> int | None:
+        """The level of ``memory_id`` here, or None when it is not stored."""
+        row = self.conn.execute("SELECT level FROM memories WHERE id = ?", (memory_id,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def memories(self, *, limit: int | None = None, include_deleted: bool = False) -> list[Memory]:
+        """Materialized memories, newest created first; live ones only unless ``include_deleted``."""
+        where = "" if include_deleted else "WHERE deleted = 0"
+        sql = f"SELECT {_MEMORY_COLUMNS} FROM memories {where} ORDER BY created DESC, id"
+        params: tuple[int, ...] = ()
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (limit,)
+        return [_row_to_memory(r) for r in self.conn.execute(sql, params)]
+
+    def search(self, query: str, *, limit: int | None = 50) -> list[Memory]:
+        """Live memories matching every word of ``query`` in content, category or tags (FTS5, best first)."""
+        match = fts_query(query)
+        if not match:
+            return []
+        sql = (
+            f"SELECT {', '.join('m.' + c.strip() for c in _MEMORY_COLUMNS.split(','))} FROM memories_fts f "
+            "JOIN memories m ON m.rowid = f.rowid WHERE memories_fts MATCH ? AND m.deleted = 0 "
+            "ORDER BY bm25(memories_fts), m.id"
+        )
+        params: tuple[Any, ...] = (match,)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (match, limit)
+        return [_row_to_memory(r) for r in self.conn.execute(sql, params)]
+
+    def conflicts(self) -> list[Conflict]:
+        """Every conflict of every memory, ordered by memory id then field."""
+        from crdtsync.model.records import Candidate
+
+        out: list[Conflict] = []
+        rows = self.conn.execute("SELECT conflicts FROM memories WHERE conflicts != '[]' ORDER BY id")
+        for (raw,) in rows:
+            for c in json.loads(raw):
+                cands = tuple(Candidate(value=x["value"], device=x["device"], at=x["at"], agent=x.get("agent"))
+                              for x in c["candidates"])
+                out.append(Conflict(memory_id=c["memory_id"], field=c["field"], candidates=cands))
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """Counts for ``status``: live, deleted, local-only (level 0) and conflicted memories."""
+        row = self.conn.execute(
+            "SELECT coalesce(sum(deleted = 0), 0), coalesce(sum(deleted = 1), 0), "
+            "coalesce(sum(level = 0 AND deleted = 0), 0), coalesce(sum(conflicts != '[]'), 0) FROM memories"
+        ).fetchone()
+        return {"live": row[0], "deleted": row[1], "local_only": row[2], "conflicted": row[3]}
+
+    # -- leases, relays, cursors, audit -----------------------------------------------------------------
+
+    def leases(self) -> list[tuple[int, str | None]]:
+        """Every Yjs client id of this device with its holder (``"pid:start:token"``) or None when free."""
+        return [(int(r[0]), r[1]) for r in self.conn.execute("SELECT client_id, holder FROM leases ORDER BY client_id")]
+
+    def set_lease(self, client_id: int, holder: str | None) -> None:
+        """Record that ``holder`` (or nobody) holds ``client_id``. Call inside :meth:`write`."""
+        self.conn.execute(
+            "INSERT INTO leases (client_id, holder, acquired) VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) "
+            "ON CONFLICT (client_id) DO UPDATE SET holder = excluded.holder, acquired = excluded.acquired",
+            (client_id, holder),
+        )
+
+    def get_cursor(self, scope: str, key: str) -> bytes | None:
+        """A cursor value (opaque bytes) stored by a sync layer, or None."""
+        row = self.conn.execute("SELECT value FROM cursors WHERE scope = ? AND key = ?", (scope, key)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_cursor(self, scope: str, key: str, value: bytes) -> None:
+        """Store a cursor value. Call inside :meth:`write` together with the data it covers."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO cursors (scope, key, value) VALUES (?, ?, ?)", (scope, key, value)
+        )
+
+    def cursors(self, scope: str) -> dict[str, bytes]:
+        """Every cursor of ``scope`` as ``{key: value}``."""
+        rows = self.conn.execute("SELECT key, value FROM cursors WHERE scope = ?", (scope,))
+        return {r[0]: bytes(r[1]) for r in rows}
+
+    def audit(self, op: str, *, peer: str | None = None, code: str | None = None, **detail: Any) -> None:
+        """Append a row to the audit trail (its own transaction unless inside :meth:`write`)."""
+        with self.write():
+            self.conn.execute(
+                "INSERT INTO audit (op, peer, detail, code) VALUES (?, ?, ?, ?)",
+                (op, peer, json.dumps(detail, sort_keys=True), code),
+            )
+
+    def audit_rows(self, *, limit: int = 50) -> list[AuditRow]:
+        """The newest ``limit`` audit rows, newest first."""
+        rows = self.conn.execute(
+            "SELECT id, at, op, peer, detail, code FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [AuditRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]

@@ -1,0 +1,101 @@
+"""The vault's secret file: device private keys and vault keys, in a 0600 file beside the database.
+
+Format: a msgpack map ``{"format": 1, "device": <DeviceKeys.to_bytes()>, "vault_id": bytes(16),
+"epochs": {epoch: vault_key(32 bytes)}, "current_epoch": int}``. It is written to a temporary name in the same
+folder with mode 0600, fsynced, renamed over the old file and the folder fsynced, so a crash leaves either the
+old or the new file, never a torn one. (The OS keyring is a later option; headless Linux has none.)
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+
+from crdtsync.crypto.keys import DeviceKeys
+from crdtsync.errors import CryptoError
+
+SECRETS_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class VaultSecrets:
+    """This device's keys and the vault keys it knows: ``device`` keys, ``vault_id`` (16 bytes), ``epochs``
+    (epoch -> 32-byte vault key) and ``current_epoch`` (the epoch new envelopes are sealed under)."""
+
+    device: DeviceKeys
+    vault_id: bytes
+    epochs: dict[int, bytes] = field(default_factory=dict)
+    current_epoch: int = 0
+
+    def to_bytes(self) -> bytes:
+        """The msgpack encoding described in the module docstring."""
+        packed: bytes = msgpack.packb(
+            {
+                "format": SECRETS_FORMAT,
+                "device": self.device.to_bytes(),
+                "vault_id": self.vault_id,
+                "epochs": self.epochs,
+                "current_epoch": self.current_epoch,
+            },
+            use_bin_type=True,
+        )
+        return packed
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> VaultSecrets:
+        """Parse :meth:`to_bytes` output. Raises ``CryptoError`` (code ``KEY_CORRUPT``) on anything else."""
+        try:
+            raw = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            if raw.get("format") != SECRETS_FORMAT:
+                raise ValueError(f"unknown format {raw.get('format')!r}")
+            epochs = {int(k): bytes(v) for k, v in raw["epochs"].items()}
+            return cls(
+                device=DeviceKeys.from_bytes(raw["device"]),
+                vault_id=bytes(raw["vault_id"]),
+                epochs=epochs,
+                current_epoch=int(raw["current_epoch"]),
+            )
+        except CryptoError:
+            raise
+        except Exception as exc:
+            raise CryptoError(f"the vault's key file is corrupt: {exc}", code="KEY_CORRUPT") from exc
+
+
+def write_secrets(path: Path, secrets: VaultSecrets) -> None:
+    """Write ``secrets`` to ``path`` atomically with mode 0600 (see the module docstring)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, secrets.to_bytes())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def read_secrets(path: Path) -> VaultSecrets:
+    """Read the secret file.
+
+    Raises:
+        CryptoError: ``KEY_MISSING`` (no file), ``KEY_PERMISSIONS`` (readable by group or others: fix with
+            ``chmod 600``), ``KEY_CORRUPT``.
+    """
+    try:
+        info = path.stat()
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CryptoError(f"the vault's key file {path} is missing", code="KEY_MISSING") from None
+    if os.name == "posix" and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CryptoError(
+            f"{path} is readable by other users; run: chmod 600 {path}", code="KEY_PERMISSIONS"
+        )
+    return VaultSecrets.from_bytes(data)

@@ -1,0 +1,180 @@
+"""Integration worker: a child process that applies untrusted Yjs updates to a scratch Doc first.
+
+pycrdt 0.14.13 (yrs 0.28.0) can panic, corrupt memory, segfault or spin forever with the GIL held on crafted
+updates (``shared/data/pycrdt-hazards``). Updates that passed the strict reader are therefore applied here
+first, in a process that may die or hang without harm: the parent waits at most a deadline (10 s by default)
+per update and kills the child when it passes. The worker reports the state vector after the apply (so the
+parent can refuse clock jumps the content does not justify), the memory ids the update touched, and whether
+every touched record still reads as a valid schema-v1 record. After any failure the worker is discarded; the
+parent reloads a fresh one from its own state, which never saw the failed update.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from pycrdt import Doc, Map
+
+from crdtsync.errors import UpdateRejectedError
+from crdtsync.model.schema import CLIENT_PREFIX, ROOT_DEVICES, ROOT_MEMORIES, ROOT_VAULT, read_record
+
+#: Seconds one update may take to apply in the worker before it is killed.
+DEFAULT_DEADLINE = 10.0
+_REGISTRY_TEXT_FIELDS = ("name", "sign_pk", "kx_pk", "added_by", "added_at", "revoked_at")
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    """What applying one update in the worker produced: ``state_vector`` (Yjs encoded state vector bytes),
+    ``changed`` (memory ids whose record changed) and ``devices_changed`` (device ids whose registry entry
+    changed)."""
+
+    state_vector: bytes
+    changed: frozenset[str]
+    devices_changed: frozenset[str]
+
+
+def _schema_problem(doc: Doc[Any], changed: set[str], devices_changed: set[str]) -> str | None:
+    memories: Map[Any] = doc.get(ROOT_MEMORIES, type=Map)
+    for memory_id in changed:
+        if memory_id not in memories:
+            continue
+        record = memories[memory_id]
+        if not isinstance(record, Map):
+            return f"memory {memory_id} is not a Map"
+        if read_record(memory_id, record.to_py() or {}) is None:
+            return f"memory {memory_id} is not a valid v1 record"
+    devices: Map[Any] = doc.get(ROOT_DEVICES, type=Map)
+    for device_id in devices_changed:
+        if device_id not in devices:
+            return f"device {device_id} was removed from the registry"
+        entry = devices[device_id]
+        if not isinstance(entry, Map):
+            return f"registry entry {device_id} is not a Map"
+        for key, value in (entry.to_py() or {}).items():
+            if key.startswith(CLIENT_PREFIX):
+                if value is not True or not key[len(CLIENT_PREFIX) :].isdigit():
+                    return f"registry entry {device_id} has a bad client id {key!r}"
+            elif key not in _REGISTRY_TEXT_FIELDS or not isinstance(value, str):
+                return f"registry entry {device_id} has a bad field {key!r}"
+    vault = doc.get(ROOT_VAULT, type=Map).to_py() or {}
+    if vault and (vault.get("schema") != 1 or not isinstance(vault.get("name", ""), str)):
+        return "the vault root is not schema 1"
+    return None
+
+
+def _serve(conn: Connection) -> None:  # pragma: no cover - runs in the child process
+    doc: Doc[Any] = Doc()
+    changed: set[str] = set()
+    devices_changed: set[str] = set()
+
+    def collect(target: set[str]) -> Any:
+        def callback(events: Any) -> None:
+            for event in events:
+                if event.path:
+                    target.add(str(event.path[0]))
+                else:
+                    target.update(str(k) for k in event.keys)
+
+        return callback
+
+    subscriptions = [  # kept alive: pycrdt drops an observer whose subscription is collected
+        doc.get(ROOT_MEMORIES, type=Map).observe_deep(collect(changed)),
+        doc.get(ROOT_DEVICES, type=Map).observe_deep(collect(devices_changed)),
+    ]
+    while True:
+        try:
+            op, data = conn.recv()
+        except EOFError:
+            del subscriptions
+            return
+        changed.clear()
+        devices_changed.clear()
+        try:
+            for update in data if op == "load" else [data]:
+                doc.apply_update(update)
+        except BaseException as exc:  # PanicException is a BaseException; the Doc is unusable afterwards
+            conn.send(("error", "UPDATE_MALFORMED", f"pycrdt refused the update: {type(exc).__name__}: {exc}"))
+            return
+        if op == "load":
+            conn.send(("ok", doc.get_state(), [], []))
+            continue
+        problem = _schema_problem(doc, changed, devices_changed)
+        if problem is not None:
+            conn.send(("error", "UPDATE_SCHEMA_VIOLATION", problem))
+            return
+        conn.send(("ok", doc.get_state(), sorted(changed), sorted(devices_changed)))
+
+
+class IntegrationWorker:
+    """A child process holding a scratch copy of the Doc, used to try untrusted updates first.
+
+    Args:
+        state: Yjs updates (a snapshot, then logged updates) that rebuild the parent's Doc; they are trusted
+            (they come from the vault's own store) and applied without the schema check.
+        deadline: seconds one :meth:`apply` may take before the child is killed.
+
+    Use as a context manager; :meth:`close` kills the child. After :meth:`apply` raises, the worker is closed
+    and must be replaced (its Doc may hold the refused update).
+    """
+
+    def __init__(self, state: Sequence[bytes], *, deadline: float = DEFAULT_DEADLINE) -> None:
+        self.deadline = deadline
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="crdtsync-integration-worker")
+        self._proc.start()
+        child.close()
+        self.alive = True
+        size = sum(len(update) for update in state)
+        self._call("load", list(state), deadline=max(deadline, 60.0 + size / 1e6))
+
+    def __enter__(self) -> IntegrationWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the child process (killing it if needed). Idempotent."""
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._proc.join()
+        self._conn.close()
+        self.alive = False
+
+    def _call(self, op: str, data: bytes | list[bytes], *, deadline: float) -> WorkerResult:
+        try:
+            self._conn.send((op, data))
+            ready = self._conn.poll(deadline)
+            reply = self._conn.recv() if ready else None
+        except (EOFError, OSError, BrokenPipeError):
+            self.close()
+            raise UpdateRejectedError(
+                f"the update crashed the integration worker (exit code {self._proc.exitcode})",
+                code="UPDATE_WORKER_CRASHED",
+            ) from None
+        if reply is None:
+            self.close()
+            raise UpdateRejectedError(
+                f"the update did not integrate within {deadline:.0f} s and was refused",
+                code="UPDATE_WORKER_TIMEOUT",
+            )
+        if reply[0] == "error":
+            self.close()
+            raise UpdateRejectedError(reply[2], code=reply[1])
+        return WorkerResult(bytes(reply[1]), frozenset(reply[2]), frozenset(reply[3]))
+
+    def apply(self, update: bytes) -> WorkerResult:
+        """Apply ``update`` (Yjs v1 bytes that passed the strict reader) in the child.
+
+        Raises:
+            UpdateRejectedError: ``UPDATE_WORKER_TIMEOUT`` (past the deadline), ``UPDATE_WORKER_CRASHED`` (the
+                child died, e.g. SIGSEGV), ``UPDATE_MALFORMED`` (pycrdt raised or panicked),
+                ``UPDATE_SCHEMA_VIOLATION`` (a touched record is not valid schema v1). The worker is closed.
+        """
+        return self._call("apply", update, deadline=self.deadline)

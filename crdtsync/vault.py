@@ -1,0 +1,793 @@
+"""The Python API: :class:`Vault`, one replica of a memory vault on this device.
+
+A vault is a folder: ``vault.db`` (SQLite, the state of record, see :mod:`crdtsync.store.db`) and ``keys``
+(0600, see :mod:`crdtsync.store.secrets_file`). Opening is cheap: reads (``get``, ``list``, ``search``,
+``conflicts``, ``status``) answer from SQLite and never load the Doc; the pycrdt Doc is loaded (newest snapshot
+plus later updates) the first time a write or a sync needs it. Every write returns only after its SQLite
+transaction has committed (``synchronous=FULL``): an acknowledged write survives kill -9.
+
+Updates from outside this process go through :meth:`Vault.apply_updates`: the strict Yjs reader, then the
+integration worker under a deadline, then the live Doc (see ``README.md`` "Trust boundaries").
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import secrets
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from pycrdt import Doc
+
+from crdtsync.crypto.header import KdfParams, VaultHeader, create_header
+from crdtsync.crypto.keys import DeviceKeys, new_vault_id, new_vault_key
+from crdtsync.errors import CryptoError, InvalidInputError, NotFoundError, UpdateRejectedError, VaultError
+from crdtsync.model.records import (
+    REGISTER_FIELDS,
+    Conflict,
+    Memory,
+    check_category,
+    check_content,
+    check_level,
+    check_metadata,
+    check_source,
+    check_tags,
+    utc_now_iso,
+)
+from crdtsync.model.schema import ROOTS, MemoryDoc, WriteContext, check_field
+from crdtsync.model.yupdate import (
+    decode_state_vector,
+    decode_update,
+    expected_state,
+    missing_dependencies,
+)
+from crdtsync.store.db import AuditRow, Store
+from crdtsync.store.secrets_file import VaultSecrets, read_secrets, write_secrets
+from crdtsync.store.worker import DEFAULT_DEADLINE, IntegrationWorker
+
+T = TypeVar("T")
+
+DB_NAME = "vault.db"
+KEYS_NAME = "keys"
+#: Compact the local log when this many updates, or this many bytes, follow the newest snapshot.
+COMPACT_AFTER_UPDATES = 2000
+COMPACT_AFTER_BYTES = 32 * 1024 * 1024
+#: Records per SQLite transaction during an import.
+IMPORT_BATCH = 2000
+_EMPTY_UPDATE = b"\x00\x00"
+
+
+def new_memory_id(now_ms: int | None = None) -> str:
+    """A fresh UUIDv7 (RFC 9562) string: 48-bit Unix time in milliseconds, then random bits."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms & ((1 << 48) - 1)) << 80 | secrets.randbits(80)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)
+    return str(uuid.UUID(int=value))
+
+
+def _new_op_id() -> str:
+    return secrets.token_urlsafe(6)
+
+
+def _process_start(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _holder_alive(holder: str) -> bool:
+    pid_text, start, _token = holder.split(":", 2)
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not start or _process_start(pid) == start
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """The outcome of one received update: ``status`` is ``"integrated"`` (now in the Doc and the store),
+    ``"pending"`` (stored, waiting for updates it depends on; it integrates when they arrive) or ``"refused"``
+    (quarantined; ``code`` says why, nothing of it was applied). ``changed`` lists memory ids it touched."""
+
+    status: str
+    code: str | None = None
+    message: str | None = None
+    changed: tuple[str, ...] = ()
+
+
+@dataclass
+class ImportReport:
+    """What an import did: ``added`` memories, ``skipped`` (already present: imports are idempotent) and
+    ``problems`` (location, code, message) for records that could not be read."""
+
+    added: int = 0
+    skipped: int = 0
+    problems: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+class Vault:
+    """One replica of a memory vault, stored in a folder on this device.
+
+    Create one with :meth:`init`, then use :meth:`open` (a context manager). All methods are synchronous and
+    thread-compatible (one thread at a time); several processes may open the same folder at once and each sees
+    the others' writes.
+    """
+
+    def __init__(self, path: Path, store: Store, *, agent: str | None, deadline: float) -> None:
+        self.path = path
+        self._store = store
+        self.agent = agent
+        self.deadline = deadline
+        self._doc: MemoryDoc | None = None
+        self._seen = 0
+        self._client_id: int | None = None
+        self._holder = f"{os.getpid()}:{_process_start(os.getpid())}:{secrets.token_hex(4)}"
+        self._secrets: VaultSecrets | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    @classmethod
+    def init(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        device_name: str | None = None,
+        passphrase: str | None = None,
+        kdf: KdfParams | None = None,
+    ) -> Path:
+        """Create a new vault in folder ``path`` (created if needed, mode 0700) with fresh device keys, a random
+        16-byte vault id and a random 32-byte vault key for epoch 0, and the public vault header that wraps
+        that key under ``passphrase`` with Argon2id (``kdf``, default :meth:`KdfParams.new`). Leaves nothing
+        open. Returns the folder.
+
+        Args:
+            name: the vault's name (private: it lives in the encrypted Doc).
+            device_name: this device's name in the registry (default: the host name).
+            passphrase: admits devices to the vault (``crdtsync join``); default env ``CRDTSYNC_PASSPHRASE``.
+
+        Raises:
+            VaultError: ``VAULT_EXISTS`` when the folder already holds a vault.
+            CryptoError: ``PASSPHRASE_REQUIRED`` when no passphrase is given and none is in the environment.
+        """
+        folder = Path(path).expanduser()
+        if (folder / DB_NAME).exists() or (folder / KEYS_NAME).exists():
+            raise VaultError(f"{folder} already holds a vault", code="VAULT_EXISTS")
+        passphrase = passphrase if passphrase is not None else os.environ.get("CRDTSYNC_PASSPHRASE")
+        if not passphrase:
+            raise CryptoError(
+                "a vault needs a passphrase (it admits your other devices): pass one or set CRDTSYNC_PASSPHRASE",
+                code="PASSPHRASE_REQUIRED",
+            )
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        keys = DeviceKeys.generate()
+        vault_id, vault_key = new_vault_id(), new_vault_key()
+        header = create_header(vault_id, vault_key, passphrase, kdf or KdfParams.new())
+        write_secrets(folder / KEYS_NAME, VaultSecrets(device=keys, vault_id=vault_id, epochs={0: vault_key}))
+        cls._create_store(folder, keys, header, vault_name=name or "memories", device_name=device_name,
+                          founder=True)
+        return folder
+
+    @classmethod
+    def _create_store(
+        cls, folder: Path, keys: DeviceKeys, header: VaultHeader, *, vault_name: str, device_name: str | None,
+        founder: bool,
+    ) -> None:
+        store = Store(folder / DB_NAME)
+        try:
+            with store.write():
+                store.set_meta("vault_header", header.to_json())
+                store.set_meta("device_id", keys.device_id)
+                store.set_meta("device_name", device_name or socket.gethostname())
+                store.set_meta("vault_name", vault_name)
+            vault = cls(folder, store, agent=None, deadline=DEFAULT_DEADLINE)
+            try:
+                if founder:
+                    vault._local_write(lambda d: d.set_vault_info(vault_name), ())
+                vault._ensure_lease_registered()
+            finally:
+                vault._release_lease()
+        finally:
+            store.close()
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], *, agent: str | None = None, deadline: float = DEFAULT_DEADLINE
+    ) -> Vault:
+        """Open the vault in folder ``path``. Cheap: loads no Doc, starts no worker, reads no key.
+
+        Args:
+            agent: label of the writing agent recorded with each write (default: env ``CRDTSYNC_AGENT``).
+            deadline: seconds one received update may take to integrate before it is refused.
+
+        Raises:
+            VaultError: ``VAULT_NOT_FOUND`` (no vault there: run ``crdtsync init``), ``VAULT_UNREADABLE``,
+                ``VAULT_FORMAT``.
+        """
+        folder = Path(path).expanduser()
+        if not (folder / DB_NAME).exists():
+            raise VaultError(f"no vault in {folder}; create one with `crdtsync init`", code="VAULT_NOT_FOUND")
+        store = Store(folder / DB_NAME)
+        return cls(folder, store, agent=agent or os.environ.get("CRDTSYNC_AGENT") or None, deadline=deadline)
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release this process's client-id lease and close the database. Idempotent."""
+        try:
+            self._release_lease()
+        finally:
+            self._doc = None
+            self._store.close()
+
+    @property
+    def device_id(self) -> str:
+        """This device's id (16 hex chars derived from its signing key)."""
+        return str(self._store.get_meta("device_id"))
+
+    @property
+    def secrets(self) -> VaultSecrets:
+        """This device's keys and the vault keys (read from the 0600 key file on first use)."""
+        if self._secrets is None:
+            self._secrets = read_secrets(self.path / KEYS_NAME)
+        return self._secrets
+
+    @property
+    def header(self) -> VaultHeader:
+        """The public vault header (``vault.json`` in a mailbox): the vault key wrapped under the passphrase."""
+        return VaultHeader.from_json(bytes(self._store.get_meta("vault_header")))
+
+    @property
+    def store(self) -> Store:
+        """The underlying :class:`~crdtsync.store.db.Store` (for the sync layers and tests)."""
+        return self._store
+
+    # -- the Doc, leases and local writes ---------------------------------------------------------------
+
+    def _acquire_lease(self) -> int:
+        if self._client_id is not None:
+            return self._client_id
+        with self._store.write():
+            taken = {cid for cid, holder in self._store.leases() if holder and _holder_alive(holder)}
+            free = [cid for cid, _ in self._store.leases() if cid not in taken]
+            client_id = free[0] if free else secrets.randbits(32) or 1
+            self._store.set_lease(client_id, self._holder)
+        self._client_id = client_id
+        return client_id
+
+    def _release_lease(self) -> None:
+        if self._client_id is None:
+            return
+        with self._store.write():
+            self._store.set_lease(self._client_id, None)
+        self._client_id = None
+
+    def _load_doc(self) -> MemoryDoc:
+        doc: Doc[Any] = Doc(client_id=self._acquire_lease())
+        seen = 0
+        snapshot = self._store.latest_snapshot()
+        if snapshot is not None:
+            seen, data = snapshot
+            doc.apply_update(data)
+        for update_id, data in self._store.updates_after(seen):
+            doc.apply_update(data)
+            seen = update_id
+        self._seen = max(seen, self._store.last_update_id())
+        return MemoryDoc(doc)
+
+    def _current_doc(self) -> MemoryDoc:
+        """The live Doc, caught up with every update other processes logged. Call inside a write transaction
+        so that nothing is logged between the catch-up and the caller's own write."""
+        snapshot = self._store.latest_snapshot()
+        if self._doc is None or (snapshot is not None and snapshot[0] > self._seen):
+            self._doc = self._load_doc()
+            return self._doc
+        for update_id, data in self._store.updates_after(self._seen):
+            self._doc.doc.apply_update(data)
+            self._seen = update_id
+        return self._doc
+
+    def _context(self) -> WriteContext:
+        return WriteContext(device=self.device_id, at=utc_now_iso(), new_op_id=_new_op_id, agent=self.agent)
+
+    def _materialize(self, doc: MemoryDoc, memory_ids: Iterable[str]) -> None:
+        for memory_id in memory_ids:
+            if self._store.memory_level(memory_id) == 0:
+                continue
+            read = doc.read(memory_id)
+            if read is None:
+                self._store.drop_memory(memory_id)
+            else:
+                self._store.put_memory(*read)
+
+    def _local_write(self, fn: Callable[[MemoryDoc], T], touched: Iterable[str]) -> T:
+        """Run ``fn`` on the live Doc inside one SQLite write transaction; log the Yjs update it produced and
+        re-materialize ``touched`` memory ids in that same transaction. On any failure the Doc is dropped (it
+        may be ahead of the store) and reloaded from the store on next use."""
+        try:
+            with self._store.write():
+                doc = self._current_doc()
+                produced: list[bytes] = []
+                subscription = doc.doc.observe(lambda event: produced.append(event.update))
+                try:
+                    result = fn(doc)
+                finally:
+                    doc.doc.unobserve(subscription)
+                for update in produced:
+                    if update != _EMPTY_UPDATE:
+                        self._seen = self._store.append_update(update, origin=self.device_id, local=True)
+                self._materialize(doc, touched)
+        except BaseException:
+            self._doc = None
+            raise
+        self._maybe_compact()
+        return result
+
+    def register_self(self) -> None:
+        """Announce this device and the client id this process writes with in the Doc's device registry."""
+        keys = self.secrets.device
+
+        def register(doc: MemoryDoc) -> None:
+            info = {
+                "name": str(self._store.get_meta("device_name")),
+                "sign_pk": keys.sign_pk.hex(),
+                "kx_pk": keys.kx_pk.hex(),
+                "added_by": keys.device_id,
+                "added_at": utc_now_iso(),
+            }
+            assert self._client_id is not None
+            doc.register_device(keys.device_id, info, [self._client_id])
+
+        self._local_write(register, ())
+
+    def _ensure_registered(self) -> None:
+        with self._store.write():
+            doc = self._current_doc()
+            entry = doc.registry().get(self.device_id)
+        if entry is None or self._client_id not in entry["clients"]:
+            self.register_self()
+
+    def _maybe_compact(self) -> None:
+        count, size = self._store.updates_since_snapshot()
+        if count < COMPACT_AFTER_UPDATES and size < COMPACT_AFTER_BYTES:
+            return
+        with self._store.write():
+            if self._store.held_count():
+                return
+            doc = self._current_doc()
+            keep_after = min(
+                (int(v) for v in self._store.cursors("push").values()), default=self._store.last_update_id()
+            )
+            self._store.save_snapshot(self._seen, doc.doc.get_update(), keep_local_after=keep_after)
+
+    # -- memories ---------------------------------------------------------------------------------------
+
+    def add(
+        self,
+        content: str,
+        *,
+        category: str | None = None,
+        tags: Iterable[str] = (),
+        level: int = 1,
+        source: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Memory:
+        """Add a memory and return it once it is durable.
+
+        Args:
+            content: non-empty text, at most 64 KiB of UTF-8.
+            category, source: optional labels (at most 1 KiB each).
+            tags: tag strings.
+            level: 1 (default) syncs to every device of the vault; 0 never leaves this device.
+            metadata: a JSON object (at most 16 KiB as JSON).
+
+        Raises:
+            InvalidInputError: a value breaks those limits (codes ``INVALID_INPUT``, ``CONTENT_TOO_LARGE``).
+        """
+        return self._add_record(
+            new_memory_id(),
+            content=check_content(content),
+            category=check_category(category),
+            tags=check_tags(tags),
+            level=check_level(level),
+            source=check_source(source),
+            metadata=check_metadata(dict(metadata) if metadata is not None else None),
+            created=None,
+        )
+
+    def _add_record(self, memory_id: str, *, level: int, created: str | None, **values: Any) -> Memory:
+        if level == 0:
+            now = utc_now_iso()
+            memory = Memory(id=memory_id, level=0, created=created or now, updated=now,
+                            created_by=self.device_id, updated_by=self.device_id, **values)
+            with self._store.write():
+                self._store.put_memory(memory, [])
+            return memory
+        self._ensure_lease_registered()
+        self._local_write(lambda d: d.add(memory_id, self._context(), created=created, **values), [memory_id])
+        return self._require(memory_id)
+
+    def _ensure_lease_registered(self) -> None:
+        if self._client_id is None:
+            self._acquire_lease()
+            self._ensure_registered()
+
+    def _require(self, memory_id: str) -> Memory:
+        memory = self._store.memory(memory_id)
+        if memory is None:
+            raise NotFoundError(f"no memory with id {memory_id}; `crdtsync list` shows the ids")
+        return memory
+
+    def get(self, memory_id: str) -> Memory:
+        """The memory ``memory_id`` (deleted ones too; see ``Memory.deleted``). Answers from SQLite.
+
+        Raises:
+            NotFoundError: no such memory (code ``NOT_FOUND``).
+        """
+        return self._require(memory_id)
+
+    def list(self, *, limit: int | None = None, include_deleted: bool = False) -> list[Memory]:
+        """Every live memory (or the newest ``limit``), newest created first. Answers from SQLite."""
+        return self._store.memories(limit=limit, include_deleted=include_deleted)
+
+    def search(self, query: str, *, limit: int | None = 50) -> builtins.list[Memory]:
+        """Live memories whose content, category or tags contain every word of ``query`` (full-text, best match
+        first; the last word also matches as a prefix). Answers from SQLite."""
+        return self._store.search(query, limit=limit)
+
+    def update(self, memory_id: str, **fields: Any) -> Memory:
+        """Edit a memory. Accepted keywords: ``content``, ``category``, ``source``, ``metadata`` (register
+        writes), ``tags`` (replace the whole set), ``add_tags``/``remove_tags`` (iterables) and ``level``
+        (moving to 0 removes it from the shared Doc; copies already synced stay on the other devices).
+
+        Raises:
+            NotFoundError: no such memory.
+            InvalidInputError: a bad value, an unknown field (``INVALID_FIELD``) or a deleted memory
+                (``MEMORY_DELETED``: restore it first).
+        """
+        memory = self._require(memory_id)
+        if memory.deleted:
+            raise InvalidInputError(f"memory {memory_id} is deleted; `crdtsync restore {memory_id}` first",
+                                    code="MEMORY_DELETED")
+        level = check_level(fields.pop("level", memory.level))
+        add_tags = set(check_tags(fields.pop("add_tags", ())))
+        remove_tags = set(check_tags(fields.pop("remove_tags", ())))
+        if "tags" in fields:
+            wanted = check_tags(fields.pop("tags"))
+            add_tags |= wanted - memory.tags
+            remove_tags |= memory.tags - wanted
+        changes = {name: check_field(name, value) for name, value in fields.items()}
+        if "deleted" in changes:
+            raise InvalidInputError("use delete() or restore()", code="INVALID_FIELD")
+        if level != memory.level:
+            return self._move_level(memory, level, changes, add_tags, remove_tags)
+        if memory.level == 0:
+            updated = _apply_local(memory, changes, add_tags, remove_tags, self.device_id)
+            with self._store.write():
+                self._store.put_memory(updated, [])
+            return updated
+        self._ensure_lease_registered()
+        ctx = self._context()
+
+        def edit(doc: MemoryDoc) -> None:
+            with doc.doc.transaction():
+                doc.write(memory_id, ctx, changes)
+                if add_tags or remove_tags:
+                    doc.set_tags(memory_id, ctx, add_tags, remove_tags)
+
+        self._local_write(edit, [memory_id])
+        return self._require(memory_id)
+
+    def _move_level(
+        self, memory: Memory, level: int, changes: dict[str, Any], add_tags: set[str], remove_tags: set[str]
+    ) -> Memory:
+        moved = _apply_local(memory, changes, add_tags, remove_tags, self.device_id)
+        self._ensure_lease_registered()
+        if level == 0:
+            def to_local(doc: MemoryDoc) -> None:
+                doc.remove(memory.id)
+                self._store.put_memory(Memory(**{**moved.__dict__, "level": 0, "conflicts": ()}), [])
+
+            self._local_write(to_local, ())
+        else:
+            ctx = self._context()
+
+            def to_shared(doc: MemoryDoc) -> None:
+                self._store.drop_memory(memory.id)
+                doc.add(memory.id, ctx, created=moved.created, content=moved.content, category=moved.category,
+                        tags=moved.tags, source=moved.source, metadata=moved.metadata)
+
+            self._local_write(to_shared, [memory.id])
+        return self._require(memory.id)
+
+    def _set_deleted(self, memory_id: str, deleted: bool) -> Memory:
+        memory = self._require(memory_id)
+        if memory.level == 0:
+            with self._store.write():
+                self._store.put_memory(Memory(**{**memory.__dict__, "deleted": deleted, "updated": utc_now_iso()}), [])
+            return self._require(memory_id)
+        self._ensure_lease_registered()
+        ctx = self._context()
+        self._local_write(lambda d: d.write(memory_id, ctx, {"deleted": deleted}), [memory_id])
+        return self._require(memory_id)
+
+    def delete(self, memory_id: str) -> Memory:
+        """Delete a memory (a write of ``deleted=true``: a concurrent edit elsewhere surfaces as a conflict on
+        ``deleted``; :meth:`restore` undoes it). Raises ``NotFoundError``."""
+        return self._set_deleted(memory_id, True)
+
+    def restore(self, memory_id: str) -> Memory:
+        """Undo a delete (a write of ``deleted=false``). Raises ``NotFoundError``."""
+        return self._set_deleted(memory_id, False)
+
+    def conflicts(self) -> builtins.list[Conflict]:
+        """Every field of every memory that holds several different concurrent values. Answers from SQLite."""
+        return self._store.conflicts()
+
+    def resolve(self, memory_id: str, field: str, value: Any) -> Memory:
+        """Settle a conflict by writing ``value`` to ``field`` (an ordinary write that syncs like any edit).
+        For ``deleted``, ``True`` keeps the delete and ``False`` keeps the memory.
+
+        Raises:
+            NotFoundError: no such memory.
+            InvalidInputError: unknown field or bad value.
+        """
+        self._require(memory_id)
+        value = check_field(field, value)
+        self._ensure_lease_registered()
+        ctx = self._context()
+        self._local_write(lambda d: d.write(memory_id, ctx, {field: value}), [memory_id])
+        return self._require(memory_id)
+
+    # -- import / export --------------------------------------------------------------------------------
+
+    def import_path(
+        self, path: str | os.PathLike[str], *, format: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportReport:
+        """Import memories from a file or folder (formats in :mod:`crdtsync.imports`). Idempotent: a record
+        whose stable id is already here is skipped. Bad records are reported, the rest imports. ``progress``
+        is called with the number of records handled after each batch.
+
+        Raises:
+            ImportFormatError: the path is missing or of no known format (``IMPORT_UNKNOWN_FORMAT``).
+        """
+        from crdtsync.imports import ImportProblem, read_import
+
+        report = ImportReport()
+        batch: builtins.list[Any] = []
+        handled = 0
+        for item in read_import(Path(path), format=format):
+            if isinstance(item, ImportProblem):
+                report.problems.append((item.location, item.code, item.message))
+                continue
+            batch.append(item)
+            if len(batch) >= IMPORT_BATCH:
+                handled += self._import_batch(batch, report)
+                batch = []
+                if progress:
+                    progress(handled)
+        handled += self._import_batch(batch, report)
+        if progress:
+            progress(handled)
+        self._store.audit("import", added=report.added, skipped=report.skipped, problems=len(report.problems),
+                          path=str(path))
+        return report
+
+    def _import_batch(self, records: Sequence[Any], report: ImportReport) -> int:
+        fresh = {}
+        for rec in records:
+            if rec.id in fresh or self._store.memory_level(rec.id) is not None:
+                report.skipped += 1
+            else:
+                fresh[rec.id] = rec
+        shared = [r for r in fresh.values() if r.level == 1]
+        local = [r for r in fresh.values() if r.level == 0]
+        if local:
+            with self._store.write():
+                for rec in local:
+                    now = utc_now_iso()
+                    self._store.put_memory(Memory(
+                        id=rec.id, content=rec.content, category=rec.category, tags=rec.tags, level=0,
+                        source=rec.source, metadata=rec.metadata, created=rec.created or now, updated=now,
+                        created_by=self.device_id, updated_by=self.device_id), [])
+        if shared:
+            self._ensure_lease_registered()
+            ctx = self._context()
+
+            def add_all(doc: MemoryDoc) -> None:
+                with doc.doc.transaction():
+                    for rec in shared:
+                        doc.add(rec.id, ctx, content=rec.content, category=rec.category, tags=rec.tags,
+                                source=rec.source, metadata=rec.metadata, created=rec.created)
+
+            self._local_write(add_all, [r.id for r in shared])
+        report.added += len(fresh)
+        return len(records)
+
+    def export_jsonl(self, out: IO[str]) -> int:
+        """Write every live memory as JSONL (the format :mod:`crdtsync.imports` reads back); returns the count."""
+        from crdtsync.imports import export_jsonl
+
+        return export_jsonl(self._store.memories(), out)
+
+    # -- sync entry points ------------------------------------------------------------------------------
+
+    def state_vector(self) -> bytes:
+        """The Yjs state vector (``encodeStateVector`` format) of the shared Doc. Loads the Doc."""
+        with self._store.write():
+            return self._current_doc().doc.get_state()
+
+    def encode_update(self, since: bytes | None = None) -> bytes:
+        """A Yjs v1 update holding everything the shared Doc has past state vector ``since`` (everything when
+        None). Level-0 memories are never in it. Loads the Doc."""
+        with self._store.write():
+            doc = self._current_doc().doc
+            return doc.get_update(since) if since is not None else doc.get_update()
+
+    def local_updates_after(self, after: int) -> builtins.list[tuple[int, bytes]]:
+        """This device's own logged updates with log id > ``after`` (what a push sends), oldest first."""
+        return self._store.local_updates_after(after)
+
+    def apply_update(self, update: bytes, origin: str) -> ApplyResult:
+        """Integrate one Yjs v1 update received from outside this process (already authenticated by the
+        caller; ``origin`` is a free label for the audit log). See :meth:`apply_updates`.
+
+        Raises:
+            UpdateRejectedError: the update was refused and quarantined (code says why).
+        """
+        result = self.apply_updates([(update, origin)])[0]
+        if result.status == "refused":
+            raise UpdateRejectedError(result.message or "update refused", code=result.code)
+        return result
+
+    def apply_updates(
+        self, updates: Sequence[tuple[bytes, str]], *, on_stored: Callable[[], None] | None = None
+    ) -> builtins.list[ApplyResult]:
+        """Integrate received updates, defending against the pycrdt hazards (README "Trust boundaries").
+
+        1. Each update is decoded by the strict Yjs v1 reader; a refusal is quarantined with its code.
+        2. Every accepted update is stored in the inbox, durably, in one transaction; ``on_stored`` runs inside
+           that transaction (a sync layer advances its cursor there, so what it acknowledges is on disk).
+        3. Each held update whose dependencies are all known here is applied in the integration worker under
+           the deadline; a panic, crash, hang, schema violation or a state vector other than the one the
+           update's content justifies quarantines it. Otherwise it is applied to the live Doc, logged and
+           materialized in one transaction. Updates that wait for others stay held (``"pending"``).
+
+        Returns one :class:`ApplyResult` per input, in order. Never raises for a bad update.
+        """
+        outcomes: builtins.list[ApplyResult | int] = []
+        with self._store.write():
+            for data, origin in updates:
+                try:
+                    decoded = decode_update(bytes(data))
+                    unknown = decoded.root_names - ROOTS
+                    if unknown:
+                        raise UpdateRejectedError(f"the update writes unknown roots {sorted(unknown)}",
+                                                  code="UPDATE_SCHEMA_VIOLATION")
+                except UpdateRejectedError as exc:
+                    self._store.quarantine(bytes(data), origin=origin, code=exc.code, message=exc.message)
+                    outcomes.append(ApplyResult("refused", exc.code, exc.message))
+                    continue
+                outcomes.append(self._store.hold(bytes(data), origin=origin, waiting="not yet tried"))
+            if on_stored is not None:
+                on_stored()
+        done = self._drain_inbox()
+        held = {row[0] for row in self._store.held()}
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, ApplyResult):
+                results.append(outcome)
+            elif outcome in done:
+                results.append(done[outcome])
+            else:
+                results.append(ApplyResult("pending" if outcome in held else "integrated"))
+        return results
+
+    def _drain_inbox(self) -> dict[int, ApplyResult]:
+        """Integrate every held update whose dependencies are present, until no more progress is possible."""
+        done: dict[int, ApplyResult] = {}
+        worker: IntegrationWorker | None = None
+        try:
+            progress = True
+            while progress and self._store.held_count():
+                progress = False
+                for inbox_id, origin, data in self._store.held():
+                    try:
+                        with self._store.write():
+                            doc = self._current_doc()
+                            state = decode_state_vector(doc.doc.get_state())
+                            decoded = decode_update(data)
+                            missing = missing_dependencies(decoded, state)
+                            if missing:
+                                self._store.conn.execute(
+                                    "UPDATE inbox SET waiting = ? WHERE id = ?", (repr(missing), inbox_id))
+                                continue
+                            if worker is None or not worker.alive:
+                                worker = IntegrationWorker([doc.doc.get_update()], deadline=self.deadline)
+                            result = worker.apply(data)
+                            expected = expected_state(decoded, state)
+                            if decode_state_vector(result.state_vector) != expected:
+                                worker.close()
+                                raise UpdateRejectedError(
+                                    "the update moved a client's clock further than its content justifies",
+                                    code="UPDATE_CLOCK_JUMP")
+                            self._integrate_checked(doc, data, origin, result.changed)
+                            self._store.release(inbox_id)
+                            done[inbox_id] = ApplyResult("integrated", changed=tuple(sorted(result.changed)))
+                            progress = True
+                    except UpdateRejectedError as exc:
+                        with self._store.write():
+                            self._store.release(inbox_id)
+                            self._store.quarantine(data, origin=origin, code=exc.code, message=exc.message)
+                        done[inbox_id] = ApplyResult("refused", exc.code, exc.message)
+                        progress = True
+        finally:
+            if worker is not None:
+                worker.close()
+        self._maybe_compact()
+        return done
+
+    def _integrate_checked(self, doc: MemoryDoc, data: bytes, origin: str, changed: Iterable[str]) -> None:
+        try:
+            doc.doc.apply_update(data)
+        except BaseException as exc:
+            self._doc = None
+            raise UpdateRejectedError(f"pycrdt refused an update the worker accepted: {exc}",
+                                      code="UPDATE_MALFORMED") from None
+        self._seen = self._store.append_update(data, origin=origin, local=False)
+        self._materialize(doc, changed)
+
+    # -- status and audit -------------------------------------------------------------------------------
+
+    def devices(self) -> dict[str, dict[str, Any]]:
+        """The device registry replicated in the Doc: ``{device_id: {name, sign_pk, kx_pk, added_by, added_at,
+        clients}}``. Loads the Doc."""
+        with self._store.write():
+            return self._current_doc().registry()
+
+    def status(self) -> dict[str, Any]:
+        """A summary for ``crdtsync status``: device, counts, updates held or quarantined, log size. Answers
+        from SQLite."""
+        count, size = self._store.updates_since_snapshot()
+        return {
+            "vault": str(self.path),
+            "device_id": self.device_id,
+            "device_name": self._store.get_meta("device_name"),
+            "memories": self._store.counts(),
+            "log": {"updates_since_snapshot": count, "bytes_since_snapshot": size},
+            "held_updates": self._store.held_count(),
+            "quarantined_updates": len(self._store.quarantined()),
+        }
+
+    def log(self, *, limit: int = 50) -> builtins.list[AuditRow]:
+        """The newest audit rows (syncs, imports), newest first."""
+        return self._store.audit_rows(limit=limit)
+
+
+def _apply_local(memory: Memory, changes: Mapping[str, Any], add_tags: set[str], remove_tags: set[str],
+                 device: str) -> Memory:
+    values = {**memory.__dict__, **{k: v for k, v in changes.items() if k in REGISTER_FIELDS}}
+    values["tags"] = frozenset((memory.tags - remove_tags) | add_tags)
+    values["updated"] = utc_now_iso()
+    values["updated_by"] = device
+    return Memory(**values)

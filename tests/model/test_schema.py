@@ -1,0 +1,175 @@
+"""Document schema v1: registers, conflicts, tags and deletes on real pycrdt Docs (no IO)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from pycrdt import Doc, Map
+
+from crdtsync.errors import InvalidInputError, NotFoundError
+from crdtsync.model.schema import MemoryDoc, WriteContext, read_record
+
+_ops = itertools.count()
+
+
+def ctx(device: str, at: str = "2026-01-01T00:00:00.000Z", agent: str | None = None) -> WriteContext:
+    return WriteContext(device=device, at=at, new_op_id=lambda: f"op{next(_ops)}", agent=agent)
+
+
+def replica(client_id: int) -> MemoryDoc:
+    return MemoryDoc(Doc(client_id=client_id))
+
+
+def sync(*docs: MemoryDoc) -> None:
+    updates = [d.doc.get_update() for d in docs]
+    for d in docs:
+        for u in updates:
+            d.doc.apply_update(u)
+
+
+@pytest.fixture
+def pair() -> tuple[MemoryDoc, MemoryDoc]:
+    a, b = replica(1), replica(2)
+    a.add("m", ctx("A"), content="tea", category="prefs", tags=["drinks"], metadata={"n": 1})
+    sync(a, b)
+    return a, b
+
+
+def test_add_then_read_returns_every_field_and_keeps_integers_in_metadata() -> None:
+    d = replica(1)
+    d.add("m", ctx("A", agent="claude-code"), content="tea", category="c", tags=["x", "y"], source="s",
+          metadata={"n": 1, "nested": {"k": [1, 2]}}, created="2020-01-01T00:00:00.000Z")
+    read = d.read("m")
+    assert read is not None
+    memory, conflicts = read
+    assert (memory.content, memory.category, memory.source) == ("tea", "c", "s")
+    assert memory.tags == {"x", "y"}
+    assert memory.metadata == {"n": 1, "nested": {"k": [1, 2]}}
+    assert isinstance(memory.metadata["n"], int)
+    assert memory.created == "2020-01-01T00:00:00.000Z"
+    assert memory.created_by == "A" and not memory.deleted and conflicts == []
+
+
+def test_concurrent_edits_of_different_fields_merge_without_conflict(pair: tuple[MemoryDoc, MemoryDoc]) -> None:
+    a, b = pair
+    a.write("m", ctx("A", "2026-01-02T00:00:00.000Z"), {"content": "green tea"})
+    b.write("m", ctx("B", "2026-01-02T00:00:01.000Z"), {"category": "drinks"})
+    sync(a, b)
+    for d in (a, b):
+        memory, conflicts = d.read("m") or (None, None)
+        assert memory is not None
+        assert (memory.content, memory.category) == ("green tea", "drinks")
+        assert conflicts == []
+
+
+def test_concurrent_edits_of_one_field_to_different_values_are_a_conflict_on_every_replica(
+    pair: tuple[MemoryDoc, MemoryDoc],
+) -> None:
+    a, b = pair
+    a.write("m", ctx("A", "2026-01-02T00:00:00.000Z", agent="claude-code"), {"content": "green tea"})
+    b.write("m", ctx("B", "2026-01-02T00:00:01.000Z"), {"content": "black tea"})
+    sync(a, b)
+    ra, rb = a.read("m"), b.read("m")
+    assert ra == rb and ra is not None
+    memory, conflicts = ra
+    assert memory.conflicts == ("content",)
+    (conflict,) = conflicts
+    assert [(c.value, c.device, c.agent) for c in conflict.candidates] == [
+        ("green tea", "A", "claude-code"),
+        ("black tea", "B", None),
+    ]
+    assert memory.content == "black tea"  # the latest candidate is shown, identically everywhere
+
+
+def test_concurrent_edits_to_equal_values_are_not_a_conflict(pair: tuple[MemoryDoc, MemoryDoc]) -> None:
+    a, b = pair
+    a.write("m", ctx("A"), {"content": "same"})
+    b.write("m", ctx("B"), {"content": "same"})
+    sync(a, b)
+    assert a.read("m") is not None and a.read("m")[1] == []  # type: ignore[index]
+
+
+def test_resolving_a_conflict_is_an_ordinary_write_that_syncs(pair: tuple[MemoryDoc, MemoryDoc]) -> None:
+    a, b = pair
+    a.write("m", ctx("A"), {"content": "green tea"})
+    b.write("m", ctx("B"), {"content": "black tea"})
+    sync(a, b)
+    a.write("m", ctx("A", "2026-01-03T00:00:00.000Z"), {"content": "oolong"})
+    sync(a, b)
+    for d in (a, b):
+        memory, conflicts = d.read("m") or (None, None)
+        assert memory is not None and memory.content == "oolong" and conflicts == []
+
+
+def test_delete_concurrent_with_edit_is_a_conflict_not_a_loss(pair: tuple[MemoryDoc, MemoryDoc]) -> None:
+    a, b = pair
+    a.write("m", ctx("A"), {"deleted": True})
+    b.write("m", ctx("B"), {"content": "still useful"})
+    sync(a, b)
+    memory, conflicts = a.read("m") or (None, None)
+    assert memory is not None
+    assert [c.field for c in conflicts or []] == ["deleted"]
+    assert not memory.deleted and memory.content == "still useful"
+
+
+def test_restore_undoes_a_delete(pair: tuple[MemoryDoc, MemoryDoc]) -> None:
+    a, _ = pair
+    a.write("m", ctx("A"), {"deleted": True})
+    assert a.read("m")[0].deleted  # type: ignore[index]
+    a.write("m", ctx("A"), {"deleted": False})
+    assert not a.read("m")[0].deleted  # type: ignore[index]
+
+
+def test_tags_are_add_wins_and_a_removal_removes_only_what_it_saw(pair: tuple[MemoryDoc, MemoryDoc]) -> None:
+    a, b = pair
+    a.set_tags("m", ctx("A"), add=["x"], remove=["drinks"])
+    b.set_tags("m", ctx("B"), add=["y", "drinks"], remove=[])  # "drinks" already there: not re-added
+    sync(a, b)
+    assert a.read("m")[0].tags == {"x", "y"}  # type: ignore[index]
+    a.set_tags("m", ctx("A"), add=[], remove=["x"])
+    b.set_tags("m", ctx("B"), add=["z"], remove=[])
+    sync(a, b)
+    assert a.read("m")[0].tags == b.read("m")[0].tags == {"y", "z"}  # type: ignore[index]
+
+
+def test_writing_an_unknown_memory_or_field_raises() -> None:
+    d = replica(1)
+    with pytest.raises(NotFoundError):
+        d.write("nope", ctx("A"), {"content": "x"})
+    d.add("m", ctx("A"), content="x")
+    with pytest.raises(InvalidInputError) as info:
+        d.write("m", ctx("A"), {"colour": "red"})
+    assert info.value.code == "INVALID_FIELD"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"created_by": "A", "content@1": ["x"]},
+        {"created": "t", "created_by": "A"},
+        {"created": "t", "created_by": "A", "content@1": [5]},
+        {"created": "t", "created_by": "A", "content@1": "x"},
+        {"created": "t", "created_by": "A", "content@1": ["x", "B"]},
+        {"created": "t", "created_by": "A", "content@1": ["x"], "deleted@2": ["yes"]},
+        {"created": "t", "created_by": "A", "content@1": ["x"], "t:tag": "yes"},
+        {"created": "t", "created_by": "A", "content@1": ["x"], "metadata@2": ["[1]"]},
+    ],
+)
+def test_malformed_records_read_as_none(record: dict[str, object]) -> None:
+    assert read_record("m", record) is None
+
+
+def test_registry_announces_client_ids() -> None:
+    d = replica(1)
+    d.register_device("dev", {"name": "laptop", "sign_pk": "aa"}, [1, 2])
+    d.register_device("dev", {"name": "ignored"}, [3])
+    assert d.registry() == {"dev": {"name": "laptop", "sign_pk": "aa", "clients": [1, 2, 3]}}
+
+
+def test_layout_is_compact_one_map_per_memory() -> None:
+    d = replica(1)
+    d.add("m", ctx("A"), content="x", category="c", tags=["t"])
+    record = d.memories["m"]
+    assert isinstance(record, Map)
+    assert not any(isinstance(v, Map) for v in record.values())

@@ -1,0 +1,186 @@
+"""The defended apply path: the strict reader, the integration worker and the live Doc, on the pycrdt hazards
+of shared/data/pycrdt-hazards and on honest updates (out of order, duplicated, of the wrong schema)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycrdt import Doc, Map
+
+from crdtsync.errors import UpdateRejectedError
+from crdtsync.model.yupdate import decode_state_vector
+from crdtsync.store.worker import IntegrationWorker
+from crdtsync.vault import Vault
+from tests.conftest import shared_data
+
+MakeVault = Callable[..., Vault]
+POISON_CLOCK = 1 << 31
+
+
+def hazard_cases() -> list[dict[str, Any]]:
+    cases: list[dict[str, Any]] = json.loads(shared_data("pycrdt-hazards", "cases.json").read_text())["cases"]
+    return cases
+
+
+def case(name: str) -> list[bytes]:
+    (found,) = [c for c in hazard_cases() if c["name"] == name]
+    return [bytes.fromhex(u) for u in found["updates"]]
+
+
+def vault_fingerprint(vault: Vault) -> tuple[Any, ...]:
+    return (
+        [m.to_json() for m in vault.list(include_deleted=True)],
+        vault.encode_update(),
+        vault.store.updates_after(0),
+    )
+
+
+@pytest.mark.parametrize("name", ["panic-after-client-7-entry", "clock-jump-silent", "panic-empty", "hang", "hang-2"])
+def test_hazard_case_is_refused_or_held_and_the_vault_survives(name: str, make_vault: MakeVault) -> None:
+    vault = make_vault(deadline=5.0)
+    honest = vault.add("an honest memory written before the attack")
+    results = vault.apply_updates([(u, "attacker") for u in case(name)])
+    assert len(results) == len(case(name))
+    assert all(r.status in ("integrated", "pending", "refused") for r in results)
+    assert any(r.status != "integrated" for r in results)
+    state = decode_state_vector(vault.state_vector())
+    assert all(clock < POISON_CLOCK for clock in state.values()), state
+    assert vault.get(honest.id).content == "an honest memory written before the attack"
+    after = vault.add("a write after the attack")
+    assert vault.get(after.id).content == "a write after the attack"
+
+
+def test_vault_reopens_in_a_fresh_process_after_every_hazard_case(tmp_path: Path, make_vault: MakeVault) -> None:
+    vault = make_vault(deadline=5.0)
+    for c in hazard_cases():
+        vault.apply_updates([(bytes.fromhex(u), c["name"]) for u in c["updates"]])
+    expected = sorted(m.id for m in vault.list())
+    vault.close()
+    script = textwrap.dedent(
+        f"""
+        from pycrdt import Doc
+        from crdtsync.vault import Vault
+        with Vault.open({str(tmp_path / "a")!r}) as v:
+            v.add("still writable")
+            doc = Doc()
+            doc.apply_update(v.encode_update())
+            print(len(v.list()))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.strip()) == len(expected) + 1
+
+
+def test_worker_survives_a_panic_and_reports_it() -> None:
+    with IntegrationWorker([], deadline=5.0) as worker:
+        with pytest.raises(UpdateRejectedError) as info:
+            worker.apply(case("panic-empty")[0])
+        assert info.value.code in ("UPDATE_MALFORMED", "UPDATE_WORKER_CRASHED")
+        assert not worker.alive
+
+
+def test_worker_kills_an_update_that_hangs() -> None:
+    updates = case("hang")
+    with IntegrationWorker(updates[:-1], deadline=3.0) as worker:
+        with pytest.raises(UpdateRejectedError) as info:
+            worker.apply(updates[-1])
+        assert info.value.code == "UPDATE_WORKER_TIMEOUT"
+        assert not worker.alive
+
+
+def test_worker_reveals_the_silent_clock_jump_that_the_reader_refuses_first() -> None:
+    update = case("clock-jump-silent")[0]
+    with IntegrationWorker([], deadline=5.0) as worker:
+        jumped = decode_state_vector(worker.apply(update).state_vector)
+    assert jumped.get(7, 0) > POISON_CLOCK
+    from crdtsync.model.yupdate import decode_update
+
+    with pytest.raises(UpdateRejectedError):
+        decode_update(update)
+
+
+def _foreign_doc(client_id: int) -> Doc:
+    return Doc(client_id=client_id)
+
+
+def test_out_of_order_updates_wait_then_integrate(make_vault: MakeVault) -> None:
+    source, sink = make_vault("a"), make_vault("b")
+    m = source.add("first")
+    first = source.store.local_updates_after(0)
+    source.update(m.id, content="second")
+    second = source.store.local_updates_after(first[-1][0])
+    (late,) = sink.apply_updates([(second[0][1], "a")])
+    assert late.status == "pending" and sink.store.held_count() == 1
+    results = sink.apply_updates([(data, "a") for _, data in first])
+    assert results[-1].status == "integrated"
+    assert sink.store.held_count() == 0 and sink.get(m.id).content == "second"
+
+
+def test_duplicates_change_nothing(make_vault: MakeVault) -> None:
+    source, sink = make_vault("a"), make_vault("b")
+    source.add("once")
+    update = source.encode_update()
+    sink.apply_update(update, "a")
+    before = [x.to_json() for x in sink.list()]
+    assert sink.apply_update(update, "a").status == "integrated"
+    assert [x.to_json() for x in sink.list()] == before
+
+
+@pytest.mark.parametrize("cut", [1, 5, 17, -1])
+def test_truncated_or_garbage_updates_are_refused_and_change_nothing(make_vault: MakeVault, cut: int) -> None:
+    source, sink = make_vault("a"), make_vault("b")
+    source.add("some memory")
+    sink.add("already here")
+    before = vault_fingerprint(sink)
+    with pytest.raises(UpdateRejectedError) as info:
+        sink.apply_update(source.encode_update()[:cut], "a")
+    assert info.value.code == "UPDATE_MALFORMED"
+    assert vault_fingerprint(sink) == before
+    assert sink.store.quarantined()[-1][2] == "UPDATE_MALFORMED"
+
+
+def _write_record(record: dict[str, Any], root: str = "memories") -> bytes:
+    doc = Doc(client_id=99)
+    doc.get(root, type=Map)["m"] = Map(record)
+    return doc.get_update()
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"created": "2026-01-01T00:00:00.000Z", "created_by": "x", "content@1": [42]},
+        {"created": "2026-01-01T00:00:00.000Z", "created_by": "x", "content@1": ["ok"], "deleted@2": ["no"]},
+        {"created": 5, "created_by": "x", "content@1": ["ok"]},
+    ],
+)
+def test_a_synced_field_of_the_wrong_type_is_refused(make_vault: MakeVault, record: dict[str, Any]) -> None:
+    vault = make_vault()
+    vault.add("already here")
+    before = vault_fingerprint(vault)
+    with pytest.raises(UpdateRejectedError) as info:
+        vault.apply_update(_write_record(record), "peer")
+    assert info.value.code == "UPDATE_SCHEMA_VIOLATION"
+    assert vault_fingerprint(vault) == before
+
+
+def test_an_update_writing_an_unknown_root_is_refused(make_vault: MakeVault) -> None:
+    vault = make_vault()
+    with pytest.raises(UpdateRejectedError) as info:
+        vault.apply_update(_write_record({"x": 1}, root="elsewhere"), "peer")
+    assert info.value.code == "UPDATE_SCHEMA_VIOLATION"
+
+
+def test_a_valid_foreign_record_integrates_and_is_materialized(make_vault: MakeVault) -> None:
+    vault = make_vault()
+    record = {"created": "2026-01-01T00:00:00.000Z", "created_by": "x", "content@1": ["from yjs"], "t:a": True}
+    result = vault.apply_update(_write_record(record), "peer")
+    assert result.status == "integrated" and result.changed == ("m",)
+    assert vault.get("m").content == "from yjs" and vault.get("m").tags == {"a"}

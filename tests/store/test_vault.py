@@ -1,0 +1,214 @@
+"""The Vault API on real SQLite files: writes, reads without the Doc, level 0, leases, compaction."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pycrdt import Doc
+
+import crdtsync.vault as vault_module
+from crdtsync.errors import CryptoError, InvalidInputError, NotFoundError, VaultError
+from crdtsync.model.schema import MemoryDoc
+from crdtsync.vault import Vault
+from tests.conftest import PASSPHRASE, cheap_kdf
+
+MakeVault = Callable[..., Vault]
+
+
+def doc_ids(vault: Vault) -> set[str]:
+    """Memory ids in the shared Doc, read from the vault's full update by a fresh pycrdt Doc."""
+    doc = Doc()
+    doc.apply_update(vault.encode_update())
+    return set(MemoryDoc(doc).memory_ids())
+
+
+def test_add_get_update_delete_restore_round_trip(make_vault: MakeVault) -> None:
+    v = make_vault()
+    m = v.add("I prefer green tea", category="prefs", tags=["drinks"], metadata={"n": 1}, source="chat")
+    assert v.get(m.id) == m
+    edited = v.update(m.id, content="I prefer oolong", add_tags=["tea"], remove_tags=["drinks"])
+    assert (edited.content, edited.tags, edited.metadata) == ("I prefer oolong", {"tea"}, {"n": 1})
+    assert edited.updated >= m.updated
+    assert v.delete(m.id).deleted
+    assert v.list() == []
+    assert [x.id for x in v.list(include_deleted=True)] == [m.id]
+    assert not v.restore(m.id).deleted
+    assert [x.id for x in v.list()] == [m.id]
+
+
+def test_writes_survive_reopening(make_vault: MakeVault, tmp_path: Path) -> None:
+    v = make_vault()
+    ids = [v.add(f"memory {i}").id for i in range(5)]
+    v.update(ids[0], content="changed")
+    v.close()
+    with Vault.open(tmp_path / "a") as again:
+        assert sorted(m.id for m in again.list()) == sorted(ids)
+        assert again.get(ids[0]).content == "changed"
+        assert doc_ids(again) == set(ids)
+
+
+def test_reads_answer_from_sqlite_without_loading_the_doc(tmp_path: Path, make_vault: MakeVault) -> None:
+    v = make_vault()
+    m = v.add("coffee in the morning", tags=["habit"])
+    v.close()
+    with Vault.open(tmp_path / "a") as fresh:
+        assert fresh.get(m.id).content == "coffee in the morning"
+        assert [x.id for x in fresh.list(limit=20)] == [m.id]
+        assert [x.id for x in fresh.search("morn")] == [m.id]
+        assert [x.id for x in fresh.search("habit")] == [m.id]
+        assert fresh.conflicts() == [] and fresh.status()["memories"]["live"] == 1
+        assert fresh._doc is None
+
+
+def test_search_treats_fts_syntax_as_plain_words(make_vault: MakeVault) -> None:
+    v = make_vault()
+    m = v.add('she said "NEAR" AND OR (x)')
+    assert [x.id for x in v.search('"NEAR" AND (x')] == [m.id]
+    assert v.search('""') == []
+
+
+def test_level_zero_never_enters_the_shared_doc(make_vault: MakeVault) -> None:
+    v = make_vault()
+    secret = v.add("my bank PIN is 0000", level=0, tags=["private-tag"])
+    shared = v.add("shared fact")
+    update = v.encode_update()
+    assert b"bank PIN" not in update and b"private-tag" not in update and b"shared fact" in update
+    assert v.get(secret.id).level == 0
+    moved = v.update(shared.id, level=0)
+    assert moved.level == 0 and b"shared fact" not in v.encode_update()
+    back = v.update(secret.id, level=1, content="my PIN hint")
+    assert back.level == 1 and b"my PIN hint" in v.encode_update()
+
+
+def test_bad_input_is_refused_with_a_code_and_changes_nothing(make_vault: MakeVault) -> None:
+    v = make_vault()
+    m = v.add("x")
+    before = v.encode_update()
+    cases: list[tuple[Callable[[], object], str]] = [
+        (lambda: v.add(""), "INVALID_INPUT"),
+        (lambda: v.add("x" * (64 * 1024 + 1)), "CONTENT_TOO_LARGE"),
+        (lambda: v.add("x", level=2), "INVALID_INPUT"),
+        (lambda: v.add("x", tags="abc"), "INVALID_INPUT"),
+        (lambda: v.add("x", metadata={"f": object()}), "INVALID_INPUT"),
+        (lambda: v.update(m.id, colour="red"), "INVALID_FIELD"),
+        (lambda: v.update(m.id, content=7), "INVALID_INPUT"),
+        (lambda: v.get("no-such-id"), "NOT_FOUND"),
+        (lambda: v.update("no-such-id", content="y"), "NOT_FOUND"),
+        (lambda: v.resolve(m.id, "colour", "red"), "INVALID_FIELD"),
+    ]
+    for call, code in cases:
+        with pytest.raises((InvalidInputError, NotFoundError)) as info:
+            call()
+        assert info.value.code == code
+    assert v.encode_update() == before
+    assert [x.id for x in v.list()] == [m.id]
+
+
+def test_editing_a_deleted_memory_asks_for_restore(make_vault: MakeVault) -> None:
+    v = make_vault()
+    m = v.add("x")
+    v.delete(m.id)
+    with pytest.raises(InvalidInputError) as info:
+        v.update(m.id, content="y")
+    assert info.value.code == "MEMORY_DELETED"
+
+
+def test_init_refuses_an_existing_vault_and_a_missing_passphrase(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CRDTSYNC_PASSPHRASE", raising=False)
+    with pytest.raises(CryptoError) as info:
+        Vault.init(tmp_path / "v")
+    assert info.value.code == "PASSPHRASE_REQUIRED"
+    Vault.init(tmp_path / "v", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    with pytest.raises(VaultError) as exists:
+        Vault.init(tmp_path / "v", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    assert exists.value.code == "VAULT_EXISTS"
+    with pytest.raises(VaultError) as missing:
+        Vault.open(tmp_path / "nothing-here")
+    assert missing.value.code == "VAULT_NOT_FOUND"
+
+
+def test_key_file_is_private(tmp_path: Path, make_vault: MakeVault) -> None:
+    make_vault()
+    assert (tmp_path / "a" / "keys").stat().st_mode & 0o777 == 0o600
+
+
+def test_client_ids_are_reused_across_runs(tmp_path: Path, make_vault: MakeVault) -> None:
+    make_vault().close()
+    for i in range(4):
+        with Vault.open(tmp_path / "a") as v:
+            v.add(f"run {i}")
+    with Vault.open(tmp_path / "a") as v:
+        (entry,) = v.devices().values()
+        assert len(entry["clients"]) == 1
+
+
+def test_two_live_openers_write_under_different_client_ids_and_see_each_other(
+    tmp_path: Path, make_vault: MakeVault
+) -> None:
+    one = make_vault()
+    two = make_vault()
+    a = one.add("from one")
+    b = two.add("from two")
+    assert one.get(b.id).content == "from two"
+    one.update(b.id, content="one edits two's memory")
+    assert two.update(a.id, content="two edits one's memory").content == "two edits one's memory"
+    assert two.get(b.id).content == "one edits two's memory"
+    (entry,) = one.devices().values()
+    assert len(entry["clients"]) == 2
+    assert one.encode_update() and doc_ids(one) == {a.id, b.id}
+
+
+def test_another_process_sees_writes_and_its_writes_are_seen(tmp_path: Path, make_vault: MakeVault) -> None:
+    v = make_vault()
+    mine = v.add("written here")
+    script = textwrap.dedent(
+        f"""
+        from crdtsync.vault import Vault
+        with Vault.open({str(tmp_path / "a")!r}) as v:
+            assert v.get({mine.id!r}).content == "written here"
+            v.update({mine.id!r}, content="edited by the other process")
+            print(v.add("written there").id)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    theirs = done.stdout.strip()
+    assert v.get(theirs).content == "written there"
+    assert v.update(mine.id, add_tags=["t"]).content == "edited by the other process"
+
+
+def test_compaction_bounds_the_log_and_loses_nothing(
+    tmp_path: Path, make_vault: MakeVault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vault_module, "COMPACT_AFTER_UPDATES", 10)
+    v = make_vault()
+    ids = [v.add(f"m{i}").id for i in range(25)]
+    count, _ = v.store.updates_since_snapshot()
+    assert count < 10 and v.store.latest_snapshot() is not None
+    state = v.encode_update()
+    v.close()
+    with Vault.open(tmp_path / "a") as again:
+        assert sorted(m.id for m in again.list()) == sorted(ids)
+        assert sorted(doc_ids(again)) == sorted(ids)
+        assert again.state_vector() and len(again.encode_update()) == len(state)
+
+
+def test_a_process_behind_a_compaction_reloads_from_the_snapshot(
+    tmp_path: Path, make_vault: MakeVault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vault_module, "COMPACT_AFTER_UPDATES", 10)
+    early = make_vault()
+    first = early.add("before")
+    late = make_vault()
+    later = [late.add(f"m{i}").id for i in range(20)]
+    assert late.store.latest_snapshot() is not None
+    early.update(first.id, content="after compaction")
+    assert doc_ids(early) == {first.id, *later}

@@ -1,0 +1,433 @@
+"""Tests of crdtsync.imports on real files: small fixtures in tests/data/imports and the LoCoMo corpus."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import tracemalloc
+import uuid
+import zipfile
+from collections.abc import Generator
+from pathlib import Path
+
+import pytest
+
+from crdtsync.errors import ImportFormatError
+from crdtsync.imports import (
+    IMPORT_NAMESPACE,
+    ImportProblem,
+    ImportRecord,
+    count_hint,
+    detect_format,
+    export_jsonl,
+    read_import,
+    stable_id,
+)
+from crdtsync.model.records import MAX_CONTENT_BYTES, Memory
+
+DATA = Path(__file__).parent / "data" / "imports"
+LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo"
+OPENMEMORY = DATA / "openmemory"
+
+
+def split(path: Path, **kwargs: str) -> tuple[list[ImportRecord], list[ImportProblem]]:
+    records: list[ImportRecord] = []
+    problems: list[ImportProblem] = []
+    for item in read_import(path, **kwargs):
+        if isinstance(item, ImportRecord):
+            records.append(item)
+        else:
+            problems.append(item)
+    return records, problems
+
+
+def by_content(records: list[ImportRecord]) -> dict[str, ImportRecord]:
+    return {r.content: r for r in records}
+
+
+def write_lines(path: Path, *objects: object) -> Path:
+    path.write_text("".join(json.dumps(o) + "\n" for o in objects), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def locomo() -> Path:
+    """The LoCoMo corpus; missing data fails under CI=true and skips elsewhere."""
+    if not (LOCOMO / "26.json").is_file():
+        message = f"LoCoMo corpus not found at {LOCOMO} (see ../shared/data/README.md)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return LOCOMO
+
+
+# --- JSONL and JSON arrays -----------------------------------------------------------------------------
+
+
+def test_jsonl_imports_good_lines_and_reports_bad_ones_by_line_number() -> None:
+    path = DATA / "memories.jsonl"
+    assert detect_format(path) == "jsonl"
+    records, problems = split(path)
+
+    assert [(p.location, p.code) for p in problems] == [
+        (f"{path}:3", "IMPORT_MALFORMED"),
+        (f"{path}:5", "IMPORT_INVALID_RECORD"),
+        (f"{path}:7", "IMPORT_INVALID_RECORD"),
+    ]
+    assert "content" in problems[1].message and "level" in problems[2].message
+    assert [r.location for r in records] == [f"{path}:{n}" for n in (1, 2, 6, 8)]
+
+    dark, uv, lyon, weekends = records
+    assert dark == ImportRecord(
+        id=dark.id, content="Prefers dark mode in every editor", category="preference",
+        tags=frozenset({"ui", "editor"}), created="2024-03-01T08:30:00.000Z", source=None,
+        metadata={"app": "vscode"}, level=1, location=f"{path}:1",
+    )
+    normalized = {"content": dark.content, "category": "preference", "tags": ["editor", "ui"],
+                  "created": dark.created, "metadata": {"app": "vscode"}, "level": 1}
+    assert dark.id == stable_id(None, normalized)
+    # "text" and "memory" stand for content, "created_at" for created.
+    assert (uv.content, uv.source, uv.id) == ("Uses uv to manage Python environments", "notes:python",
+                                              stable_id("notes:python", {}))
+    assert (lyon.content, lyon.level) == ("Lives in Lyon, France", 0)
+    assert lyon.created == "2024-04-02T18:00:00.000Z"
+    # A record's own UUID id is kept as is (it is how our exports round-trip), even with a source.
+    assert (weekends.id, weekends.source) == ("0190f1c2-7a3b-7def-8abc-0123456789ab", "claude-code")
+
+
+def test_json_array_reports_the_bad_element_by_index() -> None:
+    path = DATA / "array.json"
+    assert detect_format(path) == "json-array"
+    records, problems = split(path)
+    assert [r.content for r in records] == ["Allergic to peanuts", "Speaks French and Spanish"]
+    assert [r.location for r in records] == [f"{path}#0", f"{path}#2"]
+    assert records[1].created == "2023-11-05T12:00:00.000Z"
+    assert [(p.location, p.code) for p in problems] == [(f"{path}#1", "IMPORT_INVALID_RECORD")]
+    assert "tags" in problems[0].message
+
+
+def test_invalid_fields_become_problems_with_the_validator_code(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    write_lines(
+        path,
+        {"content": "x" * (MAX_CONTENT_BYTES + 1)},
+        {"content": "   "},
+        {"content": "ok", "created": "last Tuesday"},
+        {"content": "ok", "metadata": ["not", "an", "object"]},
+        {"content": "ok", "category": 7},
+        ["content", "in an array"],
+        {"content": "ok", "id": 12},
+        {"content": "still imported"},
+    )
+    with path.open("ab") as fh:
+        fh.write(b'{"content": "caf\xe9 in Latin-1"}\n')
+    records, problems = split(path)
+    assert [r.content for r in records] == ["still imported"]
+    invalid = ["IMPORT_INVALID_RECORD"] * 6
+    assert [p.code for p in problems] == ["CONTENT_TOO_LARGE", *invalid, "IMPORT_MALFORMED"]
+    assert [p.location for p in problems] == [f"{path}:{n}" for n in (1, 2, 3, 4, 5, 6, 7, 9)]
+
+
+# --- mem0, OpenMemory, memory files ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["mem0_results.json", "mem0_list.json"])
+def test_mem0_get_all_output(name: str) -> None:
+    path = DATA / name
+    assert detect_format(path) == "mem0"
+    records, problems = split(path)
+    assert problems == []
+    vegetarian, british = records
+    assert vegetarian == ImportRecord(
+        id=stable_id("mem0:892db2ae-06d9-49e5-8b3e-585ef9b85b8e", {}),
+        content="Is a vegetarian and avoids dairy", category="food", tags=frozenset({"food", "health"}),
+        created="2024-07-20T08:30:00.123Z", source="mem0:892db2ae-06d9-49e5-8b3e-585ef9b85b8e",
+        metadata={"food": "vegan-ish", "mem0": {"hash": "5c0a5c8f2b0d4ed2b1f3a9e0c6d7b8a1", "user_id": "alex",
+                                                "updated_at": "2024-07-21T08:00:00.000000-07:00"}},
+        location=f"{path}#0",
+    )
+    assert (british.category, british.tags) == (None, frozenset())
+    assert british.created == "2024-08-01T10:00:00.000Z"
+    assert british.metadata == {"mem0": {"hash": "0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b", "user_id": "alex",
+                                         "agent_id": "writer"}}
+
+
+def openmemory_zip(tmp_path: Path, *, with_jsonl: bool) -> Path:
+    """A zip laid out as OpenMemory's POST /api/v1/backup/export writes it."""
+    path = tmp_path / "memories_export_alex.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.write(OPENMEMORY / "memories.json", "memories.json")
+        if with_jsonl:
+            zf.writestr("memories.jsonl.gz", gzip.compress((OPENMEMORY / "memories.jsonl").read_bytes()))
+    return path
+
+
+@pytest.mark.parametrize("variant", ["memories.json", "memories.jsonl", "zip", "zip-json-only", "jsonl.gz"])
+def test_openmemory_backup_in_each_of_its_shapes(tmp_path: Path, variant: str) -> None:
+    if variant.startswith("zip"):
+        path = openmemory_zip(tmp_path, with_jsonl=variant == "zip")
+    elif variant == "jsonl.gz":
+        path = tmp_path / "memories.jsonl.gz"
+        path.write_bytes(gzip.compress((OPENMEMORY / "memories.jsonl").read_bytes()))
+    else:
+        path = OPENMEMORY / variant
+    assert detect_format(path) == "openmemory"
+    records, problems = split(path)
+    assert problems == []
+    # "deleted" and "archived" memories are skipped; "paused" is still the user's.
+    assert [r.content for r in records] == [
+        "Prefers tabs over spaces in Go code", "Is learning Rust in the evenings",
+    ]
+    tabs, rust = records
+    assert tabs == ImportRecord(
+        id=stable_id("openmemory:d3000000-0000-4000-8000-000000000001", {}),
+        content="Prefers tabs over spaces in Go code", category="preferences",
+        tags=frozenset({"preferences", "technology"}), created="2025-05-02T10:11:12.345Z",
+        source="openmemory:d3000000-0000-4000-8000-000000000001",
+        metadata={
+            "source_app": "openmemory",
+            "openmemory": {"state": "active", "app": "claude", "updated_at": "2025-05-02T11:00:00+00:00"},
+        },
+        location=tabs.location,
+    )
+    assert rust.metadata == {"openmemory": {"state": "paused", "app": "cursor",
+                                            "updated_at": "2025-05-03T11:00:00+00:00"}}
+    if variant == "zip":
+        assert tabs.location == f"{path}!memories.jsonl.gz:1"
+
+
+def test_memory_files_folder_walks_recursively_in_order(tmp_path: Path) -> None:
+    folder = DATA / "ghost"
+    assert detect_format(folder) == "memory-files"
+    assert count_hint(folder) == 2
+    records, problems = split(folder)
+    assert problems == []
+    assert records == [
+        ImportRecord(
+            id=stable_id("file:2024-05-01-standup.json", {}), content="Daily standup moved to 9:30",
+            category="work", created="2024-05-01T09:00:00.000Z", source="file:2024-05-01-standup.json",
+            metadata={"device_id": "laptop-7f3a", "context": {"channel": "team-chat"}},
+            location=str(folder / "2024-05-01-standup.json"),
+        ),
+        ImportRecord(
+            id=stable_id("file:sub/coffee.json", {}), content="Takes coffee black", category="preference",
+            created="2024-05-03T05:15:00.000Z", source="file:sub/coffee.json",
+            metadata={"device_id": "phone-19bc", "context": "morning routine chat"},
+            location=str(folder / "sub" / "coffee.json"),
+        ),
+    ]
+    # One broken file is reported; the others still import. A single file reads the same way.
+    copy = tmp_path / "ghost"
+    shutil.copytree(folder, copy)
+    (copy / "broken.json").write_text('{"content": "half', encoding="utf-8")
+    (copy / "empty.json").write_text('{"timestamp": "2024-05-04T00:00:00Z", "content": ""}', encoding="utf-8")
+    records, problems = split(copy)
+    assert len(records) == 2
+    assert [(p.location, p.code) for p in problems] == [
+        (str(copy / "broken.json"), "IMPORT_MALFORMED"), (str(copy / "empty.json"), "IMPORT_INVALID_RECORD"),
+    ]
+    single = folder / "sub" / "coffee.json"
+    assert detect_format(single) == "memory-files"
+    assert [r.source for r in read_import(single) if isinstance(r, ImportRecord)] == ["file:coffee.json"]
+
+
+# --- LoCoMo ----------------------------------------------------------------------------------------------
+
+
+def test_locomo_corpus_is_5882_turns(locomo: Path) -> None:
+    assert detect_format(locomo) == "locomo"
+    assert count_hint(locomo) == 5882
+    records, problems = split(locomo)
+    assert problems == []
+    assert len(records) == 5882
+    assert len({r.id for r in records}) == 5882
+    turn = next(r for r in records if r.source == "26.json#D1:5")
+    assert turn == ImportRecord(
+        id=stable_id("26.json#D1:5", {}),
+        content="The transgender stories were so inspiring! I was so happy and thankful for all the support.",
+        category="Caroline", tags=frozenset({"locomo"}), created="2023-05-08T13:56:00.000Z",
+        source="26.json#D1:5",
+        metadata={"session": 1, "dia_id": "D1:5",
+                  "blip_caption": "a photo of a dog walking past a wall with a painting of a woman",
+                  "img_url": ["https://i.redd.it/l7hozpetnhlb1.jpg"]},
+        location=str(locomo / "26.json") + "#D1:5",
+    )
+    # The turn whose img_url inlines a 16 KB base64 image keeps its caption but not the payload.
+    inlined = next(r for r in records if r.source == "42.json#D5:6")
+    assert inlined.metadata is not None and "img_url" not in inlined.metadata
+
+
+def test_locomo_single_file_and_folder_detection(locomo: Path, tmp_path: Path) -> None:
+    assert detect_format(locomo / "26.json") == "locomo"
+    records, problems = split(locomo / "26.json")
+    assert (len(records), problems) == (419, [])
+    assert records[0].location == f"{locomo / '26.json'}#D1:1"
+    # A folder holding a LoCoMo file is read as LoCoMo; a stray JSON file in it is reported, not mistaken.
+    folder = tmp_path / "conversations"
+    folder.mkdir()
+    shutil.copy(locomo / "30.json", folder / "30.json")
+    shutil.copy(DATA / "array.json", folder / "zz.json")
+    assert detect_format(folder) == "locomo"
+    records, problems = split(folder)
+    assert len(records) == 369
+    assert [(p.location, p.code) for p in problems] == [(str(folder / "zz.json"), "IMPORT_UNKNOWN_FORMAT")]
+
+
+# --- ids ---------------------------------------------------------------------------------------------------
+
+
+def all_fixtures(tmp_path: Path) -> list[Path]:
+    return [DATA / "memories.jsonl", DATA / "array.json", DATA / "mem0_results.json",
+            OPENMEMORY / "memories.json", openmemory_zip(tmp_path, with_jsonl=True), DATA / "ghost"]
+
+
+def test_reading_twice_gives_identical_records(tmp_path: Path) -> None:
+    for path in all_fixtures(tmp_path):
+        first, second = list(read_import(path)), list(read_import(path))
+        assert first == second
+        assert all(uuid.UUID(r.id) for r in first if isinstance(r, ImportRecord))
+
+
+def test_ids_follow_the_source_and_keep_equal_texts_apart(tmp_path: Path) -> None:
+    path = write_lines(
+        tmp_path / "ids.jsonl",
+        {"content": "Likes jazz", "source": "phone"},
+        {"content": "Likes jazz", "source": "laptop"},
+        {"content": "Likes jazz"},
+        {"content": "Likes jazz", "created": "2024-01-01T00:00:00Z"},
+        {"content": "Likes jazz", "category": "music"},
+        {"content": "Likes jazz", "tags": ["b", "a"]},
+        {"tags": ["a", "b"], "content": "Likes jazz"},
+    )
+    ids = [r.id for r in read_import(path) if isinstance(r, ImportRecord)]
+    assert len(set(ids[:6])) == 6  # equal text, another source or field: distinct memories
+    assert ids[5] == ids[6]  # the same record written differently: the same memory
+    changed = write_lines(tmp_path / "edited.jsonl", {"content": "Likes jazz and blues", "source": "phone"})
+    assert [r.id for r in read_import(changed) if isinstance(r, ImportRecord)] == [ids[0]]
+
+
+def test_stable_id_is_a_uuid5_of_the_canonical_record() -> None:
+    record = {"content": "Likes jazz", "tags": ["b", "a"], "metadata": {"y": 1, "x": 2}}
+    reordered = {"metadata": {"x": 2, "y": 1}, "tags": ["a", "b"], "content": "Likes jazz", "level": 1}
+    assert stable_id(None, record) == stable_id(None, reordered)
+    assert uuid.UUID(stable_id(None, record)).version == 5
+    assert stable_id("mem0:42", record) == str(uuid.uuid5(IMPORT_NAMESPACE, "source:mem0:42"))
+    assert stable_id(None, {**record, "level": 0}) != stable_id(None, record)
+
+
+# --- export and round trip -------------------------------------------------------------------------------
+
+
+def sample_memories() -> list[Memory]:
+    return [
+        Memory(id="0190f1c2-7a3b-7def-8abc-0123456789ab", content="Prefers dark mode — always", category="ui",
+               tags=frozenset({"editor", "ui"}), level=1, metadata={"app": "vscode", "nested": {"k": [1, 2]}},
+               created="2024-03-01T08:30:00.000Z", updated="2024-03-02T08:30:00.000Z", created_by="dev-a",
+               updated_by="dev-b"),
+        Memory(id=stable_id("mem0:abc", {}), content="Is vegetarian", source="mem0:abc", level=0,
+               created="2024-07-20T08:30:00.123Z", updated="2024-07-20T08:30:00.123Z", created_by="dev-a",
+               updated_by="dev-a"),
+        Memory(id="0190f1c2-7a3b-7def-8abc-0123456789ac", content="Gone", deleted=True,
+               created="2024-01-01T00:00:00.000Z", updated="2024-01-02T00:00:00.000Z"),
+    ]
+
+
+def test_export_then_import_round_trips(tmp_path: Path) -> None:
+    memories = sample_memories()
+    path = tmp_path / "export.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        assert export_jsonl(memories, out) == 2  # the deleted memory is not exported
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert list(rows[0]) == ["id", "content", "category", "tags", "level", "source", "metadata", "created",
+                             "updated", "created_by", "updated_by"]
+    assert rows[0]["tags"] == ["editor", "ui"]
+
+    assert detect_format(path) == "jsonl"
+    assert count_hint(path) == 2
+    records, problems = split(path)
+    assert problems == []
+    fields = ("id", "content", "category", "tags", "level", "source", "metadata", "created")
+    for memory, record in zip(memories[:2], records, strict=True):
+        assert [getattr(record, f) for f in fields] == [getattr(memory, f) for f in fields]
+
+    # Into a fresh vault (new updated/created_by stamps) and out again: the same records.
+    fresh = [
+        Memory(id=r.id, content=r.content, category=r.category, tags=r.tags, level=r.level, source=r.source,
+               metadata=r.metadata, created=r.created or "", updated="2025-01-01T00:00:00.000Z",
+               created_by="dev-c", updated_by="dev-c")
+        for r in records
+    ]
+    out2 = io.StringIO()
+    export_jsonl(fresh, out2)
+    stamps = ("updated", "created_by", "updated_by")
+    again = [json.loads(line) for line in out2.getvalue().splitlines()]
+    assert [{k: v for k, v in row.items() if k not in stamps} for row in again] == [
+        {k: v for k, v in row.items() if k not in stamps} for row in rows
+    ]
+    # Re-importing the export into its own vault brings no new id.
+    assert {r.id for r in records} <= {m.id for m in memories}
+
+
+# --- detection, errors, streaming --------------------------------------------------------------------------
+
+
+def test_unusable_paths_raise_import_format_errors(tmp_path: Path) -> None:
+    cases = {
+        "odd.json": ('{"settings": {"theme": "dark"}}', "IMPORT_UNKNOWN_FORMAT"),
+        "notes.txt": ("Remember to buy milk\n", "IMPORT_UNKNOWN_FORMAT"),
+        "number.json": ("42", "IMPORT_UNKNOWN_FORMAT"),
+        "broken.json": ('{"results": [', "IMPORT_MALFORMED"),
+    }
+    for name, (text, code) in cases.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        with pytest.raises(ImportFormatError) as info:
+            read_import(tmp_path / name)
+        assert info.value.code == code, name
+    not_openmemory = tmp_path / "photos.zip"
+    with zipfile.ZipFile(not_openmemory, "w") as zf:
+        zf.writestr("cat.jpg", b"\xff\xd8")
+    (tmp_path / "empty").mkdir()
+    for path in (not_openmemory, tmp_path / "empty"):
+        with pytest.raises(ImportFormatError) as info:
+            detect_format(path)
+        assert info.value.code == "IMPORT_UNKNOWN_FORMAT"
+    with pytest.raises(ImportFormatError) as info:
+        read_import(DATA / "array.json", format="csv")
+    assert info.value.code == "IMPORT_UNKNOWN_FORMAT"
+    for kwargs in ({}, {"format": "jsonl"}):
+        with pytest.raises(ImportFormatError) as info:
+            read_import(tmp_path / "missing.jsonl", **kwargs)
+        assert info.value.code == "IMPORT_UNREADABLE"
+    assert count_hint(tmp_path / "missing.jsonl") is None
+    assert count_hint(DATA / "mem0_results.json") is None
+
+
+def test_jsonl_without_jsonl_name_is_detected_by_its_lines(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "dump.json", {"content": "one"}, {"content": "two"})
+    assert detect_format(path) == "jsonl"
+    single = write_lines(tmp_path / "single.json", {"content": "only one"})
+    assert detect_format(single) == "json-array"
+    assert [r.content for r in read_import(single) if isinstance(r, ImportRecord)] == ["only one"]
+
+
+def test_read_import_streams_a_large_jsonl(tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for n in range(100_000):
+            fh.write(json.dumps({"content": f"memory number {n} " + "x" * 40, "source": f"big:{n}"}) + "\n")
+    assert path.stat().st_size > 7_000_000
+    assert count_hint(path) == 100_000
+    tracemalloc.start()
+    try:
+        items = read_import(path)
+        assert isinstance(items, Generator)
+        first = [next(items) for _ in range(10)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000  # a few records in memory, not the 7 MB file
+    assert [r.location for r in first] == [f"{path}:{n}" for n in range(1, 11)]
+    assert sum(1 for _ in items) == 100_000 - 10
