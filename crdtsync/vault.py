@@ -13,6 +13,7 @@ integration worker under a deadline, then the live Doc (see ``README.md`` "Trust
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import secrets
 import socket
@@ -25,9 +26,16 @@ from typing import IO, Any, TypeVar
 
 from pycrdt import Doc
 
-from crdtsync.crypto.header import KdfParams, VaultHeader, create_header
+from crdtsync.crypto.header import KdfParams, VaultHeader, create_header, unwrap_vault_keys
 from crdtsync.crypto.keys import DeviceKeys, new_vault_id, new_vault_key
-from crdtsync.errors import CryptoError, InvalidInputError, NotFoundError, UpdateRejectedError, VaultError
+from crdtsync.errors import (
+    CryptoError,
+    InvalidInputError,
+    MailboxError,
+    NotFoundError,
+    UpdateRejectedError,
+    VaultError,
+)
 from crdtsync.model.records import (
     REGISTER_FIELDS,
     Conflict,
@@ -44,6 +52,7 @@ from crdtsync.model.schema import ROOTS, MemoryDoc, WriteContext, check_field
 from crdtsync.model.yupdate import (
     decode_state_vector,
     decode_update,
+    encode_state_vector,
     expected_state,
     missing_dependencies,
 )
@@ -644,6 +653,16 @@ class Vault:
             doc = self._current_doc().doc
             return doc.get_update(since) if since is not None else doc.get_update()
 
+    def own_contribution(self) -> bytes:
+        """A Yjs v1 update holding every struct this device wrote (under any of its client ids) and the Doc's
+        delete set: what a first push to a new relay, or a mailbox snapshot, sends. Loads the Doc."""
+        with self._store.write():
+            doc = self._current_doc()
+            own = set(doc.registry().get(self.device_id, {}).get("clients", ()))
+            state = decode_state_vector(doc.doc.get_state())
+            others = {client: clock for client, clock in state.items() if client not in own}
+            return doc.doc.get_update(encode_state_vector(others))
+
     def local_updates_after(self, after: int) -> builtins.list[tuple[int, bytes]]:
         """This device's own logged updates with log id > ``after`` (what a push sends), oldest first."""
         return self._store.local_updates_after(after)
@@ -757,17 +776,140 @@ class Vault:
         self._seen = self._store.append_update(data, origin=origin, local=False)
         self._materialize(doc, changed)
 
+    # -- relays and mailbox sync -----------------------------------------------------------------------
+
+    def add_relay(self, name: str, url: str) -> None:
+        """Save mailbox ``url`` as relay ``name`` and publish the vault's public header there (so other
+        devices can ``join`` with the same URL).
+
+        Raises:
+            InvalidInputError: ``RELAY_EXISTS``. MailboxError: the URL is unsupported or the store refuses.
+        """
+        from crdtsync.mailbox.backend import open_store
+        from crdtsync.mailbox.sync import Mailbox
+
+        store = open_store(url)
+        self._store.add_relay(name, url)
+        try:
+            Mailbox(self, store, name).publish_header()
+        except BaseException:
+            self._store.remove_relay(name)
+            raise
+
+    def relays(self) -> builtins.list[dict[str, Any]]:
+        """Every relay with its sync state: ``{name, url, added, last_sync, last_error, pending_push}``
+        (``pending_push`` counts this device's updates not yet pushed there)."""
+        out = []
+        for relay in self._store.relays():
+            pushed = int(self._store.get_cursor("push", relay["name"]) or 0)
+            seen = self._store.cursors(f"seen:{relay['name']}")
+            applied = self._store.cursors(f"pull:{relay['name']}")
+            behind = sum(max(0, int(v) - int(applied.get(k, b"0"))) for k, v in seen.items())
+            out.append({**relay, "pending_push": len(self._store.local_updates_after(pushed)),
+                        "pending_pull": behind})
+        return out
+
+    def remove_relay(self, name: str) -> None:
+        """Forget relay ``name`` (the mailbox itself is left as it is). Raises ``NotFoundError``."""
+        self._store.remove_relay(name)
+
+    def sync(self, relay: str | None = None, *, push: bool = True, pull: bool = True) -> builtins.list[Any]:
+        """Push then pull every relay (or only ``relay``); returns one
+        :class:`~crdtsync.mailbox.sync.SyncReport` per relay. Conflicts surfaced by a sync are not errors.
+
+        Raises:
+            NotFoundError: no relay of that name, or no relay at all (``NO_RELAY``).
+        """
+        from crdtsync.mailbox.backend import open_store
+        from crdtsync.mailbox.sync import sync_relay
+
+        relays = [r for r in self._store.relays() if relay is None or r["name"] == relay]
+        if not relays:
+            raise NotFoundError("no relay to sync with: add one with `crdtsync relay add NAME URL`"
+                                if relay is None else f"no relay named {relay!r}", code="NO_RELAY")
+        self._ensure_lease_registered()
+        return [sync_relay(self, open_store(r["url"]), r["name"], push=push, pull=pull) for r in relays]
+
+    @classmethod
+    def join(
+        cls,
+        path: str | os.PathLike[str],
+        url: str,
+        *,
+        passphrase: str | None = None,
+        device_name: str | None = None,
+        relay_name: str = "default",
+    ) -> Path:
+        """Join the vault published at mailbox ``url`` as a new device in folder ``path``: find the vault
+        header under the URL, unwrap the vault keys with ``passphrase`` (default env ``CRDTSYNC_PASSPHRASE``),
+        create this device's keys, register it (knowing the passphrase admits it), save the URL as relay
+        ``relay_name``, pull everything and push the registration. Leaves nothing open; returns the folder.
+
+        Raises:
+            CryptoError: ``PASSPHRASE_REQUIRED``, ``WRONG_PASSPHRASE``.
+            MailboxError: ``MAILBOX_NO_VAULT`` (no vault under that URL) and store errors.
+            VaultError: ``VAULT_EXISTS``.
+        """
+        from crdtsync.mailbox.backend import open_store
+        from crdtsync.mailbox.format import ROOT, header_key
+
+        folder = Path(path).expanduser()
+        if (folder / DB_NAME).exists() or (folder / KEYS_NAME).exists():
+            raise VaultError(f"{folder} already holds a vault", code="VAULT_EXISTS")
+        passphrase = passphrase if passphrase is not None else os.environ.get("CRDTSYNC_PASSPHRASE")
+        if not passphrase:
+            raise CryptoError("joining needs the vault's passphrase: pass it or set CRDTSYNC_PASSPHRASE",
+                              code="PASSPHRASE_REQUIRED")
+        store = open_store(url)
+        found: tuple[VaultHeader, dict[int, bytes]] | None = None
+        wrong = False
+        for tag in store.list(ROOT):
+            data = store.get(header_key(tag))
+            if data is None:
+                continue
+            header = VaultHeader.from_json(data)
+            try:
+                found = (header, unwrap_vault_keys(header, passphrase))
+                break
+            except CryptoError as exc:
+                if exc.code != "WRONG_PASSPHRASE":
+                    raise
+                wrong = True
+        if found is None:
+            if wrong:
+                raise CryptoError("the passphrase does not open the vault at that URL", code="WRONG_PASSPHRASE")
+            raise MailboxError(f"no crdtsync vault under {url}; on a device of the vault run "
+                               "`crdtsync relay add NAME URL` first", code="MAILBOX_NO_VAULT")
+        header, epochs = found
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        keys = DeviceKeys.generate()
+        write_secrets(folder / KEYS_NAME, VaultSecrets(device=keys, vault_id=header.vault_id, epochs=epochs,
+                                                       current_epoch=max(epochs)))
+        cls._create_store(folder, keys, header, vault_name="", device_name=device_name, founder=False)
+        with cls.open(folder) as vault:
+            vault._store.add_relay(relay_name, url)
+            reports = vault.sync(relay_name, push=False)
+            reports += vault.sync(relay_name, pull=False)
+            errors = [e for r in reports for e in r.errors]
+            if errors:
+                raise MailboxError(f"joined, but the first sync reported: [{errors[0]['code']}] "
+                                   f"{errors[0]['message']}; run `crdtsync sync` again", code=errors[0]["code"])
+        return folder
+
     # -- status and audit -------------------------------------------------------------------------------
 
     def devices(self) -> dict[str, dict[str, Any]]:
         """The device registry replicated in the Doc: ``{device_id: {name, sign_pk, kx_pk, added_by, added_at,
         clients}}``. Loads the Doc."""
         with self._store.write():
-            return self._current_doc().registry()
+            registry = self._current_doc().registry()
+            self._store.set_meta("registry", json.dumps(registry, sort_keys=True))
+            return registry
 
     def status(self) -> dict[str, Any]:
-        """A summary for ``crdtsync status``: device, counts, updates held or quarantined, log size. Answers
-        from SQLite."""
+        """A summary for ``crdtsync status``: device, memory counts, log size, updates held or quarantined,
+        conflicts, relays (pending push and pull, last sync, last error) and the known devices (as of the last
+        sync or registry read). Answers from SQLite without loading the Doc."""
         count, size = self._store.updates_since_snapshot()
         return {
             "vault": str(self.path),
@@ -777,6 +919,9 @@ class Vault:
             "log": {"updates_since_snapshot": count, "bytes_since_snapshot": size},
             "held_updates": self._store.held_count(),
             "quarantined_updates": len(self._store.quarantined()),
+            "conflicts": len(self._store.conflicts()),
+            "relays": self.relays(),
+            "devices": json.loads(self._store.get_meta("registry") or "{}"),
         }
 
     def log(self, *, limit: int = 50) -> builtins.list[AuditRow]:

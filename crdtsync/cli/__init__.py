@@ -1,5 +1,6 @@
 """The ``crdtsync`` command line; :func:`main` is the console-script entry point."""
 
+from crdtsync.cli import sync_commands
 from crdtsync.cli.app import app
 
 
@@ -8,4 +9,4 @@ def main() -> None:
     app(prog_name="crdtsync")
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "sync_commands"]

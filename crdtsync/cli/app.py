@@ -405,7 +405,14 @@ def status(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
     out.print(f"memories: {counts['live']} live ({counts['local_only']} level 0), {counts['deleted']} deleted, "
               f"{counts['conflicted']} with conflicts")
     out.print(f"received updates waiting for others: {info['held_updates']}; "
-              f"refused: {info['quarantined_updates']}")
+              f"refused: {info['quarantined_updates']}; conflicts: {info['conflicts']}")
+    for r in info["relays"]:
+        out.print(f"relay {r['name']} ({r['url']}): last sync {r['last_sync'] or 'never'}, "
+                  f"pending push {r['pending_push']}, pending pull {r['pending_pull']}"
+                  + (f", last error {r['last_error']}" if r["last_error"] else ""))
+    for device_id, entry in sorted(info["devices"].items()):
+        mark = " (this device)" if device_id == info["device_id"] else ""
+        out.print(f"device {device_id}{mark}: {entry.get('name', '')}")
 
 
 @app.command()

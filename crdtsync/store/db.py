@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from crdtsync.errors import VaultError
+from crdtsync.errors import InvalidInputError, NotFoundError, VaultError
 from crdtsync.model.records import Conflict, Memory
 
 STORE_FORMAT = 1
@@ -381,6 +381,42 @@ class Store:
             "ON CONFLICT (client_id) DO UPDATE SET holder = excluded.holder, acquired = excluded.acquired",
             (client_id, holder),
         )
+
+    def add_relay(self, name: str, url: str) -> None:
+        """Save a relay (a mailbox URL under a short name). Raises ``InvalidInputError`` (``RELAY_EXISTS``)."""
+        with self.write():
+            if self.conn.execute("SELECT 1 FROM relays WHERE name = ?", (name,)).fetchone():
+                raise InvalidInputError(f"a relay named {name!r} exists; remove it first", code="RELAY_EXISTS")
+            self.conn.execute(
+                "INSERT INTO relays (name, url, added) VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+                (name, url),
+            )
+
+    def remove_relay(self, name: str) -> None:
+        """Forget a relay and its cursors. Raises ``NotFoundError`` when there is none of that name."""
+        with self.write():
+            if self.conn.execute("DELETE FROM relays WHERE name = ?", (name,)).rowcount == 0:
+                raise NotFoundError(f"no relay named {name!r}; `crdtsync relay list` shows them")
+            for scope in ("push", "push-state"):
+                self.conn.execute("DELETE FROM cursors WHERE scope = ? AND key = ?", (scope, name))
+            for prefix in ("pull:", "seen:", "acked:"):
+                self.conn.execute("DELETE FROM cursors WHERE scope = ?", (prefix + name,))
+
+    def relays(self) -> list[dict[str, Any]]:
+        """Every relay as ``{name, url, added, last_sync, last_error}``, by name."""
+        rows = self.conn.execute("SELECT name, url, added, last_sync, last_error FROM relays ORDER BY name")
+        return [dict(r) for r in rows]
+
+    def record_sync(self, relay: str, report: dict[str, Any]) -> None:
+        """Note a sync of ``relay``: its time, its first error (or none), and an audit row with ``report``."""
+        errors = report.get("errors") or []
+        last_error = f"[{errors[0]['code']}] {errors[0]['message']}" if errors else None
+        with self.write():
+            self.conn.execute(
+                "UPDATE relays SET last_sync = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), last_error = ? WHERE name = ?",
+                (last_error, relay),
+            )
+            self.audit("sync", peer=relay, code=errors[0]["code"] if errors else None, **report)
 
     def get_cursor(self, scope: str, key: str) -> bytes | None:
         """A cursor value (opaque bytes) stored by a sync layer, or None."""

@@ -1,0 +1,125 @@
+"""CLI commands that talk to mailboxes: ``relay add|list|rm``, ``push``, ``pull``, ``sync`` and ``join``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from crdtsync.cli.app import JsonOpt, VaultOpt, _emit_json, _guard, _open, _passphrase, _vault_path, app, err, out
+from crdtsync.vault import Vault
+
+relay_app = typer.Typer(help="Mailboxes (a shared folder, an S3 bucket) this vault syncs through.",
+                        no_args_is_help=True)
+app.add_typer(relay_app, name="relay")
+
+
+@relay_app.command("add")
+def relay_add(
+    name: Annotated[str, typer.Argument(help="A short name for this mailbox.")],
+    url: Annotated[str, typer.Argument(help="file:///path/to/shared/folder, s3://bucket/prefix or a path.")],
+    vault: VaultOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a mailbox and publish the vault's (encrypted) header there, so other devices can join with the URL."""
+    with _open(vault, as_json) as v:
+        v.add_relay(name, url)
+    if as_json:
+        _emit_json({"name": name, "url": url})
+    else:
+        out.print(f"added relay {name} -> {url}; other devices can now run: crdtsync join {url}")
+
+
+@relay_app.command("list")
+def relay_list(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
+    """List mailboxes with their last sync, last error and pending work."""
+    with _open(vault, as_json) as v:
+        relays = v.relays()
+    if as_json:
+        _emit_json(relays)
+        return
+    table = Table()
+    for column in ("name", "url", "last sync", "pending push", "pending pull", "last error"):
+        table.add_column(column, overflow="fold")
+    for r in relays:
+        table.add_row(r["name"], r["url"], r["last_sync"] or "never", str(r["pending_push"]), str(r["pending_pull"]),
+                      r["last_error"] or "")
+    out.print(table)
+
+
+@relay_app.command("rm")
+def relay_rm(name: str, vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
+    """Forget a mailbox (its contents are left as they are)."""
+    with _open(vault, as_json) as v:
+        v.remove_relay(name)
+    if as_json:
+        _emit_json({"removed": name})
+    else:
+        out.print(f"removed relay {name}")
+
+
+def _run_sync(vault: Path | None, relay: str | None, as_json: bool, *, push: bool, pull: bool) -> None:
+    with _open(vault, as_json) as v:
+        reports = v.sync(relay, push=push, pull=pull)
+    data: list[dict[str, Any]] = [r.to_json() for r in reports]
+    if as_json:
+        _emit_json(data)
+    else:
+        for r in data:
+            out.print(
+                f"{r['relay']}: up {r['up']['objects']} objects ({r['up']['bytes']} B), "
+                f"down {r['down']['objects']} objects ({r['down']['bytes']} B), "
+                f"{r['memories_changed']} memories changed, {r['conflicts']} conflicts, {r['seconds']} s"
+            )
+            for e in r["errors"]:
+                err.print(f"[yellow]{r['relay']}[/] {e['device']} [{e['code']}]: {e['message']}")
+        if any(r["conflicts"] for r in data):
+            err.print("conflicts need you: `crdtsync conflicts`, then `crdtsync resolve`")
+    if any(r["errors"] for r in data):
+        raise typer.Exit(8)
+
+
+RelayOpt = Annotated[str | None, typer.Option("--relay", help="Only this relay (default: every relay).")]
+
+
+@app.command()
+def sync(relay: RelayOpt = None, vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
+    """Push then pull every relay. Exits 0 when it completed, even if it surfaced conflicts; 8 when a relay
+    or an object failed (the rest still synced; the next sync retries)."""
+    _run_sync(vault, relay, as_json, push=True, pull=True)
+
+
+@app.command()
+def push(relay: RelayOpt = None, vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
+    """Send this device's new updates to every relay."""
+    _run_sync(vault, relay, as_json, push=True, pull=False)
+
+
+@app.command()
+def pull(relay: RelayOpt = None, vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
+    """Fetch and merge the other devices' new updates from every relay."""
+    _run_sync(vault, relay, as_json, push=False, pull=True)
+
+
+@app.command()
+def join(
+    url: Annotated[str, typer.Argument(help="The URL another device gave `crdtsync relay add`.")],
+    vault: VaultOpt = None,
+    device_name: Annotated[str | None, typer.Option(help="Name of this device (default: host name).")] = None,
+    relay: Annotated[str, typer.Option("--relay", help="Name to save the URL under.")] = "default",
+    as_json: JsonOpt = False,
+) -> None:
+    """Join a vault from its mailbox URL with the passphrase, then pull everything."""
+    path = _vault_path(vault)
+    with _guard(as_json):
+        folder = Vault.join(path, url, passphrase=_passphrase(confirm=False), device_name=device_name,
+                            relay_name=relay)
+        with Vault.open(folder) as v:
+            count = len(v.list())
+            device = v.device_id
+    if as_json:
+        _emit_json({"vault": str(folder), "device_id": device, "memories": count})
+    else:
+        out.print(f"joined: {count} memories in {folder} (device {device})")

@@ -1,0 +1,362 @@
+"""Mailbox protocol v1, the driver: push, pull and join over a :class:`~crdtsync.mailbox.backend.BlobStore`.
+
+Each device writes only its own keys (``d/<device_id>/...``), so two writers never race on one object.
+
+- **push**: read our own head (a device restored from a backup continues after the seq the mailbox already
+  has instead of overwriting it), seal the update since the last push (the merge of this device's own logged
+  updates past the push cursor; the device's whole contribution on a first push) as ``log/<seq+1>``, then
+  write ``head``. Cost O(change): 1 get and 2 puts.
+- **pull**: list ``d/`` (plus the devices in the registry, since listings lag), read each device's head,
+  fetch only the log objects past our cursor, in order. A head that goes backwards is refused
+  (``MAILBOX_ROLLBACK``); a missing, torn, corrupt or replaced object (``MAILBOX_OBJECT_MISSING``,
+  ``MAILBOX_OBJECT_CORRUPT``, ``ENVELOPE_*``) is reported, that device's pull stops there and resumes at the
+  same seq next time: nothing is skipped. The cursor advances in the same SQLite transaction that stores the
+  received update, so what is acknowledged is on disk. Cost O(devices + new objects).
+- **compaction**: every :data:`SNAPSHOT_EVERY` seqs a device writes ``snap/<seq>`` (its whole contribution)
+  and deletes its log objects that every known device has acknowledged (``acks`` in their heads) and that the
+  snapshot covers; a new device starts from the snapshot plus later logs.
+
+Every envelope is checked by :func:`crdtsync.crypto.envelope.open_envelope`; an update may only carry structs
+of Yjs client ids its sender registered (or announces in the same body when it is joining), else it is
+quarantined with ``UPDATE_FOREIGN_CLIENT``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+from pycrdt import merge_updates
+
+from crdtsync.crypto.envelope import KIND_HEAD, KIND_SNAPSHOT, KIND_UPDATE, join_chunks, open_envelope, seal
+from crdtsync.crypto.keys import vault_tag
+from crdtsync.errors import CrdtsyncError, MailboxError, UpdateRejectedError
+from crdtsync.mailbox.backend import BlobStore
+from crdtsync.mailbox.format import (
+    Batch,
+    Head,
+    chunks_of,
+    devices_prefix,
+    head_key,
+    header_key,
+    log_key,
+    pack_object,
+    snap_key,
+    unpack_object,
+)
+from crdtsync.model.yupdate import decode_update
+
+if TYPE_CHECKING:
+    from crdtsync.vault import Vault
+
+#: A device writes a snapshot of its contribution every this many log objects.
+SNAPSHOT_EVERY = 256
+
+
+@dataclass
+class SyncReport:
+    """What one push/pull/sync moved through one relay: objects and bytes each way, object operations,
+    memories changed here, conflicts now in the vault, and errors (``{device, code, message}``)."""
+
+    relay: str
+    objects_up: int = 0
+    bytes_up: int = 0
+    objects_down: int = 0
+    bytes_down: int = 0
+    operations: int = 0
+    memories_changed: set[str] = field(default_factory=set)
+    conflicts: int = 0
+    errors: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object ``sync --json`` prints for this relay."""
+        return {
+            "relay": self.relay,
+            "up": {"objects": self.objects_up, "bytes": self.bytes_up},
+            "down": {"objects": self.objects_down, "bytes": self.bytes_down},
+            "operations": self.operations,
+            "memories_changed": len(self.memories_changed),
+            "conflicts": self.conflicts,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class _PushState:
+    """What this device last wrote to a relay: its newest log ``seq``, snapshot ``snap`` and lowest kept
+    log ``first``. (The log id of the last update pushed is the separate ``push`` cursor, which the store's
+    compaction reads so that it never drops a local update not yet pushed to every relay.)"""
+
+    seq: int = 0
+    snap: int = 0
+    first: int = 1
+
+    def pack(self) -> bytes:
+        packed: bytes = msgpack.packb([self.seq, self.snap, self.first])
+        return packed
+
+    @classmethod
+    def unpack(cls, data: bytes | None) -> _PushState:
+        if data is None:
+            return cls()
+        seq, snap, first = msgpack.unpackb(data)
+        return cls(seq, snap, first)
+
+
+def _int_cursor(data: bytes | None) -> int:
+    return 0 if data is None else int(data.decode())
+
+
+class Mailbox:
+    """One vault's view of one mailbox (a relay).
+
+    Args:
+        vault: the open vault.
+        store: the blob store of the relay's URL.
+        relay: the relay's name (cursors and audit rows are kept per relay).
+    """
+
+    def __init__(self, vault: Vault, store: BlobStore, relay: str) -> None:
+        self.vault = vault
+        self.store = store
+        self.relay = relay
+        secrets = vault.secrets
+        self.keys = secrets.device
+        self.vault_id = secrets.vault_id
+        self.epochs = secrets.epochs
+        self.epoch = secrets.current_epoch
+        self.tag = vault_tag(self.vault_id)
+        self.me = self.keys.device_id
+        self._registry: dict[str, dict[str, Any]] | None = None
+
+    # -- helpers ----------------------------------------------------------------------------------------
+
+    def registry(self, *, refresh: bool = False) -> dict[str, dict[str, Any]]:
+        """The device registry of the vault's Doc (cached for one sync)."""
+        if self._registry is None or refresh:
+            self._registry = self.vault.devices()
+        return self._registry
+
+    def _seal(self, kind: int, body: bytes) -> list[bytes]:
+        db = self.vault.store
+        count = int(db.get_meta(f"sealed:{self.epoch}") or 0)
+        envelopes = []
+        for chunk in chunks_of(body) if kind != KIND_HEAD else [body]:
+            envelopes.append(seal(vault_id=self.vault_id, epoch=self.epoch, vault_key=self.epochs[self.epoch],
+                                  sender=self.keys, kind=kind, body=chunk, sealed_count=count))
+            count += 1
+        db.set_meta(f"sealed:{self.epoch}", str(count))
+        return envelopes
+
+    def _sender_key(self, device_id: str, epoch: int) -> bytes | None:
+        entry = self.registry().get(device_id)
+        if entry is None or "sign_pk" not in entry:
+            return None
+        return bytes.fromhex(entry["sign_pk"])
+
+    def _open(self, data: bytes, device_id: str, kind: int, what: str) -> tuple[bytes, bool]:
+        opened = open_envelope(data, vault_id=self.vault_id, epoch_keys=self.epochs, sender_key=self._sender_key)
+        if opened.sender != device_id or opened.kind != kind:
+            raise MailboxError(f"{what} was written by {opened.sender} as kind {opened.kind}, not by {device_id}: "
+                               "another device's object was put in its place", code="MAILBOX_OBJECT_CORRUPT")
+        return opened.body, opened.registered
+
+    def _read_batch(self, key: str, device_id: str, kind: int, seq: int) -> tuple[Batch, bool]:
+        data = self.store.get(key)
+        if data is None:
+            raise MailboxError(f"{key} is not in the mailbox (yet); it will be read on the next sync",
+                               code="MAILBOX_OBJECT_MISSING")
+        chunks: list[bytes] = []
+        registered = True
+        for envelope in unpack_object(data, key):
+            body, known = self._open(envelope, device_id, kind, key)
+            registered = registered and known
+            chunks.append(body)
+        try:
+            batch = Batch.from_body(join_chunks(chunks), key)
+        except CrdtsyncError as exc:
+            raise MailboxError(f"{key}: {exc.message}", code="MAILBOX_OBJECT_CORRUPT") from None
+        if batch.seq != seq:
+            raise MailboxError(f"{key} holds seq {batch.seq}, not {seq}: the object was replaced",
+                               code="MAILBOX_OBJECT_CORRUPT")
+        return batch, registered
+
+    def read_head(self, device_id: str) -> Head | None:
+        """The head of ``device_id`` in this mailbox, verified, or None when it has none."""
+        key = head_key(self.tag, device_id)
+        data = self.store.get(key)
+        if data is None:
+            return None
+        body, _ = self._open(data, device_id, KIND_HEAD, key)
+        return Head.from_body(body, key)
+
+    # -- header -----------------------------------------------------------------------------------------
+
+    def publish_header(self) -> None:
+        """Write ``vault.json`` (the public header) unless the mailbox already has one for this vault."""
+        key = header_key(self.tag)
+        if self.store.get(key) is None:
+            self.store.put(key, self.vault.header.to_json())
+
+    # -- push -------------------------------------------------------------------------------------------
+
+    def _own_clients(self) -> tuple[int, ...]:
+        entry = self.registry().get(self.me, {})
+        return tuple(entry.get("clients", ()))
+
+    def push(self, report: SyncReport) -> None:
+        """Send this device's updates past the push cursor as one log object, then its head."""
+        db = self.vault.store
+        pushed = _int_cursor(db.get_cursor("push", self.relay))
+        state = _PushState.unpack(db.get_cursor("push-state", self.relay))
+        remote = self.read_head(self.me)
+        if remote is not None and remote.seq > state.seq:
+            state = _PushState(seq=remote.seq, snap=remote.snap, first=remote.first)
+        last_id = db.last_update_id()
+        if pushed == 0:
+            update = self.vault.own_contribution()
+        else:
+            rows = self.vault.local_updates_after(pushed)
+            if not rows:
+                return
+            update = merge_updates(*[data for _, data in rows])
+        seq = state.seq + 1
+        clients = self._own_clients()
+        obj = pack_object(self._seal(KIND_UPDATE, Batch(seq, update, clients).to_body()))
+        self.store.put(log_key(self.tag, self.me, seq), obj)
+        report.objects_up += 1
+        report.bytes_up += len(obj)
+        snap = state.snap
+        if seq - snap >= SNAPSHOT_EVERY:
+            body = Batch(seq, self.vault.own_contribution(), clients).to_body()
+            snap_obj = pack_object(self._seal(KIND_SNAPSHOT, body))
+            self.store.put(snap_key(self.tag, self.me, seq), snap_obj)
+            report.objects_up += 1
+            report.bytes_up += len(snap_obj)
+            if snap:
+                self.store.delete(snap_key(self.tag, self.me, snap))
+            snap = seq
+        first = self._collect_garbage(state.first, snap)
+        acks = {k: _int_cursor(v) for k, v in db.cursors(f"pull:{self.relay}").items()}
+        (head,) = self._seal(KIND_HEAD, Head(seq, snap, first, acks).to_body())
+        self.store.put(head_key(self.tag, self.me), head)
+        report.objects_up += 1
+        report.bytes_up += len(head)
+        with db.write():
+            db.set_cursor("push", self.relay, str(last_id).encode())
+            db.set_cursor("push-state", self.relay, _PushState(seq, snap, first).pack())
+
+    def _collect_garbage(self, first: int, snap: int) -> int:
+        """Delete our log objects below the snapshot that every other known device acknowledged."""
+        others = [d for d in self.registry() if d != self.me]
+        acked = {k: _int_cursor(v) for k, v in self.vault.store.cursors(f"acked:{self.relay}").items()}
+        if not others or snap == 0:
+            return first
+        floor = min(min(acked.get(d, 0) for d in others), snap)
+        for seq in range(first, floor + 1):
+            self.store.delete(log_key(self.tag, self.me, seq))
+        return max(first, floor + 1)
+
+    # -- pull -------------------------------------------------------------------------------------------
+
+    def pull(self, report: SyncReport) -> None:
+        """Fetch and integrate every other device's log objects past our cursors."""
+        listed = set(self.store.list(devices_prefix(self.tag)))
+        devices = sorted((listed | set(self.registry())) - {self.me})
+        for device_id in devices:
+            try:
+                self._pull_device(device_id, report)
+            except CrdtsyncError as exc:
+                report.errors.append({"device": device_id, "code": exc.code, "message": exc.message})
+
+    def _pull_device(self, device_id: str, report: SyncReport) -> None:
+        db = self.vault.store
+        scope = f"pull:{self.relay}"
+        applied = _int_cursor(db.get_cursor(scope, device_id))
+        seen = _int_cursor(db.get_cursor(f"seen:{self.relay}", device_id))
+        head = self.read_head(device_id)
+        if head is None:
+            if seen:
+                raise MailboxError(f"the head of device {device_id} disappeared from the mailbox",
+                                   code="MAILBOX_OBJECT_MISSING")
+            return
+        if head.seq < seen:
+            raise MailboxError(f"device {device_id}'s head went back from seq {seen} to {head.seq}: the mailbox "
+                               "serves an older state (rollback); refused", code="MAILBOX_ROLLBACK")
+        with db.write():
+            db.set_cursor(f"seen:{self.relay}", device_id, str(head.seq).encode())
+            db.set_cursor(f"acked:{self.relay}", device_id, str(head.acks.get(self.me, 0)).encode())
+        if applied < head.first - 1:
+            if not head.snap or head.snap < head.first - 1:
+                raise MailboxError(f"device {device_id}'s log before seq {head.first} is gone and no snapshot "
+                                   "covers it", code="MAILBOX_OBJECT_MISSING")
+            self._apply(device_id, snap_key(self.tag, device_id, head.snap), KIND_SNAPSHOT, head.snap, report)
+            applied = head.snap
+        for seq in range(applied + 1, head.seq + 1):
+            self._apply(device_id, log_key(self.tag, device_id, seq), KIND_UPDATE, seq, report)
+
+    def _allowed_clients(self, device_id: str, batch: Batch, registered: bool) -> set[int]:
+        registry = self.registry()
+        owned_elsewhere = {c for d, e in registry.items() if d != device_id for c in e.get("clients", ())}
+        own = set(registry.get(device_id, {}).get("clients", ()))
+        return own | (set(batch.clients) - owned_elsewhere)
+
+    def _apply(self, device_id: str, key: str, kind: int, seq: int, report: SyncReport) -> None:
+        before = self.store.stats.bytes_down
+        batch, registered = self._read_batch(key, device_id, kind, seq)
+        report.objects_down += 1
+        report.bytes_down += self.store.stats.bytes_down - before
+        db = self.vault.store
+        scope = f"pull:{self.relay}"
+
+        def advance() -> None:
+            db.set_cursor(scope, device_id, str(seq).encode())
+
+        try:
+            foreign = set(decode_update(batch.update).structs) - self._allowed_clients(device_id, batch, registered)
+        except UpdateRejectedError:
+            foreign = set()
+        if foreign:
+            with db.write():
+                db.quarantine(batch.update, origin=device_id, code="UPDATE_FOREIGN_CLIENT",
+                              message=f"structs of client ids {sorted(foreign)} that {device_id} did not register")
+                advance()
+            report.errors.append({"device": device_id, "code": "UPDATE_FOREIGN_CLIENT",
+                                  "message": f"{key} writes under client ids {device_id} does not own; quarantined"})
+            return
+        (result,) = self.vault.apply_updates([(batch.update, device_id)], on_stored=advance)
+        if result.status == "refused":
+            report.errors.append({"device": device_id, "code": result.code or "UPDATE_MALFORMED",
+                                  "message": f"{key}: {result.message}; quarantined"})
+        report.memories_changed.update(result.changed)
+        if not registered:
+            self._registry = None
+
+
+def sync_relay(vault: Vault, store: BlobStore, relay: str, *, push: bool = True, pull: bool = True,
+               clock: Callable[[], float] = time.monotonic) -> SyncReport:
+    """Push then pull one relay; returns what moved. Store errors of the whole relay (unreachable, denied)
+    are reported in ``errors`` rather than raised, so a sync over several relays goes on; each sync writes an
+    audit row."""
+    started = clock()
+    report = SyncReport(relay=relay)
+    ops_before = store.stats.operations
+    mailbox = Mailbox(vault, store, relay)
+    try:
+        if push:
+            mailbox.push(report)
+        if pull:
+            mailbox.pull(report)
+            vault.devices()
+    except CrdtsyncError as exc:
+        report.errors.append({"device": "", "code": exc.code, "message": exc.message})
+    report.operations = store.stats.operations - ops_before
+    report.conflicts = len(vault.conflicts())
+    report.seconds = clock() - started
+    vault.store.record_sync(relay, report.to_json())
+    return report
