@@ -50,6 +50,7 @@ from crdtsync.model.records import (
 )
 from crdtsync.model.schema import ROOTS, MemoryDoc, WriteContext, check_field
 from crdtsync.model.yupdate import (
+    DecodedUpdate,
     decode_state_vector,
     decode_update,
     encode_state_vector,
@@ -147,6 +148,8 @@ class Vault:
         self._client_id: int | None = None
         self._holder = f"{os.getpid()}:{_process_start(os.getpid())}:{secrets.token_hex(4)}"
         self._secrets: VaultSecrets | None = None
+        self._worker: IntegrationWorker | None = None
+        self._worker_at = -1
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -243,6 +246,9 @@ class Vault:
     def close(self) -> None:
         """Release this process's client-id lease and close the database. Idempotent."""
         try:
+            if self._worker is not None:
+                self._worker.close()
+                self._worker = None
             self._release_lease()
         finally:
             self._doc = None
@@ -695,6 +701,7 @@ class Vault:
         Returns one :class:`ApplyResult` per input, in order. Never raises for a bad update.
         """
         outcomes: builtins.list[ApplyResult | int] = []
+        decoded_cache: dict[int, DecodedUpdate] = {}
         with self._store.write():
             for data, origin in updates:
                 try:
@@ -707,10 +714,12 @@ class Vault:
                     self._store.quarantine(bytes(data), origin=origin, code=exc.code, message=exc.message)
                     outcomes.append(ApplyResult("refused", exc.code, exc.message))
                     continue
-                outcomes.append(self._store.hold(bytes(data), origin=origin, waiting="not yet tried"))
+                inbox_id = self._store.hold(bytes(data), origin=origin, waiting="not yet tried")
+                decoded_cache[inbox_id] = decoded
+                outcomes.append(inbox_id)
             if on_stored is not None:
                 on_stored()
-        done = self._drain_inbox()
+        done = self._drain_inbox(decoded_cache)
         held = {row[0] for row in self._store.held()}
         results = []
         for outcome in outcomes:
@@ -722,47 +731,55 @@ class Vault:
                 results.append(ApplyResult("pending" if outcome in held else "integrated"))
         return results
 
-    def _drain_inbox(self) -> dict[int, ApplyResult]:
-        """Integrate every held update whose dependencies are present, until no more progress is possible."""
+    def _worker_for(self, doc: MemoryDoc) -> IntegrationWorker:
+        """The integration worker, reused while its scratch Doc still equals the live one (nothing but
+        worker-checked updates has been integrated since it was loaded), else a fresh one."""
+        worker = self._worker
+        if worker is not None and worker.alive and self._worker_at == self._seen:
+            return worker
+        if worker is not None:
+            worker.close()
+        self._worker = IntegrationWorker([doc.doc.get_update()], deadline=self.deadline)
+        self._worker_at = self._seen
+        return self._worker
+
+    def _drain_inbox(self, decoded_cache: dict[int, DecodedUpdate] | None = None) -> dict[int, ApplyResult]:
+        """Integrate every held update whose dependencies are present, until no more progress is possible.
+        ``decoded_cache`` holds strict-reader results already computed for inbox ids."""
         done: dict[int, ApplyResult] = {}
-        worker: IntegrationWorker | None = None
-        try:
-            progress = True
-            while progress and self._store.held_count():
-                progress = False
-                for inbox_id, origin, data in self._store.held():
-                    try:
-                        with self._store.write():
-                            doc = self._current_doc()
-                            state = decode_state_vector(doc.doc.get_state())
-                            decoded = decode_update(data)
-                            missing = missing_dependencies(decoded, state)
-                            if missing:
-                                self._store.conn.execute(
-                                    "UPDATE inbox SET waiting = ? WHERE id = ?", (repr(missing), inbox_id))
-                                continue
-                            if worker is None or not worker.alive:
-                                worker = IntegrationWorker([doc.doc.get_update()], deadline=self.deadline)
-                            result = worker.apply(data)
-                            expected = expected_state(decoded, state)
-                            if decode_state_vector(result.state_vector) != expected:
-                                worker.close()
-                                raise UpdateRejectedError(
-                                    "the update moved a client's clock further than its content justifies",
-                                    code="UPDATE_CLOCK_JUMP")
-                            self._integrate_checked(doc, data, origin, result.changed)
-                            self._store.release(inbox_id)
-                            done[inbox_id] = ApplyResult("integrated", changed=tuple(sorted(result.changed)))
-                            progress = True
-                    except UpdateRejectedError as exc:
-                        with self._store.write():
-                            self._store.release(inbox_id)
-                            self._store.quarantine(data, origin=origin, code=exc.code, message=exc.message)
-                        done[inbox_id] = ApplyResult("refused", exc.code, exc.message)
+        cache = decoded_cache if decoded_cache is not None else {}
+        progress = True
+        while progress and self._store.held_count():
+            progress = False
+            for inbox_id, origin, data in self._store.held():
+                try:
+                    with self._store.write():
+                        doc = self._current_doc()
+                        state = decode_state_vector(doc.doc.get_state())
+                        decoded = cache.get(inbox_id) or cache.setdefault(inbox_id, decode_update(data))
+                        missing = missing_dependencies(decoded, state)
+                        if missing:
+                            self._store.conn.execute(
+                                "UPDATE inbox SET waiting = ? WHERE id = ?", (repr(missing), inbox_id))
+                            continue
+                        worker = self._worker_for(doc)
+                        result = worker.apply(data)
+                        if decode_state_vector(result.state_vector) != expected_state(decoded, state):
+                            worker.close()
+                            raise UpdateRejectedError(
+                                "the update moved a client's clock further than its content justifies",
+                                code="UPDATE_CLOCK_JUMP")
+                        self._integrate_checked(doc, data, origin, result.changed)
+                        self._worker_at = self._seen
+                        self._store.release(inbox_id)
+                        done[inbox_id] = ApplyResult("integrated", changed=tuple(sorted(result.changed)))
                         progress = True
-        finally:
-            if worker is not None:
-                worker.close()
+                except UpdateRejectedError as exc:
+                    with self._store.write():
+                        self._store.release(inbox_id)
+                        self._store.quarantine(data, origin=origin, code=exc.code, message=exc.message)
+                    done[inbox_id] = ApplyResult("refused", exc.code, exc.message)
+                    progress = True
         self._maybe_compact()
         return done
 

@@ -110,7 +110,10 @@ class BlobStore:
         for attempt in range(self.attempts):
             try:
                 return op()
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
+                if "bucket" in str(exc).lower():
+                    raise MailboxError(f"the bucket of {self.url} does not exist: create it first",
+                                       code="MAILBOX_NO_BUCKET") from None
                 raise
             except Exception as exc:
                 error = _classify(exc)
@@ -153,10 +156,13 @@ class BlobStore:
         path = self._path(key)
         self.stats.puts += 1
         self.stats.bytes_up += len(data)
-        if self.is_local:
-            self._retry(lambda: _atomic_write(Path(path), data))
-        else:
-            self._retry(lambda: self.fs.pipe_file(path, data))
+        try:
+            if self.is_local:
+                self._retry(lambda: _atomic_write(Path(path), data))
+            else:
+                self._retry(lambda: self.fs.pipe_file(path, data))
+        except FileNotFoundError as exc:
+            raise MailboxError(f"cannot write {key} under {self.url}: {exc}", code="MAILBOX_UNAVAILABLE") from None
 
     def list(self, prefix: str) -> list[str]:
         """Names directly under ``prefix`` (files and folders, without the prefix; temporary files left out).

@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 
 #: A device writes a snapshot of its contribution every this many log objects.
 SNAPSHOT_EVERY = 256
+#: A pull integrates at most this many log objects, or bytes of updates, per transaction.
+PULL_GROUP = 64
+PULL_GROUP_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -218,11 +221,14 @@ class Mailbox:
         if remote is not None and remote.seq > state.seq:
             state = _PushState(seq=remote.seq, snap=remote.snap, first=remote.first)
         last_id = db.last_update_id()
+        acks = {k: _int_cursor(v) for k, v in db.cursors(f"pull:{self.relay}").items()}
         if pushed == 0:
             update = self.vault.own_contribution()
         else:
             rows = self.vault.local_updates_after(pushed)
             if not rows:
+                if remote is not None and remote.acks != acks:
+                    self._put_head(Head(state.seq, state.snap, state.first, acks), report)
                 return
             update = merge_updates(*[data for _, data in rows])
         seq = state.seq + 1
@@ -242,14 +248,16 @@ class Mailbox:
                 self.store.delete(snap_key(self.tag, self.me, snap))
             snap = seq
         first = self._collect_garbage(state.first, snap)
-        acks = {k: _int_cursor(v) for k, v in db.cursors(f"pull:{self.relay}").items()}
-        (head,) = self._seal(KIND_HEAD, Head(seq, snap, first, acks).to_body())
-        self.store.put(head_key(self.tag, self.me), head)
-        report.objects_up += 1
-        report.bytes_up += len(head)
+        self._put_head(Head(seq, snap, first, acks), report)
         with db.write():
             db.set_cursor("push", self.relay, str(last_id).encode())
             db.set_cursor("push-state", self.relay, _PushState(seq, snap, first).pack())
+
+    def _put_head(self, head: Head, report: SyncReport) -> None:
+        (sealed,) = self._seal(KIND_HEAD, head.to_body())
+        self.store.put(head_key(self.tag, self.me), sealed)
+        report.objects_up += 1
+        report.bytes_up += len(sealed)
 
     def _collect_garbage(self, first: int, snap: int) -> int:
         """Delete our log objects below the snapshot that every other known device acknowledged."""
@@ -295,46 +303,70 @@ class Mailbox:
             if not head.snap or head.snap < head.first - 1:
                 raise MailboxError(f"device {device_id}'s log before seq {head.first} is gone and no snapshot "
                                    "covers it", code="MAILBOX_OBJECT_MISSING")
-            self._apply(device_id, snap_key(self.tag, device_id, head.snap), KIND_SNAPSHOT, head.snap, report)
+            self._integrate(device_id, [self._fetch(device_id, KIND_SNAPSHOT, head.snap, report)], report)
             applied = head.snap
-        for seq in range(applied + 1, head.seq + 1):
-            self._apply(device_id, log_key(self.tag, device_id, seq), KIND_UPDATE, seq, report)
+        group: list[tuple[int, Batch, bool]] = []
+        size = 0
+        try:
+            for seq in range(applied + 1, head.seq + 1):
+                group.append(self._fetch(device_id, KIND_UPDATE, seq, report))
+                size += len(group[-1][1].update)
+                if len(group) >= PULL_GROUP or size >= PULL_GROUP_BYTES:
+                    self._integrate(device_id, group, report)
+                    group, size = [], 0
+        finally:
+            if group:
+                self._integrate(device_id, group, report)
 
-    def _allowed_clients(self, device_id: str, batch: Batch, registered: bool) -> set[int]:
+    def _allowed_clients(self, device_id: str, batch: Batch) -> set[int]:
         registry = self.registry()
         owned_elsewhere = {c for d, e in registry.items() if d != device_id for c in e.get("clients", ())}
         own = set(registry.get(device_id, {}).get("clients", ()))
         return own | (set(batch.clients) - owned_elsewhere)
 
-    def _apply(self, device_id: str, key: str, kind: int, seq: int, report: SyncReport) -> None:
+    def _fetch(self, device_id: str, kind: int, seq: int, report: SyncReport) -> tuple[int, Batch, bool]:
+        key = (snap_key if kind == KIND_SNAPSHOT else log_key)(self.tag, device_id, seq)
         before = self.store.stats.bytes_down
         batch, registered = self._read_batch(key, device_id, kind, seq)
         report.objects_down += 1
         report.bytes_down += self.store.stats.bytes_down - before
+        return seq, batch, registered
+
+    def _integrate(self, device_id: str, fetched: list[tuple[int, Batch, bool]], report: SyncReport) -> None:
+        """Integrate fetched batches of one device in one call; the pull cursor advances to the last of them
+        in the transaction that stores them. Batches with structs of client ids the device does not own are
+        quarantined instead (``UPDATE_FOREIGN_CLIENT``)."""
         db = self.vault.store
-        scope = f"pull:{self.relay}"
+        accepted: list[tuple[bytes, str]] = []
+        refused: list[tuple[int, Batch, set[int]]] = []
+        for seq, batch, _registered in fetched:
+            try:
+                foreign = set(decode_update(batch.update).structs) - self._allowed_clients(device_id, batch)
+            except UpdateRejectedError:
+                foreign = set()
+            if foreign:
+                refused.append((seq, batch, foreign))
+            else:
+                accepted.append((batch.update, device_id))
+        last = fetched[-1][0]
 
-        def advance() -> None:
-            db.set_cursor(scope, device_id, str(seq).encode())
-
-        try:
-            foreign = set(decode_update(batch.update).structs) - self._allowed_clients(device_id, batch, registered)
-        except UpdateRejectedError:
-            foreign = set()
-        if foreign:
-            with db.write():
+        def stored() -> None:
+            for seq, batch, foreign in refused:
                 db.quarantine(batch.update, origin=device_id, code="UPDATE_FOREIGN_CLIENT",
-                              message=f"structs of client ids {sorted(foreign)} that {device_id} did not register")
-                advance()
+                              message=f"seq {seq} carries structs of client ids {sorted(foreign)} that "
+                                      f"{device_id} did not register")
+            db.set_cursor(f"pull:{self.relay}", device_id, str(last).encode())
+
+        for seq, _batch, foreign in refused:
             report.errors.append({"device": device_id, "code": "UPDATE_FOREIGN_CLIENT",
-                                  "message": f"{key} writes under client ids {device_id} does not own; quarantined"})
-            return
-        (result,) = self.vault.apply_updates([(batch.update, device_id)], on_stored=advance)
-        if result.status == "refused":
-            report.errors.append({"device": device_id, "code": result.code or "UPDATE_MALFORMED",
-                                  "message": f"{key}: {result.message}; quarantined"})
-        report.memories_changed.update(result.changed)
-        if not registered:
+                                  "message": f"seq {seq} writes under client ids {sorted(foreign)} that the "
+                                             "device does not own; quarantined"})
+        for result in self.vault.apply_updates(accepted, on_stored=stored):
+            if result.status == "refused":
+                report.errors.append({"device": device_id, "code": result.code or "UPDATE_MALFORMED",
+                                      "message": f"{result.message}; quarantined"})
+            report.memories_changed.update(result.changed)
+        if not all(registered for _, _, registered in fetched):
             self._registry = None
 
 

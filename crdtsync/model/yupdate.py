@@ -9,9 +9,11 @@ locally, and :func:`expected_state` what the state vector must become once the u
 
 The format is Yjs v1 on lib0 encoding: yjs ``src/utils/UpdateDecoder.js`` (``UpdateDecoderV1``),
 ``src/structs/Item.js`` (``readItem``, ``contentRefs``) and lib0 ``decoding.js`` (``readVarUint``,
-``readVarInt``, ``readVarString``, ``readAny``). Beyond Yjs, it refuses what yrs would read differently from
-Yjs: JSON content (yrs reads one string more than the count says) and XmlHook types (yrs does not read the
-hook name). Pure: no IO, no time, no randomness.
+``readVarInt``, ``readVarString``, ``readAny``). Beyond Yjs, it refuses what yrs 0.28 reads differently
+from Yjs (JSON content: yrs reads one string more than the count says; XmlHook types: yrs does not read the
+hook name; content refs 16-31: yrs masks them to 0-15), a client listed twice (yrs appends the second run),
+and references no causal history writes (to the Item itself, to a later clock of its client, or round a
+cycle between clients), which yrs would keep pending for ever. Pure: no IO, no time, no randomness.
 """
 
 from __future__ import annotations
@@ -39,12 +41,17 @@ _UNSUPPORTED = "UPDATE_UNSUPPORTED_CONTENT"
 _TOO_LARGE = "UPDATE_TOO_LARGE"
 #: Type refs of ContentType (yjs ``typeRefs``) we accept, to whether a var string (nodeName) follows.
 _TYPE_REFS = {0: False, 1: False, 2: False, 3: True, 4: False, 6: False}
+#: Why known refs are refused, for the error message.
+_REFUSED_CONTENT = {2: "JSON content, which yrs reads with one string more than Yjs writes", 9: "a subdocument"}
+_REFUSED_TYPES = {5: "an XmlHook, whose name yrs does not read", 9: "a subdocument type", 15: "an undefined type"}
 _GC, _SKIP, _DOC = 0, 10, 9
-#: Any tags without a payload: undefined, null, false, true.
+#: Any tags without a payload (undefined, null, false, true), and of fixed-size numbers (float32, float64,
+#: bigint) to their size in bytes.
 _ANY_CONSTANTS = frozenset((127, 126, 121, 120))
+_ANY_FIXED = {124: 4, 123: 8, 122: 8}
 
 Ranges = tuple[tuple[int, int], ...]
-#: One reference of an Item: its client and clock, the referenced client and clock, the Item's byte offset.
+#: A reference of an Item to another client: its client and clock, the ID it refers to, its byte offset.
 _Dep = tuple[int, int, int, int, int]
 
 
@@ -57,14 +64,19 @@ def _reject_constant(name: str) -> object:
 
 
 class _Reader:
-    """A cursor over lib0-encoded bytes; every read checks bounds and minimal encoding."""
+    """A cursor over lib0-encoded bytes (every read checks bounds and minimal encoding) that collects what
+    the Items of an update refer to."""
 
-    __slots__ = ("data", "end", "pos")
+    __slots__ = ("data", "deps", "end", "pos", "refs", "roots", "subdocs")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, subdocs: bool = False) -> None:
         self.data = data
         self.pos = 0
         self.end = len(data)
+        self.subdocs = subdocs
+        self.refs: set[tuple[int, int]] = set()
+        self.deps: list[_Dep] = []
+        self.roots: set[str] = set()
 
     def uint(self, bits: int = 7) -> int:
         """lib0 ``readVarUint`` (``bits=6``: the magnitude of ``readVarInt``, sign in bit 6 of the first
@@ -109,14 +121,9 @@ class _Reader:
 
     def raw(self) -> bytes:
         """lib0 ``readVarUint8Array``."""
-        start = pos = self.pos
-        if pos < self.end and self.data[pos] < 0x80:
-            n = self.data[pos]
-            pos += 1
-        else:
-            n = self.uint()
-            pos = self.pos
-        end = pos + n
+        start = self.pos
+        n = self.uint()
+        pos, end = self.pos, self.pos + n
         if end > self.end:
             _fail(f"length {n} exceeds the {self.end - pos} bytes left", start)
         self.pos = end
@@ -152,11 +159,10 @@ class _Reader:
             return
         if tag == 125:
             self.uint(6)
-        elif tag in (122, 123, 124):
-            size = 4 if tag == 124 else 8
-            if pos + 1 + size > self.end:
+        elif tag in _ANY_FIXED:
+            self.pos += _ANY_FIXED[tag]
+            if self.pos > self.end:
                 _fail("truncated number", pos)
-            self.pos += size
         elif tag == 119:
             self.string()
         elif tag == 116:
@@ -170,6 +176,69 @@ class _Reader:
                 self.any(depth + 1)
         else:
             _fail(f"unknown Any tag {tag}", pos)
+
+    def read_id(self, client: int, clock: int, at: int) -> None:
+        """An ID the Item ``client:clock`` at byte ``at`` refers to."""
+        ref_client, ref_clock = self.uint(), self.clock()
+        if ref_client == client:
+            if ref_clock >= clock:
+                _fail(f"Item {client}:{clock} refers to itself or a later clock of its client", at)
+            self.refs.add((client, ref_clock))
+        else:
+            self.refs.add((ref_client, ref_clock))
+            self.deps.append((client, clock, ref_client, ref_clock, at))
+
+    def item(self, info: int, client: int, clock: int) -> int:
+        """Read one Item (yjs ``readItem``) after its info byte; return its length in clock units."""
+        at = self.pos - 1
+        if info & 0x80:
+            self.read_id(client, clock, at)
+        if info & 0x40:
+            self.read_id(client, clock, at)
+        if not info & 0xC0:
+            flag_at = self.pos
+            flag = self.uint()
+            if flag == 1:
+                self.roots.add(self.string())
+            elif flag == 0:
+                self.read_id(client, clock, at)
+            else:
+                _fail(f"parent info {flag} is neither 0 nor 1", flag_at)
+            if info & 0x20:
+                self.string()
+        ref = info & 0x1F
+        if ref == 1:  # Deleted
+            return self.uint()
+        if ref == 4:  # String: one clock unit per UTF-16 code unit
+            text = self.string()
+            return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
+        if ref == 8:  # Any
+            n = self.count(1)
+            for _ in range(n):
+                self.any(0)
+            return n
+        if ref == 3:  # Binary
+            self.raw()
+        elif ref == 5:  # Embed
+            self.json_string()
+        elif ref == 6:  # Format
+            self.string()
+            self.json_string()
+        elif ref == 7:  # Type
+            type_at = self.pos
+            type_ref = self.uint()
+            if type_ref not in _TYPE_REFS:
+                what = _REFUSED_TYPES.get(type_ref, "unknown")
+                _fail(f"type ref {type_ref} ({what}) is not accepted", type_at, _UNSUPPORTED)
+            if _TYPE_REFS[type_ref]:
+                self.string()
+        elif ref == _DOC and self.subdocs:
+            self.string()
+            self.any(0)
+        else:
+            what = _REFUSED_CONTENT.get(ref, "unknown")
+            _fail(f"content ref {ref} ({what}) is not accepted", at, _UNSUPPORTED)
+        return 1
 
 
 @dataclass(frozen=True)
@@ -199,7 +268,9 @@ def decode_update(data: bytes, *, max_run: int = MAX_RUN, allow_subdocs: bool = 
 
     Args:
         data: the update bytes.
-        max_run: longest struct, and longest clock span of one client, accepted (clock units).
+        max_run: longest single struct (Item, GC or Skip) accepted, in clock units. A client's whole span
+            is not capped: a full-state update of a large vault legitimately spans millions of units, and
+            each struct costs at least two bytes, so the span stays bounded by the input size.
         allow_subdocs: accept subdocument content (content ref 9).
 
     Raises:
@@ -208,18 +279,16 @@ def decode_update(data: bytes, *, max_run: int = MAX_RUN, allow_subdocs: bool = 
             or delete range, a client listed twice, an Item referring to itself or a later clock of its own
             client, delete ranges out of order, Any nested deeper than 64...);
             ``UPDATE_UNSUPPORTED_CONTENT`` for an unknown content or type ref, JSON content, an XmlHook, or a
-            subdocument unless ``allow_subdocs``; ``UPDATE_TOO_LARGE`` when a struct or a client's span is
-            longer than ``max_run``. The message names the byte offset.
+            subdocument unless ``allow_subdocs``; ``UPDATE_TOO_LARGE`` when one struct is longer than
+            ``max_run``. The message names the byte offset.
     """
-    r = _Reader(bytes(data))
+    r = _Reader(bytes(data), allow_subdocs)
     structs: dict[int, Ranges] = {}
-    deps: list[_Dep] = []
-    roots: set[str] = set()
     for _ in range(r.count(3)):
         n_structs = r.count(2)
         at = r.pos
         client = r.uint()
-        first = clock = r.clock()
+        clock = r.clock()
         if client in structs:
             _fail(f"client {client} listed twice", at)
         ranges: list[tuple[int, int]] = []
@@ -240,7 +309,7 @@ def decode_update(data: bytes, *, max_run: int = MAX_RUN, allow_subdocs: bool = 
                         ranges.append((run_start, clock))
                     run_start = clock + length
             else:
-                length = _item(r, info, client, clock, deps, roots, allow_subdocs)
+                length = r.item(info, client, clock)
             if length == 0:
                 _fail("zero-length struct", at)
             if length > max_run:
@@ -248,8 +317,6 @@ def decode_update(data: bytes, *, max_run: int = MAX_RUN, allow_subdocs: bool = 
             clock += length
             if clock > MAX_CLOCK:
                 _fail(f"clock {clock} of client {client} exceeds 2^32-1", at)
-            if clock - first > max_run:
-                _fail(f"client {client} spans more than {max_run} clock units", at, _TOO_LARGE)
         if clock > run_start:
             ranges.append((run_start, clock))
         structs[client] = tuple(ranges)
@@ -257,8 +324,8 @@ def decode_update(data: bytes, *, max_run: int = MAX_RUN, allow_subdocs: bool = 
     if r.pos != r.end:
         _fail(f"{r.end - r.pos} trailing bytes", r.pos)
     structs = {c: rs for c, rs in structs.items() if rs}
-    _check_causal(structs, deps)
-    return DecodedUpdate(structs, frozenset((d[2], d[3]) for d in deps), deletes, frozenset(roots))
+    _check_causal(structs, r.deps)
+    return DecodedUpdate(structs, frozenset(r.refs), deletes, frozenset(r.roots))
 
 
 def _check_causal(structs: dict[int, Ranges], deps: list[_Dep]) -> None:
@@ -268,7 +335,7 @@ def _check_causal(structs: dict[int, Ranges], deps: list[_Dep]) -> None:
     advances until a struct needs a clock another client has not reached; that client wakes it."""
     todo: dict[int, list[_Dep]] = {}
     for dep in deps:
-        if dep[0] != dep[2] and _covers(structs.get(dep[2], ()), dep[3]):
+        if _covers(structs.get(dep[2], ()), dep[3]):
             todo.setdefault(dep[0], []).append(dep)
     reached = {c: rs[0][0] if c in todo else rs[-1][1] for c, rs in structs.items()}
     waiting: dict[int, list[tuple[int, int]]] = {}
@@ -296,80 +363,17 @@ def _check_causal(structs: dict[int, Ranges], deps: list[_Dep]) -> None:
     for client, mine in todo.items():
         if done[client] < len(mine):
             _, clock, ref_client, ref_clock, at = mine[done[client]]
-            _fail(f"Item {client}:{clock} is part of a reference cycle through {ref_client}:{ref_clock}", at)
-
-
-def _item(
-    r: _Reader, info: int, client: int, clock: int, deps: list[_Dep], roots: set[str], subdocs: bool
-) -> int:
-    """Read one Item (yjs ``readItem``) after its info byte; return its length in clock units."""
-    at = r.pos - 1
-    ids = []
-    if info & 0x80:
-        ids.append((r.uint(), r.clock()))
-    if info & 0x40:
-        ids.append((r.uint(), r.clock()))
-    if not info & 0xC0:
-        flag_at = r.pos
-        flag = r.uint()
-        if flag == 1:
-            roots.add(r.string())
-        elif flag == 0:
-            ids.append((r.uint(), r.clock()))
-        else:
-            _fail(f"parent info {flag} is neither 0 nor 1", flag_at)
-        if info & 0x20:
-            r.string()
-    for ref_client, ref_clock in ids:
-        if ref_client == client and ref_clock >= clock:
-            _fail(f"Item {client}:{clock} refers to itself or a later clock of its client", at)
-        deps.append((client, clock, ref_client, ref_clock, at))
-    ref = info & 0x1F
-    if ref == 1:  # Deleted
-        return r.uint()
-    if ref == 3:  # Binary
-        r.raw()
-        return 1
-    if ref == 4:  # String: one clock unit per UTF-16 code unit
-        text = r.string()
-        return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
-    if ref == 5:  # Embed
-        r.json_string()
-        return 1
-    if ref == 6:  # Format
-        r.string()
-        r.json_string()
-        return 1
-    if ref == 7:  # Type
-        type_at = r.pos
-        type_ref = r.uint()
-        if type_ref not in _TYPE_REFS:
-            _fail(f"unsupported type ref {type_ref}", type_at, _UNSUPPORTED)
-        if _TYPE_REFS[type_ref]:
-            r.string()
-        return 1
-    if ref == 8:  # Any
-        n = r.count(1)
-        for _ in range(n):
-            r.any(0)
-        return n
-    if ref == _DOC and subdocs:
-        r.string()
-        r.any(0)
-        return 1
-    _fail(f"unsupported content ref {ref}", at, _UNSUPPORTED)
+            _fail(f"Item {client}:{clock} waits on {ref_client}:{ref_clock} in a cycle of references", at)
 
 
 def _delete_set(r: _Reader) -> dict[int, Ranges]:
     """yjs ``readDeleteSet``; ranges of one client must be sorted and must not overlap."""
     deletes: dict[int, Ranges] = {}
-    seen: set[int] = set()
     for _ in range(r.count(2)):
         at = r.pos
         client = r.uint()
-        if client in seen:
+        if client in deletes:
             _fail(f"client {client} listed twice in the delete set", at)
-        seen.add(client)
         ranges: list[tuple[int, int]] = []
         for _ in range(r.count(2)):
             at = r.pos
@@ -385,9 +389,8 @@ def _delete_set(r: _Reader) -> dict[int, Ranges]:
                 ranges[-1] = (ranges[-1][0], stop)
             else:
                 ranges.append((start, stop))
-        if ranges:
-            deletes[client] = tuple(ranges)
-    return deletes
+        deletes[client] = tuple(ranges)
+    return {c: rs for c, rs in deletes.items() if rs}
 
 
 @dataclass(frozen=True)
@@ -457,8 +460,9 @@ def missing_dependencies(decoded: DecodedUpdate, state: Mapping[int, int]) -> Mi
                 cover[-1] = (cover[-1][0], max(cover[-1][1], end))
             elif end > start:
                 cover.append((start, end))
+        covered = tuple(cover)
         for start, end in reversed(ranges):
-            hole = _highest_uncovered(tuple(cover), start, end)
+            hole = _highest_uncovered(covered, start, end)
             if hole is not None:
                 deletes[client] = hole
                 break

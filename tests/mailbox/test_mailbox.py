@@ -1,0 +1,306 @@
+"""Mailbox protocol v1 on real stores: a folder, fsspec's memory store and moto's S3 server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import msgpack
+import pytest
+
+import crdtsync.mailbox.sync as sync_module
+from crdtsync.crypto.envelope import KIND_HEAD, KIND_UPDATE, seal
+from crdtsync.errors import CryptoError, MailboxError, NotFoundError
+from crdtsync.mailbox.backend import open_store
+from crdtsync.mailbox.format import Batch, Head, chunks_of, head_key, log_key, pack_object
+from crdtsync.mailbox.sync import Mailbox
+from crdtsync.vault import Vault
+from tests.conftest import PASSPHRASE, cheap_kdf
+
+MakeVault = Callable[..., Vault]
+
+
+def new_device(tmp_path: Path, name: str) -> Vault:
+    Vault.init(tmp_path / name, name="vault", device_name=name, passphrase=PASSPHRASE, kdf=cheap_kdf())
+    return Vault.open(tmp_path / name)
+
+
+def joined(tmp_path: Path, name: str, url: str) -> Vault:
+    Vault.join(tmp_path / name, url, passphrase=PASSPHRASE, device_name=name)
+    return Vault.open(tmp_path / name)
+
+
+def errors(reports: list[sync_module.SyncReport]) -> list[str]:
+    return [e["code"] for r in reports for e in r.errors]
+
+
+def memories(vault: Vault) -> list[dict[str, object]]:
+    return [m.to_json() for m in vault.list(include_deleted=True) if m.level == 1]
+
+
+@pytest.fixture
+def folder_pair(tmp_path: Path) -> tuple[Vault, Vault, str, Path]:
+    box = tmp_path / "box"
+    a = new_device(tmp_path, "laptop")
+    a.add("I prefer oolong tea", category="prefs", tags=["drinks"])
+    a.add_relay("box", box.as_uri())
+    assert errors(a.sync()) == []
+    b = joined(tmp_path, "phone", box.as_uri())
+    yield a, b, box.as_uri(), box
+    a.close()
+    b.close()
+
+
+def test_a_joined_device_holds_everything_and_edits_flow_both_ways(folder_pair: tuple[Vault, Vault, str, Path]) -> None:
+    a, b, _, _ = folder_pair
+    assert memories(a) == memories(b)
+    m = b.list()[0]
+    b.update(m.id, category="tea")
+    new = a.add("meets Sam on Fridays")
+    assert errors(b.sync()) == [] and errors(a.sync()) == [] and errors(b.sync()) == []
+    assert a.get(m.id).category == "tea" and b.get(new.id).content == "meets Sam on Fridays"
+    assert memories(a) == memories(b)
+    assert set(a.devices()) == set(b.devices()) and len(a.devices()) == 2
+
+
+def test_concurrent_edits_surface_the_same_conflict_and_resolution_syncs(
+    folder_pair: tuple[Vault, Vault, str, Path],
+) -> None:
+    a, b, _, _ = folder_pair
+    m = a.list()[0]
+    a.update(m.id, content="green tea")
+    b.update(m.id, content="black tea")
+    a.sync(), b.sync(), a.sync()
+    assert [c.to_json() for c in a.conflicts()] == [c.to_json() for c in b.conflicts()]
+    assert {c.value for c in a.conflicts()[0].candidates} == {"green tea", "black tea"}
+    a.resolve(m.id, "content", "black tea")
+    a.sync(), b.sync()
+    assert a.conflicts() == b.conflicts() == [] and b.get(m.id).content == "black tea"
+
+
+def test_one_edit_moves_little_and_few_objects(folder_pair: tuple[Vault, Vault, str, Path]) -> None:
+    a, b, _, _ = folder_pair
+    for i in range(200):
+        a.add(f"filler memory number {i} with some realistic length of text to it")
+    a.sync(), b.sync()
+    m = a.list()[0]
+    a.update(m.id, content="one small edit")
+    (push,) = a.sync(pull=False)
+    (pull,) = b.sync(push=False)
+    assert push.bytes_up < 2048 and push.operations < 5
+    assert pull.bytes_down < 2048 and pull.operations < 5
+    assert b.get(m.id).content == "one small edit"
+
+
+def test_a_truncated_object_is_reported_and_read_again_once_whole(
+    folder_pair: tuple[Vault, Vault, str, Path],
+) -> None:
+    a, b, _, box = folder_pair
+    a.add("new fact")
+    a.sync()
+    (obj,) = [p for p in box.rglob("log/*") if a.device_id in str(p) and p.name.endswith("2")]
+    whole = obj.read_bytes()
+    obj.write_bytes(whole[: len(whole) // 2])
+    before = memories(b)
+    assert errors(b.sync()) == ["MAILBOX_OBJECT_CORRUPT"]
+    assert memories(b) == before
+    obj.write_bytes(whole)
+    assert errors(b.sync()) == [] and memories(b) == memories(a)
+
+
+def test_a_missing_object_is_never_skipped(folder_pair: tuple[Vault, Vault, str, Path]) -> None:
+    a, b, _, box = folder_pair
+    first = a.add("second push")
+    a.sync()
+    a.add("third push")
+    a.sync()
+    log = next(p for p in box.rglob("log/0000000000000002") if a.device_id in str(p))
+    kept = log.read_bytes()
+    log.unlink()
+    assert errors(b.sync()) == ["MAILBOX_OBJECT_MISSING"]
+    with pytest.raises(NotFoundError):
+        b.get(first.id)
+    log.write_bytes(kept)
+    assert errors(b.sync()) == [] and memories(a) == memories(b)
+
+
+def test_an_object_replaced_by_another_seq_or_device_is_refused(folder_pair: tuple[Vault, Vault, str, Path]) -> None:
+    a, b, _, box = folder_pair
+    b.add("from the phone")
+    b.sync()
+    a.add("from the laptop")
+    a.sync()
+    a_logs = sorted(p for p in box.rglob("log/*") if a.device_id in str(p))
+    b_log = next(p for p in box.rglob("log/*") if b.device_id in str(p))
+    kept = a_logs[-1].read_bytes()
+    a_logs[-1].write_bytes(a_logs[0].read_bytes())
+    assert errors(b.sync()) == ["MAILBOX_OBJECT_CORRUPT"]
+    a_logs[-1].write_bytes(b_log.read_bytes())
+    assert errors(b.sync()) == ["MAILBOX_OBJECT_CORRUPT"]
+    a_logs[-1].write_bytes(kept)
+    assert errors(b.sync()) == []
+
+
+def test_an_object_from_another_vault_is_refused(tmp_path: Path, folder_pair: tuple[Vault, Vault, str, Path]) -> None:
+    a, b, _, box = folder_pair
+    other = new_device(tmp_path, "stranger")
+    other.add_relay("x", (tmp_path / "otherbox").as_uri())
+    other.sync()
+    foreign = next((tmp_path / "otherbox").rglob("log/0000000000000001")).read_bytes()
+    a.add("fresh")
+    a.sync()
+    target = next(p for p in box.rglob("log/0000000000000002") if a.device_id in str(p))
+    target.write_bytes(foreign)
+    assert errors(b.sync()) == ["ENVELOPE_OTHER_VAULT"]
+    other.close()
+
+
+def test_a_head_rolled_back_is_refused(folder_pair: tuple[Vault, Vault, str, Path]) -> None:
+    a, b, _, box = folder_pair
+    head = next(p for p in box.rglob("head") if a.device_id in str(p))
+    old = head.read_bytes()
+    a.add("newer")
+    a.sync()
+    b.sync()
+    head.write_bytes(old)
+    assert errors(b.sync()) == ["MAILBOX_ROLLBACK"]
+    assert b.relays()[0]["last_error"].startswith("[MAILBOX_ROLLBACK]")
+
+
+def test_structs_under_another_devices_client_id_are_quarantined(
+    tmp_path: Path, folder_pair: tuple[Vault, Vault, str, Path]
+) -> None:
+    a, b, url, _ = folder_pair
+    c = joined(tmp_path, "tablet", url)
+    a.add("written by the laptop")
+    stolen = a.store.local_updates_after(0)[-1][1]
+    mailbox = Mailbox(b, open_store(url), "default")
+    head = mailbox.read_head(b.device_id)
+    seq = (head.seq if head else 0) + 1
+    secrets = b.secrets
+    envelopes = [seal(vault_id=secrets.vault_id, epoch=0, vault_key=secrets.epochs[0], sender=secrets.device,
+                      kind=KIND_UPDATE, body=chunk, sealed_count=100) for chunk in
+                 chunks_of(Batch(seq, stolen, (1,)).to_body())]
+    mailbox.store.put(log_key(mailbox.tag, b.device_id, seq), pack_object(envelopes))
+    head_env = seal(vault_id=secrets.vault_id, epoch=0, vault_key=secrets.epochs[0], sender=secrets.device,
+                    kind=KIND_HEAD, body=Head(seq).to_body(), sealed_count=101)
+    mailbox.store.put(head_key(mailbox.tag, b.device_id), head_env)
+    assert "UPDATE_FOREIGN_CLIENT" in errors(c.sync(push=False))
+    assert c.store.quarantined()[-1][2] == "UPDATE_FOREIGN_CLIENT"
+    assert all(m.content != "written by the laptop" for m in c.list())
+    c.close()
+
+
+def test_the_store_sees_no_plaintext_and_level_zero_stays_home(tmp_path: Path) -> None:
+    box = tmp_path / "box"
+    a = new_device(tmp_path, "secret-laptop-name")
+    a.add("SECRET-CONTENT my allergy is penicillin", category="SECRET-CATEGORY", tags=["SECRET-TAG"],
+          source="SECRET-SOURCE", metadata={"k": "SECRET-META"})
+    a.add("LEVEL-ZERO pin code 4242", level=0)
+    a.add_relay("box", box.as_uri())
+    a.sync()
+    b = joined(tmp_path, "secret-phone-name", box.as_uri())
+    b.update(b.list()[0].id, content="SECRET-EDIT on the phone")
+    b.sync()
+    a.sync()
+    blob = b"".join(p.read_bytes() for p in box.rglob("*") if p.is_file())
+    for needle in (b"SECRET-", b"LEVEL-ZERO", b"penicillin", b"secret-laptop-name", b"secret-phone-name",
+                   b"4242", "SECRET".encode("utf-16-le")):
+        assert needle not in blob
+    assert all("LEVEL-ZERO" not in m.content for m in b.list(include_deleted=True))
+    a.close()
+    b.close()
+
+
+def test_join_with_a_wrong_passphrase_fails_cleanly(
+    tmp_path: Path, folder_pair: tuple[Vault, Vault, str, Path]
+) -> None:
+    _, _, url, _ = folder_pair
+    with pytest.raises(CryptoError) as info:
+        Vault.join(tmp_path / "intruder", url, passphrase="not it")
+    assert info.value.code == "WRONG_PASSPHRASE" and not (tmp_path / "intruder").exists()
+    with pytest.raises(MailboxError) as empty:
+        Vault.join(tmp_path / "lost", (tmp_path / "nothing-here").as_uri(), passphrase=PASSPHRASE)
+    assert empty.value.code == "MAILBOX_NO_VAULT"
+
+
+def test_memory_store_and_a_device_offline_for_many_pushes_catches_up(tmp_path: Path) -> None:
+    url = f"memory://{uuid.uuid4().hex}"
+    a = new_device(tmp_path, "a")
+    a.add_relay("mem", url)
+    a.sync()
+    b = joined(tmp_path, "b", url)
+    for i in range(1000):
+        a.add(f"push number {i}")
+        a.sync(pull=False)
+    (report,) = b.sync()
+    assert report.errors == [] and report.objects_down == 1000
+    assert memories(a) == memories(b)
+    a.close()
+    b.close()
+
+
+def test_compaction_snapshots_and_drops_acknowledged_logs_and_a_new_device_starts_from_the_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sync_module, "SNAPSHOT_EVERY", 5)
+    box = tmp_path / "box"
+    a = new_device(tmp_path, "a")
+    a.add_relay("box", box.as_uri())
+    a.sync()
+    b = joined(tmp_path, "b", box.as_uri())
+    for i in range(12):
+        a.add(f"m{i}")
+        a.sync()
+        b.sync()
+    a.sync()
+    a_logs = sorted(p.name for p in box.rglob("log/*") if a.device_id in str(p))
+    assert len(a_logs) < 12 and any(box.rglob("snap/*"))
+    c = joined(tmp_path, "c", box.as_uri())
+    assert memories(c) == memories(a)
+    for v in (a, b, c):
+        v.close()
+
+
+def test_s3_mailbox_round_trip_and_ciphertext_only(tmp_path: Path, s3_bucket: str, s3_endpoint: str) -> None:
+    import boto3
+
+    url = f"s3://{s3_bucket}/alice"
+    a = new_device(tmp_path, "a")
+    a.add("S3-SECRET stays encrypted", tags=["S3-TAG"])
+    a.add_relay("s3", url)
+    assert errors(a.sync()) == []
+    b = joined(tmp_path, "b", url)
+    b.update(b.list()[0].id, content="S3-SECRET edited on b")
+    assert errors(b.sync()) == [] and errors(a.sync()) == []
+    assert memories(a) == memories(b)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    assert any(k.endswith("vault.json") for k in keys)
+    for key in keys:
+        body = s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
+        assert b"S3-SECRET" not in body and b"S3-TAG" not in body
+    a.close()
+    b.close()
+
+
+def test_s3_missing_bucket_and_unreachable_endpoint_have_stable_codes(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(MailboxError) as missing:
+        open_store(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/p").put("k", b"x")
+    assert missing.value.code == "MAILBOX_NO_BUCKET"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    store = open_store("s3://any/p", attempts=2, base_delay=0.01)
+    with pytest.raises(MailboxError) as down:
+        store.get("k")
+    assert down.value.code == "MAILBOX_UNAVAILABLE"
+
+
+def test_folder_writes_leave_no_temporary_files(folder_pair: tuple[Vault, Vault, str, Path]) -> None:
+    a, _, _, box = folder_pair
+    a.add("x")
+    a.sync()
+    assert not [p for p in box.rglob(".tmp-*")]
+    assert msgpack.unpackb(next(box.rglob("log/0000000000000001")).read_bytes())
