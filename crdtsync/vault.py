@@ -150,6 +150,7 @@ class Vault:
         self._secrets: VaultSecrets | None = None
         self._worker: IntegrationWorker | None = None
         self._worker_at = -1
+        self._registered = False
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -186,7 +187,7 @@ class Vault:
                 "a vault needs a passphrase (it admits your other devices): pass one or set CRDTSYNC_PASSPHRASE",
                 code="PASSPHRASE_REQUIRED",
             )
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _make_folder(folder)
         keys = DeviceKeys.generate()
         vault_id, vault_key = new_vault_id(), new_vault_key()
         header = create_header(vault_id, vault_key, passphrase, kdf or KdfParams.new())
@@ -295,6 +296,7 @@ class Vault:
         with self._store.write():
             self._store.set_lease(self._client_id, None)
         self._client_id = None
+        self._registered = False
 
     def _load_doc(self) -> MemoryDoc:
         doc: Doc[Any] = Doc(client_id=self._acquire_lease())
@@ -442,9 +444,12 @@ class Vault:
         return self._require(memory_id)
 
     def _ensure_lease_registered(self) -> None:
-        if self._client_id is None:
-            self._acquire_lease()
-            self._ensure_registered()
+        """Hold a client-id lease and make sure the registry announces it (once per Vault object)."""
+        if self._registered:
+            return
+        self._acquire_lease()
+        self._ensure_registered()
+        self._registered = True
 
     def _require(self, memory_id: str) -> Memory:
         memory = self._store.memory(memory_id)
@@ -530,6 +535,7 @@ class Vault:
                 self._store.drop_memory(memory.id)
                 doc.add(memory.id, ctx, created=moved.created, content=moved.content, category=moved.category,
                         tags=moved.tags, source=moved.source, metadata=moved.metadata)
+                doc.write(memory.id, ctx, {})  # stamps the move (by, at) so `updated` moves forward
 
             self._local_write(to_shared, [memory.id])
         return self._require(memory.id)
@@ -769,8 +775,8 @@ class Vault:
                             raise UpdateRejectedError(
                                 "the update moved a client's clock further than its content justifies",
                                 code="UPDATE_CLOCK_JUMP")
-                        self._integrate_checked(doc, data, origin, result.changed)
-                        self._worker_at = self._seen
+                        if not self._integrate_checked(doc, data, origin, result.changed):
+                            self._worker_at = self._seen
                         self._store.release(inbox_id)
                         done[inbox_id] = ApplyResult("integrated", changed=tuple(sorted(result.changed)))
                         progress = True
@@ -783,15 +789,37 @@ class Vault:
         self._maybe_compact()
         return done
 
-    def _integrate_checked(self, doc: MemoryDoc, data: bytes, origin: str, changed: Iterable[str]) -> None:
+    def _integrate_checked(self, doc: MemoryDoc, data: bytes, origin: str, changed: Iterable[str]) -> bool:
+        """Apply a worker-checked update to the live Doc, log it and materialize ``changed``; resurface what a
+        replaced record held. Returns whether the live Doc also took a local write (the worker is then stale)."""
+        replaced: builtins.list[str] = []
+
+        def on_root(event: Any) -> None:
+            replaced.extend(k for k, v in event.keys.items() if v.get("action") == "update")
+
+        subscription = doc.memories.observe(on_root)
         try:
             doc.doc.apply_update(data)
         except BaseException as exc:
             self._doc = None
             raise UpdateRejectedError(f"pycrdt refused an update the worker accepted: {exc}",
                                       code="UPDATE_MALFORMED") from None
+        finally:
+            doc.memories.unobserve(subscription)
+        lost = {k: m for k in replaced if (m := self._store.memory(k)) is not None and m.level == 1}
         self._seen = self._store.append_update(data, origin=origin, local=False)
         self._materialize(doc, changed)
+        if lost:
+            self._resurface(doc, lost)
+        return bool(lost)
+
+    def _resurface(self, doc: MemoryDoc, lost: Mapping[str, Memory]) -> None:
+        """Re-insert what this replica's view of records dropped by a concurrent creation of the same id held
+        (see :meth:`MemoryDoc.resurface`), as a local write in the current transaction."""
+        self._ensure_lease_registered()
+        ctx = self._context()
+        self._local_write(lambda d: [d.resurface(k, ctx, m) for k, m in lost.items()], lost)
+
 
     # -- relays and mailbox sync -----------------------------------------------------------------------
 
@@ -898,7 +926,7 @@ class Vault:
             raise MailboxError(f"no crdtsync vault under {url}; on a device of the vault run "
                                "`crdtsync relay add NAME URL` first", code="MAILBOX_NO_VAULT")
         header, epochs = found
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _make_folder(folder)
         keys = DeviceKeys.generate()
         write_secrets(folder / KEYS_NAME, VaultSecrets(device=keys, vault_id=header.vault_id, epochs=epochs,
                                                        current_epoch=max(epochs)))
@@ -944,6 +972,14 @@ class Vault:
     def log(self, *, limit: int = 50) -> builtins.list[AuditRow]:
         """The newest audit rows (syncs, imports), newest first."""
         return self._store.audit_rows(limit=limit)
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise VaultError(f"cannot create the vault folder {folder}: {exc.strerror or exc}",
+                         code="VAULT_UNWRITABLE") from None
 
 
 def _apply_local(memory: Memory, changes: Mapping[str, Any], add_tags: set[str], remove_tags: set[str],

@@ -21,8 +21,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from crdtsync.errors import CrdtsyncError, CryptoError, InvalidInputError, exit_status
+from crdtsync.errors import CrdtsyncError, CryptoError, InvalidInputError, VaultError, exit_status
 from crdtsync.model.records import Conflict, Memory
 from crdtsync.vault import Vault
 
@@ -33,8 +34,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+# markup=False: memory text, paths and messages are printed literally, whatever brackets they hold; styles
+# are applied with rich.text.Text instead.
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, markup=False)
 
 VaultOpt = Annotated[
     Path | None,
@@ -60,7 +63,7 @@ def _vault_path(vault: Path | None) -> Path:
 def _fail(error: CrdtsyncError, as_json: bool) -> NoReturn:
     if as_json:
         sys.stdout.write(json.dumps({"error": {"code": error.code, "message": error.message}}) + "\n")
-    err.print(f"[bold red]error[/] [{error.code}]: {error.message}", markup=True)
+    err.print(Text.assemble(("error", "bold red"), f" [{error.code}]: {error.message}"))
     raise typer.Exit(exit_status(error))
 
 
@@ -70,6 +73,9 @@ def _guard(as_json: bool = False) -> Iterator[None]:
         yield
     except CrdtsyncError as exc:
         _fail(exc, as_json or _state["json"])
+    except OSError as exc:
+        _fail(VaultError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), code="IO_ERROR"),
+              as_json or _state["json"])
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130) from None
@@ -87,12 +93,16 @@ def _emit_json(data: Any) -> None:
 
 def _memory_table(memories: list[Memory]) -> Table:
     table = Table(show_lines=False)
-    for column in ("id", "content", "category", "tags", "updated"):
+    table.add_column("id", no_wrap=True)
+    for column in ("content", "category", "tags", "updated"):
         table.add_column(column, overflow="fold")
     for m in memories:
-        flag = " [red](conflict)[/]" if m.conflicts else ""
-        lvl = " [dim](level 0)[/]" if m.level == 0 else ""
-        table.add_row(m.id, m.content[:200] + flag + lvl, m.category or "", ", ".join(sorted(m.tags)), m.updated)
+        content = Text(m.content[:200])
+        if m.conflicts:
+            content.append(" (conflict)", style="red")
+        if m.level == 0:
+            content.append(" (level 0)", style="dim")
+        table.add_row(m.id, content, m.category or "", ", ".join(sorted(m.tags)), m.updated)
     return table
 
 
@@ -114,7 +124,7 @@ def _print_memory(memory: Memory, as_json: bool) -> None:
             value = ", ".join(map(str, value))
         elif isinstance(value, dict):
             value = json.dumps(value, ensure_ascii=False)
-        out.print(f"[bold]{key}[/]: {value if value is not None else ''}", markup=True)
+        out.print(Text.assemble((key, "bold"), f": {value if value is not None else ''}"))
 
 
 def _passphrase(confirm: bool) -> str:
@@ -203,7 +213,7 @@ def edit(
         before = v.get(memory_id)
         memory = v.update(memory_id, **fields)
     if level == 0 and before.level == 1:
-        err.print("[yellow]moved to level 0: copies already synced stay on your other devices[/]")
+        err.print(Text("moved to level 0: copies already synced stay on your other devices", style="yellow"))
     _print_memory(memory, as_json)
 
 
@@ -289,7 +299,7 @@ def import_(
                     "problems": [{"location": p[0], "code": p[1], "message": p[2]} for p in report.problems]})
         return
     for location, code, message in report.problems:
-        err.print(f"[yellow]skipped[/] {location} [{code}]: {message}")
+        err.print(Text.assemble(("skipped", "yellow"), f" {location} [{code}]: {message}"))
     out.print(f"imported {report.added} memories ({report.skipped} already present, "
               f"{len(report.problems)} problems)")
 
@@ -352,6 +362,7 @@ def resolve(
             raise_invalid("give exactly one of --value or --pick")
         chosen: Any = value
         if pick is not None:
+            v.get(memory_id)
             matching = [c for c in v.conflicts() if c.memory_id == memory_id and c.field == field]
             if not matching:
                 raise_invalid(f"memory {memory_id} has no conflict on {field}")

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from crdtsync.cli.app import JsonOpt, VaultOpt, _emit_json, _guard, _open, _passphrase, _vault_path, app, err, out
 from crdtsync.vault import Vault
@@ -74,7 +75,7 @@ def _run_sync(vault: Path | None, relay: str | None, as_json: bool, *, push: boo
                 f"{r['memories_changed']} memories changed, {r['conflicts']} conflicts, {r['seconds']} s"
             )
             for e in r["errors"]:
-                err.print(f"[yellow]{r['relay']}[/] {e['device']} [{e['code']}]: {e['message']}")
+                err.print(Text.assemble((r["relay"], "yellow"), f" {e['device']} [{e['code']}]: {e['message']}"))
         if any(r["conflicts"] for r in data):
             err.print("conflicts need you: `crdtsync conflicts`, then `crdtsync resolve`")
     if any(r["errors"] for r in data):

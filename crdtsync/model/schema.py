@@ -4,8 +4,10 @@ Layout (fixed for v1; README.md "Document schema" is the spec):
 
 - root ``memories``: Map ``memory_id -> Map record``; a record Map holds
   - ``created`` (ISO-8601 UTC, written once) and ``created_by`` (device_id);
-  - one key ``t:<tag>`` -> ``true`` per tag (an add-wins set: concurrent adds both survive, a removal removes
-    the entry it saw);
+  - keys ``t:<tag>@<op_id>`` -> ``true``: an observed-remove (add-wins) set. A tag is present while any entry
+    for it exists; adding a tag that is absent inserts an entry with a fresh op id, removing it deletes the
+    entries this replica sees, so an add concurrent with a remove survives (Y.Map alone would keep one winner
+    per key and could drop the add);
   - register entries ``<field>@<op_id>`` -> ``[value]`` or ``[value, by, at]`` or ``[value, by, at, agent]``
     for ``field`` in content, category, source, metadata, deleted. A missing ``by``/``at`` means the record's
     ``created_by``/``created`` (the entries written by ``add``), which keeps the layout compact. ``metadata``
@@ -137,7 +139,7 @@ class MemoryDoc:
             if value is not None:
                 record[f"{field}@{ctx.new_op_id()}"] = [_encode_value(field, value), *entry_tail]
         for tag in tags:
-            record[TAG_PREFIX + tag] = True
+            record[f"{TAG_PREFIX}{tag}@{ctx.new_op_id()}"] = True
         with self.doc.transaction():
             self.memories[memory_id] = Map(record)
 
@@ -175,21 +177,51 @@ class MemoryDoc:
                 record[f"{prefix}{ctx.new_op_id()}"] = entry
 
     def set_tags(self, memory_id: str, ctx: WriteContext, add: Iterable[str], remove: Iterable[str]) -> None:
-        """Add and remove tags of one memory (add-wins set) and mark the memory edited (``deleted`` false).
+        """Add and remove tags of one memory (an observed-remove set: a removal deletes the entries this replica
+        sees; an add of an absent tag inserts a fresh entry) and mark the memory edited (``deleted`` false).
 
         Raises:
             NotFoundError: no such memory.
         """
         record = self._record(memory_id)
         with self.doc.transaction():
+            entries = _tag_entries(list(record.keys()))
             for tag in check_tags(list(remove)):
-                key = TAG_PREFIX + tag
-                if key in record:
+                for key in entries.get(tag, ()):
                     del record[key]
+                entries.pop(tag, None)
             for tag in check_tags(list(add)):
-                if TAG_PREFIX + tag not in record:
-                    record[TAG_PREFIX + tag] = True
+                if tag not in entries:
+                    record[f"{TAG_PREFIX}{tag}@{ctx.new_op_id()}"] = True
             self.write(memory_id, ctx, {})
+
+    def resurface(self, memory_id: str, ctx: WriteContext, lost: Memory) -> bool:
+        """Re-insert what a replaced record held: when two replicas create the same memory id concurrently
+        (the same file imported on both before they sync), Y.Map keeps one record Map and drops the other with
+        every edit made inside it. ``lost`` is this replica's last view of the dropped record; each field value
+        it held that the surviving record lacks is added as a concurrent entry (never deleting the survivor's
+        entries), so a divergence surfaces as a conflict instead of vanishing, and its tags are re-added.
+        Returns whether anything was written."""
+        read = self.read(memory_id)
+        if read is None:
+            return False
+        survivor, conflicts = read
+        present: dict[str, list[Any]] = {c.field: [x.value for x in c.candidates] for c in conflicts}
+        record = self._record(memory_id)
+        wrote = False
+        with self.doc.transaction():
+            for field in REGISTER_FIELDS:
+                value = lost.deleted if field == "deleted" else getattr(lost, field)
+                have = present.get(field, [survivor.deleted if field == "deleted" else getattr(survivor, field)])
+                if value is None or value in have:
+                    continue
+                entry: list[Any] = [_encode_value(field, value), lost.updated_by, lost.updated]
+                record[f"{field}@{ctx.new_op_id()}"] = entry
+                wrote = True
+            for tag in sorted(lost.tags - survivor.tags):
+                record[f"{TAG_PREFIX}{tag}@{ctx.new_op_id()}"] = True
+                wrote = True
+        return wrote
 
     def remove(self, memory_id: str) -> None:
         """Remove a memory from the shared Doc entirely (used when it moves to level 0). Copies already
@@ -248,6 +280,15 @@ class MemoryDoc:
             self.vault["name"] = name
 
 
+def _tag_entries(keys: Iterable[str]) -> dict[str, list[str]]:
+    """Tag entry keys grouped by tag name: ``{tag: ["t:<tag>@<op>", ...]}``."""
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        if key.startswith(TAG_PREFIX) and "@" in key:
+            out.setdefault(key[len(TAG_PREFIX) :].rsplit("@", 1)[0], []).append(key)
+    return out
+
+
 def _register_candidates(record: Mapping[str, Any], field: str) -> list[tuple[Candidate, str]] | None:
     """Current entries of one register as (candidate, op_id), or None when an entry is malformed."""
     prefix = field + "@"
@@ -304,9 +345,9 @@ def read_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, list
     tags = set()
     for key, raw in record.items():
         if key.startswith(TAG_PREFIX):
-            if raw is not True:
+            if raw is not True or "@" not in key:
                 return None
-            tags.add(key[len(TAG_PREFIX) :])
+            tags.add(key[len(TAG_PREFIX) :].rsplit("@", 1)[0])
     deleted_conflict = any(c.field == "deleted" for c in conflicts)
     memory = Memory(
         id=memory_id,

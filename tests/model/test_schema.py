@@ -133,6 +133,34 @@ def test_tags_are_add_wins_and_a_removal_removes_only_what_it_saw(pair: tuple[Me
     assert a.read("m")[0].tags == b.read("m")[0].tags == {"y", "z"}  # type: ignore[index]
 
 
+def test_a_tag_added_concurrently_with_its_removal_elsewhere_survives(pair: tuple[MemoryDoc, MemoryDoc]) -> None:
+    a, b = pair
+    a.set_tags("m", ctx("A"), add=["x"], remove=[])
+    b.set_tags("m", ctx("B"), add=["x"], remove=[])
+    b.set_tags("m", ctx("B"), add=[], remove=["x"])
+    sync(a, b)
+    assert "x" in a.read("m")[0].tags and "x" in b.read("m")[0].tags  # type: ignore[index]
+
+
+def test_a_record_dropped_by_a_concurrent_creation_resurfaces_as_a_conflict() -> None:
+    a, b = replica(1), replica(2)
+    a.add("m", ctx("A"), content="imported", tags=["t"])
+    b.add("m", ctx("B"), content="imported", tags=["t"])
+    a.write("m", ctx("A", "2026-01-02T00:00:00.000Z"), {"content": "edited on A"})
+    a.set_tags("m", ctx("A"), add=["mine"], remove=[])
+    lost_view = a.read("m")[0]  # type: ignore[index]
+    sync(a, b)
+    survivor = a.read("m")[0]  # type: ignore[index]
+    assert survivor.content == "imported"  # B's record (higher client id) won the key; A's edit went with A's
+    assert a.resurface("m", ctx("A"), lost_view)
+    sync(a, b)
+    for d in (a, b):
+        memory, conflicts = d.read("m") or (None, [])
+        assert memory is not None and "mine" in memory.tags
+        values = {c.value for x in conflicts for c in x.candidates} | {memory.content}
+        assert "edited on A" in values
+
+
 def test_writing_an_unknown_memory_or_field_raises() -> None:
     d = replica(1)
     with pytest.raises(NotFoundError):
@@ -152,7 +180,8 @@ def test_writing_an_unknown_memory_or_field_raises() -> None:
         {"created": "t", "created_by": "A", "content@1": "x"},
         {"created": "t", "created_by": "A", "content@1": ["x", "B"]},
         {"created": "t", "created_by": "A", "content@1": ["x"], "deleted@2": ["yes"]},
-        {"created": "t", "created_by": "A", "content@1": ["x"], "t:tag": "yes"},
+        {"created": "t", "created_by": "A", "content@1": ["x"], "t:tag@1": "yes"},
+        {"created": "t", "created_by": "A", "content@1": ["x"], "t:tag": True},
         {"created": "t", "created_by": "A", "content@1": ["x"], "metadata@2": ["[1]"]},
     ],
 )

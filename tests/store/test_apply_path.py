@@ -180,7 +180,7 @@ def test_an_update_writing_an_unknown_root_is_refused(make_vault: MakeVault) -> 
 
 def test_a_valid_foreign_record_integrates_and_is_materialized(make_vault: MakeVault) -> None:
     vault = make_vault()
-    record = {"created": "2026-01-01T00:00:00.000Z", "created_by": "x", "content@1": ["from yjs"], "t:a": True}
+    record = {"created": "2026-01-01T00:00:00.000Z", "created_by": "x", "content@1": ["from yjs"], "t:a@x1": True}
     result = vault.apply_update(_write_record(record), "peer")
     assert result.status == "integrated" and result.changed == ("m",)
     assert vault.get("m").content == "from yjs" and vault.get("m").tags == {"a"}

@@ -1,0 +1,777 @@
+"""The ``crdtsync`` command as a user runs it: a few real subprocesses of the installed console script (exit
+statuses, pure JSON on stdout, no traceback on stderr) and the bulk in-process through typer's CliRunner.
+
+Most tests share one vault created by ``crdtsync init`` with the default Argon2id parameters (module scope) and
+only add memories of their own; tests that need to know every memory of a vault make a fresh one with cheap
+Argon2id parameters through the Python API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from crdtsync.cli.app import app
+from crdtsync.vault import Vault
+from tests.conftest import PASSPHRASE, cheap_kdf
+
+CRDTSYNC = Path(sys.executable).parent / "crdtsync"
+MEMORY_KEYS = {"id", "content", "category", "tags", "level", "source", "metadata", "created", "updated"}
+runner = CliRunner()
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+
+
+def cli(home: Path, *args: str, env: Mapping[str, str | None] | None = None) -> Result:
+    """Run ``crdtsync ARGS`` in-process with ``CRDTSYNC_HOME=home`` and the test passphrase. Exceptions are
+    not caught: an error that escapes the CLI's handler fails the test with its traceback."""
+    full_env: dict[str, str | None] = {
+        "CRDTSYNC_HOME": str(home),
+        "CRDTSYNC_PASSPHRASE": PASSPHRASE,
+        "CRDTSYNC_AGENT": None,
+    }
+    full_env.update(env or {})
+    return runner.invoke(app, list(args), env=full_env, catch_exceptions=False)
+
+
+def run_crdtsync(home: Path, *args: str, env: Mapping[str, str | None] | None = None,
+                 stdin: int | None = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``crdtsync`` console script in a subprocess (stdin is not a terminal)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CRDTSYNC_")}
+    full_env.update({"CRDTSYNC_HOME": str(home), "CRDTSYNC_PASSPHRASE": PASSPHRASE})
+    for key, value in (env or {}).items():
+        if value is None:
+            full_env.pop(key, None)
+        else:
+            full_env[key] = value
+    return subprocess.run([str(CRDTSYNC), *args], env=full_env, stdin=stdin, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def ok(result: Result) -> Result:
+    """Assert the command succeeded without a traceback."""
+    assert result.exit_code == 0, (result.exit_code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def stdout_json(result: Result | subprocess.CompletedProcess[str]) -> Any:
+    """The whole of stdout parsed as one JSON document (fails when anything else is printed there)."""
+    return json.loads(result.stdout)
+
+
+def flat(text: str) -> str:
+    """``text`` without whitespace: stderr is wrapped at the console width, which may split a long word."""
+    return re.sub(r"\s+", "", text)
+
+
+def assert_fails(result: Result | subprocess.CompletedProcess[str], status: int, code: str,
+                 *, as_json: bool = False) -> None:
+    """Assert an expected failure: exit ``status``, ``error [CODE]`` on stderr, no traceback; with ``as_json``,
+    stdout is exactly ``{"error": {"code": CODE, "message": ...}}``, else stdout is empty."""
+    exit_code = result.exit_code if isinstance(result, Result) else result.returncode
+    assert exit_code == status, (exit_code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert f"error [{code}]" in result.stderr
+    if as_json:
+        payload = stdout_json(result)
+        assert set(payload) == {"error"}
+        assert set(payload["error"]) == {"code", "message"}
+        assert payload["error"]["code"] == code
+        assert payload["error"]["message"]
+    else:
+        assert result.stdout == ""
+
+
+def add_json(home: Path, *args: str) -> dict[str, Any]:
+    """``crdtsync add ARGS --json`` and its memory object."""
+    memory: dict[str, Any] = stdout_json(ok(cli(home, "add", *args, "--json")))
+    return memory
+
+
+def write_jsonl(path: Path, rows: Sequence[object]) -> Path:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def new_vault(path: Path, name: str = "cli-test") -> Path:
+    """A fresh vault folder made through the Python API with cheap Argon2id parameters."""
+    return Vault.init(path, name="cli-test", device_name=name, passphrase=PASSPHRASE, kdf=cheap_kdf())
+
+
+@dataclass(frozen=True)
+class InitRun:
+    home: Path
+    process: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def init_run(tmp_path_factory: pytest.TempPathFactory) -> InitRun:
+    """The module's vault, made by the real ``crdtsync init --json`` (default Argon2id parameters)."""
+    home = tmp_path_factory.mktemp("cli") / "vault"
+    return InitRun(home, run_crdtsync(home, "init", "--json", "--device-name", "laptop"))
+
+
+@pytest.fixture
+def home(init_run: InitRun) -> Path:
+    """The module's shared vault (tests add memories of their own and never rely on its full contents)."""
+    assert init_run.process.returncode == 0, init_run.process.stderr
+    return init_run.home
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Path:
+    """An empty vault of this test alone."""
+    return new_vault(tmp_path / "fresh")
+
+
+@dataclass(frozen=True)
+class ConflictVault:
+    path: Path
+    memory_id: str
+    devices: tuple[str, str]
+
+
+def build_conflict(root: Path) -> ConflictVault:
+    """Vault ``root/a`` holding a real conflict on ``content``: ``a`` and ``b`` edited one memory concurrently
+    and ``a`` received ``b``'s update through ``Vault.encode_update``/``apply_update``."""
+    with Vault.open(new_vault(root / "a", "a")) as a, Vault.open(new_vault(root / "b", "b")) as b:
+        memory = a.add("Standup at 9:30")
+        assert b.apply_update(a.encode_update(), "a").status == "integrated"
+        a_state = a.state_vector()
+        a.update(memory.id, content="Standup at 10:00")
+        b.update(memory.id, content="Standup at 9:45 🕤")
+        assert a.apply_update(b.encode_update(a_state), "b").status == "integrated"
+        assert [c.field for c in a.conflicts()] == ["content"]
+        return ConflictVault(a.path, memory.id, (a.device_id, b.device_id))
+
+
+@pytest.fixture(scope="module")
+def shared_conflict(tmp_path_factory: pytest.TempPathFactory) -> ConflictVault:
+    """A conflict for tests that only read it or fail to resolve it."""
+    return build_conflict(tmp_path_factory.mktemp("conflict"))
+
+
+@pytest.fixture
+def conflict_vault(tmp_path: Path) -> ConflictVault:
+    """A conflict of this test alone (for tests that resolve it)."""
+    return build_conflict(tmp_path)
+
+
+# -- real subprocesses -----------------------------------------------------------------------------------
+
+
+def test_init_creates_a_vault_and_prints_pure_json(init_run: InitRun) -> None:
+    process = init_run.process
+    assert process.returncode == 0, process.stderr
+    assert "Traceback" not in process.stderr
+    payload = stdout_json(process)
+    assert payload == {"vault": str(init_run.home), "device_id": payload["device_id"]}
+    assert re.fullmatch(r"[0-9a-f]{16}", payload["device_id"])
+    assert (init_run.home / "vault.db").is_file()
+    assert (init_run.home / "keys").stat().st_mode & 0o777 == 0o600
+
+
+def test_subprocess_add_then_show_print_the_same_memory_as_pure_json(home: Path) -> None:
+    added = run_crdtsync(home, "add", "Prefers oolong 🍵 over green tea", "--tag", "drinks", "--json")
+    assert added.returncode == 0, added.stderr
+    assert "Traceback" not in added.stderr
+    memory = stdout_json(added)
+    shown = run_crdtsync(home, "show", memory["id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert stdout_json(shown) == memory
+    assert memory["content"] == "Prefers oolong 🍵 over green tea"
+
+
+def test_subprocess_unknown_id_exits_4_with_only_the_error_object_on_stdout(home: Path) -> None:
+    process = run_crdtsync(home, "show", "no-such-id", "--json")
+    assert_fails(process, 4, "NOT_FOUND", as_json=True)
+
+
+def test_subprocess_missing_vault_exits_5_vault_not_found(tmp_path: Path) -> None:
+    process = run_crdtsync(tmp_path / "nowhere", "list", "--json")
+    assert_fails(process, 5, "VAULT_NOT_FOUND", as_json=True)
+
+
+def test_subprocess_init_without_passphrase_and_no_tty_exits_6(tmp_path: Path) -> None:
+    process = run_crdtsync(tmp_path / "v", "init", "--json", env={"CRDTSYNC_PASSPHRASE": None})
+    assert_fails(process, 6, "PASSPHRASE_REQUIRED", as_json=True)
+    assert not (tmp_path / "v" / "vault.db").exists()
+
+
+def test_subprocess_export_to_stdout_prints_only_jsonl(home: Path) -> None:
+    memory = stdout_json(run_crdtsync(home, "add", "Exported through a pipe", "--json"))
+    process = run_crdtsync(home, "export")
+    assert process.returncode == 0, process.stderr
+    rows = [json.loads(line) for line in process.stdout.splitlines()]
+    assert memory["id"] in {row["id"] for row in rows}
+
+
+def test_subprocess_import_json_prints_only_the_report(home: Path, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "piped.jsonl", [{"content": "Piped import, line 1"}, {"content": ""}])
+    process = run_crdtsync(home, "import", str(path), "--json")
+    assert process.returncode == 0, process.stderr
+    assert "Traceback" not in process.stderr
+    report = stdout_json(process)
+    assert (report["added"], report["skipped"]) == (1, 0)
+    assert [(p["location"], p["code"]) for p in report["problems"]] == [(f"{path}:2", "IMPORT_INVALID_RECORD")]
+
+
+def test_subprocess_usage_error_exits_2_without_traceback(home: Path) -> None:
+    process = run_crdtsync(home, "no-such-command")
+    assert process.returncode == 2
+    assert "Traceback" not in process.stderr
+    assert process.stdout == ""
+
+
+# -- init ------------------------------------------------------------------------------------------------
+
+
+def test_init_twice_exits_5_vault_exists(home: Path) -> None:
+    assert_fails(cli(home, "init"), 5, "VAULT_EXISTS")
+
+
+def test_init_twice_with_json_prints_the_error_object(home: Path) -> None:
+    assert_fails(cli(home, "init", "--json"), 5, "VAULT_EXISTS", as_json=True)
+
+
+def test_init_without_passphrase_in_process_exits_6(tmp_path: Path) -> None:
+    result = cli(tmp_path / "v", "init", env={"CRDTSYNC_PASSPHRASE": None})
+    assert_fails(result, 6, "PASSPHRASE_REQUIRED")
+
+
+def test_init_where_a_file_blocks_the_folder_reports_an_error_without_traceback(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = cli(blocker / "vault", "init", "--json")
+    assert result.exit_code not in (0, 1), (result.exit_code, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert set(stdout_json(result)) == {"error"}
+
+
+# -- add -------------------------------------------------------------------------------------------------
+
+
+def test_add_prints_the_new_memory_id(home: Path) -> None:
+    result = ok(cli(home, "add", "Takes the 8:12 train"))
+    memory_id = result.stdout.strip()
+    shown = stdout_json(ok(cli(home, "show", memory_id, "--json")))
+    assert shown["content"] == "Takes the 8:12 train"
+
+
+def test_add_json_prints_one_memory_object(home: Path) -> None:
+    memory = add_json(home, "Allergic to peanuts ⚠️", "--category", "health", "--tag", "food", "-t", "allergy",
+                      "--source", "chat")
+    assert set(memory) >= MEMORY_KEYS
+    assert memory["content"] == "Allergic to peanuts ⚠️"
+    assert memory["category"] == "health"
+    assert memory["tags"] == ["allergy", "food"]
+    assert memory["level"] == 1
+    assert memory["source"] == "chat"
+    assert memory["metadata"] is None
+    assert memory["created"] == memory["updated"]
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", memory["id"])
+
+
+def test_add_level_0_keeps_the_memory_out_of_the_shared_doc(home: Path) -> None:
+    memory = add_json(home, "Bank PIN hint: grandma's street (cli level 0)", "--level", "0")
+    assert memory["level"] == 0
+    with Vault.open(home) as vault:
+        assert vault.get(memory["id"]).level == 0
+        assert b"grandma's street (cli level 0)" not in vault.encode_update()
+
+
+@pytest.mark.parametrize("content", ["", "   "])
+def test_add_empty_content_exits_3(home: Path, content: str) -> None:
+    assert_fails(cli(home, "add", content), 3, "INVALID_INPUT")
+
+
+def test_add_empty_content_with_json_prints_the_error_object(home: Path) -> None:
+    assert_fails(cli(home, "add", "", "--json"), 3, "INVALID_INPUT", as_json=True)
+
+
+def test_add_level_2_exits_3(home: Path) -> None:
+    assert_fails(cli(home, "add", "Level two does not exist", "--level", "2"), 3, "INVALID_INPUT")
+
+
+# -- edit, rm, restore, show -----------------------------------------------------------------------------
+
+
+def test_edit_content_and_category(home: Path) -> None:
+    memory = add_json(home, "Prefers green tea", "--category", "prefs")
+    edited = stdout_json(ok(cli(home, "edit", memory["id"], "--content", "Prefers oolong, no sugar",
+                                "--category", "drinks", "--json")))
+    assert (edited["id"], edited["content"], edited["category"]) == (memory["id"], "Prefers oolong, no sugar",
+                                                                     "drinks")
+    assert edited["updated"] >= memory["updated"]
+    assert stdout_json(ok(cli(home, "show", memory["id"], "--json"))) == edited
+
+
+def test_edit_tag_and_untag(home: Path) -> None:
+    memory = add_json(home, "Drinks oolong", "--tag", "drinks", "--tag", "morning")
+    edited = stdout_json(ok(cli(home, "edit", memory["id"], "--tag", "tea", "--tag", "茶", "--untag", "drinks",
+                                "--json")))
+    assert edited["tags"] == sorted(["morning", "tea", "茶"])
+
+
+def test_edit_level_0_moves_the_memory_to_this_device_only(home: Path) -> None:
+    memory = add_json(home, "Moves to level 0 from the cli")
+    result = ok(cli(home, "edit", memory["id"], "--level", "0", "--json"))
+    assert stdout_json(result)["level"] == 0
+    assert "level 0" in result.stderr
+    with Vault.open(home) as vault:
+        assert b"Moves to level 0 from the cli" not in vault.encode_update()
+
+
+def test_edit_level_1_moves_a_level_0_memory_back_to_every_device(home: Path) -> None:
+    memory = add_json(home, "Back to level 1 from the cli", "--level", "0")
+    edited = stdout_json(ok(cli(home, "edit", memory["id"], "--level", "1", "--json")))
+    assert edited["level"] == 1
+    with Vault.open(home) as vault:
+        assert b"Back to level 1 from the cli" in vault.encode_update()
+
+
+def test_edit_level_round_trip_never_moves_updated_backwards(home: Path) -> None:
+    memory = add_json(home, "Level round trip keeps updated moving forward")
+    at_level_0 = stdout_json(ok(cli(home, "edit", memory["id"], "--level", "0", "--json")))
+    at_level_1 = stdout_json(ok(cli(home, "edit", memory["id"], "--level", "1", "--json")))
+    assert at_level_0["updated"] >= memory["updated"]
+    assert at_level_1["updated"] >= at_level_0["updated"]
+
+
+def test_edit_without_changes_exits_3(home: Path) -> None:
+    memory = add_json(home, "Nothing to change here")
+    assert_fails(cli(home, "edit", memory["id"]), 3, "INVALID_INPUT")
+
+
+def test_edit_of_a_deleted_memory_exits_3_memory_deleted(home: Path) -> None:
+    memory = add_json(home, "Deleted before the edit")
+    ok(cli(home, "rm", memory["id"]))
+    assert_fails(cli(home, "edit", memory["id"], "--content", "too late", "--json"), 3, "MEMORY_DELETED",
+                 as_json=True)
+
+
+def test_rm_deletes_and_list_hides_the_memory(home: Path) -> None:
+    memory = add_json(home, "To be removed")
+    result = ok(cli(home, "rm", memory["id"]))
+    assert result.stdout.strip() == f"deleted {memory['id']}"
+    assert memory["id"] not in {m["id"] for m in stdout_json(ok(cli(home, "list", "--json")))}
+    with_deleted = {m["id"]: m for m in stdout_json(ok(cli(home, "list", "--deleted", "--json")))}
+    assert with_deleted[memory["id"]]["deleted"] is True
+
+
+def test_rm_json_prints_the_deleted_memory(home: Path) -> None:
+    memory = add_json(home, "Removed with json output")
+    removed = stdout_json(ok(cli(home, "rm", memory["id"], "--json")))
+    assert (removed["id"], removed["deleted"]) == (memory["id"], True)
+
+
+def test_restore_brings_a_deleted_memory_back(home: Path) -> None:
+    memory = add_json(home, "Removed then restored")
+    ok(cli(home, "rm", memory["id"]))
+    restored = stdout_json(ok(cli(home, "restore", memory["id"], "--json")))
+    assert (restored["deleted"], restored["content"]) == (False, "Removed then restored")
+    assert memory["id"] in {m["id"] for m in stdout_json(ok(cli(home, "list", "--json")))}
+
+
+def test_show_json_prints_the_memory_object(home: Path) -> None:
+    memory = add_json(home, "Shown as json", "--category", "c", "--tag", "t")
+    shown = stdout_json(ok(cli(home, "show", memory["id"], "--json")))
+    assert shown == memory
+
+
+def test_show_prints_the_fields_as_text(home: Path) -> None:
+    memory = add_json(home, "Shown as text", "--category", "notes")
+    result = ok(cli(home, "show", memory["id"]))
+    assert f"id: {memory['id']}" in result.stdout
+    assert "content: Shown as text" in result.stdout
+    assert "category: notes" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["show", "edit", "search", "list"])
+def test_text_output_shows_bracketed_text_literally(tmp_path: Path, command: str) -> None:
+    """Memory text is data, not rich markup: ``[/x]`` or ``[bold]`` must be printed as typed."""
+    vault = new_vault(tmp_path / "v")
+    memory = add_json(vault, "a [/x] closing tag and [bold]markup[/bold]")
+    args = {
+        "show": ["show", memory["id"]],
+        "edit": ["edit", memory["id"], "--tag", "brackets"],
+        "search": ["search", "closing"],
+        "list": ["list"],
+    }[command]
+    result = ok(cli(vault, *args, env={"COLUMNS": "400"}))
+    assert "a [/x] closing tag and [bold]markup[/bold]" in result.stdout
+
+
+# -- unknown ids and missing vaults -----------------------------------------------------------------------
+
+
+UNKNOWN_ID_COMMANDS = {
+    "show": ["show", "0190f1c2-0000-7000-8000-000000000000"],
+    "edit": ["edit", "0190f1c2-0000-7000-8000-000000000000", "--content", "x"],
+    "rm": ["rm", "0190f1c2-0000-7000-8000-000000000000"],
+    "restore": ["restore", "0190f1c2-0000-7000-8000-000000000000"],
+    "resolve-value": ["resolve", "0190f1c2-0000-7000-8000-000000000000", "--field", "content", "--value", "x"],
+    "resolve-pick": ["resolve", "0190f1c2-0000-7000-8000-000000000000", "--field", "content", "--pick", "1"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNKNOWN_ID_COMMANDS))
+def test_unknown_id_exits_4_not_found(home: Path, name: str) -> None:
+    assert_fails(cli(home, *UNKNOWN_ID_COMMANDS[name]), 4, "NOT_FOUND")
+
+
+@pytest.mark.parametrize("name", sorted(UNKNOWN_ID_COMMANDS))
+def test_unknown_id_with_json_prints_only_the_error_object(home: Path, name: str) -> None:
+    assert_fails(cli(home, *UNKNOWN_ID_COMMANDS[name], "--json"), 4, "NOT_FOUND", as_json=True)
+
+
+def test_json_before_the_command_name_also_prints_the_error_object(home: Path) -> None:
+    assert_fails(cli(home, "--json", "show", "no-such-id"), 4, "NOT_FOUND", as_json=True)
+
+
+@pytest.mark.parametrize("args", [["list"], ["add", "x"], ["status"], ["conflicts"], ["export"], ["log"]])
+def test_missing_vault_exits_5_vault_not_found(tmp_path: Path, args: list[str]) -> None:
+    assert_fails(cli(tmp_path / "nowhere", *args), 5, "VAULT_NOT_FOUND")
+
+
+def test_error_message_with_brackets_in_a_path_is_printed_without_traceback(tmp_path: Path) -> None:
+    """Error messages carry user text (paths, ids): it must not be read as rich markup."""
+    missing = tmp_path / "memories[/old]"
+    result = cli(missing, "list")
+    assert_fails(result, 5, "VAULT_NOT_FOUND")
+    assert "memories[/old]" in flat(result.stderr)
+
+
+# -- list, search -------------------------------------------------------------------------------------------
+
+
+def test_list_shows_every_live_memory_by_default(fresh: Path) -> None:
+    rows = [{"content": f"Bulk memory number {i}", "created": f"2024-01-01T00:{i // 60:02d}:{i % 60:02d}Z"}
+            for i in range(120)]
+    ok(cli(fresh, "import", str(write_jsonl(fresh.parent / "bulk.jsonl", rows))))
+    listed = stdout_json(ok(cli(fresh, "list", "--json")))
+    assert len(listed) == 120
+
+
+def test_list_limit_returns_the_newest_first(fresh: Path) -> None:
+    rows = [{"content": f"Dated memory {i}", "created": f"2024-05-0{i}T12:00:00Z"} for i in range(1, 8)]
+    ok(cli(fresh, "import", str(write_jsonl(fresh.parent / "dated.jsonl", rows))))
+    listed = stdout_json(ok(cli(fresh, "list", "--limit", "3", "--json")))
+    assert [m["content"] for m in listed] == ["Dated memory 7", "Dated memory 6", "Dated memory 5"]
+
+
+def test_list_json_is_an_array_of_memory_objects(fresh: Path) -> None:
+    first = add_json(fresh, "First of two")
+    second = add_json(fresh, "Second of two", "--level", "0")
+    listed = stdout_json(ok(cli(fresh, "list", "--json")))
+    assert isinstance(listed, list)
+    assert {m["id"] for m in listed} == {first["id"], second["id"]}
+    assert all(set(m) >= MEMORY_KEYS for m in listed)
+
+
+def test_list_of_an_empty_vault_prints_an_empty_array(fresh: Path) -> None:
+    assert stdout_json(ok(cli(fresh, "list", "--json"))) == []
+
+
+def test_list_of_an_empty_vault_says_so_on_stderr(fresh: Path) -> None:
+    result = ok(cli(fresh, "list"))
+    assert (result.stdout, result.stderr.strip()) == ("", "no memories")
+
+
+def test_search_json_finds_memories_by_word_tag_and_category(home: Path) -> None:
+    memory = add_json(home, "Rides a Brompton bicycle to work", "--tag", "cyclingcli", "--category",
+                      "commutecli")
+    for query in ("brompton", "Bicycle work", "cyclingcli", "commutecli", "bromp"):
+        found = stdout_json(ok(cli(home, "search", query, "--json")))
+        assert memory["id"] in {m["id"] for m in found}, query
+
+
+def test_search_json_skips_deleted_memories(home: Path) -> None:
+    memory = add_json(home, "Zanzibar holiday plans")
+    ok(cli(home, "rm", memory["id"]))
+    assert stdout_json(ok(cli(home, "search", "zanzibar", "--json"))) == []
+
+
+def test_search_json_with_no_match_prints_an_empty_array(home: Path) -> None:
+    assert stdout_json(ok(cli(home, "search", "xylophoneabsent", "--json"))) == []
+
+
+@pytest.mark.parametrize("query", ['"unterminated', "NEAR(", "a:b", "*", "AND OR NOT", "-"])
+def test_search_treats_fts_syntax_as_plain_words(home: Path, query: str) -> None:
+    assert isinstance(stdout_json(ok(cli(home, "search", "--json", "--", query))), list)
+
+
+# -- import, export, log -------------------------------------------------------------------------------------
+
+
+def test_import_twice_adds_nothing_the_second_time(home: Path, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "twice.jsonl", [
+        {"content": "Imported twice: likes jazz", "tags": ["music"]},
+        {"content": "Imported twice: owns a cat named Miso", "category": "pets"},
+        {"text": "Imported twice: speaks Portuguese", "source": "notes:languages"},
+    ])
+    first = stdout_json(ok(cli(home, "import", str(path), "--json")))
+    second = stdout_json(ok(cli(home, "import", str(path), "--json")))
+    assert first == {"added": 3, "skipped": 0, "problems": []}
+    assert second == {"added": 0, "skipped": 3, "problems": []}
+
+
+def test_import_reports_a_corrupt_line_with_its_number_and_imports_the_rest(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.jsonl"
+    path.write_text(
+        json.dumps({"content": "Corrupt file, line 1: fine"}) + "\n"
+        + '{"content": "Corrupt file, line 2: cut off mid-wr\n'
+        + json.dumps({"content": "Corrupt file, line 3: fine"}) + "\n",
+        encoding="utf-8",
+    )
+    report = stdout_json(ok(cli(home, "import", str(path), "--json")))
+    assert report["added"] == 2
+    assert [(p["location"], p["code"]) for p in report["problems"]] == [(f"{path}:2", "IMPORT_MALFORMED")]
+    found = stdout_json(ok(cli(home, "search", "Corrupt file fine", "--json")))
+    assert sorted(m["content"] for m in found) == ["Corrupt file, line 1: fine", "Corrupt file, line 3: fine"]
+
+
+def test_import_text_output_names_the_corrupt_line_on_stderr(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"content": "Text report, good line"}) + "\n{not json\n", encoding="utf-8")
+    result = ok(cli(home, "import", str(path)))
+    assert "bad.jsonl:2" in flat(result.stderr)
+    assert "IMPORT_MALFORMED" in result.stderr
+    assert result.stdout.strip() == "imported 1 memories (0 already present, 1 problems)"
+
+
+def test_import_of_a_missing_file_exits_3(home: Path, tmp_path: Path) -> None:
+    assert_fails(cli(home, "import", str(tmp_path / "absent.jsonl"), "--json"), 3, "IMPORT_UNREADABLE",
+                 as_json=True)
+
+
+def test_import_of_an_unknown_format_exits_3(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("just some prose, not memories\n")
+    assert_fails(cli(home, "import", str(path)), 3, "IMPORT_UNKNOWN_FORMAT")
+
+
+def test_export_out_writes_every_live_memory_as_jsonl(fresh: Path) -> None:
+    kept = add_json(fresh, "Kept in the export", "--tag", "x")
+    local = add_json(fresh, "Level 0, still exported locally", "--level", "0")
+    gone = add_json(fresh, "Deleted before the export")
+    ok(cli(fresh, "rm", gone["id"]))
+    out_file = fresh.parent / "export.jsonl"
+    result = ok(cli(fresh, "export", "--out", str(out_file)))
+    rows = [json.loads(line) for line in out_file.read_text(encoding="utf-8").splitlines()]
+    assert {r["id"] for r in rows} == {kept["id"], local["id"]}
+    assert result.stdout == ""
+    assert "exported 2 memories" in result.stderr
+
+
+def test_export_to_stdout_prints_the_same_lines_as_export_out(fresh: Path) -> None:
+    add_json(fresh, "Same either way 🙂")
+    out_file = fresh.parent / "export.jsonl"
+    ok(cli(fresh, "export", "--out", str(out_file)))
+    assert ok(cli(fresh, "export")).stdout == out_file.read_text(encoding="utf-8")
+
+
+def test_export_into_a_missing_folder_reports_an_error_without_traceback(fresh: Path) -> None:
+    add_json(fresh, "Nowhere to go")
+    result = cli(fresh, "export", "--out", str(fresh.parent / "no-such-dir" / "out.jsonl"))
+    assert result.exit_code not in (0, 1), (result.exit_code, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert "error [" in result.stderr
+
+
+def test_export_then_import_into_a_fresh_vault_round_trips_ids_and_content(fresh: Path, tmp_path: Path) -> None:
+    source_rows = [
+        {"content": "Round trip: prefers oolong 🍵", "category": "prefs", "tags": ["drinks", "茶"],
+         "metadata": {"n": 3, "nested": {"ok": True}}, "created": "2024-03-01T09:30:00Z"},
+        {"content": "Round trip: lives in Lyon — près de la Saône", "source": "notes:home"},
+        {"content": "Round trip: level 0", "level": 0},
+    ]
+    ok(cli(fresh, "import", str(write_jsonl(tmp_path / "source.jsonl", source_rows))))
+    added = add_json(fresh, "Round trip: added by hand", "--tag", "manual")
+    exported = tmp_path / "export.jsonl"
+    ok(cli(fresh, "export", "--out", str(exported)))
+    other = new_vault(tmp_path / "other")
+    report = stdout_json(ok(cli(other, "import", str(exported), "--json")))
+    assert report == {"added": 4, "skipped": 0, "problems": []}
+    fields = ("id", "content", "category", "tags", "level", "source", "metadata", "created")
+
+    def projection(home: Path) -> list[tuple[Any, ...]]:
+        return sorted(tuple(json.dumps(m[f], sort_keys=True) for f in fields)
+                      for m in stdout_json(ok(cli(home, "list", "--json"))))
+
+    assert projection(other) == projection(fresh)
+    assert added["id"] in {m["id"] for m in stdout_json(ok(cli(other, "list", "--json")))}
+
+
+def test_reimporting_an_export_into_its_own_vault_adds_nothing(fresh: Path) -> None:
+    add_json(fresh, "Exported and imported back", "--tag", "loop")
+    exported = fresh.parent / "self.jsonl"
+    ok(cli(fresh, "export", "--out", str(exported)))
+    assert stdout_json(ok(cli(fresh, "import", str(exported), "--json"))) == {"added": 0, "skipped": 1,
+                                                                                  "problems": []}
+
+
+def test_log_json_shows_the_import(home: Path, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "logged.jsonl", [{"content": "Logged import, one line"}, {"nope": 1}])
+    ok(cli(home, "import", str(path)))
+    rows = stdout_json(ok(cli(home, "log", "--json")))
+    newest = rows[0]
+    assert (newest["op"], newest["path"], newest["added"], newest["skipped"], newest["problems"]) == (
+        "import", str(path), 1, 0, 1)
+    assert {"at", "op", "peer", "code"} <= set(newest)
+
+
+def test_log_limit_caps_the_rows(home: Path, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "limit.jsonl", [{"content": "Log limit import"}])
+    ok(cli(home, "import", str(path)))
+    ok(cli(home, "import", str(path)))
+    assert len(stdout_json(ok(cli(home, "log", "--limit", "1", "--json")))) == 1
+
+
+# -- conflicts and resolve -----------------------------------------------------------------------------------
+
+
+def test_conflicts_json_lists_the_concurrent_values(shared_conflict: ConflictVault) -> None:
+    found = stdout_json(ok(cli(shared_conflict.path, "conflicts", "--json")))
+    assert len(found) == 1
+    (conflict,) = found
+    assert set(conflict) == {"memory_id", "field", "candidates"}
+    assert (conflict["memory_id"], conflict["field"]) == (shared_conflict.memory_id, "content")
+    assert all(set(c) == {"value", "device", "at"} for c in conflict["candidates"])
+    assert sorted(c["value"] for c in conflict["candidates"]) == ["Standup at 10:00", "Standup at 9:45 🕤"]
+    assert sorted(c["device"] for c in conflict["candidates"]) == sorted(shared_conflict.devices)
+
+
+def test_conflicts_json_matches_the_python_api(shared_conflict: ConflictVault) -> None:
+    with Vault.open(shared_conflict.path) as vault:
+        expected = [c.to_json() for c in vault.conflicts()]
+    assert stdout_json(ok(cli(shared_conflict.path, "conflicts", "--json"))) == expected
+
+
+def test_conflicts_json_of_a_vault_without_conflicts_is_an_empty_array(fresh: Path) -> None:
+    add_json(fresh, "Nothing concurrent here")
+    assert stdout_json(ok(cli(fresh, "conflicts", "--json"))) == []
+
+
+def test_conflicted_memory_shows_the_field_in_conflict(shared_conflict: ConflictVault) -> None:
+    shown = stdout_json(ok(cli(shared_conflict.path, "show", shared_conflict.memory_id, "--json")))
+    assert shown["conflicts"] == ["content"]
+
+
+@pytest.mark.parametrize("pick", [1, 2])
+def test_resolve_pick_keeps_that_candidate(conflict_vault: ConflictVault, pick: int) -> None:
+    candidates = stdout_json(ok(cli(conflict_vault.path, "conflicts", "--json")))[0]["candidates"]
+    resolved = stdout_json(ok(cli(conflict_vault.path, "resolve", conflict_vault.memory_id, "--field", "content",
+                                  "--pick", str(pick), "--json")))
+    assert resolved["content"] == candidates[pick - 1]["value"]
+    assert resolved["conflicts"] == []
+    assert stdout_json(ok(cli(conflict_vault.path, "conflicts", "--json"))) == []
+
+
+def test_resolve_value_keeps_the_given_text(conflict_vault: ConflictVault) -> None:
+    resolved = stdout_json(ok(cli(conflict_vault.path, "resolve", conflict_vault.memory_id, "-f", "content",
+                                  "--value", "Standup at 9:50, agreed", "--json")))
+    assert (resolved["content"], resolved["conflicts"]) == ("Standup at 9:50, agreed", [])
+    assert stdout_json(ok(cli(conflict_vault.path, "conflicts", "--json"))) == []
+
+
+@pytest.mark.parametrize("options", [[], ["--pick", "1", "--value", "both"]], ids=["neither", "both"])
+def test_resolve_needs_exactly_one_of_pick_or_value(shared_conflict: ConflictVault, options: list[str]) -> None:
+    result = cli(shared_conflict.path, "resolve", shared_conflict.memory_id, "--field", "content", *options, "--json")
+    assert_fails(result, 3, "INVALID_INPUT", as_json=True)
+    assert len(stdout_json(ok(cli(shared_conflict.path, "conflicts", "--json")))) == 1
+
+
+def test_resolve_pick_out_of_range_exits_3(shared_conflict: ConflictVault) -> None:
+    result = cli(shared_conflict.path, "resolve", shared_conflict.memory_id, "--field", "content", "--pick", "3")
+    assert_fails(result, 3, "INVALID_INPUT")
+
+
+def test_resolve_unknown_field_exits_3_invalid_field(shared_conflict: ConflictVault) -> None:
+    result = cli(shared_conflict.path, "resolve", shared_conflict.memory_id, "--field", "colour", "--value", "x")
+    assert_fails(result, 3, "INVALID_FIELD")
+
+
+# -- status, devices, --vault -----------------------------------------------------------------------------
+
+
+def test_status_json_counts_the_memories(fresh: Path) -> None:
+    add_json(fresh, "Live one")
+    add_json(fresh, "Live and local", "--level", "0")
+    gone = add_json(fresh, "Deleted one")
+    ok(cli(fresh, "rm", gone["id"]))
+    status = stdout_json(ok(cli(fresh, "status", "--json")))
+    assert status["memories"] == {"live": 2, "deleted": 1, "local_only": 1, "conflicted": 0}
+    assert (status["vault"], status["device_name"]) == (str(fresh), "cli-test")
+    assert (status["held_updates"], status["quarantined_updates"]) == (0, 0)
+    assert set(status["log"]) == {"updates_since_snapshot", "bytes_since_snapshot"}
+
+
+def test_status_json_counts_a_conflicted_memory(shared_conflict: ConflictVault) -> None:
+    assert stdout_json(ok(cli(shared_conflict.path, "status", "--json")))["memories"]["conflicted"] == 1
+
+
+def test_status_text_names_the_device(home: Path, init_run: InitRun) -> None:
+    device_id = stdout_json(init_run.process)["device_id"]
+    result = ok(cli(home, "status"))
+    assert device_id in result.stdout
+    assert "laptop" in result.stdout
+
+
+def test_devices_json_lists_this_device(home: Path, init_run: InitRun) -> None:
+    add_json(home, "A write, so the device has written with a client id")
+    devices = stdout_json(ok(cli(home, "devices", "--json")))
+    (device,) = devices
+    assert device["device_id"] == stdout_json(init_run.process)["device_id"]
+    assert (device["name"], device["this_device"]) == ("laptop", True)
+    assert device["clients"] and all(isinstance(c, int) for c in device["clients"])
+    assert re.fullmatch(r"[0-9a-f]{64}", device["sign_pk"])
+    assert re.fullmatch(r"[0-9a-f]{64}", device["kx_pk"])
+
+
+def test_devices_json_right_after_init_lists_this_device(fresh: Path) -> None:
+    devices = stdout_json(ok(cli(fresh, "devices", "--json")))
+    assert [(d["name"], d["this_device"]) for d in devices] == [("cli-test", True)]
+
+
+def test_devices_json_of_a_synced_vault_lists_both_devices(shared_conflict: ConflictVault) -> None:
+    devices = stdout_json(ok(cli(shared_conflict.path, "devices", "--json")))
+    assert sorted(d["device_id"] for d in devices) == sorted(shared_conflict.devices)
+    assert {d["device_id"]: d["this_device"] for d in devices} == {shared_conflict.devices[0]: True,
+                                                                  shared_conflict.devices[1]: False}
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_vault_option_before_or_after_the_command_name(tmp_path: Path, where: str) -> None:
+    vault = new_vault(tmp_path / "elsewhere")
+    nowhere = tmp_path / "not-the-vault"  # CRDTSYNC_HOME points here; --vault must win
+    command = ["add", "Written through --vault", "--json"]
+    args = ["--vault", str(vault), *command] if where == "before" else [*command, "--vault", str(vault)]
+    memory = stdout_json(ok(cli(nowhere, *args)))
+    with Vault.open(vault) as opened:
+        assert opened.get(memory["id"]).content == "Written through --vault"
+    assert not nowhere.exists()
+
+
+def test_vault_option_overrides_crdtsync_home_for_reads(home: Path, fresh: Path) -> None:
+    memory = add_json(fresh, "Only in the fresh vault")
+    assert [m["id"] for m in stdout_json(ok(cli(home, "--vault", str(fresh), "list", "--json")))] == [memory["id"]]
+
+
+def test_commands_leave_no_json_mode_behind(fresh: Path) -> None:
+    """``--json`` given before one command must not turn the next in-process invocation into JSON mode."""
+    ok(cli(fresh, "--json", "list"))
+    assert_fails(cli(fresh, "show", "no-such-id"), 4, "NOT_FOUND")
+
