@@ -68,6 +68,8 @@ KEYS_NAME = "keys"
 #: Compact the local log when this many updates, or this many bytes, follow the newest snapshot.
 COMPACT_AFTER_UPDATES = 2000
 COMPACT_AFTER_BYTES = 32 * 1024 * 1024
+#: Received updates that may wait for missing dependencies at once; more are refused (UPDATE_INBOX_FULL).
+MAX_HELD = 10_000
 #: Records per SQLite transaction during an import.
 IMPORT_BATCH = 2000
 _EMPTY_UPDATE = b"\x00\x00"
@@ -151,6 +153,7 @@ class Vault:
         self._worker: IntegrationWorker | None = None
         self._worker_at = -1
         self._registered = False
+        self._decoded: dict[int, DecodedUpdate] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -707,7 +710,6 @@ class Vault:
         Returns one :class:`ApplyResult` per input, in order. Never raises for a bad update.
         """
         outcomes: builtins.list[ApplyResult | int] = []
-        decoded_cache: dict[int, DecodedUpdate] = {}
         with self._store.write():
             for data, origin in updates:
                 try:
@@ -716,16 +718,20 @@ class Vault:
                     if unknown:
                         raise UpdateRejectedError(f"the update writes unknown roots {sorted(unknown)}",
                                                   code="UPDATE_SCHEMA_VIOLATION")
+                    if self._store.held_count() >= MAX_HELD:
+                        raise UpdateRejectedError(
+                            f"{MAX_HELD} received updates already wait for missing ones; refusing more until "
+                            "they integrate (`crdtsync status` shows them)", code="UPDATE_INBOX_FULL")
                 except UpdateRejectedError as exc:
                     self._store.quarantine(bytes(data), origin=origin, code=exc.code, message=exc.message)
                     outcomes.append(ApplyResult("refused", exc.code, exc.message))
                     continue
                 inbox_id = self._store.hold(bytes(data), origin=origin, waiting="not yet tried")
-                decoded_cache[inbox_id] = decoded
+                self._decoded[inbox_id] = decoded
                 outcomes.append(inbox_id)
             if on_stored is not None:
                 on_stored()
-        done = self._drain_inbox(decoded_cache)
+        done = self._drain_inbox()
         held = {row[0] for row in self._store.held()}
         results = []
         for outcome in outcomes:
@@ -749,20 +755,33 @@ class Vault:
         self._worker_at = self._seen
         return self._worker
 
-    def _drain_inbox(self, decoded_cache: dict[int, DecodedUpdate] | None = None) -> dict[int, ApplyResult]:
+    def _drain_inbox(self) -> dict[int, ApplyResult]:
         """Integrate every held update whose dependencies are present, until no more progress is possible.
-        ``decoded_cache`` holds strict-reader results already computed for inbox ids."""
+        Strict-reader results are cached per inbox id for as long as the update stays held."""
         done: dict[int, ApplyResult] = {}
-        cache = decoded_cache if decoded_cache is not None else {}
+        cache = self._decoded
+        def decoded_of(inbox_id: int, data: bytes) -> DecodedUpdate:
+            if inbox_id not in cache:
+                cache[inbox_id] = decode_update(data)
+            return cache[inbox_id]
+
+        def start(row: tuple[int, str, bytes]) -> int:
+            try:
+                structs = decoded_of(row[0], row[2]).structs
+            except UpdateRejectedError:
+                return 0
+            return min((ranges[0][0] for ranges in structs.values() if ranges), default=0)
+
         progress = True
         while progress and self._store.held_count():
             progress = False
-            for inbox_id, origin, data in self._store.held():
+            # Earliest clocks first: a stream delivered in reverse integrates in one pass, not n passes.
+            for inbox_id, origin, data in sorted(self._store.held(), key=start):
                 try:
                     with self._store.write():
                         doc = self._current_doc()
                         state = decode_state_vector(doc.doc.get_state())
-                        decoded = cache.get(inbox_id) or cache.setdefault(inbox_id, decode_update(data))
+                        decoded = decoded_of(inbox_id, data)
                         missing = missing_dependencies(decoded, state)
                         if missing:
                             self._store.conn.execute(
@@ -778,12 +797,14 @@ class Vault:
                         if not self._integrate_checked(doc, data, origin, result.changed):
                             self._worker_at = self._seen
                         self._store.release(inbox_id)
+                        cache.pop(inbox_id, None)
                         done[inbox_id] = ApplyResult("integrated", changed=tuple(sorted(result.changed)))
                         progress = True
                 except UpdateRejectedError as exc:
                     with self._store.write():
                         self._store.release(inbox_id)
                         self._store.quarantine(data, origin=origin, code=exc.code, message=exc.message)
+                    cache.pop(inbox_id, None)
                     done[inbox_id] = ApplyResult("refused", exc.code, exc.message)
                     progress = True
         self._maybe_compact()
