@@ -59,7 +59,7 @@ from crdtsync.model.yupdate import (
 )
 from crdtsync.store.db import AuditRow, Store
 from crdtsync.store.secrets_file import VaultSecrets, read_secrets, write_secrets
-from crdtsync.store.worker import DEFAULT_DEADLINE, IntegrationWorker
+from crdtsync.store.worker import DEFAULT_DEADLINE, IntegrationWorker, Row
 
 T = TypeVar("T")
 
@@ -317,8 +317,7 @@ class Vault:
     def _current_doc(self) -> MemoryDoc:
         """The live Doc, caught up with every update other processes logged. Call inside a write transaction
         so that nothing is logged between the catch-up and the caller's own write."""
-        snapshot = self._store.latest_snapshot()
-        if self._doc is None or (snapshot is not None and snapshot[0] > self._seen):
+        if self._doc is None or self._store.snapshot_upto() > self._seen:
             self._doc = self._load_doc()
             return self._doc
         for update_id, data in self._store.updates_after(self._seen):
@@ -339,10 +338,17 @@ class Vault:
             else:
                 self._store.put_memory(*read)
 
-    def _local_write(self, fn: Callable[[MemoryDoc], T], touched: Iterable[str]) -> T:
+    def _local_write(
+        self,
+        fn: Callable[[MemoryDoc], T],
+        touched: Iterable[str],
+        *,
+        rows: Sequence[tuple[Memory, builtins.list[Conflict]]] = (),
+    ) -> T:
         """Run ``fn`` on the live Doc inside one SQLite write transaction; log the Yjs update it produced and
-        re-materialize ``touched`` memory ids in that same transaction. On any failure the Doc is dropped (it
-        may be ahead of the store) and reloaded from the store on next use."""
+        re-materialize ``touched`` memory ids (read back from the Doc) and store ``rows`` (materialized rows the
+        caller computed from what it wrote: an import) in that same transaction. On any failure the Doc is
+        dropped (it may be ahead of the store) and reloaded from the store on next use."""
         try:
             with self._store.write():
                 doc = self._current_doc()
@@ -356,6 +362,8 @@ class Vault:
                     if update != _EMPTY_UPDATE:
                         self._seen = self._store.append_update(update, origin=self.device_id, local=True)
                 self._materialize(doc, touched)
+                if rows:
+                    self._store.put_memories(rows)
         except BaseException:
             self._doc = None
             raise
@@ -618,25 +626,34 @@ class Vault:
         return report
 
     def _import_batch(self, records: Sequence[Any], report: ImportReport) -> int:
+        present = self._store.existing_ids([rec.id for rec in records])
         fresh = {}
         for rec in records:
-            if rec.id in fresh or self._store.memory_level(rec.id) is not None:
+            if rec.id in fresh or rec.id in present:
                 report.skipped += 1
             else:
                 fresh[rec.id] = rec
         shared = [r for r in fresh.values() if r.level == 1]
         local = [r for r in fresh.values() if r.level == 0]
+        now = utc_now_iso()
+        me = self.device_id
         if local:
             with self._store.write():
-                for rec in local:
-                    now = utc_now_iso()
-                    self._store.put_memory(Memory(
-                        id=rec.id, content=rec.content, category=rec.category, tags=rec.tags, level=0,
-                        source=rec.source, metadata=rec.metadata, created=rec.created or now, updated=now,
-                        created_by=self.device_id, updated_by=self.device_id), [])
+                self._store.put_memories([(Memory(
+                    id=rec.id, content=rec.content, category=rec.category, tags=rec.tags, level=0,
+                    source=rec.source, metadata=rec.metadata, created=rec.created or now, updated=now,
+                    created_by=me, updated_by=me), []) for rec in local])
         if shared:
             self._ensure_lease_registered()
             ctx = self._context()
+            rows: builtins.list[tuple[Memory, builtins.list[Conflict]]] = []
+            for rec in shared:
+                created = rec.created or ctx.at
+                # What read_record will see: add() writes entries without by/at unless an agent is set.
+                updated = ctx.at if ctx.agent is not None and ctx.at > created else created
+                rows.append((Memory(id=rec.id, content=rec.content, category=rec.category, tags=rec.tags,
+                                    source=rec.source, metadata=rec.metadata, created=created, updated=updated,
+                                    created_by=me, updated_by=me), []))
 
             def add_all(doc: MemoryDoc) -> None:
                 with doc.doc.transaction():
@@ -644,7 +661,7 @@ class Vault:
                         doc.add(rec.id, ctx, content=rec.content, category=rec.category, tags=rec.tags,
                                 source=rec.source, metadata=rec.metadata, created=rec.created)
 
-            self._local_write(add_all, [r.id for r in shared])
+            self._local_write(add_all, (), rows=rows)
         report.added += len(fresh)
         return len(records)
 
@@ -794,11 +811,11 @@ class Vault:
                             raise UpdateRejectedError(
                                 "the update moved a client's clock further than its content justifies",
                                 code="UPDATE_CLOCK_JUMP")
-                        if not self._integrate_checked(doc, data, origin, result.changed):
+                        if not self._integrate_checked(doc, data, origin, result.rows):
                             self._worker_at = self._seen
                         self._store.release(inbox_id)
                         cache.pop(inbox_id, None)
-                        done[inbox_id] = ApplyResult("integrated", changed=tuple(sorted(result.changed)))
+                        done[inbox_id] = ApplyResult("integrated", changed=tuple(r[0] for r in result.rows))
                         progress = True
                 except UpdateRejectedError as exc:
                     with self._store.write():
@@ -810,9 +827,10 @@ class Vault:
         self._maybe_compact()
         return done
 
-    def _integrate_checked(self, doc: MemoryDoc, data: bytes, origin: str, changed: Iterable[str]) -> bool:
-        """Apply a worker-checked update to the live Doc, log it and materialize ``changed``; resurface what a
-        replaced record held. Returns whether the live Doc also took a local write (the worker is then stale)."""
+    def _integrate_checked(self, doc: MemoryDoc, data: bytes, origin: str, rows: Sequence[Row]) -> bool:
+        """Apply a worker-checked update to the live Doc, log it and store the ``rows`` the worker read after
+        the same apply; resurface what a replaced record held. Returns whether the live Doc also took a local
+        write (the worker is then stale)."""
         replaced: builtins.list[str] = []
 
         def on_root(event: Any) -> None:
@@ -829,7 +847,11 @@ class Vault:
             doc.memories.unobserve(subscription)
         lost = {k: m for k in replaced if (m := self._store.memory(k)) is not None and m.level == 1}
         self._seen = self._store.append_update(data, origin=origin, local=False)
-        self._materialize(doc, changed)
+        local = self._store.existing_ids((memory_id for memory_id, _ in rows), level=0)
+        self._store.put_memories(read for memory_id, read in rows if read is not None and memory_id not in local)
+        for memory_id, read in rows:
+            if read is None and memory_id not in local:
+                self._store.drop_memory(memory_id)
         if lost:
             self._resurface(doc, lost)
         return bool(lost)

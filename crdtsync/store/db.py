@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,10 +231,14 @@ class Store:
         row = self.conn.execute("SELECT upto, data FROM snapshots ORDER BY id DESC LIMIT 1").fetchone()
         return None if row is None else (int(row[0]), bytes(row[1]))
 
+    def snapshot_upto(self) -> int:
+        """The update id the newest snapshot covers (0: no snapshot), without reading its blob."""
+        row = self.conn.execute("SELECT upto FROM snapshots ORDER BY id DESC LIMIT 1").fetchone()
+        return 0 if row is None else int(row[0])
+
     def updates_since_snapshot(self) -> tuple[int, int]:
         """(count, total bytes) of logged updates past the newest snapshot: what opening must replay."""
-        snap = self.latest_snapshot()
-        upto = snap[0] if snap else 0
+        upto = self.snapshot_upto()
         row = self.conn.execute(
             "SELECT count(*), coalesce(sum(length(data)), 0) FROM updates WHERE id > ?", (upto,)
         ).fetchone()
@@ -288,24 +292,43 @@ class Store:
 
     def put_memory(self, memory: Memory, conflicts: list[Conflict]) -> None:
         """Insert or replace the materialized row of ``memory``. Call inside :meth:`write`."""
-        self.conn.execute(
+        self.put_memories([(memory, conflicts)])
+
+    def put_memories(self, rows: Iterable[tuple[Memory, list[Conflict]]]) -> None:
+        """Insert or replace materialized rows (one ``executemany``). Call inside :meth:`write`."""
+        self.conn.executemany(
             f"INSERT OR REPLACE INTO memories ({_MEMORY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
-                memory.id,
-                memory.content,
-                memory.category,
-                json.dumps(sorted(memory.tags), ensure_ascii=False),
-                memory.level,
-                memory.source,
-                None if memory.metadata is None else json.dumps(memory.metadata, ensure_ascii=False),
-                memory.created,
-                memory.updated,
-                memory.created_by,
-                memory.updated_by,
-                int(memory.deleted),
-                json.dumps([c.to_json() for c in conflicts], ensure_ascii=False),
+                (
+                    memory.id,
+                    memory.content,
+                    memory.category,
+                    json.dumps(sorted(memory.tags), ensure_ascii=False),
+                    memory.level,
+                    memory.source,
+                    None if memory.metadata is None else json.dumps(memory.metadata, ensure_ascii=False),
+                    memory.created,
+                    memory.updated,
+                    memory.created_by,
+                    memory.updated_by,
+                    int(memory.deleted),
+                    json.dumps([c.to_json() for c in conflicts], ensure_ascii=False),
+                )
+                for memory, conflicts in rows
             ),
         )
+
+    def existing_ids(self, memory_ids: Iterable[str], *, level: int | None = None) -> set[str]:
+        """Which of ``memory_ids`` have a materialized row (deleted or not), of ``level`` when given."""
+        ids = list(memory_ids)
+        found: set[str] = set()
+        where = "" if level is None else f" AND level = {int(level)}"
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id FROM memories WHERE id IN ({marks}){where}"
+            found.update(r[0] for r in self.conn.execute(sql, chunk))
+        return found
 
     def drop_memory(self, memory_id: str) -> None:
         """Remove the materialized row of ``memory_id``. Call inside :meth:`write`."""

@@ -20,6 +20,7 @@ from typing import Any
 from pycrdt import Doc, Map
 
 from crdtsync.errors import UpdateRejectedError
+from crdtsync.model.records import Conflict, Memory
 from crdtsync.model.schema import CLIENT_PREFIX, ROOT_DEVICES, ROOT_MEMORIES, ROOT_VAULT, read_record
 
 #: Seconds one update may take to apply in the worker before it is killed.
@@ -30,24 +31,38 @@ _REGISTRY_TEXT_FIELDS = ("name", "sign_pk", "kx_pk", "added_by", "added_at", "re
 @dataclass(frozen=True)
 class WorkerResult:
     """What applying one update in the worker produced: ``state_vector`` (Yjs encoded state vector bytes),
-    ``changed`` (memory ids whose record changed) and ``devices_changed`` (device ids whose registry entry
-    changed)."""
+    ``rows`` (each memory whose record changed, as read after the apply: its Memory and conflicts, or None
+    when it left the Doc; the parent stores these instead of reading its own Doc again) and
+    ``devices_changed`` (device ids whose registry entry changed)."""
 
     state_vector: bytes
-    changed: frozenset[str]
+    rows: tuple[Row, ...]
     devices_changed: frozenset[str]
 
+    @property
+    def changed(self) -> frozenset[str]:
+        """The memory ids the update touched."""
+        return frozenset(memory_id for memory_id, _ in self.rows)
 
-def _schema_problem(doc: Doc[Any], changed: set[str], devices_changed: set[str]) -> str | None:
+
+Row = tuple[str, "tuple[Memory, list[Conflict]] | None"]
+
+
+def _schema_problem(doc: Doc[Any], changed: set[str], devices_changed: set[str], rows: list[Row]) -> str | None:
+    """Check every touched record and registry entry against schema v1; fill ``rows`` with the touched
+    memories as read (None for a memory no longer in the Doc). Returns what is wrong, or None."""
     memories: Map[Any] = doc.get(ROOT_MEMORIES, type=Map)
-    for memory_id in changed:
+    for memory_id in sorted(changed):
         if memory_id not in memories:
+            rows.append((memory_id, None))
             continue
         record = memories[memory_id]
         if not isinstance(record, Map):
             return f"memory {memory_id} is not a Map"
-        if read_record(memory_id, record.to_py() or {}) is None:
+        read = read_record(memory_id, record.to_py() or {})
+        if read is None:
             return f"memory {memory_id} is not a valid v1 record"
+        rows.append((memory_id, read))
     devices: Map[Any] = doc.get(ROOT_DEVICES, type=Map)
     for device_id in devices_changed:
         if device_id not in devices:
@@ -101,13 +116,14 @@ def _serve(conn: Connection) -> None:  # pragma: no cover - runs in the child pr
             conn.send(("error", "UPDATE_MALFORMED", f"pycrdt refused the update: {type(exc).__name__}: {exc}"))
             return
         if op == "load":
-            conn.send(("ok", doc.get_state(), [], []))
+            conn.send(("ok", doc.get_state(), [], []))  # a load reports no rows
             continue
-        problem = _schema_problem(doc, changed, devices_changed)
+        rows: list[Row] = []
+        problem = _schema_problem(doc, changed, devices_changed, rows)
         if problem is not None:
             conn.send(("error", "UPDATE_SCHEMA_VIOLATION", problem))
             return
-        conn.send(("ok", doc.get_state(), sorted(changed), sorted(devices_changed)))
+        conn.send(("ok", doc.get_state(), rows, sorted(devices_changed)))
 
 
 class IntegrationWorker:
@@ -167,14 +183,15 @@ class IntegrationWorker:
         if reply[0] == "error":
             self.close()
             raise UpdateRejectedError(reply[2], code=reply[1])
-        return WorkerResult(bytes(reply[1]), frozenset(reply[2]), frozenset(reply[3]))
+        return WorkerResult(bytes(reply[1]), tuple(reply[2]), frozenset(reply[3]))
 
     def apply(self, update: bytes) -> WorkerResult:
-        """Apply ``update`` (Yjs v1 bytes that passed the strict reader) in the child.
+        """Apply ``update`` (Yjs v1 bytes that passed the strict reader) in the child, within the deadline plus
+        0.5 s per MB of update (an honest full state of 100k memories takes ~10 s to apply and check).
 
         Raises:
             UpdateRejectedError: ``UPDATE_WORKER_TIMEOUT`` (past the deadline), ``UPDATE_WORKER_CRASHED`` (the
                 child died, e.g. SIGSEGV), ``UPDATE_MALFORMED`` (pycrdt raised or panicked),
                 ``UPDATE_SCHEMA_VIOLATION`` (a touched record is not valid schema v1). The worker is closed.
         """
-        return self._call("apply", update, deadline=self.deadline)
+        return self._call("apply", update, deadline=self.deadline + len(update) / 2e6)
