@@ -1,0 +1,980 @@
+"""Local benchmark of crdtsync at scale (default 100,000 memories), with two baselines measured in the same run.
+
+Not a test: it prints a table of measurements and of the issue's targets (value, limit, ratio, PASS/MISS) and,
+with ``--json``, a JSON summary on stdout instead. Nothing here asserts a time.
+
+The corpus is LoCoMo repeated to N memories (``bench/_corpus.py``: real text, fresh ids per repetition, a
+``" (rep k)"`` suffix). Every scenario runs in its own child process (``--scenario NAME``), so that peak RSS and
+warm caches of one do not pollute another; the parent builds the corpus once, runs the children in order and
+reports. Scenarios:
+
+``floor_insert`` / ``floor_load``
+    The floor: one flat pycrdt Map of plain values, ``m[id] = {content, category, tags, created, source,
+    metadata}`` in one transaction (metadata as compact JSON text, as crdtsync stores it); encoded size
+    ``len(doc.get_update())``; applying that update to a fresh Doc in a fresh process (the floor's "load").
+``nested_insert`` (information only)
+    The same records as a pycrdt Map of nested Maps (crdtsync's layout without its register keys, SQLite
+    or materialization): isolates what nested Y types cost.
+``loro_insert`` / ``loro_load``
+    loro: a ``LoroMap`` of plain values (the same dicts as the floor), one commit; ``ExportMode.Snapshot``
+    size; import of that snapshot into a fresh ``LoroDoc`` in a fresh process (loro decodes lazily, so the
+    time to read every value back, ``get_deep_value()``, is shown too).
+``crdtsync_import``
+    ``Vault.import_path`` of the corpus (written to JSONL beforehand, untimed) into a fresh vault.
+``crdtsync_read``
+    A fresh process: ``Vault.open``, ``get`` (show), ``list(limit=20)``, ``search`` (several words), checking
+    that the Doc was not loaded (``vault._doc is None``); then ``state_vector()`` (the first operation that
+    loads the Doc) and ``len(encode_update())``.
+``crdtsync_add``
+    A fresh process: one cold ``add`` (loads the Doc), ``--adds`` warm durable adds (each returns after an
+    fsync'd SQLite commit), then the full update and ``--edits`` single-memory edits for the next scenario.
+``crdtsync_apply``
+    A fresh replica vault: the defended apply path on honest updates. The full update: (a) strict reader
+    ``decode_update`` + ``missing_dependencies``, (b) ``Vault.apply_update`` end to end, (c) plain
+    ``pycrdt.Doc().apply_update``; then each single-edit update through both paths.
+
+Run from the repository root::
+
+    .venv/bin/python bench/local.py                 # N = 100,000
+    .venv/bin/python bench/local.py --n 20000 --json > bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import gc
+import io
+import json
+import os
+import platform
+import pstats
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench._corpus import LOCOMO, base_rows, read_jsonl, repeated, write_jsonl  # noqa: E402
+
+#: Words searched on the fresh vault (topical LoCoMo words, rare to common); the target uses their median.
+SEARCH_WORDS = ("painting", "adoption", "guitar", "camping", "pottery", "beach", "support", "friends")
+#: A word in about half of all memories: the worst case for BM25 ranking, shown for information.
+WORST_WORD = "the"
+#: Memory ids spread over the corpus, read with ``get`` on the fresh vault.
+SAMPLE_IDS = 20
+#: Repetitions of ``list(limit=20)`` after the first call.
+LIST_REPEATS = 5
+#: Seconds a scenario may run before it is killed and reported as failed.
+DEFAULT_TIMEOUT = 900.0
+#: Passphrase of the benchmark vaults (never a real one) and cheap Argon2id parameters: init is not measured.
+PASSPHRASE = "crdtsync benchmark"
+
+Result = dict[str, Any]
+
+
+# -- measuring helpers -------------------------------------------------------------------------------------
+
+
+def memory_mb() -> dict[str, float]:
+    """This process's current RSS and peak RSS (high-water mark) in MiB: ``/proc/self/status`` on Linux,
+    ``getrusage`` elsewhere (where both are the peak)."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+        return {"rss": int(fields["VmRSS"].split()[0]) / 1024, "peak": int(fields["VmHWM"].split()[0]) / 1024}
+    except (OSError, KeyError, ValueError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024**2)
+        return {"rss": peak, "peak": peak}
+
+
+def reset_peak() -> float:
+    """Collect garbage, reset the kernel's peak-RSS mark to the current RSS when Linux allows it
+    (``/proc/self/clear_refs`` = 5), and return the current RSS in MiB: the baseline of what follows."""
+    gc.collect()
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+    return memory_mb()["rss"]
+
+
+def children_peak_mb() -> float:
+    """Largest peak RSS of any child process this process waited for (the integration workers), in MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile ``q`` (0-100) of ``values``."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+class Stopwatch:
+    """Accumulates wall time spent in chosen functions by wrapping them (in a benchmark child process only:
+    crdtsync itself is not changed). Overhead is about a microsecond per call."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+
+    def wrap(self, owner: Any, attr: str, label: str) -> None:
+        """Replace ``owner.attr`` (a module function or a class's method) with a timed version."""
+        original = getattr(owner, attr)
+        self.seconds.setdefault(label, 0.0)
+        self.calls.setdefault(label, 0)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - start
+                self.calls[label] += 1
+
+        setattr(owner, attr, timed)
+
+    def reset(self) -> None:
+        """Zero every counter."""
+        for label in self.seconds:
+            self.seconds[label] = 0.0
+            self.calls[label] = 0
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        """``{label: {"s": seconds, "calls": n}}``."""
+        return {label: {"s": self.seconds[label], "calls": self.calls[label]} for label in self.seconds}
+
+
+@contextlib.contextmanager
+def timer(out: dict[str, float], key: str) -> Iterator[None]:
+    """Store the wall time of the block in ``out[key]`` (seconds)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        out[key] = time.perf_counter() - start
+
+
+def cheap_kdf() -> Any:
+    """Argon2id parameters cheap enough that vault creation does not matter (it is not measured)."""
+    from crdtsync.crypto.header import KdfParams
+
+    return KdfParams.new(iterations=1, lanes=1, memory_cost=8 * 1024)
+
+
+def folder_mb(path: Path) -> float:
+    """Total size of the files under ``path`` in MiB."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+# -- scenarios (each runs in its own child process) ----------------------------------------------------------
+
+
+def _floor_values(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """``(id, plain value)`` per row, as the floor and loro store them (metadata as compact JSON text)."""
+    return [
+        (row["id"], {
+            "content": row["content"],
+            "category": row["category"],
+            "tags": list(row["tags"]),
+            "created": row["created"],
+            "source": row["source"],
+            "metadata": None if row["metadata"] is None else json.dumps(
+                row["metadata"], separators=(",", ":"), ensure_ascii=False, sort_keys=True),
+        })
+        for row in rows
+    ]
+
+
+def scenario_floor_insert(work: Path, params: Result) -> Result:
+    """The floor: insert every record as a plain value of one flat pycrdt Map, in one transaction."""
+    from pycrdt import Doc, Map
+
+    items = _floor_values(read_jsonl(work / "corpus.jsonl"))
+    out: Result = {"records": len(items)}
+    base = reset_peak()
+    doc: Doc[Any] = Doc()
+    memories: Map[Any] = doc.get("memories", type=Map)
+    with timer(out, "insert_s"), doc.transaction():
+        for memory_id, value in items:
+            memories[memory_id] = value
+    with timer(out, "encode_s"):
+        update = doc.get_update()
+    out["rss_base_mb"], out["rss_peak_mb"] = base, memory_mb()["peak"]
+    out["encoded_bytes"] = len(update)
+    (work / "floor.bin").write_bytes(update)
+    del update, doc, memories
+    # The issue's five keys alone (no metadata): size only, for reference.
+    doc5: Doc[Any] = Doc()
+    map5: Map[Any] = doc5.get("memories", type=Map)
+    with doc5.transaction():
+        for memory_id, value in items:
+            map5[memory_id] = {k: v for k, v in value.items() if k != "metadata"}
+    out["encoded_bytes_without_metadata"] = len(doc5.get_update())
+    return out
+
+
+def scenario_floor_load(work: Path, params: Result) -> Result:
+    """The floor's load: apply its whole update to a fresh Doc."""
+    from pycrdt import Doc, Map
+
+    update = (work / "floor.bin").read_bytes()
+    out: Result = {}
+    base = reset_peak()
+    with timer(out, "load_s"):
+        doc: Doc[Any] = Doc()
+        doc.apply_update(update)
+    out["rss_base_mb"], out["rss_peak_mb"] = base, memory_mb()["peak"]
+    out["records"] = len(doc.get("memories", type=Map))
+    return out
+
+
+def scenario_nested_insert(work: Path, params: Result) -> Result:
+    """For information: the same records as nested pycrdt Maps (crdtsync's shape, nothing else)."""
+    from pycrdt import Doc, Map
+
+    items = _floor_values(read_jsonl(work / "corpus.jsonl"))
+    out: Result = {"records": len(items)}
+    base = reset_peak()
+    doc: Doc[Any] = Doc()
+    memories: Map[Any] = doc.get("memories", type=Map)
+    with timer(out, "insert_s"), doc.transaction():
+        for memory_id, value in items:
+            memories[memory_id] = Map({k: v for k, v in value.items() if v is not None})
+    with timer(out, "encode_s"):
+        update = doc.get_update()
+    out["rss_base_mb"], out["rss_peak_mb"] = base, memory_mb()["peak"]
+    out["encoded_bytes"] = len(update)
+    del doc, memories, items
+    reset_peak()
+    with timer(out, "load_s"):
+        fresh: Doc[Any] = Doc()
+        fresh.apply_update(update)
+    return out
+
+
+def scenario_loro_insert(work: Path, params: Result) -> Result:
+    """loro: the same plain values in one LoroMap, one commit; export a snapshot."""
+    import loro
+
+    items = _floor_values(read_jsonl(work / "corpus.jsonl"))
+    out: Result = {"records": len(items), "layout": "LoroMap of plain values", "version": loro.LORO_VERSION}
+    base = reset_peak()
+    doc = loro.LoroDoc()
+    memories = doc.get_map("memories")
+    with timer(out, "insert_s"):
+        for memory_id, value in items:
+            memories.insert(memory_id, value)
+        doc.commit()
+    with timer(out, "encode_s"):
+        snapshot = doc.export(loro.ExportMode.Snapshot())
+    out["rss_base_mb"], out["rss_peak_mb"] = base, memory_mb()["peak"]
+    out["encoded_bytes"] = len(snapshot)
+    (work / "loro.bin").write_bytes(snapshot)
+    return out
+
+
+def scenario_loro_load(work: Path, params: Result) -> Result:
+    """loro's load: import the snapshot into a fresh LoroDoc; then read every value (loro decodes lazily)."""
+    import loro
+
+    snapshot = (work / "loro.bin").read_bytes()
+    out: Result = {}
+    base = reset_peak()
+    with timer(out, "load_s"):
+        doc = loro.LoroDoc()
+        doc.import_(snapshot)
+    probe = json.loads((work / "ids.json").read_text())[-1]
+    with timer(out, "get_one_s"):
+        doc.get_map("memories").get(probe)
+    with timer(out, "read_all_s"):
+        value = doc.get_deep_value()
+    out["rss_base_mb"], out["rss_peak_mb"] = base, memory_mb()["peak"]
+    out["records"] = len(value["memories"])
+    return out
+
+
+def _install_import_stopwatch() -> Stopwatch:
+    from crdtsync.store.db import Store
+    from crdtsync.vault import Vault
+
+    watch = Stopwatch()
+    watch.wrap(Store, "memory_level", "level lookups (Store.memory_level: dedupe + materialize)")
+    watch.wrap(Vault, "_local_write", "local writes (Vault._local_write)")
+    watch.wrap(Vault, "_current_doc", "  catch up the Doc (Vault._current_doc)")
+    watch.wrap(Store, "append_update", "  log the update (Store.append_update)")
+    watch.wrap(Vault, "_materialize", "  materialize rows + FTS (Vault._materialize)")
+    watch.wrap(Vault, "_maybe_compact", "compaction checks + snapshots (Vault._maybe_compact)")
+    return watch
+
+
+def scenario_crdtsync_import(work: Path, params: Result) -> Result:
+    """Bulk import of the corpus JSONL into a fresh vault."""
+    from crdtsync.vault import Vault
+
+    path = work / "vault"
+    Vault.init(path, name="bench", device_name="bench", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    watch = _install_import_stopwatch() if params.get("breakdown", True) else None
+    out: Result = {}
+    with Vault.open(path) as vault:
+        base = reset_peak()
+        with timer(out, "import_s"):
+            report = vault.import_path(work / "corpus.jsonl")
+        out["rss_base_mb"], out["rss_peak_mb"] = base, memory_mb()["peak"]
+        out.update(added=report.added, skipped=report.skipped, problems=len(report.problems))
+        out["status"] = vault.status()
+    out["records_per_s"] = report.added / out["import_s"] if out["import_s"] else None
+    out["vault_mb"] = folder_mb(path)
+    if watch is not None:
+        out["breakdown"] = watch.snapshot()
+    return out
+
+
+def scenario_crdtsync_read(work: Path, params: Result) -> Result:
+    """Reads on a freshly opened vault without the Doc, then the first Doc load and the encoded size."""
+    from crdtsync.vault import Vault
+
+    ids: list[str] = json.loads((work / "ids.json").read_text())
+    out: Result = {}
+    with timer(out, "open_s"):
+        vault = Vault.open(work / "vault")
+    try:
+        get_s: list[float] = []
+        for memory_id in ids:
+            start = time.perf_counter()
+            vault.get(memory_id)
+            get_s.append(time.perf_counter() - start)
+        out["get_first_s"], out["get_median_s"], out["get_max_s"] = get_s[0], statistics.median(get_s), max(get_s)
+        list_s: list[float] = []
+        for _ in range(1 + LIST_REPEATS):
+            start = time.perf_counter()
+            listed = vault.list(limit=20)
+            list_s.append(time.perf_counter() - start)
+        out["list_first_s"], out["list_median_s"], out["list_count"] = list_s[0], statistics.median(list_s), len(listed)
+        searches: dict[str, dict[str, float]] = {}
+        for word in (*SEARCH_WORDS, WORST_WORD):
+            start = time.perf_counter()
+            found = vault.search(word)
+            searches[word] = {"s": time.perf_counter() - start, "hits": len(found)}
+        out["search"] = searches
+        words = [searches[w]["s"] for w in SEARCH_WORDS]
+        out["search_median_s"], out["search_max_s"] = statistics.median(words), max(words)
+        out["doc_is_none_after_reads"] = vault._doc is None
+        # A benchmark of the read path is meaningless if a read loaded the Doc.
+        assert vault._doc is None, "a read loaded the Doc"
+        base = reset_peak()
+        with timer(out, "doc_load_s"):
+            vault.state_vector()
+        out["rss_base_mb"], out["rss_peak_mb"] = base, memory_mb()["peak"]
+        with timer(out, "encode_s"):
+            update = vault.encode_update()
+        out["encoded_bytes"] = len(update)
+        out["status"] = vault.status()
+    finally:
+        vault.close()
+    return out
+
+
+def scenario_crdtsync_add(work: Path, params: Result) -> Result:
+    """Durable adds on the full vault, then the full update and single-edit updates for ``crdtsync_apply``."""
+    from crdtsync.vault import Vault
+
+    texts: list[str] = json.loads((work / "texts.json").read_text())
+    ids: list[str] = json.loads((work / "ids.json").read_text())
+    adds, edits = int(params["adds"]), int(params["edits"])
+    out: Result = {}
+    with Vault.open(work / "vault") as vault:
+        with timer(out, "cold_add_s"):
+            vault.add(texts[0] + " (bench add 0)", category="bench", tags=["bench"])
+        add_s: list[float] = []
+        for i in range(1, adds + 1):
+            text = texts[i % len(texts)] + f" (bench add {i})"
+            start = time.perf_counter()
+            vault.add(text, category="bench", tags=["bench"])
+            add_s.append(time.perf_counter() - start)
+        out.update(adds=len(add_s), add_median_s=statistics.median(add_s), add_p95_s=percentile(add_s, 95),
+                   add_max_s=max(add_s), add_min_s=min(add_s))
+        full = vault.encode_update()
+        (work / "full.bin").write_bytes(full)
+        out["full_update_bytes"] = len(full)
+        last = vault.store.last_update_id()
+        small: list[str] = []
+        edit_s: list[float] = []
+        for i in range(edits):
+            memory_id = ids[i % len(ids)]
+            start = time.perf_counter()
+            vault.update(memory_id, content=vault.get(memory_id).content + " (edited)")
+            edit_s.append(time.perf_counter() - start)
+            produced = vault.local_updates_after(last)
+            last = produced[-1][0] if produced else last
+            small.extend(data.hex() for _, data in produced)
+        (work / "small.json").write_text(json.dumps(small))
+        out.update(edits=len(edit_s), edit_median_s=statistics.median(edit_s) if edit_s else None,
+                   small_update_bytes=[len(s) // 2 for s in small])
+    return out
+
+
+def _install_apply_stopwatch() -> Stopwatch:
+    import crdtsync.vault as vault_module
+    from crdtsync.store.db import Store
+    from crdtsync.store.worker import IntegrationWorker
+    from crdtsync.vault import Vault
+
+    watch = Stopwatch()
+    watch.wrap(vault_module, "decode_update", "strict reader (decode_update)")
+    watch.wrap(vault_module, "missing_dependencies", "missing_dependencies")
+    watch.wrap(vault_module, "expected_state", "expected_state")
+    watch.wrap(Store, "hold", "store in the inbox (Store.hold)")
+    watch.wrap(Store, "held", "read the inbox back (Store.held)")
+    watch.wrap(IntegrationWorker, "__init__", "worker: spawn + load this replica's Doc")
+    watch.wrap(IntegrationWorker, "apply", "worker: apply + schema check in the child")
+    watch.wrap(Vault, "_integrate_checked", "live apply + log + materialize")
+    watch.wrap(Vault, "_materialize", "  of which materialize rows + FTS")
+    watch.wrap(Vault, "_maybe_compact", "compaction (Vault._maybe_compact)")
+    return watch
+
+
+def _child_work_in_process(full: bytes) -> Result:
+    """What the integration worker does with the full update, reproduced in this process so that it can be
+    split: apply under the worker's deep observers, then its schema check of every touched record."""
+    from pycrdt import Doc, Map
+
+    from crdtsync.model.schema import ROOT_DEVICES, ROOT_MEMORIES
+    from crdtsync.store import worker
+
+    doc: Doc[Any] = Doc()
+    changed: set[str] = set()
+    devices_changed: set[str] = set()
+
+    def collect(target: set[str]) -> Callable[[Any], None]:
+        def callback(events: Any) -> None:
+            for event in events:
+                if event.path:
+                    target.add(str(event.path[0]))
+                else:
+                    target.update(str(k) for k in event.keys)
+
+        return callback
+
+    subscriptions = [doc.get(ROOT_MEMORIES, type=Map).observe_deep(collect(changed)),
+                     doc.get(ROOT_DEVICES, type=Map).observe_deep(collect(devices_changed))]
+    out: Result = {}
+    with timer(out, "apply_observed_s"):
+        doc.apply_update(full)
+    with timer(out, "schema_check_s"):
+        problem = worker._schema_problem(doc, changed, devices_changed, [])
+    out["problem"], out["changed"] = problem, len(changed)
+    del subscriptions
+    return out
+
+
+def scenario_crdtsync_apply(work: Path, params: Result) -> Result:
+    """The defended apply path on honest updates, against plain pycrdt.
+
+    The full update first goes to a replica opened with the default deadline (what ``crdtsync sync`` does);
+    if the integration worker refuses it, the whole measurement is repeated on a second replica opened with
+    ``deadline=--apply-deadline`` (a public parameter of ``Vault.open``), which then also takes the edits."""
+    from pycrdt import Doc
+
+    from crdtsync.errors import UpdateRejectedError
+    from crdtsync.model.yupdate import decode_state_vector, decode_update, missing_dependencies
+    from crdtsync.store.worker import DEFAULT_DEADLINE
+    from crdtsync.vault import Vault
+
+    full = (work / "full.bin").read_bytes()
+    small = [bytes.fromhex(s) for s in json.loads((work / "small.json").read_text())]
+    out: Result = {"full_bytes": len(full), "default_deadline_s": DEFAULT_DEADLINE}
+    watch = _install_apply_stopwatch()
+
+    def replica(name: str, deadline: float) -> Vault:
+        path = work / name
+        Vault.init(path, name="bench", device_name=name, passphrase=PASSPHRASE, kdf=cheap_kdf())
+        vault = Vault.open(path, deadline=deadline)
+        vault.state_vector()  # load this replica's (tiny) Doc before timing
+        return vault
+
+    def apply_full(vault: Vault, prefix: str) -> bool:
+        watch.reset()
+        base = reset_peak()
+        start = time.perf_counter()
+        try:
+            out[f"{prefix}_status"] = vault.apply_update(full, "bench").status
+        except UpdateRejectedError as exc:
+            out[f"{prefix}_status"] = f"refused {exc.code}"
+        out[f"{prefix}_apply_s"] = time.perf_counter() - start
+        out[f"{prefix}_rss_base_mb"], out[f"{prefix}_rss_peak_mb"] = base, memory_mb()["peak"]
+        out[f"{prefix}_breakdown"] = watch.snapshot()
+        return bool(out[f"{prefix}_status"] == "integrated")
+
+    with replica("replica", DEFAULT_DEADLINE) as vault:
+        state = decode_state_vector(vault.state_vector())
+        with timer(out, "full_reader_s"):
+            missing = missing_dependencies(decode_update(full), state)
+        out["full_missing"] = bool(missing)
+        integrated = apply_full(vault, "default")
+    out["full_deadline_s"] = DEFAULT_DEADLINE
+    for key in ("status", "apply_s", "rss_base_mb", "rss_peak_mb", "breakdown"):
+        out[f"full_{key}"] = out[f"default_{key}"]
+    name, deadline = "replica", DEFAULT_DEADLINE
+    live: Vault | None = None
+    if not integrated:
+        name, deadline = "replica-long-deadline", float(params.get("apply_deadline", 600.0))
+        out["full_deadline_s"] = deadline
+        live = replica(name, deadline)
+        apply_full(live, "long")
+        for key in ("status", "apply_s", "rss_base_mb", "rss_peak_mb", "breakdown"):
+            out[f"full_{key}"] = out[f"long_{key}"]
+    plain: Doc[Any] = Doc()
+    with timer(out, "full_plain_s"):
+        plain.apply_update(full)
+    del plain
+    out["child_work"] = _child_work_in_process(full)
+    plain = Doc()
+    plain.apply_update(full)
+
+    def apply_small(vault: Vault, update: bytes) -> tuple[float, float, float, str, dict[str, dict[str, float]]]:
+        state = decode_state_vector(vault.state_vector())
+        start = time.perf_counter()
+        missing_dependencies(decode_update(update), state)
+        reader = time.perf_counter() - start
+        watch.reset()
+        start = time.perf_counter()
+        try:
+            status = vault.apply_update(update, "bench").status
+        except UpdateRejectedError as exc:
+            status = f"refused {exc.code}"
+        applied = time.perf_counter() - start
+        breakdown = watch.snapshot()
+        start = time.perf_counter()
+        plain.apply_update(update)
+        return reader, applied, time.perf_counter() - start, status, breakdown
+
+    warm, cold = small[:-1], small[-1:]
+    with live if live is not None else Vault.open(work / name, deadline=deadline) as vault:
+        runs = [apply_small(vault, update) for update in warm]
+        if runs:
+            out.update(small_count=len(runs), small_statuses=[r[3] for r in runs],
+                       small_reader_s=statistics.median(r[0] for r in runs),
+                       small_apply_s=statistics.median(r[1] for r in runs),
+                       small_plain_s=statistics.median(r[2] for r in runs),
+                       small_breakdown=sorted(runs, key=lambda r: r[1])[len(runs) // 2][4])
+    for update in cold:
+        with Vault.open(work / name, deadline=deadline) as vault:
+            _, applied, plain_s, status, breakdown = apply_small(vault, update)
+            out.update(cold_apply_s=applied, cold_plain_s=plain_s, cold_status=status, cold_breakdown=breakdown)
+            out["status"] = vault.status()
+    out["worker_peak_mb"] = children_peak_mb()  # the workers are joined when their vault closes
+    return out
+
+
+SCENARIOS: dict[str, Callable[[Path, Result], Result]] = {
+    "floor_insert": scenario_floor_insert,
+    "floor_load": scenario_floor_load,
+    "nested_insert": scenario_nested_insert,
+    "loro_insert": scenario_loro_insert,
+    "loro_load": scenario_loro_load,
+    "crdtsync_import": scenario_crdtsync_import,
+    "crdtsync_read": scenario_crdtsync_read,
+    "crdtsync_add": scenario_crdtsync_add,
+    "crdtsync_apply": scenario_crdtsync_apply,
+}
+
+
+def run_scenario_here(name: str, work: Path, params: Result, profile: bool) -> None:
+    """Child-process entry: run one scenario and write ``<work>/<name>.json`` (and ``<name>.prof.txt``, the top
+    of a cProfile by cumulative time, when ``profile``)."""
+    if profile:
+        profiler = cProfile.Profile()
+        result = profiler.runcall(SCENARIOS[name], work, params)
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
+        (work / f"{name}.prof.txt").write_text(text.getvalue())
+    else:
+        result = SCENARIOS[name](work, params)
+    (work / f"{name}.json").write_text(json.dumps(result))
+
+
+# -- the parent: corpus, children, report ----------------------------------------------------------------------
+
+
+def prepare(work: Path, n: int) -> Result:
+    """Build the corpus JSONL, the sample ids and the texts of the adds (none of it timed as a result)."""
+    start = time.perf_counter()
+    base = base_rows(LOCOMO)
+    count = write_jsonl(work / "corpus.jsonl", repeated(base, n))
+    step = max(1, n // SAMPLE_IDS)
+    ids = [row["id"] for i, row in enumerate(repeated(base, n)) if i % step == 0][:SAMPLE_IDS]
+    (work / "ids.json").write_text(json.dumps(ids))
+    (work / "texts.json").write_text(json.dumps([row["content"] for row in base[:1000]]))
+    return {"records": count, "base_records": len(base), "seconds": time.perf_counter() - start,
+            "jsonl_mb": (work / "corpus.jsonl").stat().st_size / 2**20}
+
+
+def run_child(name: str, work: Path, params: Result, *, timeout: float, profile: bool) -> Result:
+    """Run one scenario in a fresh interpreter; returns its result, or ``{"error": ...}``."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--scenario", name, "--workdir", str(work),
+               "--params", json.dumps(params)]
+    if profile:
+        command.append("--profile-scenarios=" + name)
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    wall = time.perf_counter() - start
+    result_file = work / f"{name}.json"
+    if proc.returncode != 0 or not result_file.exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
+        return {"error": f"exit code {proc.returncode}: " + " | ".join(tail)}
+    result: Result = json.loads(result_file.read_text())
+    result["child_wall_s"] = wall
+    prof = work / f"{name}.prof.txt"
+    if prof.exists():
+        result["profile"] = prof.read_text()
+    return result
+
+
+def machine() -> Result:
+    """Where the figures were measured."""
+    import pycrdt
+
+    cpu = ""
+    with contextlib.suppress(OSError):
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "")
+    try:
+        from importlib.metadata import version
+
+        versions = {name: version(name) for name in ("pycrdt", "loro")}
+    except Exception:  # pragma: no cover - metadata missing in odd installs
+        versions = {"pycrdt": getattr(pycrdt, "__version__", "?")}
+    commit = "?"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "crdtsync"], cwd=ROOT, capture_output=True,
+                               text=True)
+        commit = head.stdout.strip() + (" + uncommitted changes to crdtsync/" if dirty.stdout.strip() else "")
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit,
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        **versions,
+    }
+
+
+def _get(results: Result, scenario: str, key: str) -> Any:
+    """``results[scenario][key]``, or None when the scenario is missing or failed."""
+    value = results.get(scenario, {})
+    return None if "error" in value else value.get(key)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b``, or None when either is missing or ``b`` is zero."""
+    return a / b if a is not None and b else None
+
+
+def targets(r: Result) -> list[Result]:
+    """The issue's targets as rows: what, measured, limit (as text), ratio (or None), PASS/MISS."""
+    rows: list[Result] = []
+
+    def relative(what: str, value: float | None, floor: float | None, factor: float, unit: str) -> None:
+        ratio = _ratio(value, floor)
+        rows.append({"target": what, "value": value, "unit": unit, "limit": f"<= {factor:g}x floor",
+                     "reference": floor, "ratio": ratio,
+                     "verdict": None if ratio is None else ("PASS" if ratio <= factor else "MISS")})
+
+    def absolute(what: str, value: float | None, limit: float, unit: str) -> None:
+        rows.append({"target": what, "value": value, "unit": unit, "limit": f"< {limit:g} {unit}",
+                     "reference": limit, "ratio": _ratio(value, limit),
+                     "verdict": None if value is None else ("PASS" if value < limit else "MISS")})
+
+    relative("bulk import vs floor insert", _get(r, "crdtsync_import", "import_s"),
+             _get(r, "floor_insert", "insert_s"), 3, "s")
+    relative("Doc load vs floor update apply", _get(r, "crdtsync_read", "doc_load_s"),
+             _get(r, "floor_load", "load_s"), 3, "s")
+    relative("encoded size vs floor", _get(r, "crdtsync_read", "encoded_bytes"),
+             _get(r, "floor_insert", "encoded_bytes"), 1.3, "B")
+    crdt_growth = _growth(r, "crdtsync_import")
+    relative("peak RSS growth of the import vs floor insert", crdt_growth, _growth(r, "floor_insert"), 2, "MiB")
+    ms = 1000.0
+
+    def in_ms(scenario: str, key: str) -> float | None:
+        value = _get(r, scenario, key)
+        return None if value is None else value * ms
+
+    absolute("one durable add, median", in_ms("crdtsync_add", "add_median_s"), 5, "ms")
+    absolute("show (get) on a fresh vault, first call", in_ms("crdtsync_read", "get_first_s"), 50, "ms")
+    absolute("search, median of words", in_ms("crdtsync_read", "search_median_s"), 50, "ms")
+    absolute("list of 20 on a fresh vault, first call", in_ms("crdtsync_read", "list_first_s"), 50, "ms")
+    return rows
+
+
+def _growth(r: Result, scenario: str) -> float | None:
+    """Peak RSS minus the RSS at the start of the measured step, in MiB."""
+    peak, base = _get(r, scenario, "rss_peak_mb"), _get(r, scenario, "rss_base_mb")
+    return None if peak is None or base is None else peak - base
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    """A value for the tables: seconds as s or ms, bytes as MiB, counts with separators."""
+    if value is None:
+        return "-"
+    if unit == "s":
+        return f"{value:.3f} s" if value >= 0.1 else f"{value * 1000:.2f} ms"
+    if unit == "ms":
+        return f"{value:.2f} ms"
+    if unit == "B":
+        return f"{value / 2**20:.1f} MiB"
+    if unit == "MiB":
+        return f"{value:.0f} MiB"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def report_tables(r: Result, console: Any) -> None:
+    """Print the results as rich tables on ``console``."""
+    from rich.table import Table
+
+    n = r["params"]["n"]
+    m = r["machine"]
+    reps = n / r["corpus"]["base_records"]
+    console.print(f"[bold]crdtsync local benchmark[/bold]: {n:,} memories (LoCoMo x{reps:.1f}),"
+                  f" {m['date']}, {m['cpus']} CPUs ({m['cpu']}), Python {m['python']}, pycrdt {m.get('pycrdt')},"
+                  f" loro {m.get('loro')}, SQLite {m['sqlite']}, crdtsync {m['commit']}")
+    errors = {k: v["error"] for k, v in r["scenarios"].items() if isinstance(v, dict) and "error" in v}
+    for name, error in errors.items():
+        console.print(f"[red]scenario {name} failed:[/red] {error}")
+    s = r["scenarios"]
+
+    t = Table(title="Same records, three stores")
+    for col in ("", "crdtsync (Vault)", "floor: flat pycrdt Map", "loro: LoroMap of values", "pycrdt nested Maps"):
+        t.add_column(col, justify="right" if col else "left")
+    t.add_row("insert / import", _fmt(_get(s, "crdtsync_import", "import_s"), "s"),
+              _fmt(_get(s, "floor_insert", "insert_s"), "s"), _fmt(_get(s, "loro_insert", "insert_s"), "s"),
+              _fmt(_get(s, "nested_insert", "insert_s"), "s"))
+    t.add_row("records/s", *(_fmt(_rate(s, name, key)) for name, key in (
+        ("crdtsync_import", "import_s"), ("floor_insert", "insert_s"), ("loro_insert", "insert_s"),
+        ("nested_insert", "insert_s"))))
+    t.add_row("encoded size", _fmt(_get(s, "crdtsync_read", "encoded_bytes"), "B"),
+              _fmt(_get(s, "floor_insert", "encoded_bytes"), "B"), _fmt(_get(s, "loro_insert", "encoded_bytes"), "B"),
+              _fmt(_get(s, "nested_insert", "encoded_bytes"), "B"))
+    t.add_row("load (fresh process)", _fmt(_get(s, "crdtsync_read", "doc_load_s"), "s"),
+              _fmt(_get(s, "floor_load", "load_s"), "s"), _fmt(_get(s, "loro_load", "load_s"), "s")
+              + f" (then one get {_fmt(_get(s, 'loro_load', 'get_one_s'), 's')};"
+              f" get_deep_value {_fmt(_get(s, 'loro_load', 'read_all_s'), 's')})",
+              _fmt(_get(s, "nested_insert", "load_s"), "s") + " (warm process)")
+    t.add_row("peak RSS of insert/import", *(_fmt(_get(s, k, "rss_peak_mb"), "MiB") for k in (
+        "crdtsync_import", "floor_insert", "loro_insert", "nested_insert")))
+    t.add_row("  growth over the start", *(_fmt(_growth(s, k), "MiB") for k in (
+        "crdtsync_import", "floor_insert", "loro_insert", "nested_insert")))
+    t.add_row("peak RSS of load", _fmt(_get(s, "crdtsync_read", "rss_peak_mb"), "MiB"),
+              _fmt(_get(s, "floor_load", "rss_peak_mb"), "MiB"), _fmt(_get(s, "loro_load", "rss_peak_mb"), "MiB"), "-")
+    console.print(t)
+
+    t = Table(title="Targets (issue)")
+    for col in ("target", "measured", "limit", "reference", "ratio", "verdict"):
+        t.add_column(col, justify="left" if col in ("target", "limit") else "right")
+    for row in r["targets"]:
+        verdict = row["verdict"] or "-"
+        colour = {"PASS": "green", "MISS": "red"}.get(verdict, "white")
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+        t.add_row(row["target"], _fmt(row["value"], row["unit"]), row["limit"], _fmt(row["reference"], row["unit"]),
+                  ratio, f"[{colour}]{verdict}[/{colour}]")
+    console.print(t)
+
+    read = s.get("crdtsync_read", {})
+    if "error" not in read and read:
+        t = Table(title="Reads on a freshly opened vault (no Doc)")
+        t.add_column("operation")
+        t.add_column("time", justify="right")
+        t.add_column("note")
+        t.add_row("Vault.open", _fmt(read["open_s"], "s"), "")
+        t.add_row("get (show)", _fmt(read["get_first_s"], "s"),
+                  f"first; median {_fmt(read['get_median_s'], 's')}, max {_fmt(read['get_max_s'], 's')}"
+                  f" of {SAMPLE_IDS}")
+        t.add_row("list(limit=20)", _fmt(read["list_first_s"], "s"),
+                  f"first; median {_fmt(read['list_median_s'], 's')} of {LIST_REPEATS + 1}")
+        for word, hit in read["search"].items():
+            note = "worst case, not in the median" if word == WORST_WORD else ""
+            t.add_row(f"search {word!r} ({hit['hits']} shown)", _fmt(hit["s"], "s"), note)
+        t.add_row("search median / max", f"{_fmt(read['search_median_s'], 's')} / {_fmt(read['search_max_s'], 's')}",
+                  f"words {', '.join(SEARCH_WORDS)}")
+        t.add_row("vault._doc is None after the reads", str(read["doc_is_none_after_reads"]), "")
+        t.add_row("then state_vector() (loads the Doc)", _fmt(read["doc_load_s"], "s"),
+                  f"loro snapshot import: {_fmt(_get(s, 'loro_load', 'load_s'), 's')}")
+        console.print(t)
+
+    add = s.get("crdtsync_add", {})
+    if "error" not in add and add:
+        t = Table(title="Durable writes on the full vault")
+        t.add_column("operation")
+        t.add_column("time", justify="right")
+        t.add_row("first add after open (loads the Doc)", _fmt(add["cold_add_s"], "s"))
+        t.add_row(f"add, median of {add['adds']}", _fmt(add["add_median_s"], "s"))
+        t.add_row("add, p95 / min / max", f"{_fmt(add['add_p95_s'], 's')} / {_fmt(add['add_min_s'], 's')} / "
+                  f"{_fmt(add['add_max_s'], 's')}")
+        t.add_row(f"edit (update content), median of {add['edits']}", _fmt(add["edit_median_s"], "s"))
+        console.print(t)
+
+    app = s.get("crdtsync_apply", {})
+    if "error" not in app and app:
+        t = Table(title="Defended apply path on honest updates (fresh replica)")
+        t.add_column("")
+        t.add_column(f"full update ({app['full_bytes'] / 2**20:.1f} MiB)", justify="right")
+        t.add_column("single edit, warm (median)", justify="right")
+        t.add_column("single edit, first in a fresh Vault", justify="right")
+        t.add_row("(a) decode_update + missing_dependencies", _fmt(app["full_reader_s"], "s"),
+                  _fmt(app.get("small_reader_s"), "s"), "")
+        if app["default_status"] != "integrated":
+            t.add_row(f"(b0) Vault.apply_update, default {app['default_deadline_s']:g} s deadline",
+                      f"{app['default_status']} after {_fmt(app['default_apply_s'], 's')}", "", "")
+        t.add_row(f"(b) Vault.apply_update end to end (deadline {app['full_deadline_s']:g} s)",
+                  _fmt(app["full_apply_s"], "s"), _fmt(app.get("small_apply_s"), "s"),
+                  _fmt(app.get("cold_apply_s"), "s"))
+        t.add_row("(c) plain pycrdt Doc.apply_update", _fmt(app["full_plain_s"], "s"),
+                  _fmt(app.get("small_plain_s"), "s"), _fmt(app.get("cold_plain_s"), "s"))
+        ratios = (_ratio(app["full_apply_s"], app["full_plain_s"]),
+                  _ratio(app.get("small_apply_s"), app.get("small_plain_s")),
+                  _ratio(app.get("cold_apply_s"), app.get("cold_plain_s")))
+        t.add_row("ratio (b)/(c)", *(f"{ratio:.0f}x" if ratio is not None else "-" for ratio in ratios))
+        t.add_row("status of (b)", app["full_status"], ",".join(sorted(set(app.get("small_statuses", [])))),
+                  app.get("cold_status", "-"))
+        small_bd, cold_bd = app.get("small_breakdown", {}), app.get("cold_breakdown", {})
+        for label, part in app["full_breakdown"].items():
+            cells = [f"{_fmt(bd.get(label, {}).get('s'), 's')} ({bd.get(label, {}).get('calls', 0):.0f})"
+                     for bd in (small_bd, cold_bd)]
+            t.add_row(f"  {label}", f"{_fmt(part['s'], 's')} ({part['calls']:.0f})", *cells)
+        child = app.get("child_work", {})
+        if child:
+            t.add_row("  the worker's work redone in-process: apply with deep observers",
+                      _fmt(child["apply_observed_s"], "s"), "", "")
+            t.add_row("  the worker's work redone in-process: schema check of touched records",
+                      _fmt(child["schema_check_s"], "s") + f" ({child['changed']:,} records)", "", "")
+        t.add_row("peak RSS: parent during the full apply / largest integration worker",
+                  f"{app['full_rss_peak_mb']:.0f} / {app['worker_peak_mb']:.0f} MiB", "", "")
+        console.print(t)
+
+    imp = s.get("crdtsync_import", {})
+    if "error" not in imp and imp.get("breakdown"):
+        t = Table(title="Where the import's time goes (wrapped calls)")
+        t.add_column("part")
+        t.add_column("time", justify="right")
+        t.add_column("calls", justify="right")
+        for label, part in imp["breakdown"].items():
+            t.add_row(label, _fmt(part["s"], "s"), f"{part['calls']:.0f}")
+        t.add_row("total import", _fmt(imp["import_s"], "s"), "")
+        console.print(t)
+    console.print(f"corpus: {r['corpus']['records']:,} records, JSONL {r['corpus']['jsonl_mb']:.1f} MiB, built in "
+                  f"{r['corpus']['seconds']:.1f} s (untimed); vault folder after import "
+                  f"{_fmt(_get(s, 'crdtsync_import', 'vault_mb'), 'MiB')}; whole run {r['wall_s']:.0f} s; load average"
+                  f" (1/5/15 min) at start {_loads(r, 'start')}, at end {_loads(r, 'end')}"
+                  f" on {r['machine']['cpus']} CPUs")
+
+
+def _loads(r: Result, when: str) -> str:
+    """The 1/5/15-minute load averages recorded at ``when``, as text."""
+    values = r.get("load_average", {}).get(when)
+    return "/".join(f"{v:.1f}" for v in values) if values else "?"
+
+
+def _rate(s: Result, scenario: str, key: str) -> float | None:
+    """Records per second of a scenario's timed step."""
+    seconds, records = _get(s, scenario, key), _get(s, scenario, "records") or _get(s, scenario, "added")
+    return None if not seconds or records is None else round(records / seconds)
+
+
+ORDER = ("floor_insert", "floor_load", "nested_insert", "loro_insert", "loro_load", "crdtsync_import",
+         "crdtsync_read", "crdtsync_add", "crdtsync_apply")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--n", type=int, default=100_000, help="memories in the corpus (default 100000)")
+    parser.add_argument("--adds", type=int, default=200, help="durable adds timed on the full vault")
+    parser.add_argument("--edits", type=int, default=6,
+                        help="single-edit updates through the apply path (the last one on a freshly opened vault)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout (tables go to stderr)")
+    parser.add_argument("--skip", default="", help="comma-separated scenarios to leave out (e.g. nested_insert)")
+    parser.add_argument("--apply-deadline", type=float, default=600.0,
+                        help="worker deadline of the second replica when the default one refuses the full update")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per scenario")
+    parser.add_argument("--no-breakdown", action="store_true", help="do not wrap crdtsync calls to time parts")
+    parser.add_argument("--profile-scenarios", default="",
+                        help="comma-separated scenarios to run under cProfile (times inflate); top 40 by cumtime")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (printed at the end)")
+    parser.add_argument("--tmp", type=Path, default=None, help="parent folder of the work folder")
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--params", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    profiled = {p for p in args.profile_scenarios.split(",") if p}
+
+    if args.scenario:
+        run_scenario_here(args.scenario, args.workdir, json.loads(args.params), args.scenario in profiled)
+        return 0
+
+    from rich.console import Console
+
+    console = Console(stderr=args.json, width=max(132, shutil.get_terminal_size().columns))
+    unknown = ({p for p in args.skip.split(",") if p} | profiled) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    skipped = {p for p in args.skip.split(",") if p}
+    work = Path(tempfile.mkdtemp(prefix="crdtsync-bench-", dir=args.tmp))
+    started = time.perf_counter()
+    params: Result = {"n": args.n, "adds": args.adds, "edits": args.edits, "breakdown": not args.no_breakdown,
+                      "apply_deadline": args.apply_deadline}
+    results: Result = {"params": params, "machine": machine(), "scenarios": {}, "load_average": {}}
+    with contextlib.suppress(OSError, AttributeError):
+        results["load_average"]["start"] = os.getloadavg()
+    try:
+        console.print(f"building the corpus ({args.n:,} memories) in {work} ...")
+        results["corpus"] = prepare(work, args.n)
+        for name in ORDER:
+            if name in skipped:
+                continue
+            console.print(f"running {name} ...")
+            results["scenarios"][name] = run_child(name, work, params, timeout=args.timeout,
+                                                   profile=name in profiled)
+            if "error" in results["scenarios"][name]:
+                console.print(f"[red]{name} failed[/red]: {results['scenarios'][name]['error']}")
+        results["targets"] = targets(results["scenarios"])
+        results["wall_s"] = time.perf_counter() - started
+        with contextlib.suppress(OSError, AttributeError):
+            results["load_average"]["end"] = os.getloadavg()
+        report_tables(results, console)
+        for name, result in results["scenarios"].items():
+            if isinstance(result, dict) and "profile" in result:
+                console.print(f"--- cProfile of {name} (top 40 by cumulative time) ---")
+                console.print(result["profile"], markup=False, highlight=False)
+        if args.json:
+            print(json.dumps(results, indent=2, default=str))
+    finally:
+        if args.keep:
+            console.print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 1 if any("error" in v for v in results["scenarios"].values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
