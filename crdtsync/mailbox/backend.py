@@ -18,7 +18,6 @@ import contextlib
 import errno
 import os
 import random
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,10 +27,10 @@ from urllib.parse import urlparse
 
 import fsspec
 
+from crdtsync._fs import TMP_PREFIX, atomic_write
 from crdtsync.errors import MailboxError
 
 T = TypeVar("T")
-TMP_PREFIX = ".tmp-"
 #: Largest object read from a store, in bytes (a log object holds at most a few envelopes of 4 MiB each).
 MAX_OBJECT_BYTES = 256 * 1024 * 1024
 
@@ -158,7 +157,7 @@ class BlobStore:
         self.stats.bytes_up += len(data)
         try:
             if self.is_local:
-                self._retry(lambda: _atomic_write(Path(path), data))
+                self._retry(lambda: atomic_write(Path(path), data))
             else:
                 self._retry(lambda: self.fs.pipe_file(path, data))
         except FileNotFoundError as exc:
@@ -183,23 +182,6 @@ class BlobStore:
         self.stats.deletes += 1
         with contextlib.suppress(FileNotFoundError):
             self._retry(lambda: self.fs.rm_file(path))
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{secrets.token_hex(6)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def open_store(url: str, **options: Any) -> BlobStore:

@@ -10,9 +10,10 @@ Layout (fixed for v1; README.md "Document schema" is the spec):
     per key and could drop the add);
   - register entries ``<field>@<op_id>`` -> ``[value]`` or ``[value, by, at]`` or ``[value, by, at, agent]``
     for ``field`` in content, category, source, metadata, deleted. The entries written when the record is
-    created take the empty op id (``content@``, ``t:<tag>@``); every later write takes a fresh random one. A missing ``by``/``at`` means the record's
-    ``created_by``/``created`` (the entries written by ``add``), which keeps the layout compact. ``metadata``
-    is stored as compact JSON text because Yjs ``Any`` turns integers into floats.
+    created take the empty op id (``content@``, ``t:<tag>@``); every later write takes a fresh random one.
+    A missing ``by``/``at`` means the record's ``created_by``/``created`` (the entries written by ``add``),
+    which keeps the layout compact. ``metadata`` is stored as compact JSON text because Yjs ``Any`` turns
+    integers into floats.
 - root ``devices``: Map ``device_id -> Map {name, sign_pk, kx_pk (hex), added_by, added_at, revoked_at?,
   "c:<client_id>": true}`` (the Yjs client ids that device writes with).
 - root ``vault``: Map ``{schema: 1, name}``.

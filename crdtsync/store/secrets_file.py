@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgpack
 
+from crdtsync._fs import atomic_write
 from crdtsync.crypto.keys import DeviceKeys
 from crdtsync.errors import CryptoError
 
@@ -67,19 +68,7 @@ class VaultSecrets:
 
 def write_secrets(path: Path, secrets: VaultSecrets) -> None:
     """Write ``secrets`` to ``path`` atomically with mode 0600 (see the module docstring)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, secrets.to_bytes())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, secrets.to_bytes(), mode=0o600)
 
 
 def read_secrets(path: Path) -> VaultSecrets:

@@ -1,0 +1,30 @@
+"""Durable file writes shared by the store (key file) and the folder mailbox backend."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+#: Prefix of the temporary names files are written under before the rename (listings skip them).
+TMP_PREFIX = ".tmp-"
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never a torn one:
+    a temporary name in the same folder (created with ``mode``), fsync, rename over ``path``, fsync of the
+    folder. Creates missing parent folders. Raises ``OSError`` as the OS reports it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{secrets.token_hex(6)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
