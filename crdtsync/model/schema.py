@@ -3,7 +3,8 @@
 Layout (fixed for v1; README.md "Document schema" is the spec):
 
 - root ``memories``: Map ``memory_id -> Map record``; a record Map holds
-  - ``created`` (ISO-8601 UTC, written once) and ``created_by`` (device_id);
+  - ``created`` -> ``[ISO-8601 UTC time, device_id]``: when and by which device the record was created
+    (written once; one key rather than two saves a Yjs item per memory);
   - keys ``t:<tag>@<op_id>`` -> ``true``: an observed-remove (add-wins) set. A tag is present while any entry
     for it exists; adding a tag that is absent inserts an entry with a fresh op id, removing it deletes the
     entries this replica sees, so an add concurrent with a remove survives (Y.Map alone would keep one winner
@@ -11,7 +12,7 @@ Layout (fixed for v1; README.md "Document schema" is the spec):
   - register entries ``<field>@<op_id>`` -> ``[value]`` or ``[value, by, at]`` or ``[value, by, at, agent]``
     for ``field`` in content, category, source, metadata, deleted. The entries written when the record is
     created take the empty op id (``content@``, ``t:<tag>@``); every later write takes a fresh random one.
-    A missing ``by``/``at`` means the record's ``created_by``/``created`` (the entries written by ``add``),
+    A missing ``by``/``at`` means the record's creating device and time (the entries written by ``add``),
     which keeps the layout compact. ``metadata`` is stored as compact JSON text because Yjs ``Any`` turns
     integers into floats.
 - root ``devices``: Map ``device_id -> Map {name, sign_pk, kx_pk (hex), added_by, added_at, revoked_at?,
@@ -135,7 +136,7 @@ class MemoryDoc:
         if memory_id in self.memories:
             raise InvalidInputError(f"memory {memory_id} already exists", code="ALREADY_EXISTS")
         entry_tail: list[Any] = [] if ctx.agent is None else [ctx.device, ctx.at, ctx.agent]
-        record: dict[str, Any] = {"created": created or ctx.at, "created_by": ctx.device}
+        record: dict[str, Any] = {"created": [created or ctx.at, ctx.device]}
         values = {"content": content, "category": category, "source": source, "metadata": metadata}
         # The creating write's entries take the empty op id: written once per record Map, never again (later
         # writes and tag adds take fresh op ids), which saves ~40 bytes per memory.
@@ -293,7 +294,9 @@ def _tag_entries(keys: Iterable[str]) -> dict[str, list[str]]:
     return out
 
 
-def _register_candidates(record: Mapping[str, Any], field: str) -> list[tuple[Candidate, str]] | None:
+def _register_candidates(
+    record: Mapping[str, Any], field: str, created: str, creator: str
+) -> list[tuple[Candidate, str]] | None:
     """Current entries of one register as (candidate, op_id), or None when an entry is malformed."""
     prefix = field + "@"
     out: list[tuple[Candidate, str]] = []
@@ -303,7 +306,7 @@ def _register_candidates(record: Mapping[str, Any], field: str) -> list[tuple[Ca
         if not isinstance(raw, list) or len(raw) not in (1, 3, 4):
             return None
         value = raw[0]
-        by, at = (raw[1], raw[2]) if len(raw) >= 3 else (record.get("created_by"), record.get("created"))
+        by, at = (raw[1], raw[2]) if len(raw) >= 3 else (creator, created)
         agent = raw[3] if len(raw) == 4 else None
         if not isinstance(by, str) or not isinstance(at, str) or not (agent is None or isinstance(agent, str)):
             return None
@@ -320,18 +323,19 @@ def read_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, list
     """Interpret one record Map (as plain Python, from ``Map.to_py()``) under schema v1.
 
     Returns the memory and its conflicts, or ``None`` when the record is malformed: missing or wrongly typed
-    ``created``/``created_by``, a register entry of the wrong shape or type, no content entry, or a
+    ``created`` stamp, a register entry of the wrong shape or type, no content entry, or a
     non-``true`` tag. The settled value of a field in conflict is its latest candidate (by time, then device,
     then op id), so every replica shows the same value.
     """
-    created, created_by = record.get("created"), record.get("created_by")
-    if not isinstance(created, str) or not isinstance(created_by, str):
+    stamp = record.get("created")
+    if not isinstance(stamp, list) or len(stamp) != 2 or not all(isinstance(x, str) for x in stamp):
         return None
+    created, created_by = stamp
     values: dict[str, Any] = {}
     conflicts: list[Conflict] = []
     updated, updated_by = created, created_by
     for field in REGISTER_FIELDS:
-        entries = _register_candidates(record, field)
+        entries = _register_candidates(record, field, created, created_by)
         if entries is None:
             return None
         if not entries:

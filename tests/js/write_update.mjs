@@ -36,9 +36,8 @@ doc.transact(() => {
   const add = spec.add
   const record = new Y.Map()
   memories.set(add.id, record)
-  record.set('created', spec.at)
-  record.set('created_by', spec.device)
-  // Entries of an add carry no by/at: they default to created_by/created.
+  record.set('created', [spec.at, spec.device])
+  // Entries of an add carry no by/at: they default to the record's creating device and time.
   record.set(`content@${newOpId()}`, [add.content])
   record.set(`category@${newOpId()}`, [add.category])
   record.set(`metadata@${newOpId()}`, [JSON.stringify(add.metadata)])

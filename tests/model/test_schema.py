@@ -174,15 +174,15 @@ def test_writing_an_unknown_memory_or_field_raises() -> None:
 @pytest.mark.parametrize(
     "record",
     [
-        {"created_by": "A", "content@1": ["x"]},
-        {"created": "t", "created_by": "A"},
-        {"created": "t", "created_by": "A", "content@1": [5]},
-        {"created": "t", "created_by": "A", "content@1": "x"},
-        {"created": "t", "created_by": "A", "content@1": ["x", "B"]},
-        {"created": "t", "created_by": "A", "content@1": ["x"], "deleted@2": ["yes"]},
-        {"created": "t", "created_by": "A", "content@1": ["x"], "t:tag@1": "yes"},
-        {"created": "t", "created_by": "A", "content@1": ["x"], "t:tag": True},
-        {"created": "t", "created_by": "A", "content@1": ["x"], "metadata@2": ["[1]"]},
+        {"created": "t", "content@1": ["x"]},
+        {"created": ["t", "A"]},
+        {"created": ["t", "A"], "content@1": [5]},
+        {"created": ["t", "A"], "content@1": "x"},
+        {"created": ["t", "A"], "content@1": ["x", "B"]},
+        {"created": ["t", "A"], "content@1": ["x"], "deleted@2": ["yes"]},
+        {"created": ["t", "A"], "content@1": ["x"], "t:tag@1": "yes"},
+        {"created": ["t", "A"], "content@1": ["x"], "t:tag": True},
+        {"created": ["t", "A"], "content@1": ["x"], "metadata@2": ["[1]"]},
     ],
 )
 def test_malformed_records_read_as_none(record: dict[str, object]) -> None:

@@ -156,9 +156,9 @@ def _write_record(record: dict[str, Any], root: str = "memories") -> bytes:
 @pytest.mark.parametrize(
     "record",
     [
-        {"created": "2026-01-01T00:00:00.000Z", "created_by": "x", "content@1": [42]},
-        {"created": "2026-01-01T00:00:00.000Z", "created_by": "x", "content@1": ["ok"], "deleted@2": ["no"]},
-        {"created": 5, "created_by": "x", "content@1": ["ok"]},
+        {"created": ["2026-01-01T00:00:00.000Z", "x"], "content@1": [42]},
+        {"created": ["2026-01-01T00:00:00.000Z", "x"], "content@1": ["ok"], "deleted@2": ["no"]},
+        {"created": [5, "x"], "content@1": ["ok"]},
     ],
 )
 def test_a_synced_field_of_the_wrong_type_is_refused(make_vault: MakeVault, record: dict[str, Any]) -> None:
@@ -180,7 +180,7 @@ def test_an_update_writing_an_unknown_root_is_refused(make_vault: MakeVault) -> 
 
 def test_a_valid_foreign_record_integrates_and_is_materialized(make_vault: MakeVault) -> None:
     vault = make_vault()
-    record = {"created": "2026-01-01T00:00:00.000Z", "created_by": "x", "content@1": ["from yjs"], "t:a@x1": True}
+    record = {"created": ["2026-01-01T00:00:00.000Z", "x"], "content@1": ["from yjs"], "t:a@x1": True}
     result = vault.apply_update(_write_record(record), "peer")
     assert result.status == "integrated" and result.changed == ("m",)
     assert vault.get("m").content == "from yjs" and vault.get("m").tags == {"a"}
