@@ -23,7 +23,7 @@ reports. Scenarios:
     ``Vault.import_path`` of the corpus (written to JSONL beforehand, untimed) into a fresh vault.
 ``crdtsync_read``
     A fresh process: ``Vault.open``, ``get`` (show), ``list(limit=20)``, ``search`` (several words), checking
-    that the Doc was not loaded (``vault._doc is None``); then ``state_vector()`` (the first operation that
+    that the Doc was not loaded (``not vault.doc_loaded``); then ``state_vector()`` (the first operation that
     loads the Doc) and ``len(encode_update())``.
 ``crdtsync_add``
     A fresh process: one cold ``add`` (loads the Doc), ``--adds`` warm durable adds (each returns after an
@@ -309,15 +309,15 @@ def scenario_loro_load(work: Path, params: Result) -> Result:
 
 def _install_import_stopwatch() -> Stopwatch:
     from crdtsync.store.db import Store
-    from crdtsync.vault import Vault
+    from crdtsync.store.replica import Replica
 
     watch = Stopwatch()
     watch.wrap(Store, "memory_level", "level lookups (Store.memory_level: dedupe + materialize)")
-    watch.wrap(Vault, "_local_write", "local writes (Vault._local_write)")
-    watch.wrap(Vault, "_current_doc", "  catch up the Doc (Vault._current_doc)")
+    watch.wrap(Replica, "local_write", "local writes (Replica.local_write)")
+    watch.wrap(Replica, "_current_doc", "  catch up the Doc (Replica._current_doc)")
     watch.wrap(Store, "append_update", "  log the update (Store.append_update)")
-    watch.wrap(Vault, "_materialize", "  materialize rows + FTS (Vault._materialize)")
-    watch.wrap(Vault, "_maybe_compact", "compaction checks + snapshots (Vault._maybe_compact)")
+    watch.wrap(Store, "put_memories", "  store materialized rows + FTS (Store.put_memories)")
+    watch.wrap(Replica, "_maybe_compact", "compaction checks + snapshots (Replica._maybe_compact)")
     return watch
 
 
@@ -372,9 +372,9 @@ def scenario_crdtsync_read(work: Path, params: Result) -> Result:
         out["search"] = searches
         words = [searches[w]["s"] for w in SEARCH_WORDS]
         out["search_median_s"], out["search_max_s"] = statistics.median(words), max(words)
-        out["doc_is_none_after_reads"] = vault._doc is None
+        out["doc_is_none_after_reads"] = not vault.doc_loaded
         # A benchmark of the read path is meaningless if a read loaded the Doc.
-        assert vault._doc is None, "a read loaded the Doc"
+        assert not vault.doc_loaded, "a read loaded the Doc"
         base = reset_peak()
         with timer(out, "doc_load_s"):
             vault.state_vector()
@@ -428,10 +428,10 @@ def scenario_crdtsync_add(work: Path, params: Result) -> Result:
 
 
 def _install_apply_stopwatch() -> Stopwatch:
-    import crdtsync.vault as vault_module
+    import crdtsync.store.replica as vault_module
     from crdtsync.store.db import Store
+    from crdtsync.store.replica import Replica
     from crdtsync.store.worker import IntegrationWorker
-    from crdtsync.vault import Vault
 
     watch = Stopwatch()
     watch.wrap(vault_module, "decode_update", "strict reader (decode_update)")
@@ -441,9 +441,9 @@ def _install_apply_stopwatch() -> Stopwatch:
     watch.wrap(Store, "held", "read the inbox back (Store.held)")
     watch.wrap(IntegrationWorker, "__init__", "worker: spawn + load this replica's Doc")
     watch.wrap(IntegrationWorker, "apply", "worker: apply + schema check in the child")
-    watch.wrap(Vault, "_integrate_checked", "live apply + log + materialize")
-    watch.wrap(Vault, "_materialize", "  of which materialize rows + FTS")
-    watch.wrap(Vault, "_maybe_compact", "compaction (Vault._maybe_compact)")
+    watch.wrap(Replica, "_integrate_checked", "live apply + log + store rows")
+    watch.wrap(Store, "put_memories", "  of which store rows + FTS (Store.put_memories)")
+    watch.wrap(Replica, "_maybe_compact", "compaction (Replica._maybe_compact)")
     return watch
 
 
@@ -817,7 +817,7 @@ def report_tables(r: Result, console: Any) -> None:
             t.add_row(f"search {word!r} ({hit['hits']} shown)", _fmt(hit["s"], "s"), note)
         t.add_row("search median / max", f"{_fmt(read['search_median_s'], 's')} / {_fmt(read['search_max_s'], 's')}",
                   f"words {', '.join(SEARCH_WORDS)}")
-        t.add_row("vault._doc is None after the reads", str(read["doc_is_none_after_reads"]), "")
+        t.add_row("Doc not loaded after the reads", str(read["doc_is_none_after_reads"]), "")
         t.add_row("then state_vector() (loads the Doc)", _fmt(read["doc_load_s"], "s"),
                   f"loro snapshot import: {_fmt(_get(s, 'loro_load', 'load_s'), 's')}")
         console.print(t)

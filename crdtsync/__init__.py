@@ -15,7 +15,8 @@ from crdtsync.errors import (
     VaultError,
 )
 from crdtsync.model.records import Candidate, Conflict, Memory
-from crdtsync.vault import ApplyResult, ImportReport, Vault
+from crdtsync.store.replica import ApplyResult
+from crdtsync.vault import ImportReport, Vault
 
 __all__ = [
     "ApplyResult",

@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from pycrdt import Doc
-
 from crdtsync.crypto.header import KdfParams, VaultHeader, create_header, unwrap_vault_keys
 from crdtsync.crypto.keys import DeviceKeys, new_vault_id, new_vault_key
 from crdtsync.errors import (
@@ -48,31 +46,18 @@ from crdtsync.model.records import (
     check_tags,
     utc_now_iso,
 )
-from crdtsync.model.schema import ROOTS, MemoryDoc, WriteContext, check_field
-from crdtsync.model.yupdate import (
-    DecodedUpdate,
-    decode_state_vector,
-    decode_update,
-    encode_state_vector,
-    expected_state,
-    missing_dependencies,
-)
+from crdtsync.model.schema import MemoryDoc, check_field
 from crdtsync.store.db import AuditRow, Store
+from crdtsync.store.replica import ApplyResult, Replica
 from crdtsync.store.secrets_file import VaultSecrets, read_secrets, write_secrets
-from crdtsync.store.worker import DEFAULT_DEADLINE, IntegrationWorker, Row
+from crdtsync.store.worker import DEFAULT_DEADLINE
 
 T = TypeVar("T")
 
 DB_NAME = "vault.db"
 KEYS_NAME = "keys"
-#: Compact the local log when this many updates, or this many bytes, follow the newest snapshot.
-COMPACT_AFTER_UPDATES = 2000
-COMPACT_AFTER_BYTES = 32 * 1024 * 1024
-#: Received updates that may wait for missing dependencies at once; more are refused (UPDATE_INBOX_FULL).
-MAX_HELD = 10_000
 #: Records per SQLite transaction during an import.
 IMPORT_BATCH = 2000
-_EMPTY_UPDATE = b"\x00\x00"
 
 
 def new_memory_id(now_ms: int | None = None) -> str:
@@ -84,42 +69,12 @@ def new_memory_id(now_ms: int | None = None) -> str:
     return str(uuid.UUID(int=value))
 
 
-def _new_op_id() -> str:
-    return secrets.token_urlsafe(6)
 
 
-def _process_start(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[-1].split()[19]
 
 
-def _holder_alive(holder: str) -> bool:
-    pid_text, start, _token = holder.split(":", 2)
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not start or _process_start(pid) == start
 
 
-@dataclass(frozen=True)
-class ApplyResult:
-    """The outcome of one received update: ``status`` is ``"integrated"`` (now in the Doc and the store),
-    ``"pending"`` (stored, waiting for updates it depends on; it integrates when they arrive) or ``"refused"``
-    (quarantined; ``code`` says why, nothing of it was applied). ``changed`` lists memory ids it touched."""
-
-    status: str
-    code: str | None = None
-    message: str | None = None
-    changed: tuple[str, ...] = ()
 
 
 @dataclass
@@ -143,17 +98,8 @@ class Vault:
     def __init__(self, path: Path, store: Store, *, agent: str | None, deadline: float) -> None:
         self.path = path
         self._store = store
-        self.agent = agent
-        self.deadline = deadline
-        self._doc: MemoryDoc | None = None
-        self._seen = 0
-        self._client_id: int | None = None
-        self._holder = f"{os.getpid()}:{_process_start(os.getpid())}:{secrets.token_hex(4)}"
         self._secrets: VaultSecrets | None = None
-        self._worker: IntegrationWorker | None = None
-        self._worker_at = -1
-        self._registered = False
-        self._decoded: dict[int, DecodedUpdate] = {}
+        self._replica = Replica(store, keys=lambda: self.secrets.device, agent=agent, deadline=deadline)
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -214,10 +160,10 @@ class Vault:
             vault = cls(folder, store, agent=None, deadline=DEFAULT_DEADLINE)
             try:
                 if founder:
-                    vault._local_write(lambda d: d.set_vault_info(vault_name), ())
-                vault._ensure_lease_registered()
+                    vault._replica.local_write(lambda d: d.set_vault_info(vault_name), ())
+                vault._replica.ensure_lease_registered()
             finally:
-                vault._release_lease()
+                vault._replica.release_lease()
         finally:
             store.close()
 
@@ -248,15 +194,17 @@ class Vault:
         self.close()
 
     def close(self) -> None:
-        """Release this process's client-id lease and close the database. Idempotent."""
+        """Stop the integration worker, release this process's client-id lease and close the database.
+        Idempotent."""
         try:
-            if self._worker is not None:
-                self._worker.close()
-                self._worker = None
-            self._release_lease()
+            self._replica.close()
         finally:
-            self._doc = None
             self._store.close()
+
+    @property
+    def doc_loaded(self) -> bool:
+        """Whether this process has loaded the vault's Doc (reads answer from SQLite and never load it)."""
+        return self._replica.loaded
 
     @property
     def device_id(self) -> str:
@@ -281,131 +229,6 @@ class Vault:
         return self._store
 
     # -- the Doc, leases and local writes ---------------------------------------------------------------
-
-    def _acquire_lease(self) -> int:
-        if self._client_id is not None:
-            return self._client_id
-        with self._store.write():
-            taken = {cid for cid, holder in self._store.leases() if holder and _holder_alive(holder)}
-            free = [cid for cid, _ in self._store.leases() if cid not in taken]
-            client_id = free[0] if free else secrets.randbits(32) or 1
-            self._store.set_lease(client_id, self._holder)
-        self._client_id = client_id
-        return client_id
-
-    def _release_lease(self) -> None:
-        if self._client_id is None:
-            return
-        with self._store.write():
-            self._store.set_lease(self._client_id, None)
-        self._client_id = None
-        self._registered = False
-
-    def _load_doc(self) -> MemoryDoc:
-        doc: Doc[Any] = Doc(client_id=self._acquire_lease())
-        seen = 0
-        snapshot = self._store.latest_snapshot()
-        if snapshot is not None:
-            seen, data = snapshot
-            doc.apply_update(data)
-        for update_id, data in self._store.updates_after(seen):
-            doc.apply_update(data)
-            seen = update_id
-        self._seen = max(seen, self._store.last_update_id())
-        return MemoryDoc(doc)
-
-    def _current_doc(self) -> MemoryDoc:
-        """The live Doc, caught up with every update other processes logged. Call inside a write transaction
-        so that nothing is logged between the catch-up and the caller's own write."""
-        if self._doc is None or self._store.snapshot_upto() > self._seen:
-            self._doc = self._load_doc()
-            return self._doc
-        for update_id, data in self._store.updates_after(self._seen):
-            self._doc.doc.apply_update(data)
-            self._seen = update_id
-        return self._doc
-
-    def _context(self) -> WriteContext:
-        return WriteContext(device=self.device_id, at=utc_now_iso(), new_op_id=_new_op_id, agent=self.agent)
-
-    def _materialize(self, doc: MemoryDoc, memory_ids: Iterable[str]) -> None:
-        for memory_id in memory_ids:
-            if self._store.memory_level(memory_id) == 0:
-                continue
-            read = doc.read(memory_id)
-            if read is None:
-                self._store.drop_memory(memory_id)
-            else:
-                self._store.put_memory(*read)
-
-    def _local_write(
-        self,
-        fn: Callable[[MemoryDoc], T],
-        touched: Iterable[str],
-        *,
-        rows: Sequence[tuple[Memory, builtins.list[Conflict]]] = (),
-    ) -> T:
-        """Run ``fn`` on the live Doc inside one SQLite write transaction; log the Yjs update it produced and
-        re-materialize ``touched`` memory ids (read back from the Doc) and store ``rows`` (materialized rows the
-        caller computed from what it wrote: an import) in that same transaction. On any failure the Doc is
-        dropped (it may be ahead of the store) and reloaded from the store on next use."""
-        try:
-            with self._store.write():
-                doc = self._current_doc()
-                produced: list[bytes] = []
-                subscription = doc.doc.observe(lambda event: produced.append(event.update))
-                try:
-                    result = fn(doc)
-                finally:
-                    doc.doc.unobserve(subscription)
-                for update in produced:
-                    if update != _EMPTY_UPDATE:
-                        self._seen = self._store.append_update(update, origin=self.device_id, local=True)
-                self._materialize(doc, touched)
-                if rows:
-                    self._store.put_memories(rows)
-        except BaseException:
-            self._doc = None
-            raise
-        self._maybe_compact()
-        return result
-
-    def register_self(self) -> None:
-        """Announce this device and the client id this process writes with in the Doc's device registry."""
-        keys = self.secrets.device
-
-        def register(doc: MemoryDoc) -> None:
-            info = {
-                "name": str(self._store.get_meta("device_name")),
-                "sign_pk": keys.sign_pk.hex(),
-                "kx_pk": keys.kx_pk.hex(),
-                "added_by": keys.device_id,
-                "added_at": utc_now_iso(),
-            }
-            assert self._client_id is not None
-            doc.register_device(keys.device_id, info, [self._client_id])
-
-        self._local_write(register, ())
-
-    def _ensure_registered(self) -> None:
-        with self._store.write():
-            doc = self._current_doc()
-            entry = doc.registry().get(self.device_id)
-        if entry is None or self._client_id not in entry["clients"]:
-            self.register_self()
-
-    def _maybe_compact(self) -> None:
-        count, size = self._store.updates_since_snapshot()
-        if count < COMPACT_AFTER_UPDATES and size < COMPACT_AFTER_BYTES:
-            return
-        with self._store.write():
-            if self._store.held_count():
-                return
-            doc = self._current_doc()
-            keep_after = min(
-                (int(v) for v in self._store.cursors("push").values()), default=self._store.last_update_id()
-            )
-            self._store.save_snapshot(self._seen, doc.doc.get_update(), keep_local_after=keep_after)
 
     # -- memories ---------------------------------------------------------------------------------------
 
@@ -450,17 +273,10 @@ class Vault:
             with self._store.write():
                 self._store.put_memory(memory, [])
             return memory
-        self._ensure_lease_registered()
-        self._local_write(lambda d: d.add(memory_id, self._context(), created=created, **values), [memory_id])
+        self._replica.ensure_lease_registered()
+        ctx = self._replica.context()
+        self._replica.local_write(lambda d: d.add(memory_id, ctx, created=created, **values), [memory_id])
         return self._require(memory_id)
-
-    def _ensure_lease_registered(self) -> None:
-        """Hold a client-id lease and make sure the registry announces it (once per Vault object)."""
-        if self._registered:
-            return
-        self._acquire_lease()
-        self._ensure_registered()
-        self._registered = True
 
     def _require(self, memory_id: str) -> Memory:
         memory = self._store.memory(memory_id)
@@ -516,8 +332,8 @@ class Vault:
             with self._store.write():
                 self._store.put_memory(updated, [])
             return updated
-        self._ensure_lease_registered()
-        ctx = self._context()
+        self._replica.ensure_lease_registered()
+        ctx = self._replica.context()
 
         def edit(doc: MemoryDoc) -> None:
             with doc.doc.transaction():
@@ -525,22 +341,22 @@ class Vault:
                 if add_tags or remove_tags:
                     doc.set_tags(memory_id, ctx, add_tags, remove_tags)
 
-        self._local_write(edit, [memory_id])
+        self._replica.local_write(edit, [memory_id])
         return self._require(memory_id)
 
     def _move_level(
         self, memory: Memory, level: int, changes: dict[str, Any], add_tags: set[str], remove_tags: set[str]
     ) -> Memory:
         moved = _apply_local(memory, changes, add_tags, remove_tags, self.device_id)
-        self._ensure_lease_registered()
+        self._replica.ensure_lease_registered()
         if level == 0:
             def to_local(doc: MemoryDoc) -> None:
                 doc.remove(memory.id)
                 self._store.put_memory(Memory(**{**moved.__dict__, "level": 0, "conflicts": ()}), [])
 
-            self._local_write(to_local, ())
+            self._replica.local_write(to_local, ())
         else:
-            ctx = self._context()
+            ctx = self._replica.context()
 
             def to_shared(doc: MemoryDoc) -> None:
                 self._store.drop_memory(memory.id)
@@ -548,7 +364,7 @@ class Vault:
                         tags=moved.tags, source=moved.source, metadata=moved.metadata)
                 doc.write(memory.id, ctx, {})  # stamps the move (by, at) so `updated` moves forward
 
-            self._local_write(to_shared, [memory.id])
+            self._replica.local_write(to_shared, [memory.id])
         return self._require(memory.id)
 
     def _set_deleted(self, memory_id: str, deleted: bool) -> Memory:
@@ -557,9 +373,9 @@ class Vault:
             with self._store.write():
                 self._store.put_memory(Memory(**{**memory.__dict__, "deleted": deleted, "updated": utc_now_iso()}), [])
             return self._require(memory_id)
-        self._ensure_lease_registered()
-        ctx = self._context()
-        self._local_write(lambda d: d.write(memory_id, ctx, {"deleted": deleted}), [memory_id])
+        self._replica.ensure_lease_registered()
+        ctx = self._replica.context()
+        self._replica.local_write(lambda d: d.write(memory_id, ctx, {"deleted": deleted}), [memory_id])
         return self._require(memory_id)
 
     def delete(self, memory_id: str) -> Memory:
@@ -585,9 +401,9 @@ class Vault:
         """
         self._require(memory_id)
         value = check_field(field, value)
-        self._ensure_lease_registered()
-        ctx = self._context()
-        self._local_write(lambda d: d.write(memory_id, ctx, {field: value}), [memory_id])
+        self._replica.ensure_lease_registered()
+        ctx = self._replica.context()
+        self._replica.local_write(lambda d: d.write(memory_id, ctx, {field: value}), [memory_id])
         return self._require(memory_id)
 
     # -- import / export --------------------------------------------------------------------------------
@@ -644,8 +460,8 @@ class Vault:
                     source=rec.source, metadata=rec.metadata, created=rec.created or now, updated=now,
                     created_by=me, updated_by=me), []) for rec in local])
         if shared:
-            self._ensure_lease_registered()
-            ctx = self._context()
+            self._replica.ensure_lease_registered()
+            ctx = self._replica.context()
             rows: builtins.list[tuple[Memory, builtins.list[Conflict]]] = []
             for rec in shared:
                 created = rec.created or ctx.at
@@ -661,7 +477,7 @@ class Vault:
                         doc.add(rec.id, ctx, content=rec.content, category=rec.category, tags=rec.tags,
                                 source=rec.source, metadata=rec.metadata, created=rec.created)
 
-            self._local_write(add_all, (), rows=rows)
+            self._replica.local_write(add_all, (), rows=rows)
         report.added += len(fresh)
         return len(records)
 
@@ -675,25 +491,31 @@ class Vault:
 
     def state_vector(self) -> bytes:
         """The Yjs state vector (``encodeStateVector`` format) of the shared Doc. Loads the Doc."""
-        with self._store.write():
-            return self._current_doc().doc.get_state()
+        return self._replica.state_vector()
 
     def encode_update(self, since: bytes | None = None) -> bytes:
         """A Yjs v1 update holding everything the shared Doc has past state vector ``since`` (everything when
         None). Level-0 memories are never in it. Loads the Doc."""
-        with self._store.write():
-            doc = self._current_doc().doc
-            return doc.get_update(since) if since is not None else doc.get_update()
+        return self._replica.encode_update(since)
 
     def own_contribution(self) -> bytes:
-        """A Yjs v1 update holding every struct this device wrote (under any of its client ids) and the Doc's
-        delete set: what a first push to a new relay, or a mailbox snapshot, sends. Loads the Doc."""
-        with self._store.write():
-            doc = self._current_doc()
-            own = set(doc.registry().get(self.device_id, {}).get("clients", ()))
-            state = decode_state_vector(doc.doc.get_state())
-            others = {client: clock for client, clock in state.items() if client not in own}
-            return doc.doc.get_update(encode_state_vector(others))
+        """A Yjs v1 update holding every struct this device wrote and the Doc's delete set: what a first push
+        to a new relay, or a mailbox snapshot, sends. Loads the Doc."""
+        return self._replica.own_contribution()
+
+    def apply_updates(
+        self, updates: Sequence[tuple[bytes, str]], *, on_stored: Callable[[], None] | None = None
+    ) -> builtins.list[ApplyResult]:
+        """Integrate received updates through the defended apply path (README "Trust boundaries"): the strict
+        reader, the inbox (durable before ``on_stored`` runs, inside the same transaction), the integration
+        worker under a deadline, the live Doc. Returns one :class:`ApplyResult` per input, in order; never
+        raises for a bad update (it is quarantined with its code)."""
+        return self._replica.apply_updates(updates, on_stored=on_stored)
+
+    def devices(self) -> dict[str, dict[str, Any]]:
+        """The device registry replicated in the Doc: ``{device_id: {name, sign_pk, kx_pk, added_by, added_at,
+        clients}}``. Loads the Doc."""
+        return self._replica.devices()
 
     def local_updates_after(self, after: int) -> builtins.list[tuple[int, bytes]]:
         """This device's own logged updates with log id > ``after`` (what a push sends), oldest first."""
@@ -710,159 +532,6 @@ class Vault:
         if result.status == "refused":
             raise UpdateRejectedError(result.message or "update refused", code=result.code)
         return result
-
-    def apply_updates(
-        self, updates: Sequence[tuple[bytes, str]], *, on_stored: Callable[[], None] | None = None
-    ) -> builtins.list[ApplyResult]:
-        """Integrate received updates, defending against the pycrdt hazards (README "Trust boundaries").
-
-        1. Each update is decoded by the strict Yjs v1 reader; a refusal is quarantined with its code.
-        2. Every accepted update is stored in the inbox, durably, in one transaction; ``on_stored`` runs inside
-           that transaction (a sync layer advances its cursor there, so what it acknowledges is on disk).
-        3. Each held update whose dependencies are all known here is applied in the integration worker under
-           the deadline; a panic, crash, hang, schema violation or a state vector other than the one the
-           update's content justifies quarantines it. Otherwise it is applied to the live Doc, logged and
-           materialized in one transaction. Updates that wait for others stay held (``"pending"``).
-
-        Returns one :class:`ApplyResult` per input, in order. Never raises for a bad update.
-        """
-        outcomes: builtins.list[ApplyResult | int] = []
-        with self._store.write():
-            for data, origin in updates:
-                try:
-                    decoded = decode_update(bytes(data))
-                    unknown = decoded.root_names - ROOTS
-                    if unknown:
-                        raise UpdateRejectedError(f"the update writes unknown roots {sorted(unknown)}",
-                                                  code="UPDATE_SCHEMA_VIOLATION")
-                    if self._store.held_count() >= MAX_HELD:
-                        raise UpdateRejectedError(
-                            f"{MAX_HELD} received updates already wait for missing ones; refusing more until "
-                            "they integrate (`crdtsync status` shows them)", code="UPDATE_INBOX_FULL")
-                except UpdateRejectedError as exc:
-                    self._store.quarantine(bytes(data), origin=origin, code=exc.code, message=exc.message)
-                    outcomes.append(ApplyResult("refused", exc.code, exc.message))
-                    continue
-                inbox_id = self._store.hold(bytes(data), origin=origin, waiting="not yet tried")
-                self._decoded[inbox_id] = decoded
-                outcomes.append(inbox_id)
-            if on_stored is not None:
-                on_stored()
-        done = self._drain_inbox()
-        held = {row[0] for row in self._store.held()}
-        results = []
-        for outcome in outcomes:
-            if isinstance(outcome, ApplyResult):
-                results.append(outcome)
-            elif outcome in done:
-                results.append(done[outcome])
-            else:
-                results.append(ApplyResult("pending" if outcome in held else "integrated"))
-        return results
-
-    def _worker_for(self, doc: MemoryDoc) -> IntegrationWorker:
-        """The integration worker, reused while its scratch Doc still equals the live one (nothing but
-        worker-checked updates has been integrated since it was loaded), else a fresh one."""
-        worker = self._worker
-        if worker is not None and worker.alive and self._worker_at == self._seen:
-            return worker
-        if worker is not None:
-            worker.close()
-        self._worker = IntegrationWorker([doc.doc.get_update()], deadline=self.deadline)
-        self._worker_at = self._seen
-        return self._worker
-
-    def _drain_inbox(self) -> dict[int, ApplyResult]:
-        """Integrate every held update whose dependencies are present, until no more progress is possible.
-        Strict-reader results are cached per inbox id for as long as the update stays held."""
-        done: dict[int, ApplyResult] = {}
-        cache = self._decoded
-        def decoded_of(inbox_id: int, data: bytes) -> DecodedUpdate:
-            if inbox_id not in cache:
-                cache[inbox_id] = decode_update(data)
-            return cache[inbox_id]
-
-        def start(row: tuple[int, str, bytes]) -> int:
-            try:
-                structs = decoded_of(row[0], row[2]).structs
-            except UpdateRejectedError:
-                return 0
-            return min((ranges[0][0] for ranges in structs.values() if ranges), default=0)
-
-        progress = True
-        while progress and self._store.held_count():
-            progress = False
-            # Earliest clocks first: a stream delivered in reverse integrates in one pass, not n passes.
-            for inbox_id, origin, data in sorted(self._store.held(), key=start):
-                try:
-                    with self._store.write():
-                        doc = self._current_doc()
-                        state = decode_state_vector(doc.doc.get_state())
-                        decoded = decoded_of(inbox_id, data)
-                        missing = missing_dependencies(decoded, state)
-                        if missing:
-                            self._store.conn.execute(
-                                "UPDATE inbox SET waiting = ? WHERE id = ?", (repr(missing), inbox_id))
-                            continue
-                        worker = self._worker_for(doc)
-                        result = worker.apply(data)
-                        if decode_state_vector(result.state_vector) != expected_state(decoded, state):
-                            worker.close()
-                            raise UpdateRejectedError(
-                                "the update moved a client's clock further than its content justifies",
-                                code="UPDATE_CLOCK_JUMP")
-                        if not self._integrate_checked(doc, data, origin, result.rows):
-                            self._worker_at = self._seen
-                        self._store.release(inbox_id)
-                        cache.pop(inbox_id, None)
-                        done[inbox_id] = ApplyResult("integrated", changed=tuple(r[0] for r in result.rows))
-                        progress = True
-                except UpdateRejectedError as exc:
-                    with self._store.write():
-                        self._store.release(inbox_id)
-                        self._store.quarantine(data, origin=origin, code=exc.code, message=exc.message)
-                    cache.pop(inbox_id, None)
-                    done[inbox_id] = ApplyResult("refused", exc.code, exc.message)
-                    progress = True
-        self._maybe_compact()
-        return done
-
-    def _integrate_checked(self, doc: MemoryDoc, data: bytes, origin: str, rows: Sequence[Row]) -> bool:
-        """Apply a worker-checked update to the live Doc, log it and store the ``rows`` the worker read after
-        the same apply; resurface what a replaced record held. Returns whether the live Doc also took a local
-        write (the worker is then stale)."""
-        replaced: builtins.list[str] = []
-
-        def on_root(event: Any) -> None:
-            replaced.extend(k for k, v in event.keys.items() if v.get("action") == "update")
-
-        subscription = doc.memories.observe(on_root)
-        try:
-            doc.doc.apply_update(data)
-        except BaseException as exc:
-            self._doc = None
-            raise UpdateRejectedError(f"pycrdt refused an update the worker accepted: {exc}",
-                                      code="UPDATE_MALFORMED") from None
-        finally:
-            doc.memories.unobserve(subscription)
-        lost = {k: m for k in replaced if (m := self._store.memory(k)) is not None and m.level == 1}
-        self._seen = self._store.append_update(data, origin=origin, local=False)
-        local = self._store.existing_ids((memory_id for memory_id, _ in rows), level=0)
-        self._store.put_memories(read for memory_id, read in rows if read is not None and memory_id not in local)
-        for memory_id, read in rows:
-            if read is None and memory_id not in local:
-                self._store.drop_memory(memory_id)
-        if lost:
-            self._resurface(doc, lost)
-        return bool(lost)
-
-    def _resurface(self, doc: MemoryDoc, lost: Mapping[str, Memory]) -> None:
-        """Re-insert what this replica's view of records dropped by a concurrent creation of the same id held
-        (see :meth:`MemoryDoc.resurface`), as a local write in the current transaction."""
-        self._ensure_lease_registered()
-        ctx = self._context()
-        self._local_write(lambda d: [d.resurface(k, ctx, m) for k, m in lost.items()], lost)
-
 
     # -- relays and mailbox sync -----------------------------------------------------------------------
 
@@ -915,7 +584,7 @@ class Vault:
         if not relays:
             raise NotFoundError("no relay to sync with: add one with `crdtsync relay add NAME URL`"
                                 if relay is None else f"no relay named {relay!r}", code="NO_RELAY")
-        self._ensure_lease_registered()
+        self._replica.ensure_lease_registered()
         return [sync_relay(self, open_store(r["url"]), r["name"], push=push, pull=pull) for r in relays]
 
     @classmethod
@@ -985,14 +654,6 @@ class Vault:
         return folder
 
     # -- status and audit -------------------------------------------------------------------------------
-
-    def devices(self) -> dict[str, dict[str, Any]]:
-        """The device registry replicated in the Doc: ``{device_id: {name, sign_pk, kx_pk, added_by, added_at,
-        clients}}``. Loads the Doc."""
-        with self._store.write():
-            registry = self._current_doc().registry()
-            self._store.set_meta("registry", json.dumps(registry, sort_keys=True))
-            return registry
 
     def status(self) -> dict[str, Any]:
         """A summary for ``crdtsync status``: device, memory counts, log size, updates held or quarantined,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pycrdt import Doc
 
-import crdtsync.vault as vault_module
+import crdtsync.store.replica as replica_module
 from crdtsync.errors import CryptoError, InvalidInputError, NotFoundError, VaultError
 from crdtsync.model.schema import MemoryDoc
 from crdtsync.vault import Vault
@@ -62,7 +62,7 @@ def test_reads_answer_from_sqlite_without_loading_the_doc(tmp_path: Path, make_v
         assert [x.id for x in fresh.search("morn")] == [m.id]
         assert [x.id for x in fresh.search("habit")] == [m.id]
         assert fresh.conflicts() == [] and fresh.status()["memories"]["live"] == 1
-        assert fresh._doc is None
+        assert not fresh.doc_loaded
 
 
 def test_search_treats_fts_syntax_as_plain_words(make_vault: MakeVault) -> None:
@@ -188,7 +188,7 @@ def test_another_process_sees_writes_and_its_writes_are_seen(tmp_path: Path, mak
 def test_compaction_bounds_the_log_and_loses_nothing(
     tmp_path: Path, make_vault: MakeVault, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(vault_module, "COMPACT_AFTER_UPDATES", 10)
+    monkeypatch.setattr(replica_module, "COMPACT_AFTER_UPDATES", 10)
     v = make_vault()
     ids = [v.add(f"m{i}").id for i in range(25)]
     count, _ = v.store.updates_since_snapshot()
@@ -204,7 +204,7 @@ def test_compaction_bounds_the_log_and_loses_nothing(
 def test_a_process_behind_a_compaction_reloads_from_the_snapshot(
     tmp_path: Path, make_vault: MakeVault, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(vault_module, "COMPACT_AFTER_UPDATES", 10)
+    monkeypatch.setattr(replica_module, "COMPACT_AFTER_UPDATES", 10)
     early = make_vault()
     first = early.add("before")
     late = make_vault()
