@@ -45,7 +45,7 @@ VaultOpt = Annotated[
                  show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
-_state: dict[str, Any] = {"vault": None, "json": False}
+_state: dict[str, Any] = {"vault": None, "json": False, "agent": None}
 
 
 def default_vault_path() -> Path:
@@ -83,7 +83,7 @@ def _guard(as_json: bool = False) -> Iterator[None]:
 
 @contextmanager
 def _open(vault: Path | None, as_json: bool = False) -> Iterator[Vault]:
-    with _guard(as_json), Vault.open(_vault_path(vault)) as opened:
+    with _guard(as_json), Vault.open(_vault_path(vault), agent=_state["agent"]) as opened:
         yield opened
 
 
@@ -141,10 +141,16 @@ def _passphrase(confirm: bool) -> str:
 def _root(
     vault: VaultOpt = None,
     as_json: JsonOpt = False,
+    agent: Annotated[
+        str | None,
+        typer.Option("--agent", help="Label writes with the agent making them, e.g. claude-code "
+                     "(default: $CRDTSYNC_AGENT); shown with conflict candidates."),
+    ] = None,
 ) -> None:
     """Keep your AI-assistant memories in sync across your devices, end-to-end encrypted."""
     _state["vault"] = vault
     _state["json"] = as_json
+    _state["agent"] = agent
 
 
 @app.command()
