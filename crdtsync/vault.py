@@ -570,9 +570,17 @@ class Vault:
         """Forget relay ``name`` (the mailbox itself is left as it is). Raises ``NotFoundError``."""
         self._store.remove_relay(name)
 
-    def sync(self, relay: str | None = None, *, push: bool = True, pull: bool = True) -> builtins.list[Any]:
+    def sync(
+        self,
+        relay: str | None = None,
+        *,
+        push: bool = True,
+        pull: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> builtins.list[Any]:
         """Push then pull every relay (or only ``relay``); returns one
         :class:`~crdtsync.mailbox.sync.SyncReport` per relay. Conflicts surfaced by a sync are not errors.
+        ``progress(done, total)`` follows the objects each pull fetches.
 
         Raises:
             NotFoundError: no relay of that name, or no relay at all (``NO_RELAY``).
@@ -585,7 +593,8 @@ class Vault:
             raise NotFoundError("no relay to sync with: add one with `crdtsync relay add NAME URL`"
                                 if relay is None else f"no relay named {relay!r}", code="NO_RELAY")
         self._replica.ensure_lease_registered()
-        return [sync_relay(self, open_store(r["url"]), r["name"], push=push, pull=pull) for r in relays]
+        return [sync_relay(self, open_store(r["url"]), r["name"], push=push, pull=pull, progress=progress)
+                for r in relays]
 
     @classmethod
     def join(

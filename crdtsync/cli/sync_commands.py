@@ -9,7 +9,19 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from crdtsync.cli.app import JsonOpt, VaultOpt, _emit_json, _guard, _open, _passphrase, _vault_path, app, err, out
+from crdtsync.cli.app import (
+    JsonOpt,
+    VaultOpt,
+    _emit_json,
+    _guard,
+    _open,
+    _passphrase,
+    _progress,
+    _vault_path,
+    app,
+    err,
+    out,
+)
 from crdtsync.vault import Vault
 
 relay_app = typer.Typer(help="Mailboxes (a shared folder, an S3 bucket) this vault syncs through.",
@@ -62,8 +74,10 @@ def relay_rm(name: str, vault: VaultOpt = None, as_json: JsonOpt = False) -> Non
 
 
 def _run_sync(vault: Path | None, relay: str | None, as_json: bool, *, push: bool, pull: bool) -> None:
-    with _open(vault, as_json) as v:
-        reports = v.sync(relay, push=push, pull=pull)
+    with _open(vault, as_json) as v, _progress() as bar:
+        task = bar.add_task("pulling", total=None)
+        reports = v.sync(relay, push=push, pull=pull, progress=lambda done, total: bar.update(
+            task, completed=done, total=total))
     data: list[dict[str, Any]] = [r.to_json() for r in reports]
     if as_json:
         _emit_json(data)

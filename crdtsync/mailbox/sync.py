@@ -52,6 +52,8 @@ from crdtsync.model.yupdate import decode_update
 if TYPE_CHECKING:
     from crdtsync.vault import Vault
 
+#: A callback ``(objects done, objects in all)`` for long pulls.
+Progress = Callable[[int, int], None]
 #: A device writes a snapshot of its contribution every this many log objects.
 SNAPSHOT_EVERY = 256
 #: A pull integrates at most this many log objects, or bytes of updates, per transaction.
@@ -272,33 +274,52 @@ class Mailbox:
 
     # -- pull -------------------------------------------------------------------------------------------
 
-    def pull(self, report: SyncReport) -> None:
-        """Fetch and integrate every other device's log objects past our cursors."""
+    def pull(self, report: SyncReport, progress: Progress | None = None) -> None:
+        """Fetch and integrate every other device's log objects past our cursors. ``progress(done, total)`` is
+        called with object counts once the heads are read and after each object."""
         listed = set(self.store.list(devices_prefix(self.tag)))
-        devices = sorted((listed | set(self.registry())) - {self.me})
-        for device_id in devices:
+        heads: list[tuple[str, Head, int]] = []
+        for device_id in sorted((listed | set(self.registry())) - {self.me}):
             try:
-                self._pull_device(device_id, report)
+                checked = self._checked_head(device_id)
+            except CrdtsyncError as exc:
+                report.errors.append({"device": device_id, "code": exc.code, "message": exc.message})
+                continue
+            if checked is not None:
+                heads.append((device_id, *checked))
+        total = sum(head.seq - min(applied, head.seq) for _, head, applied in heads)
+        counter = [0, total, progress]
+        if progress is not None:
+            progress(0, total)
+        for device_id, head, applied in heads:
+            try:
+                self._pull_device(device_id, head, applied, report, counter)
             except CrdtsyncError as exc:
                 report.errors.append({"device": device_id, "code": exc.code, "message": exc.message})
 
-    def _pull_device(self, device_id: str, report: SyncReport) -> None:
+    def _checked_head(self, device_id: str) -> tuple[Head, int] | None:
+        """The verified head of ``device_id`` and how far we applied its log, or None when it has no head;
+        refuses a rollback and records what the head says (seen seq, its acks of us)."""
         db = self.vault.store
-        scope = f"pull:{self.relay}"
-        applied = _int_cursor(db.get_cursor(scope, device_id))
+        applied = _int_cursor(db.get_cursor(f"pull:{self.relay}", device_id))
         seen = _int_cursor(db.get_cursor(f"seen:{self.relay}", device_id))
         head = self.read_head(device_id)
         if head is None:
             if seen:
                 raise MailboxError(f"the head of device {device_id} disappeared from the mailbox",
                                    code="MAILBOX_OBJECT_MISSING")
-            return
+            return None
         if head.seq < seen:
             raise MailboxError(f"device {device_id}'s head went back from seq {seen} to {head.seq}: the mailbox "
                                "serves an older state (rollback); refused", code="MAILBOX_ROLLBACK")
         with db.write():
             db.set_cursor(f"seen:{self.relay}", device_id, str(head.seq).encode())
             db.set_cursor(f"acked:{self.relay}", device_id, str(head.acks.get(self.me, 0)).encode())
+        return head, applied
+
+    def _pull_device(self, device_id: str, head: Head, applied: int, report: SyncReport, counter: list[Any]) -> None:
+        """Integrate ``device_id``'s objects past ``applied`` (from its snapshot when the logs we need are gone),
+        in groups of up to :data:`PULL_GROUP` objects; stops at the first object that cannot be read."""
         if applied < head.first - 1:
             if not head.snap or head.snap < head.first - 1:
                 raise MailboxError(f"device {device_id}'s log before seq {head.first} is gone and no snapshot "
@@ -310,6 +331,9 @@ class Mailbox:
         try:
             for seq in range(applied + 1, head.seq + 1):
                 group.append(self._fetch(device_id, KIND_UPDATE, seq, report))
+                counter[0] += 1
+                if counter[2] is not None:
+                    counter[2](counter[0], counter[1])
                 size += len(group[-1][1].update)
                 if len(group) >= PULL_GROUP or size >= PULL_GROUP_BYTES:
                     self._integrate(device_id, group, report)
@@ -371,10 +395,10 @@ class Mailbox:
 
 
 def sync_relay(vault: Vault, store: BlobStore, relay: str, *, push: bool = True, pull: bool = True,
-               clock: Callable[[], float] = time.monotonic) -> SyncReport:
-    """Push then pull one relay; returns what moved. Store errors of the whole relay (unreachable, denied)
-    are reported in ``errors`` rather than raised, so a sync over several relays goes on; each sync writes an
-    audit row."""
+               progress: Progress | None = None, clock: Callable[[], float] = time.monotonic) -> SyncReport:
+    """Push then pull one relay; returns what moved. ``progress(done, total)`` follows the objects pulled.
+    Store errors of the whole relay (unreachable, denied) are reported in ``errors`` rather than raised, so a
+    sync over several relays goes on; each sync writes an audit row."""
     started = clock()
     report = SyncReport(relay=relay)
     ops_before = store.stats.operations
@@ -383,7 +407,7 @@ def sync_relay(vault: Vault, store: BlobStore, relay: str, *, push: bool = True,
         if push:
             mailbox.push(report)
         if pull:
-            mailbox.pull(report)
+            mailbox.pull(report, progress)
             vault.devices()
     except CrdtsyncError as exc:
         report.errors.append({"device": "", "code": exc.code, "message": exc.message})
