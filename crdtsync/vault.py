@@ -678,6 +678,7 @@ class Vault:
             "held_updates": self._store.held_count(),
             "quarantined_updates": len(self._store.quarantined()),
             "conflicts": len(self._store.conflicts()),
+            "alarms": self._store.alarms(),
             "relays": self.relays(),
             "devices": json.loads(self._store.get_meta("registry") or "{}"),
         }

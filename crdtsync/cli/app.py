@@ -427,6 +427,8 @@ def status(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
         out.print(f"relay {r['name']} ({r['url']}): last sync {r['last_sync'] or 'never'}, "
                   f"pending push {r['pending_push']}, pending pull {r['pending_pull']}"
                   + (f", last error {r['last_error']}" if r["last_error"] else ""))
+    for alarm in info["alarms"]:
+        err.print(Text.assemble(("ALARM", "bold red"), f" [{alarm['code']}] {alarm['at']}: {alarm['message']}"))
     for device_id, entry in sorted(info["devices"].items()):
         mark = " (this device)" if device_id == info["device_id"] else ""
         out.print(f"device {device_id}{mark}: {entry.get('name', '')}")

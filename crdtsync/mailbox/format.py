@@ -12,9 +12,12 @@ Layout under a mailbox URL (README.md "Mailbox layout" is the spec)::
 An object is a msgpack array of envelopes (``crdtsync.crypto.envelope``), the chunks of one body; a head is
 one envelope. Bodies (msgpack maps, inside the AEAD and under the sender's signature):
 
-- log and snap (kinds UPDATE and SNAPSHOT): ``{"seq": int, "update": Yjs v1 update bytes, "clients": [int]}``
-  where ``clients`` are the Yjs client ids the sender writes with (a joining device announces them here
-  before its registry entry has reached anyone).
+- log and snap (kinds UPDATE and SNAPSHOT): ``{"seq": int, "update": Yjs v1 update bytes, "clients": [int],
+  "prev": bytes}`` where ``clients`` are the Yjs client ids the sender writes with (a joining device announces
+  them here before its registry entry has reached anyone) and ``prev`` chains the device's log: SHA-256 of the
+  previous log body (empty for seq 1; a snapshot as of seq carries the hash of log seq's body). A reader that
+  finds a body whose ``prev`` is not the hash of what it applied before has been served a fork: two different,
+  validly signed histories of one device. It raises a persistent alarm (``MAILBOX_FORK``).
 - head (kind HEAD): ``{"seq": int, "snap": int, "first": int, "acks": {device_id: seq}}``: the newest log
   seq, the newest snapshot seq (0: none), the lowest log seq still stored, and how far the sender has
   applied every other device's log.
@@ -25,6 +28,7 @@ whose body carries another seq, another sender or another vault is refused.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,28 +87,33 @@ def _corrupt(what: str, reason: str) -> MailboxError:
 
 @dataclass(frozen=True)
 class Batch:
-    """A log or snapshot body: ``seq``, ``update`` (Yjs v1 bytes), ``clients`` (Yjs client ids)."""
+    """A log or snapshot body: ``seq``, ``update`` (Yjs v1 bytes), ``clients`` (Yjs client ids) and ``prev``
+    (the hash chain: in log ``seq``, the SHA-256 of log ``seq - 1``'s body, empty for seq 1; in a snapshot
+    as of ``seq``, the SHA-256 of log ``seq``'s body)."""
 
     seq: int
     update: bytes
     clients: tuple[int, ...] = ()
+    prev: bytes = b""
 
     def to_body(self) -> bytes:
         """The msgpack body described in the module docstring."""
-        body: bytes = msgpack.packb({"seq": self.seq, "update": self.update, "clients": list(self.clients)},
-                                    use_bin_type=True)
+        body: bytes = msgpack.packb(
+            {"seq": self.seq, "update": self.update, "clients": list(self.clients), "prev": self.prev},
+            use_bin_type=True,
+        )
         return body
 
     @classmethod
     def from_body(cls, data: bytes, what: str) -> Batch:
         """Parse a body. Raises ``MailboxError`` (``MAILBOX_OBJECT_CORRUPT``) on anything malformed."""
         raw = _unpack(data, what)
-        update, clients = raw.get("update"), raw.get("clients")
+        update, clients, prev = raw.get("update"), raw.get("clients"), raw.get("prev")
         if not isinstance(update, bytes) or not isinstance(clients, list) or not all(
             isinstance(c, int) and 0 < c < 2**53 for c in clients
-        ):
+        ) or not isinstance(prev, bytes) or len(prev) not in (0, 32):
             raise _corrupt(what, "bad batch fields")
-        return cls(seq=_seq(raw.get("seq"), what), update=update, clients=tuple(clients))
+        return cls(seq=_seq(raw.get("seq"), what), update=update, clients=tuple(clients), prev=prev)
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,11 @@ def _unpack(data: bytes, what: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise _corrupt(what, "not a map")
     return raw
+
+
+def chain_digest(body: bytes) -> bytes:
+    """The hash-chain link of a log body: its SHA-256 (32 bytes)."""
+    return hashlib.sha256(body).digest()
 
 
 def pack_object(envelopes: list[bytes]) -> bytes:

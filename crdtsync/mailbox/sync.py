@@ -38,6 +38,7 @@ from crdtsync.mailbox.backend import BlobStore
 from crdtsync.mailbox.format import (
     Batch,
     Head,
+    chain_digest,
     chunks_of,
     devices_prefix,
     head_key,
@@ -52,6 +53,8 @@ from crdtsync.model.yupdate import decode_update
 if TYPE_CHECKING:
     from crdtsync.vault import Vault
 
+#: A fetched log or snapshot: (seq, batch, sender already registered, chain digest of its body).
+Fetched = tuple[int, Batch, bool, bytes]
 #: A callback ``(objects done, objects in all)`` for long pulls.
 Progress = Callable[[int, int], None]
 #: A device writes a snapshot of its contribution every this many log objects.
@@ -93,24 +96,26 @@ class SyncReport:
 
 @dataclass
 class _PushState:
-    """What this device last wrote to a relay: its newest log ``seq``, snapshot ``snap`` and lowest kept
-    log ``first``. (The log id of the last update pushed is the separate ``push`` cursor, which the store's
-    compaction reads so that it never drops a local update not yet pushed to every relay.)"""
+    """What this device last wrote to a relay: its newest log ``seq``, snapshot ``snap``, lowest kept log
+    ``first`` and ``chain`` (the hash of its newest log body, which the next one links to). (The log id of
+    the last update pushed is the separate ``push`` cursor, which the store's compaction reads so that it
+    never drops a local update not yet pushed to every relay.)"""
 
     seq: int = 0
     snap: int = 0
     first: int = 1
+    chain: bytes = b""
 
     def pack(self) -> bytes:
-        packed: bytes = msgpack.packb([self.seq, self.snap, self.first])
+        packed: bytes = msgpack.packb([self.seq, self.snap, self.first, self.chain], use_bin_type=True)
         return packed
 
     @classmethod
     def unpack(cls, data: bytes | None) -> _PushState:
         if data is None:
             return cls()
-        seq, snap, first = msgpack.unpackb(data)
-        return cls(seq, snap, first)
+        seq, snap, first, chain = msgpack.unpackb(data)
+        return cls(seq, snap, first, chain)
 
 
 def _int_cursor(data: bytes | None) -> int:
@@ -171,7 +176,9 @@ class Mailbox:
                                "another device's object was put in its place", code="MAILBOX_OBJECT_CORRUPT")
         return opened.body, opened.registered
 
-    def _read_batch(self, key: str, device_id: str, kind: int, seq: int) -> tuple[Batch, bool]:
+    def _read_batch(self, key: str, device_id: str, kind: int, seq: int) -> tuple[Batch, bool, bytes]:
+        """Fetch, open and parse one log or snapshot object; returns the batch, whether its sender was already
+        registered, and the chain digest of its body."""
         data = self.store.get(key)
         if data is None:
             raise MailboxError(f"{key} is not in the mailbox (yet); it will be read on the next sync",
@@ -183,13 +190,14 @@ class Mailbox:
             registered = registered and known
             chunks.append(body)
         try:
-            batch = Batch.from_body(join_chunks(chunks), key)
+            body = join_chunks(chunks)
+            batch = Batch.from_body(body, key)
         except CrdtsyncError as exc:
             raise MailboxError(f"{key}: {exc.message}", code="MAILBOX_OBJECT_CORRUPT") from None
         if batch.seq != seq:
             raise MailboxError(f"{key} holds seq {batch.seq}, not {seq}: the object was replaced",
                                code="MAILBOX_OBJECT_CORRUPT")
-        return batch, registered
+        return batch, registered, chain_digest(body)
 
     def read_head(self, device_id: str) -> Head | None:
         """The head of ``device_id`` in this mailbox, verified, or None when it has none."""
@@ -221,7 +229,9 @@ class Mailbox:
         state = _PushState.unpack(db.get_cursor("push-state", self.relay))
         remote = self.read_head(self.me)
         if remote is not None and remote.seq > state.seq:
-            state = _PushState(seq=remote.seq, snap=remote.snap, first=remote.first)
+            # Restored from a backup, or our push state was lost: continue after what the mailbox has.
+            _, _, chain = self._read_batch(log_key(self.tag, self.me, remote.seq), self.me, KIND_UPDATE, remote.seq)
+            state = _PushState(seq=remote.seq, snap=remote.snap, first=remote.first, chain=chain)
         last_id = db.last_update_id()
         acks = {k: _int_cursor(v) for k, v in db.cursors(f"pull:{self.relay}").items()}
         if pushed == 0:
@@ -235,14 +245,16 @@ class Mailbox:
             update = merge_updates(*[data for _, data in rows])
         seq = state.seq + 1
         clients = self._own_clients()
-        obj = pack_object(self._seal(KIND_UPDATE, Batch(seq, update, clients).to_body()))
+        body = Batch(seq, update, clients, prev=state.chain).to_body()
+        chain = chain_digest(body)
+        obj = pack_object(self._seal(KIND_UPDATE, body))
         self.store.put(log_key(self.tag, self.me, seq), obj)
         report.objects_up += 1
         report.bytes_up += len(obj)
         snap = state.snap
         if seq - snap >= SNAPSHOT_EVERY:
-            body = Batch(seq, self.vault.own_contribution(), clients).to_body()
-            snap_obj = pack_object(self._seal(KIND_SNAPSHOT, body))
+            snap_body = Batch(seq, self.vault.own_contribution(), clients, prev=chain).to_body()
+            snap_obj = pack_object(self._seal(KIND_SNAPSHOT, snap_body))
             self.store.put(snap_key(self.tag, self.me, seq), snap_obj)
             report.objects_up += 1
             report.bytes_up += len(snap_obj)
@@ -253,7 +265,7 @@ class Mailbox:
         self._put_head(Head(seq, snap, first, acks), report)
         with db.write():
             db.set_cursor("push", self.relay, str(last_id).encode())
-            db.set_cursor("push-state", self.relay, _PushState(seq, snap, first).pack())
+            db.set_cursor("push-state", self.relay, _PushState(seq, snap, first, chain).pack())
 
     def _put_head(self, head: Head, report: SyncReport) -> None:
         (sealed,) = self._seal(KIND_HEAD, head.to_body())
@@ -319,28 +331,43 @@ class Mailbox:
 
     def _pull_device(self, device_id: str, head: Head, applied: int, report: SyncReport, counter: list[Any]) -> None:
         """Integrate ``device_id``'s objects past ``applied`` (from its snapshot when the logs we need are gone),
-        in groups of up to :data:`PULL_GROUP` objects; stops at the first object that cannot be read."""
+        in groups of up to :data:`PULL_GROUP` objects; stops at the first object that cannot be read. Each log
+        body must link to the hash of the one applied before it, else a fork alarm is raised."""
+        db = self.vault.store
+        stored_chain = db.get_cursor(f"chain:{self.relay}", device_id)
+        chain: bytes | None = b"" if applied == 0 else stored_chain
         if applied < head.first - 1:
             if not head.snap or head.snap < head.first - 1:
                 raise MailboxError(f"device {device_id}'s log before seq {head.first} is gone and no snapshot "
                                    "covers it", code="MAILBOX_OBJECT_MISSING")
-            self._integrate(device_id, [self._fetch(device_id, KIND_SNAPSHOT, head.snap, report)], report)
+            snap = self._fetch(device_id, KIND_SNAPSHOT, head.snap, report)
+            chain = snap[1].prev
+            self._integrate(device_id, [snap], report, chain)
             applied = head.snap
-        group: list[tuple[int, Batch, bool]] = []
+        group: list[Fetched] = []
         size = 0
         try:
             for seq in range(applied + 1, head.seq + 1):
-                group.append(self._fetch(device_id, KIND_UPDATE, seq, report))
+                fetched = self._fetch(device_id, KIND_UPDATE, seq, report)
+                if chain is not None and fetched[1].prev != chain:
+                    message = (f"device {device_id} has two different signed histories: its log {seq} does not "
+                               f"follow the log {seq - 1} this device applied from relay {self.relay}. Its "
+                               "updates are refused from here; check that device (restored from an old backup, "
+                               "or compromised?)")
+                    db.raise_alarm("MAILBOX_FORK", message, device=device_id, relay=self.relay)
+                    raise MailboxError(message, code="MAILBOX_FORK")
+                chain = fetched[3]
+                group.append(fetched)
                 counter[0] += 1
                 if counter[2] is not None:
                     counter[2](counter[0], counter[1])
-                size += len(group[-1][1].update)
+                size += len(fetched[1].update)
                 if len(group) >= PULL_GROUP or size >= PULL_GROUP_BYTES:
-                    self._integrate(device_id, group, report)
+                    self._integrate(device_id, group, report, chain)
                     group, size = [], 0
         finally:
             if group:
-                self._integrate(device_id, group, report)
+                self._integrate(device_id, group, report, group[-1][3])
 
     def _allowed_clients(self, device_id: str, batch: Batch) -> set[int]:
         registry = self.registry()
@@ -348,22 +375,22 @@ class Mailbox:
         own = set(registry.get(device_id, {}).get("clients", ()))
         return own | (set(batch.clients) - owned_elsewhere)
 
-    def _fetch(self, device_id: str, kind: int, seq: int, report: SyncReport) -> tuple[int, Batch, bool]:
+    def _fetch(self, device_id: str, kind: int, seq: int, report: SyncReport) -> Fetched:
         key = (snap_key if kind == KIND_SNAPSHOT else log_key)(self.tag, device_id, seq)
         before = self.store.stats.bytes_down
-        batch, registered = self._read_batch(key, device_id, kind, seq)
+        batch, registered, digest = self._read_batch(key, device_id, kind, seq)
         report.objects_down += 1
         report.bytes_down += self.store.stats.bytes_down - before
-        return seq, batch, registered
+        return seq, batch, registered, digest
 
-    def _integrate(self, device_id: str, fetched: list[tuple[int, Batch, bool]], report: SyncReport) -> None:
+    def _integrate(self, device_id: str, fetched: list[Fetched], report: SyncReport, chain: bytes | None) -> None:
         """Integrate fetched batches of one device in one call; the pull cursor advances to the last of them
         in the transaction that stores them. Batches with structs of client ids the device does not own are
         quarantined instead (``UPDATE_FOREIGN_CLIENT``)."""
         db = self.vault.store
         accepted: list[tuple[bytes, str]] = []
         refused: list[tuple[int, Batch, set[int]]] = []
-        for seq, batch, _registered in fetched:
+        for seq, batch, _registered, _digest in fetched:
             try:
                 foreign = set(decode_update(batch.update).structs) - self._allowed_clients(device_id, batch)
             except UpdateRejectedError:
@@ -380,6 +407,8 @@ class Mailbox:
                               message=f"seq {seq} carries structs of client ids {sorted(foreign)} that "
                                       f"{device_id} did not register")
             db.set_cursor(f"pull:{self.relay}", device_id, str(last).encode())
+            if chain is not None:
+                db.set_cursor(f"chain:{self.relay}", device_id, chain)
 
         for seq, _batch, foreign in refused:
             report.errors.append({"device": device_id, "code": "UPDATE_FOREIGN_CLIENT",
@@ -390,7 +419,7 @@ class Mailbox:
                 report.errors.append({"device": device_id, "code": result.code or "UPDATE_MALFORMED",
                                       "message": f"{result.message}; quarantined"})
             report.memories_changed.update(result.changed)
-        if not all(registered for _, _, registered in fetched):
+        if not all(registered for _, _, registered, _ in fetched):
             self._registry = None
 
 

@@ -457,6 +457,24 @@ class Store:
         rows = self.conn.execute("SELECT key, value FROM cursors WHERE scope = ?", (scope,))
         return {r[0]: bytes(r[1]) for r in rows}
 
+    def raise_alarm(self, code: str, message: str, **context: str) -> None:
+        """Record a persistent alarm (for example ``MAILBOX_FORK``) that ``status`` shows until cleared, with
+        an audit row. Alarms with the same code and context are kept once."""
+        with self.write():
+            alarms = self.alarms()
+            entry = {"code": code, "message": message, **context}
+            if not any({k: a.get(k) for k in ("code", *context)} == {"code": code, **context} for a in alarms):
+                alarms.append({**entry, "at": self.conn.execute(
+                    "SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now')").fetchone()[0]})
+                self.set_meta("alarms", json.dumps(alarms))
+            self.audit("alarm", code=code, message=message, **context)
+
+    def alarms(self) -> list[dict[str, str]]:
+        """Every persistent alarm: ``{code, message, at, ...context}``."""
+        raw = self.get_meta("alarms")
+        loaded: list[dict[str, str]] = json.loads(raw) if raw else []
+        return loaded
+
     def audit(self, op: str, *, peer: str | None = None, code: str | None = None, **detail: Any) -> None:
         """Append a row to the audit trail (its own transaction unless inside :meth:`write`)."""
         with self.write():

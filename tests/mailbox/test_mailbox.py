@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -179,9 +180,12 @@ def test_structs_under_another_devices_client_id_are_quarantined(
     head = mailbox.read_head(b.device_id)
     seq = (head.seq if head else 0) + 1
     secrets = b.secrets
+    prev = b""
+    if seq > 1:
+        _, _, prev = mailbox._read_batch(log_key(mailbox.tag, b.device_id, seq - 1), b.device_id, KIND_UPDATE, seq - 1)
     envelopes = [seal(vault_id=secrets.vault_id, epoch=0, vault_key=secrets.epochs[0], sender=secrets.device,
                       kind=KIND_UPDATE, body=chunk, sealed_count=100) for chunk in
-                 chunks_of(Batch(seq, stolen, (1,)).to_body())]
+                 chunks_of(Batch(seq, stolen, (1,), prev=prev).to_body())]
     mailbox.store.put(log_key(mailbox.tag, b.device_id, seq), pack_object(envelopes))
     head_env = seal(vault_id=secrets.vault_id, epoch=0, vault_key=secrets.epochs[0], sender=secrets.device,
                     kind=KIND_HEAD, body=Head(seq).to_body(), sealed_count=101)
@@ -304,3 +308,34 @@ def test_folder_writes_leave_no_temporary_files(folder_pair: tuple[Vault, Vault,
     a.sync()
     assert not [p for p in box.rglob(".tmp-*")]
     assert msgpack.unpackb(next(box.rglob("log/0000000000000001")).read_bytes())
+
+
+def test_a_forked_history_raises_a_persistent_alarm(
+    tmp_path: Path, folder_pair: tuple[Vault, Vault, str, Path]
+) -> None:
+    """Device A is restored from a backup while the mailbox serves it a stale head (lag), so it writes a
+    second, validly signed seq 3. B, which applied the first seq 3, must notice that A's seq 4 does not link
+    to it, refuse it, and keep an alarm."""
+    a, b, _, box = folder_pair
+    a.add("second push")
+    a.sync()
+    device = a.device_id
+    head = next(p for p in box.rglob("head") if device in str(p))
+    stale_head = head.read_bytes()
+    a.close()
+    shutil.copytree(tmp_path / "laptop", tmp_path / "laptop-backup")
+    with Vault.open(tmp_path / "laptop") as laptop:
+        laptop.add("third push, first history")
+        laptop.sync()
+    assert errors(b.sync()) == []
+    head.write_bytes(stale_head)
+    with Vault.open(tmp_path / "laptop-backup") as restored:
+        restored.add("third push, second history")
+        restored.sync()
+        restored.add("fourth push, second history")
+        restored.sync()
+    assert errors(b.sync()) == ["MAILBOX_FORK"]
+    (alarm,) = b.status()["alarms"]
+    assert alarm["code"] == "MAILBOX_FORK" and alarm["device"] == device
+    assert all("second history" not in m.content for m in b.list())
+    assert errors(b.sync()) == ["MAILBOX_FORK"] and len(b.status()["alarms"]) == 1
