@@ -78,7 +78,7 @@ class EnvelopeError(CryptoError):
 class MailboxError(CrdtsyncError):
     """A mailbox (blob store) operation or object failed: ``MAILBOX_OBJECT_MISSING``,
     ``MAILBOX_OBJECT_CORRUPT``, ``MAILBOX_ROLLBACK``, ``MAILBOX_FORK``, ``MAILBOX_AUTH``,
-    ``MAILBOX_NO_BUCKET``, ``MAILBOX_PERMISSION``, ``MAILBOX_TOO_LARGE``, ``MAILBOX_UNAVAILABLE``, ``MAILBOX_FORK``,
+    ``MAILBOX_NO_BUCKET``, ``MAILBOX_PERMISSION``, ``MAILBOX_TOO_LARGE``, ``MAILBOX_UNAVAILABLE``,
     ``MAILBOX_NO_VAULT``."""
 
     default_code = "MAILBOX_UNAVAILABLE"
