@@ -11,7 +11,8 @@ Layout (fixed for v1; README.md "Document schema" is the spec):
     per key and could drop the add);
   - register entries ``<field>@<op_id>`` -> ``[value]`` or ``[value, by, at]`` or ``[value, by, at, agent]``
     for ``field`` in content, category, source, metadata, deleted. The entries written when the record is
-    created take the empty op id (``content@``, ``t:<tag>@``); every later write takes a fresh random one.
+    created take the empty op id (``content@``, ``t:<tag>@``) and, when they carry no by/at, are stored as the
+    bare value rather than ``[value]`` (no field value is a list); every later write takes a fresh random op id.
     A missing ``by``/``at`` means the record's creating device and time (the entries written by ``add``),
     which keeps the layout compact. ``metadata`` is stored as compact JSON text because Yjs ``Any`` turns
     integers into floats.
@@ -142,7 +143,8 @@ class MemoryDoc:
         # writes and tag adds take fresh op ids), which saves ~40 bytes per memory.
         for field, value in values.items():
             if value is not None:
-                record[f"{field}@"] = [_encode_value(field, value), *entry_tail]
+                encoded = _encode_value(field, value)
+                record[f"{field}@"] = [encoded, *entry_tail] if entry_tail else encoded
         for tag in tags:
             record[f"{TAG_PREFIX}{tag}@"] = True
         with self.doc.transaction():
@@ -303,6 +305,8 @@ def _register_candidates(
     for key, raw in record.items():
         if not key.startswith(prefix):
             continue
+        if key == prefix and not isinstance(raw, list):
+            raw = [raw]  # a creating entry without by/at is stored bare (no field value is a list)
         if not isinstance(raw, list) or len(raw) not in (1, 3, 4):
             return None
         value = raw[0]

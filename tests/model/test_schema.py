@@ -202,3 +202,14 @@ def test_layout_is_compact_one_map_per_memory() -> None:
     record = d.memories["m"]
     assert isinstance(record, Map)
     assert not any(isinstance(v, Map) for v in record.values())
+
+
+def test_creating_entries_are_bare_values_and_later_writes_are_lists() -> None:
+    d = replica(1)
+    d.add("m", ctx("A"), content="x", category="c")
+    raw = d.memories["m"].to_py()
+    assert raw["content@"] == "x" and raw["category@"] == "c"
+    d.write("m", ctx("A"), {"content": "y"})
+    raw = d.memories["m"].to_py()
+    assert "content@" not in raw and any(k.startswith("content@") and v[0] == "y" for k, v in raw.items())
+    assert read_record("m", {"created": ["t", "A"], "content@x": "bare is only for the creating entry"}) is None
