@@ -33,7 +33,7 @@ from pycrdt import merge_updates
 
 from crdtsync.crypto.envelope import KIND_HEAD, KIND_SNAPSHOT, KIND_UPDATE, join_chunks, open_envelope, seal
 from crdtsync.crypto.keys import vault_tag
-from crdtsync.errors import CrdtsyncError, MailboxError, UpdateRejectedError
+from crdtsync.errors import CrdtsyncError, MailboxError
 from crdtsync.mailbox.backend import BlobStore
 from crdtsync.mailbox.format import (
     Batch,
@@ -48,7 +48,6 @@ from crdtsync.mailbox.format import (
     snap_key,
     unpack_object,
 )
-from crdtsync.model.yupdate import decode_update
 
 if TYPE_CHECKING:
     from crdtsync.vault import Vault
@@ -384,40 +383,26 @@ class Mailbox:
         return seq, batch, registered, digest
 
     def _integrate(self, device_id: str, fetched: list[Fetched], report: SyncReport, chain: bytes | None) -> None:
-        """Integrate fetched batches of one device in one call; the pull cursor advances to the last of them
-        in the transaction that stores them. Batches with structs of client ids the device does not own are
-        quarantined instead (``UPDATE_FOREIGN_CLIENT``)."""
+        """Integrate fetched batches of one device in one call; the pull cursor (and hash chain) advance to the
+        last of them in the transaction that stores them. Batches with structs of client ids the device does
+        not own are quarantined (``UPDATE_FOREIGN_CLIENT``)."""
         db = self.vault.store
-        accepted: list[tuple[bytes, str]] = []
-        refused: list[tuple[int, Batch, set[int]]] = []
-        for seq, batch, _registered, _digest in fetched:
-            try:
-                foreign = set(decode_update(batch.update).structs) - self._allowed_clients(device_id, batch)
-            except UpdateRejectedError:
-                foreign = set()
-            if foreign:
-                refused.append((seq, batch, foreign))
-            else:
-                accepted.append((batch.update, device_id))
         last = fetched[-1][0]
 
         def stored() -> None:
-            for seq, batch, foreign in refused:
-                db.quarantine(batch.update, origin=device_id, code="UPDATE_FOREIGN_CLIENT",
-                              message=f"seq {seq} carries structs of client ids {sorted(foreign)} that "
-                                      f"{device_id} did not register")
             db.set_cursor(f"pull:{self.relay}", device_id, str(last).encode())
             if chain is not None:
                 db.set_cursor(f"chain:{self.relay}", device_id, chain)
 
-        for seq, _batch, foreign in refused:
-            report.errors.append({"device": device_id, "code": "UPDATE_FOREIGN_CLIENT",
-                                  "message": f"seq {seq} writes under client ids {sorted(foreign)} that the "
-                                             "device does not own; quarantined"})
-        for result in self.vault.apply_updates(accepted, on_stored=stored):
+        results = self.vault.apply_updates(
+            [(batch.update, device_id) for _, batch, _, _ in fetched],
+            on_stored=stored,
+            allowed_clients=[frozenset(self._allowed_clients(device_id, batch)) for _, batch, _, _ in fetched],
+        )
+        for (seq, _, _, _), result in zip(fetched, results, strict=True):
             if result.status == "refused":
                 report.errors.append({"device": device_id, "code": result.code or "UPDATE_MALFORMED",
-                                      "message": f"{result.message}; quarantined"})
+                                      "message": f"seq {seq}: {result.message}; quarantined"})
             report.memories_changed.update(result.changed)
         if not all(registered for _, _, registered, _ in fetched):
             self._registry = None

@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS memories (
     source TEXT, metadata TEXT, created TEXT NOT NULL, updated TEXT NOT NULL, created_by TEXT NOT NULL,
     updated_by TEXT NOT NULL, deleted INTEGER NOT NULL, conflicts TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS memories_live ON memories (deleted, created);
+CREATE INDEX IF NOT EXISTS memories_conflicted ON memories (id) WHERE conflicts != '[]';
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
     content, category, tags, content='memories', content_rowid='rowid', tokenize='unicode61');
 CREATE TRIGGER IF NOT EXISTS memories_ai AFTER INSERT ON memories BEGIN

@@ -282,11 +282,17 @@ class Replica:
             return doc.doc.get_update(encode_state_vector(others))
 
     def apply_updates(
-        self, updates: Sequence[tuple[bytes, str]], *, on_stored: Callable[[], None] | None = None
+        self,
+        updates: Sequence[tuple[bytes, str]],
+        *,
+        on_stored: Callable[[], None] | None = None,
+        allowed_clients: Sequence[frozenset[int] | None] | None = None,
     ) -> list[ApplyResult]:
         """Integrate received updates, defending against the pycrdt hazards (README "Trust boundaries").
 
-        1. Each update is decoded by the strict Yjs v1 reader; a refusal is quarantined with its code.
+        1. Each update is decoded by the strict Yjs v1 reader; a refusal is quarantined with its code. When
+           ``allowed_clients`` gives a set for an update (the Yjs client ids its authenticated sender owns),
+           structs of any other client quarantine it (``UPDATE_FOREIGN_CLIENT``).
         2. Every accepted update is stored in the inbox, durably, in one transaction; ``on_stored`` runs inside
            that transaction (a sync layer advances its cursor there, so what it acknowledges is on disk).
         3. Each held update whose dependencies are all known here is applied in the integration worker under
@@ -298,13 +304,19 @@ class Replica:
         """
         outcomes: list[ApplyResult | int] = []
         with self._store.write():
-            for data, origin in updates:
+            for n, (data, origin) in enumerate(updates):
                 try:
                     decoded = decode_update(bytes(data))
                     unknown = decoded.root_names - ROOTS
                     if unknown:
                         raise UpdateRejectedError(f"the update writes unknown roots {sorted(unknown)}",
                                                   code="UPDATE_SCHEMA_VIOLATION")
+                    allowed = allowed_clients[n] if allowed_clients is not None else None
+                    foreign = set(decoded.structs) - allowed if allowed is not None else set()
+                    if foreign:
+                        raise UpdateRejectedError(
+                            f"{origin} sent structs of Yjs client ids {sorted(foreign)} it does not own",
+                            code="UPDATE_FOREIGN_CLIENT")
                     if self._store.held_count() >= MAX_HELD:
                         raise UpdateRejectedError(
                             f"{MAX_HELD} received updates already wait for missing ones; refusing more until "
@@ -406,7 +418,9 @@ class Replica:
         def on_root(event: Any) -> None:
             replaced.extend(k for k, v in event.keys.items() if v.get("action") == "update")
 
-        subscription = doc.memories.observe(on_root)
+        # Only a record this replica already holds can be replaced; a fresh replica (a join) skips the observer.
+        watch = self._store.conn.execute("SELECT 1 FROM memories WHERE level = 1 LIMIT 1").fetchone() is not None
+        subscription = doc.memories.observe(on_root) if watch else None
         try:
             doc.doc.apply_update(data)
         except BaseException as exc:
@@ -414,7 +428,8 @@ class Replica:
             raise UpdateRejectedError(f"pycrdt refused an update the worker accepted: {exc}",
                                       code="UPDATE_MALFORMED") from None
         finally:
-            doc.memories.unobserve(subscription)
+            if subscription is not None:
+                doc.memories.unobserve(subscription)
         lost = {k: m for k in replaced if (m := self._store.memory(k)) is not None and m.level == 1}
         self._seen = self._store.append_update(data, origin=origin, local=False)
         local = self._store.existing_ids((memory_id for memory_id, _ in rows), level=0)
