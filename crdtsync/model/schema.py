@@ -202,29 +202,38 @@ class MemoryDoc:
                     record[f"{TAG_PREFIX}{tag}@{ctx.new_op_id()}"] = True
             self.write(memory_id, ctx, {})
 
-    def resurface(self, memory_id: str, ctx: WriteContext, lost: Memory) -> bool:
+    def resurface(
+        self, memory_id: str, ctx: WriteContext, lost: Memory, lost_conflicts: Iterable[Conflict] = ()
+    ) -> bool:
         """Re-insert what a replaced record held: when two replicas create the same memory id concurrently
         (the same file imported on both before they sync), Y.Map keeps one record Map and drops the other with
-        every edit made inside it. ``lost`` is this replica's last view of the dropped record; each field value
-        it held that the surviving record lacks is added as a concurrent entry (never deleting the survivor's
-        entries), so a divergence surfaces as a conflict instead of vanishing, and its tags are re-added.
-        Returns whether anything was written."""
+        every edit made inside it. ``lost`` (with ``lost_conflicts``) is this replica's last view of the dropped
+        record. Every candidate value it held for a field (``None`` included: a cleared field) that the
+        surviving record lacks is added as a concurrent entry with its original device, time and agent, never
+        deleting the survivor's entries, so a divergence surfaces as a conflict instead of vanishing; a live
+        record also re-asserts ``deleted=false`` so that a delete concurrent with it conflicts; its tags are
+        re-added. Returns whether anything was written."""
         read = self.read(memory_id)
         if read is None:
             return False
         survivor, conflicts = read
         present: dict[str, list[Any]] = {c.field: [x.value for x in c.candidates] for c in conflicts}
+        held = {c.field: c.candidates for c in lost_conflicts}
         record = self._record(memory_id)
         wrote = False
         with self.doc.transaction():
             for field in REGISTER_FIELDS:
                 value = lost.deleted if field == "deleted" else getattr(lost, field)
                 have = present.get(field, [survivor.deleted if field == "deleted" else getattr(survivor, field)])
-                if value is None or value in have:
-                    continue
-                entry: list[Any] = [_encode_value(field, value), lost.updated_by, lost.updated]
-                record[f"{field}@{ctx.new_op_id()}"] = entry
-                wrote = True
+                candidates = held.get(field, (Candidate(value, lost.updated_by, lost.updated),))
+                for candidate in candidates:
+                    if candidate.value in have and not (field == "deleted" and candidate.value is False):
+                        continue
+                    entry: list[Any] = [_encode_value(field, candidate.value), candidate.device, candidate.at]
+                    if candidate.agent is not None:
+                        entry.append(candidate.agent)
+                    record[f"{field}@{ctx.new_op_id()}"] = entry
+                    wrote = True
             for tag in sorted(lost.tags - survivor.tags):
                 record[f"{TAG_PREFIX}{tag}@{ctx.new_op_id()}"] = True
                 wrote = True

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from crdtsync.errors import InvalidInputError, NotFoundError, VaultError
-from crdtsync.model.records import Conflict, Memory
+from crdtsync.model.records import Candidate, Conflict, Memory
 
 STORE_FORMAT = 1
 
@@ -116,6 +116,18 @@ def _row_to_memory(row: sqlite3.Row) -> Memory:
         deleted=bool(row["deleted"]),
         conflicts=tuple(c["field"] for c in json.loads(row["conflicts"])),
     )
+
+
+def _conflicts_from_json(raw: str) -> list[Conflict]:
+    return [
+        Conflict(
+            memory_id=c["memory_id"],
+            field=c["field"],
+            candidates=tuple(Candidate(value=x["value"], device=x["device"], at=x["at"], agent=x.get("agent"))
+                             for x in c["candidates"]),
+        )
+        for c in json.loads(raw)
+    ]
 
 
 def fts_query(text: str) -> str:
@@ -371,17 +383,16 @@ class Store:
             params = (match, limit)
         return [_row_to_memory(r) for r in self.conn.execute(sql, params)]
 
+    def memory_conflicts(self, memory_id: str) -> list[Conflict]:
+        """The stored conflicts of one memory (empty when it has none or does not exist)."""
+        row = self.conn.execute("SELECT conflicts FROM memories WHERE id = ?", (memory_id,)).fetchone()
+        return [] if row is None else _conflicts_from_json(row[0])
+
     def conflicts(self) -> list[Conflict]:
         """Every conflict of every memory, ordered by memory id then field."""
-        from crdtsync.model.records import Candidate
-
         out: list[Conflict] = []
-        rows = self.conn.execute("SELECT conflicts FROM memories WHERE conflicts != '[]' ORDER BY id")
-        for (raw,) in rows:
-            for c in json.loads(raw):
-                cands = tuple(Candidate(value=x["value"], device=x["device"], at=x["at"], agent=x.get("agent"))
-                              for x in c["candidates"])
-                out.append(Conflict(memory_id=c["memory_id"], field=c["field"], candidates=cands))
+        for (raw,) in self.conn.execute("SELECT conflicts FROM memories WHERE conflicts != '[]' ORDER BY id"):
+            out.extend(_conflicts_from_json(raw))
         return out
 
     def counts(self) -> dict[str, int]:

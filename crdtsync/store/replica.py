@@ -430,7 +430,8 @@ class Replica:
         finally:
             if subscription is not None:
                 doc.memories.unobserve(subscription)
-        lost = {k: m for k in replaced if (m := self._store.memory(k)) is not None and m.level == 1}
+        lost = {k: (m, self._store.memory_conflicts(k)) for k in replaced
+                if (m := self._store.memory(k)) is not None and m.level == 1}
         self._seen = self._store.append_update(data, origin=origin, local=False)
         local = self._store.existing_ids((memory_id for memory_id, _ in rows), level=0)
         self._store.put_memories(read for memory_id, read in rows if read is not None and memory_id not in local)
@@ -441,12 +442,12 @@ class Replica:
             self._resurface(doc, lost)
         return bool(lost)
 
-    def _resurface(self, doc: MemoryDoc, lost: Mapping[str, Memory]) -> None:
+    def _resurface(self, doc: MemoryDoc, lost: Mapping[str, tuple[Memory, list[Conflict]]]) -> None:
         """Re-insert what this replica's view of records dropped by a concurrent creation of the same id held
         (see :meth:`MemoryDoc.resurface`), as a local write in the current transaction."""
         self.ensure_lease_registered()
         ctx = self.context()
-        self.local_write(lambda d: [d.resurface(k, ctx, m) for k, m in lost.items()], lost)
+        self.local_write(lambda d: [d.resurface(k, ctx, m, c) for k, (m, c) in lost.items()], lost)
 
     def devices(self) -> dict[str, dict[str, Any]]:
         """The device registry replicated in the Doc (see :meth:`crdtsync.vault.Vault.devices`); also stored in
