@@ -6,7 +6,8 @@ with ``--json``, a JSON summary on stdout instead. Nothing here asserts a time.
 The corpus is LoCoMo repeated to N memories (``bench/_corpus.py``: real text, fresh ids per repetition, a
 ``" (rep k)"`` suffix). Every scenario runs in its own child process (``--scenario NAME``), so that peak RSS and
 warm caches of one do not pollute another; the parent builds the corpus once, runs the children in order and
-reports. Scenarios:
+reports. The scaffolding (flags, child processes, peak RSS, timers, cProfile, tables) is ``bench/_harness.py``,
+shared with ``bench/mailbox.py``. Scenarios:
 
 ``floor_insert`` / ``floor_load``
     The floor: one flat pycrdt Map of plain values, ``m[id] = {content, category, tags, created, source,
@@ -41,24 +42,11 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import cProfile
-import gc
-import io
 import json
-import os
-import platform
-import pstats
-import shutil
-import sqlite3
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +54,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._corpus import LOCOMO, base_rows, read_jsonl, repeated, write_jsonl  # noqa: E402
+from bench import _harness as harness  # noqa: E402
+from bench._corpus import read_jsonl, repeated  # noqa: E402
+from bench._harness import Result, Stopwatch, memory_mb, reset_peak, timed  # noqa: E402
 
 #: Words searched on the fresh vault (topical LoCoMo words, rare to common); the target uses their median.
 SEARCH_WORDS = ("painting", "adoption", "guitar", "camping", "pottery", "beach", "support", "friends")
@@ -81,39 +71,8 @@ DEFAULT_TIMEOUT = 900.0
 #: Passphrase of the benchmark vaults (never a real one) and cheap Argon2id parameters: init is not measured.
 PASSPHRASE = "crdtsync benchmark"
 
-Result = dict[str, Any]
-
 
 # -- measuring helpers -------------------------------------------------------------------------------------
-
-
-def memory_mb() -> dict[str, float]:
-    """This process's current RSS and peak RSS (high-water mark) in MiB: ``/proc/self/status`` on Linux,
-    ``getrusage`` elsewhere (where both are the peak)."""
-    try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-        return {"rss": int(fields["VmRSS"].split()[0]) / 1024, "peak": int(fields["VmHWM"].split()[0]) / 1024}
-    except (OSError, KeyError, ValueError):
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 1024**2)
-        return {"rss": peak, "peak": peak}
-
-
-def reset_peak() -> float:
-    """Collect garbage, reset the kernel's peak-RSS mark to the current RSS when Linux allows it
-    (``/proc/self/clear_refs`` = 5), and return the current RSS in MiB: the baseline of what follows."""
-    gc.collect()
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-    return memory_mb()["rss"]
-
-
-def children_peak_mb() -> float:
-    """Largest peak RSS of any child process this process waited for (the integration workers), in MiB."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -123,61 +82,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-class Stopwatch:
-    """Accumulates wall time spent in chosen functions by wrapping them (in a benchmark child process only:
-    crdtsync itself is not changed). Overhead is about a microsecond per call."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.calls: dict[str, int] = {}
-
-    def wrap(self, owner: Any, attr: str, label: str) -> None:
-        """Replace ``owner.attr`` (a module function or a class's method) with a timed version."""
-        original = getattr(owner, attr)
-        self.seconds.setdefault(label, 0.0)
-        self.calls.setdefault(label, 0)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.seconds[label] += time.perf_counter() - start
-                self.calls[label] += 1
-
-        setattr(owner, attr, timed)
-
-    def reset(self) -> None:
-        """Zero every counter."""
-        for label in self.seconds:
-            self.seconds[label] = 0.0
-            self.calls[label] = 0
-
-    def snapshot(self) -> dict[str, dict[str, float]]:
-        """``{label: {"s": seconds, "calls": n}}``."""
-        return {label: {"s": self.seconds[label], "calls": self.calls[label]} for label in self.seconds}
-
-
-@contextlib.contextmanager
-def timer(out: dict[str, float], key: str) -> Iterator[None]:
-    """Store the wall time of the block in ``out[key]`` (seconds)."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        out[key] = time.perf_counter() - start
-
-
 def cheap_kdf() -> Any:
     """Argon2id parameters cheap enough that vault creation does not matter (it is not measured)."""
     from crdtsync.crypto.header import KdfParams
 
     return KdfParams.new(iterations=1, lanes=1, memory_cost=8 * 1024)
-
-
-def folder_mb(path: Path) -> float:
-    """Total size of the files under ``path`` in MiB."""
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
 # -- scenarios (each runs in its own child process) ----------------------------------------------------------
@@ -208,10 +117,10 @@ def scenario_floor_insert(work: Path, params: Result) -> Result:
     base = reset_peak()
     doc: Doc[Any] = Doc()
     memories: Map[Any] = doc.get("memories", type=Map)
-    with timer(out, "insert_s"), doc.transaction():
+    with timed(out, "insert_s"), doc.transaction():
         for memory_id, value in items:
             memories[memory_id] = value
-    with timer(out, "encode_s"):
+    with timed(out, "encode_s"):
         update = doc.get_update()
     out["rss_base_mb"], out["rss_peak_mb"] = base, memory_mb()["peak"]
     out["encoded_bytes"] = len(update)
@@ -234,7 +143,7 @@ def scenario_floor_load(work: Path, params: Result) -> Result:
     update = (work / "floor.bin").read_bytes()
     out: Result = {}
     base = reset_peak()
-    with timer(out, "load_s"):
+    with timed(out, "load_s"):
         doc: Doc[Any] = Doc()
         doc.apply_update(update)
     out["rss_base_mb"], out["rss_peak_mb"] = base, memory_mb()["peak"]
@@ -251,16 +160,16 @@ def scenario_nested_insert(work: Path, params: Result) -> Result:
     base = reset_peak()
     doc: Doc[Any] = Doc()
     memories: Map[Any] = doc.get("memories", type=Map)
-    with timer(out, "insert_s"), doc.transaction():
+    with timed(out, "insert_s"), doc.transaction():
         for memory_id, value in items:
             memories[memory_id] = Map({k: v for k, v in value.items() if v is not None})
-    with timer(out, "encode_s"):
+    with timed(out, "encode_s"):
         update = doc.get_update()
     out["rss_base_mb"], out["rss_peak_mb"] = base, memory_mb()["peak"]
     out["encoded_bytes"] = len(update)
     del doc, memories, items
     reset_peak()
-    with timer(out, "load_s"):
+    with timed(out, "load_s"):
         fresh: Doc[Any] = Doc()
         fresh.apply_update(update)
     return out
@@ -275,11 +184,11 @@ def scenario_loro_insert(work: Path, params: Result) -> Result:
     base = reset_peak()
     doc = loro.LoroDoc()
     memories = doc.get_map("memories")
-    with timer(out, "insert_s"):
+    with timed(out, "insert_s"):
         for memory_id, value in items:
             memories.insert(memory_id, value)
         doc.commit()
-    with timer(out, "encode_s"):
+    with timed(out, "encode_s"):
         snapshot = doc.export(loro.ExportMode.Snapshot())
     out["rss_base_mb"], out["rss_peak_mb"] = base, memory_mb()["peak"]
     out["encoded_bytes"] = len(snapshot)
@@ -294,13 +203,13 @@ def scenario_loro_load(work: Path, params: Result) -> Result:
     snapshot = (work / "loro.bin").read_bytes()
     out: Result = {}
     base = reset_peak()
-    with timer(out, "load_s"):
+    with timed(out, "load_s"):
         doc = loro.LoroDoc()
         doc.import_(snapshot)
     probe = json.loads((work / "ids.json").read_text())[-1]
-    with timer(out, "get_one_s"):
+    with timed(out, "get_one_s"):
         doc.get_map("memories").get(probe)
-    with timer(out, "read_all_s"):
+    with timed(out, "read_all_s"):
         value = doc.get_deep_value()
     out["rss_base_mb"], out["rss_peak_mb"] = base, memory_mb()["peak"]
     out["records"] = len(value["memories"])
@@ -331,13 +240,13 @@ def scenario_crdtsync_import(work: Path, params: Result) -> Result:
     out: Result = {}
     with Vault.open(path) as vault:
         base = reset_peak()
-        with timer(out, "import_s"):
+        with timed(out, "import_s"):
             report = vault.import_path(work / "corpus.jsonl")
         out["rss_base_mb"], out["rss_peak_mb"] = base, memory_mb()["peak"]
         out.update(added=report.added, skipped=report.skipped, problems=len(report.problems))
         out["status"] = vault.status()
     out["records_per_s"] = report.added / out["import_s"] if out["import_s"] else None
-    out["vault_mb"] = folder_mb(path)
+    out["vault_mb"] = harness.folder_mb(path)
     if watch is not None:
         out["breakdown"] = watch.snapshot()
     return out
@@ -349,7 +258,7 @@ def scenario_crdtsync_read(work: Path, params: Result) -> Result:
 
     ids: list[str] = json.loads((work / "ids.json").read_text())
     out: Result = {}
-    with timer(out, "open_s"):
+    with timed(out, "open_s"):
         vault = Vault.open(work / "vault")
     try:
         get_s: list[float] = []
@@ -376,10 +285,10 @@ def scenario_crdtsync_read(work: Path, params: Result) -> Result:
         # A benchmark of the read path is meaningless if a read loaded the Doc.
         assert not vault.doc_loaded, "a read loaded the Doc"
         base = reset_peak()
-        with timer(out, "doc_load_s"):
+        with timed(out, "doc_load_s"):
             vault.state_vector()
         out["rss_base_mb"], out["rss_peak_mb"] = base, memory_mb()["peak"]
-        with timer(out, "encode_s"):
+        with timed(out, "encode_s"):
             update = vault.encode_update()
         out["encoded_bytes"] = len(update)
         out["status"] = vault.status()
@@ -397,7 +306,7 @@ def scenario_crdtsync_add(work: Path, params: Result) -> Result:
     adds, edits = int(params["adds"]), int(params["edits"])
     out: Result = {}
     with Vault.open(work / "vault") as vault:
-        with timer(out, "cold_add_s"):
+        with timed(out, "cold_add_s"):
             vault.add(texts[0] + " (bench add 0)", category="bench", tags=["bench"])
         add_s: list[float] = []
         for i in range(1, adds + 1):
@@ -472,9 +381,9 @@ def _child_work_in_process(full: bytes) -> Result:
     subscriptions = [doc.get(ROOT_MEMORIES, type=Map).observe_deep(collect(changed)),
                      doc.get(ROOT_DEVICES, type=Map).observe_deep(collect(devices_changed))]
     out: Result = {}
-    with timer(out, "apply_observed_s"):
+    with timed(out, "apply_observed_s"):
         doc.apply_update(full)
-    with timer(out, "schema_check_s"):
+    with timed(out, "schema_check_s"):
         problem = worker._schema_problem(doc, changed, devices_changed, [])
     out["problem"], out["changed"] = problem, len(changed)
     del subscriptions
@@ -521,7 +430,7 @@ def scenario_crdtsync_apply(work: Path, params: Result) -> Result:
 
     with replica("replica", DEFAULT_DEADLINE) as vault:
         state = decode_state_vector(vault.state_vector())
-        with timer(out, "full_reader_s"):
+        with timed(out, "full_reader_s"):
             missing = missing_dependencies(decode_update(full), state)
         out["full_missing"] = bool(missing)
         integrated = apply_full(vault, "default")
@@ -538,7 +447,7 @@ def scenario_crdtsync_apply(work: Path, params: Result) -> Result:
         for key in ("status", "apply_s", "rss_base_mb", "rss_peak_mb", "breakdown"):
             out[f"full_{key}"] = out[f"long_{key}"]
     plain: Doc[Any] = Doc()
-    with timer(out, "full_plain_s"):
+    with timed(out, "full_plain_s"):
         plain.apply_update(full)
     del plain
     out["child_work"] = _child_work_in_process(full)
@@ -576,7 +485,7 @@ def scenario_crdtsync_apply(work: Path, params: Result) -> Result:
             _, applied, plain_s, status, breakdown = apply_small(vault, update)
             out.update(cold_apply_s=applied, cold_plain_s=plain_s, cold_status=status, cold_breakdown=breakdown)
             out["status"] = vault.status()
-    out["worker_peak_mb"] = children_peak_mb()  # the workers are joined when their vault closes
+    out["worker_peak_mb"] = harness.children_peak_mb()  # the workers are joined when their vault closes
     return out
 
 
@@ -593,90 +502,19 @@ SCENARIOS: dict[str, Callable[[Path, Result], Result]] = {
 }
 
 
-def run_scenario_here(name: str, work: Path, params: Result, profile: bool) -> None:
-    """Child-process entry: run one scenario and write ``<work>/<name>.json`` (and ``<name>.prof.txt``, the top
-    of a cProfile by cumulative time, when ``profile``)."""
-    if profile:
-        profiler = cProfile.Profile()
-        result = profiler.runcall(SCENARIOS[name], work, params)
-        text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
-        (work / f"{name}.prof.txt").write_text(text.getvalue())
-    else:
-        result = SCENARIOS[name](work, params)
-    (work / f"{name}.json").write_text(json.dumps(result))
-
-
 # -- the parent: corpus, children, report ----------------------------------------------------------------------
 
 
 def prepare(work: Path, n: int) -> Result:
     """Build the corpus JSONL, the sample ids and the texts of the adds (none of it timed as a result)."""
-    start = time.perf_counter()
-    base = base_rows(LOCOMO)
-    count = write_jsonl(work / "corpus.jsonl", repeated(base, n))
-    step = max(1, n // SAMPLE_IDS)
-    ids = [row["id"] for i, row in enumerate(repeated(base, n)) if i % step == 0][:SAMPLE_IDS]
-    (work / "ids.json").write_text(json.dumps(ids))
-    (work / "texts.json").write_text(json.dumps([row["content"] for row in base[:1000]]))
-    return {"records": count, "base_records": len(base), "seconds": time.perf_counter() - start,
-            "jsonl_mb": (work / "corpus.jsonl").stat().st_size / 2**20}
 
+    def samples(base: list[dict[str, Any]]) -> None:
+        step = max(1, n // SAMPLE_IDS)
+        ids = [row["id"] for i, row in enumerate(repeated(base, n)) if i % step == 0][:SAMPLE_IDS]
+        (work / "ids.json").write_text(json.dumps(ids))
+        (work / "texts.json").write_text(json.dumps([row["content"] for row in base[:1000]]))
 
-def run_child(name: str, work: Path, params: Result, *, timeout: float, profile: bool) -> Result:
-    """Run one scenario in a fresh interpreter; returns its result, or ``{"error": ...}``."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--scenario", name, "--workdir", str(work),
-               "--params", json.dumps(params)]
-    if profile:
-        command.append("--profile-scenarios=" + name)
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    wall = time.perf_counter() - start
-    result_file = work / f"{name}.json"
-    if proc.returncode != 0 or not result_file.exists():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
-        return {"error": f"exit code {proc.returncode}: " + " | ".join(tail)}
-    result: Result = json.loads(result_file.read_text())
-    result["child_wall_s"] = wall
-    prof = work / f"{name}.prof.txt"
-    if prof.exists():
-        result["profile"] = prof.read_text()
-    return result
-
-
-def machine() -> Result:
-    """Where the figures were measured."""
-    import pycrdt
-
-    cpu = ""
-    with contextlib.suppress(OSError):
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "")
-    try:
-        from importlib.metadata import version
-
-        versions = {name: version(name) for name in ("pycrdt", "loro")}
-    except Exception:  # pragma: no cover - metadata missing in odd installs
-        versions = {"pycrdt": getattr(pycrdt, "__version__", "?")}
-    commit = "?"
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "crdtsync"], cwd=ROOT, capture_output=True,
-                               text=True)
-        commit = head.stdout.strip() + (" + uncommitted changes to crdtsync/" if dirty.stdout.strip() else "")
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": commit,
-        "cpus": os.cpu_count(),
-        "cpu": cpu,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        **versions,
-    }
+    return harness.prepare_corpus(work, n, samples)
 
 
 def _get(results: Result, scenario: str, key: str) -> Any:
@@ -789,16 +627,7 @@ def report_tables(r: Result, console: Any) -> None:
               _fmt(_get(s, "floor_load", "rss_peak_mb"), "MiB"), _fmt(_get(s, "loro_load", "rss_peak_mb"), "MiB"), "-")
     console.print(t)
 
-    t = Table(title="Targets (issue)")
-    for col in ("target", "measured", "limit", "reference", "ratio", "verdict"):
-        t.add_column(col, justify="left" if col in ("target", "limit") else "right")
-    for row in r["targets"]:
-        verdict = row["verdict"] or "-"
-        colour = {"PASS": "green", "MISS": "red"}.get(verdict, "white")
-        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
-        t.add_row(row["target"], _fmt(row["value"], row["unit"]), row["limit"], _fmt(row["reference"], row["unit"]),
-                  ratio, f"[{colour}]{verdict}[/{colour}]")
-    console.print(t)
+    console.print(harness.targets_table(r["targets"], _fmt))
 
     read = s.get("crdtsync_read", {})
     if "error" not in read and read:
@@ -874,25 +703,14 @@ def report_tables(r: Result, console: Any) -> None:
 
     imp = s.get("crdtsync_import", {})
     if "error" not in imp and imp.get("breakdown"):
-        t = Table(title="Where the import's time goes (wrapped calls)")
-        t.add_column("part")
-        t.add_column("time", justify="right")
-        t.add_column("calls", justify="right")
-        for label, part in imp["breakdown"].items():
-            t.add_row(label, _fmt(part["s"], "s"), f"{part['calls']:.0f}")
-        t.add_row("total import", _fmt(imp["import_s"], "s"), "")
-        console.print(t)
+        console.print(harness.breakdown_table("Where the import's time goes (wrapped calls)", imp["breakdown"],
+                                              lambda seconds: _fmt(seconds, "s"),
+                                              total=("total import", imp["import_s"])))
     console.print(f"corpus: {r['corpus']['records']:,} records, JSONL {r['corpus']['jsonl_mb']:.1f} MiB, built in "
                   f"{r['corpus']['seconds']:.1f} s (untimed); vault folder after import "
                   f"{_fmt(_get(s, 'crdtsync_import', 'vault_mb'), 'MiB')}; whole run {r['wall_s']:.0f} s; load average"
-                  f" (1/5/15 min) at start {_loads(r, 'start')}, at end {_loads(r, 'end')}"
+                  f" (1/5/15 min) at start {harness.format_loads(r, 'start')}, at end {harness.format_loads(r, 'end')}"
                   f" on {r['machine']['cpus']} CPUs")
-
-
-def _loads(r: Result, when: str) -> str:
-    """The 1/5/15-minute load averages recorded at ``when``, as text."""
-    values = r.get("load_average", {}).get(when)
-    return "/".join(f"{v:.1f}" for v in values) if values else "?"
 
 
 def _rate(s: Result, scenario: str, key: str) -> float | None:
@@ -907,72 +725,52 @@ ORDER = ("floor_insert", "floor_load", "nested_insert", "loro_insert", "loro_loa
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--n", type=int, default=100_000, help="memories in the corpus (default 100000)")
+    parser = harness.make_parser(__doc__, SCENARIOS, default_timeout=DEFAULT_TIMEOUT,
+                                 skip_help="comma-separated scenarios to leave out (e.g. nested_insert)")
     parser.add_argument("--adds", type=int, default=200, help="durable adds timed on the full vault")
     parser.add_argument("--edits", type=int, default=6,
                         help="single-edit updates through the apply path (the last one on a freshly opened vault)")
-    parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout (tables go to stderr)")
-    parser.add_argument("--skip", default="", help="comma-separated scenarios to leave out (e.g. nested_insert)")
     parser.add_argument("--apply-deadline", type=float, default=600.0,
                         help="worker deadline of the second replica when the default one refuses the full update")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per scenario")
     parser.add_argument("--no-breakdown", action="store_true", help="do not wrap crdtsync calls to time parts")
-    parser.add_argument("--profile-scenarios", default="",
-                        help="comma-separated scenarios to run under cProfile (times inflate); top 40 by cumtime")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (printed at the end)")
-    parser.add_argument("--tmp", type=Path, default=None, help="parent folder of the work folder")
-    parser.add_argument("--scenario", choices=sorted(SCENARIOS), help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--params", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    profiled = {p for p in args.profile_scenarios.split(",") if p}
+    profiled = harness.names(args.profile_scenarios)
 
     if args.scenario:
-        run_scenario_here(args.scenario, args.workdir, json.loads(args.params), args.scenario in profiled)
+        harness.run_scenario_here(SCENARIOS, args.scenario, args.workdir, json.loads(args.params),
+                                  profile=args.scenario in profiled)
         return 0
 
-    from rich.console import Console
-
-    console = Console(stderr=args.json, width=max(132, shutil.get_terminal_size().columns))
-    unknown = ({p for p in args.skip.split(",") if p} | profiled) - set(SCENARIOS)
+    console = harness.make_console(args.json, 132)
+    skipped = harness.names(args.skip)
+    unknown = (skipped | profiled) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    skipped = {p for p in args.skip.split(",") if p}
-    work = Path(tempfile.mkdtemp(prefix="crdtsync-bench-", dir=args.tmp))
-    started = time.perf_counter()
+    script = Path(__file__).resolve()
     params: Result = {"n": args.n, "adds": args.adds, "edits": args.edits, "breakdown": not args.no_breakdown,
                       "apply_deadline": args.apply_deadline}
-    results: Result = {"params": params, "machine": machine(), "scenarios": {}, "load_average": {}}
-    with contextlib.suppress(OSError, AttributeError):
-        results["load_average"]["start"] = os.getloadavg()
-    try:
+    results: Result = {"params": params, "machine": harness.machine(("pycrdt", "loro")), "scenarios": {},
+                       "load_average": {}}
+    with harness.work_folder("crdtsync-bench-", args.tmp, args.keep, console) as work:
+        started = time.perf_counter()
+        harness.record_load(results, "start")
         console.print(f"building the corpus ({args.n:,} memories) in {work} ...")
         results["corpus"] = prepare(work, args.n)
         for name in ORDER:
             if name in skipped:
                 continue
             console.print(f"running {name} ...")
-            results["scenarios"][name] = run_child(name, work, params, timeout=args.timeout,
-                                                   profile=name in profiled)
+            results["scenarios"][name] = harness.run_child(script, name, work, params, timeout=args.timeout,
+                                                           profile=name in profiled)
             if "error" in results["scenarios"][name]:
                 console.print(f"[red]{name} failed[/red]: {results['scenarios'][name]['error']}")
         results["targets"] = targets(results["scenarios"])
         results["wall_s"] = time.perf_counter() - started
-        with contextlib.suppress(OSError, AttributeError):
-            results["load_average"]["end"] = os.getloadavg()
+        harness.record_load(results, "end")
         report_tables(results, console)
-        for name, result in results["scenarios"].items():
-            if isinstance(result, dict) and "profile" in result:
-                console.print(f"--- cProfile of {name} (top 40 by cumulative time) ---")
-                console.print(result["profile"], markup=False, highlight=False)
+        harness.print_profiles(console, results["scenarios"].items())
         if args.json:
             print(json.dumps(results, indent=2, default=str))
-    finally:
-        if args.keep:
-            console.print(f"work folder kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     return 1 if any("error" in v for v in results["scenarios"].values()) else 0
 
 

@@ -37,6 +37,9 @@ per store, in this order:
 On S3 the API requests the client made (``aiobotocore``'s ``_make_api_call`` wrapped in the child) are
 counted by type as well: a store "get" is up to two HEADs + a GET (``fs.size`` and s3fs's own size check).
 
+The scaffolding (flags, child processes, peak RSS, timers, cProfile, tables) is ``bench/_harness.py``, shared
+with ``bench/local.py``.
+
 Run from the repository root::
 
     .venv/bin/python bench/mailbox.py                      # N = 100,000, folder and S3
@@ -45,23 +48,15 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import cProfile
-import importlib
-import io
 import json
 import logging
 import math
 import os
-import pstats
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +64,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._corpus import LOCOMO, base_rows, read_jsonl, repeated, write_jsonl  # noqa: E402
-from bench.local import Stopwatch, children_peak_mb, machine, memory_mb, reset_peak  # noqa: E402
+from bench import _harness as harness  # noqa: E402
+from bench._corpus import read_jsonl, repeated  # noqa: E402
+from bench._harness import Result, Stopwatch, memory_mb, reset_peak, timed, wrap_any  # noqa: E402
 
 #: Passphrase of the benchmark vault (never a real one). The vault uses crdtsync's default Argon2id parameters,
 #: so the join pays what a real one does.
@@ -89,8 +85,6 @@ EDIT_MAX_OPERATIONS = 5
 COLD_MAX_RATIO = 2.0
 STORES = ("folder", "s3")
 ORDER = ("push", "join", "edit", "floor_push", "floor_pull", "naive_push", "naive_pull")
-
-Result = dict[str, Any]
 
 
 # -- measuring helpers (child side) ---------------------------------------------------------------------------
@@ -181,16 +175,6 @@ def diff_stats(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: after[k] - before.get(k, 0) for k in after}
 
 
-@contextlib.contextmanager
-def timed(out: dict[str, Any], key: str) -> Iterator[None]:
-    """Add the wall time of the block to ``out[key]`` (seconds)."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        out[key] = out.get(key, 0.0) + time.perf_counter() - start
-
-
 def api_counter(params: Result) -> ApiCounter | None:
     """An installed :class:`ApiCounter` when the scenario runs against S3, else None."""
     if params["store"] != "s3":
@@ -234,33 +218,8 @@ def scenario_template(work: Path, params: Result) -> Result:
             report = vault.import_path(work / "corpus.jsonl")
         out.update(added=report.added, skipped=report.skipped, problems=len(report.problems),
                    memories=vault.status()["memories"])
-    out["vault_mb"] = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+    out["vault_mb"] = harness.folder_mb(path)
     return out
-
-
-#: Wrapped calls that were not found in this version of crdtsync (its internals move; the benchmark goes on).
-UNWRAPPED: list[str] = []
-
-
-def wrap_any(watch: Stopwatch, label: str, *targets: str) -> None:
-    """Time ``label`` by wrapping the first of ``targets`` that exists, each ``"module:Owner.attr"`` or
-    ``"module:function"`` (crdtsync's internals are refactored now and then: ``Vault`` methods moved to
-    ``Replica``). A label none of whose targets exists is recorded in :data:`UNWRAPPED` and skipped."""
-    for target in targets:
-        module_name, _, path = target.partition(":")
-        try:
-            owner: Any = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        *owners, attr = path.split(".")
-        for name in owners:
-            owner = getattr(owner, name, None)
-            if owner is None:
-                break
-        if owner is not None and hasattr(owner, attr):
-            watch.wrap(owner, attr, label)
-            return
-    UNWRAPPED.append(label)
 
 
 VAULT, REPLICA, SYNC = "crdtsync.vault:Vault", "crdtsync.store.replica:Replica", "crdtsync.mailbox.sync"
@@ -390,7 +349,7 @@ def scenario_join(work: Path, params: Result) -> Result:
     with Vault.open(joined) as vault:
         out["memories_on_b"] = vault.status()["memories"]
         out["conflicts_on_b"] = len(vault.conflicts())
-    out["worker_peak_mb"] = children_peak_mb()
+    out["worker_peak_mb"] = harness.children_peak_mb()
     return out
 
 
@@ -705,21 +664,12 @@ def result_name(name: str, store: str | None) -> str:
     return name if store is None else f"{store}__{name}"
 
 
-def run_scenario_here(name: str, work: Path, params: Result, profile: bool) -> None:
-    """Child-process entry: run one scenario and write its JSON result (and a cProfile top 40 when asked)."""
+def run_here(name: str, work: Path, params: Result, profile: bool) -> None:
+    """Child-process entry: run one scenario and write its JSON result under :func:`result_name` (and a
+    cProfile top 40 when asked), with moto's request log quiet."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    stem = result_name(name, params.get("store"))
-    if profile:
-        profiler = cProfile.Profile()
-        result = profiler.runcall(SCENARIOS[name], work, params)
-        text = io.StringIO()
-        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
-        (work / f"{stem}.prof.txt").write_text(text.getvalue())
-    else:
-        result = SCENARIOS[name](work, params)
-    if UNWRAPPED:
-        result["unwrapped"] = UNWRAPPED
-    (work / f"{stem}.json").write_text(json.dumps(result))
+    harness.run_scenario_here(SCENARIOS, name, work, params, profile=profile,
+                              stem=result_name(name, params.get("store")))
 
 
 # -- the parent: corpus, moto, children, report -----------------------------------------------------------------
@@ -727,14 +677,13 @@ def run_scenario_here(name: str, work: Path, params: Result, profile: bool) -> N
 
 def prepare(work: Path, n: int, edit_rounds: int) -> Result:
     """Build the corpus JSONL and the ids edited in the "one edit" scenarios (none of it timed)."""
-    start = time.perf_counter()
-    base = base_rows(LOCOMO)
-    count = write_jsonl(work / "corpus.jsonl", repeated(base, n))
-    picks = {n // 2 + 7919 * k % max(1, n // 2) for k in range(edit_rounds + 1)}
-    ids = [row["id"] for i, row in enumerate(repeated(base, n)) if i in picks]
-    (work / "edit_ids.json").write_text(json.dumps(ids))
-    return {"records": count, "base_records": len(base), "seconds": time.perf_counter() - start,
-            "jsonl_mb": (work / "corpus.jsonl").stat().st_size / 2**20}
+
+    def edit_ids(base: list[dict[str, Any]]) -> None:
+        picks = {n // 2 + 7919 * k % max(1, n // 2) for k in range(edit_rounds + 1)}
+        ids = [row["id"] for i, row in enumerate(repeated(base, n)) if i in picks]
+        (work / "edit_ids.json").write_text(json.dumps(ids))
+
+    return harness.prepare_corpus(work, n, edit_ids)
 
 
 def start_moto() -> Any:
@@ -756,41 +705,16 @@ def start_moto() -> Any:
     return server
 
 
-def run_child(name: str, work: Path, params: Result, *, timeout: float, profile: bool) -> Result:
-    """Run one scenario in a fresh interpreter; returns its result, or ``{"error": ...}``."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--scenario", name, "--workdir", str(work),
-               "--params", json.dumps(params)]
-    if profile:
-        command.append("--profile-scenarios=" + name)
-    stem = result_name(name, params.get("store"))
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    wall = time.perf_counter() - start
-    result_file = work / f"{stem}.json"
-    if proc.returncode != 0 or not result_file.exists():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
-        return {"error": f"exit code {proc.returncode}: " + " | ".join(tail)}
-    result: Result = json.loads(result_file.read_text())
-    result["child_wall_s"] = wall
-    prof = work / f"{stem}.prof.txt"
-    if prof.exists():
-        result["profile"] = prof.read_text()
-    return result
+def child(name: str, work: Path, params: Result, *, timeout: float, profile: bool) -> Result:
+    """Run one scenario of this script in a fresh interpreter (:func:`bench._harness.run_child`); returns its
+    result, or ``{"error": ...}``."""
+    return harness.run_child(Path(__file__).resolve(), name, work, params, timeout=timeout, profile=profile,
+                             stem=result_name(name, params.get("store")))
 
 
 def _machine() -> Result:
-    """``bench.local.machine()`` plus the versions of the S3 stack."""
-    info = machine()
-    info.pop("loro", None)
-    from importlib.metadata import PackageNotFoundError, version
-
-    for name in ("moto", "s3fs", "fsspec", "aiobotocore", "cryptography"):
-        with contextlib.suppress(PackageNotFoundError):
-            info[name] = version(name)
-    return info
+    """Where the figures were measured (:func:`bench._harness.machine`), with the versions of the S3 stack."""
+    return harness.machine(("pycrdt", "moto", "s3fs", "fsspec", "aiobotocore", "cryptography"))
 
 
 # -- summary: figures per store, extrapolation, targets -------------------------------------------------------
@@ -1057,15 +981,9 @@ def report_tables(r: Result, console: Any) -> None:
         if _ok(s.get("join")):
             join = s["join"]
             j = _joined(join)
-            t = Table(title=f"{store}: Where B's join goes (wrapped calls; nested rows are part of the row above)")
-            t.add_column("part")
-            t.add_column("time", justify="right")
-            t.add_column("calls", justify="right")
-            for label, part in j["breakdown"].items():
-                if part["calls"]:
-                    t.add_row(label, fmt_s(part["s"]), f"{part['calls']:.0f}")
-            t.add_row("[bold]join, end to end[/bold]", fmt_s(j["seconds"]), "")
-            console.print(t)
+            console.print(harness.breakdown_table(
+                f"{store}: Where B's join goes (wrapped calls; nested rows are part of the row above)",
+                j["breakdown"], fmt_s, total=("[bold]join, end to end[/bold]", j["seconds"]), hide_uncalled=True))
             if j is not join["default"]:
                 console.print(f"[yellow]with the default deadline the join {join['default']['status']} after "
                               f"{fmt_s(join['default']['seconds'])}: {join['default'].get('error', '')}[/yellow]")
@@ -1073,15 +991,9 @@ def report_tables(r: Result, console: Any) -> None:
                           f"{j['rss_peak_mb']:.0f} MiB, largest integration worker {join['worker_peak_mb']:.0f} MiB")
         if _ok(s.get("push")):
             push = s["push"]
-            t = Table(title=f"{store}: Where A's first push goes (add_relay + sync)")
-            t.add_column("part")
-            t.add_column("time", justify="right")
-            t.add_column("calls", justify="right")
-            for label, part in push["breakdown"].items():
-                if part["calls"]:
-                    t.add_row(label, fmt_s(part["s"]), f"{part['calls']:.0f}")
-            t.add_row("[bold]add_relay + sync, end to end[/bold]", fmt_s(push["seconds"]), "")
-            console.print(t)
+            console.print(harness.breakdown_table(
+                f"{store}: Where A's first push goes (add_relay + sync)", push["breakdown"], fmt_s,
+                total=("[bold]add_relay + sync, end to end[/bold]", push["seconds"]), hide_uncalled=True))
         if _ok(s.get("edit")):
             rounds = s["edit"]["rounds"]
             t = Table(title=f"{store}: One edit: where the time goes on each side, per round")
@@ -1099,24 +1011,11 @@ def report_tables(r: Result, console: Any) -> None:
                     t.add_row(f"  {label}", *(fmt_s(x["pull_breakdown"][label]["s"]) for x in rounds))
             console.print(t)
 
-    t = Table(title="Targets (issue)")
-    for col in ("target", "measured", "limit", "reference", "ratio", "verdict"):
-        t.add_column(col, justify="left" if col in ("target", "limit") else "right")
-    for summary in r["summary"].values():
-        for row in summary["targets"]:
-            verdict = row["verdict"] or "-"
-            colour = {"PASS": "green", "MISS": "red"}.get(verdict, "white")
-            if row.get("information"):
-                verdict, colour = f"({verdict})", "dim"
-            ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
-            t.add_row(row["target"], fmt_value(row["value"], row["unit"]), row["limit"],
-                      fmt_value(row["reference"], row["unit"]), ratio, f"[{colour}]{verdict}[/{colour}]")
-    console.print(t)
-    loads = r.get("load_average", {})
+    target_rows = (row for summary in r["summary"].values() for row in summary["targets"])
+    console.print(harness.targets_table(target_rows, fmt_value))
     console.print(f"corpus {r['corpus']['records']:,} records (JSONL {r['corpus']['jsonl_mb']:.1f} MiB); whole run "
-                  f"{r['wall_s']:.0f} s; load average (1/5/15 min) at start "
-                  f"{'/'.join(f'{v:.1f}' for v in loads.get('start', ()))}, at end "
-                  f"{'/'.join(f'{v:.1f}' for v in loads.get('end', ()))} on {m['cpus']} CPUs")
+                  f"{r['wall_s']:.0f} s; load average (1/5/15 min) at start {harness.format_loads(r, 'start', '')},"
+                  f" at end {harness.format_loads(r, 'end', '')} on {m['cpus']} CPUs")
 
 
 # -- entry point -------------------------------------------------------------------------------------------------
@@ -1124,8 +1023,8 @@ def report_tables(r: Result, console: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--n", type=int, default=100_000, help="memories in the corpus (default 100000)")
+    parser = harness.make_parser(__doc__, SCENARIOS, default_timeout=DEFAULT_TIMEOUT,
+                                 skip_help="comma-separated scenarios to leave out (naive_push,...)")
     parser.add_argument("--stores", default="folder,s3", help="comma-separated: folder, s3 (default both)")
     parser.add_argument("--naive-n", type=int, default=DEFAULT_NAIVE_N_S3,
                         help=f"memories of the naive layout on S3 (default {DEFAULT_NAIVE_N_S3}; "
@@ -1135,83 +1034,63 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--edit-rounds", type=int, default=4, help="one-edit rounds (round 1 is cold)")
     parser.add_argument("--apply-deadline", type=float, default=600.0,
                         help="worker deadline of a second B when the default one refuses the join")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per scenario")
-    parser.add_argument("--skip", default="", help="comma-separated scenarios to leave out (naive_push,...)")
-    parser.add_argument("--profile-scenarios", default="",
-                        help="comma-separated scenarios to run under cProfile (times inflate); top 40 by cumtime")
-    parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout (tables go to stderr)")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (printed at the end)")
-    parser.add_argument("--tmp", type=Path, default=None, help="parent folder of the work folder")
-    parser.add_argument("--scenario", choices=sorted(SCENARIOS), help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--params", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    profiled = {p for p in args.profile_scenarios.split(",") if p}
+    profiled = harness.names(args.profile_scenarios)
 
     if args.scenario:
-        run_scenario_here(args.scenario, args.workdir, json.loads(args.params), args.scenario in profiled)
+        run_here(args.scenario, args.workdir, json.loads(args.params), args.scenario in profiled)
         return 0
 
-    from rich.console import Console
-
-    console = Console(stderr=args.json, width=max(150, shutil.get_terminal_size().columns))
+    console = harness.make_console(args.json, 150)
     stores = [s for s in args.stores.split(",") if s]
-    skipped = {p for p in args.skip.split(",") if p}
+    skipped = harness.names(args.skip)
     unknown = (set(stores) - set(STORES)) | ((skipped | profiled) - set(SCENARIOS))
     if unknown:
         parser.error(f"unknown stores or scenarios: {', '.join(sorted(unknown))}")
-    work = Path(tempfile.mkdtemp(prefix="crdtsync-mailbox-bench-", dir=args.tmp))
-    started = time.perf_counter()
-    params: Result = {"n": args.n, "stores": stores, "edit_rounds": max(1, args.edit_rounds),
-                      "apply_deadline": args.apply_deadline, "work": str(work)}
-    results: Result = {"params": params, "machine": _machine(), "scenarios": {"stores": {}}, "load_average": {},
-                       "summary": {}}
-    with contextlib.suppress(OSError, AttributeError):
-        results["load_average"]["start"] = os.getloadavg()
-    server = None
-    try:
-        console.print(f"building the corpus ({args.n:,} memories) in {work} ...")
-        results["corpus"] = prepare(work, args.n, params["edit_rounds"])
-        if "s3" in stores:
-            server = start_moto()
-            console.print(f"moto S3 server on {os.environ['AWS_ENDPOINT_URL']}, bucket {BUCKET}")
-        console.print("importing device A's vault (untimed) ...")
-        results["scenarios"]["template"] = run_child("template", work, params, timeout=args.timeout,
+    with harness.work_folder("crdtsync-mailbox-bench-", args.tmp, args.keep, console) as work:
+        started = time.perf_counter()
+        params: Result = {"n": args.n, "stores": stores, "edit_rounds": max(1, args.edit_rounds),
+                          "apply_deadline": args.apply_deadline, "work": str(work)}
+        results: Result = {"params": params, "machine": _machine(), "scenarios": {"stores": {}},
+                           "load_average": {}, "summary": {}}
+        harness.record_load(results, "start")
+        server = None
+        try:
+            console.print(f"building the corpus ({args.n:,} memories) in {work} ...")
+            results["corpus"] = prepare(work, args.n, params["edit_rounds"])
+            if "s3" in stores:
+                server = start_moto()
+                console.print(f"moto S3 server on {os.environ['AWS_ENDPOINT_URL']}, bucket {BUCKET}")
+            console.print("importing device A's vault (untimed) ...")
+            results["scenarios"]["template"] = child("template", work, params, timeout=args.timeout,
                                                      profile="template" in profiled)
-        if "error" in results["scenarios"]["template"]:
-            raise RuntimeError(f"the template vault failed: {results['scenarios']['template']['error']}")
-        for store in stores:
-            naive_n = args.naive_n if store == "s3" else (args.naive_n_folder or args.n)
-            store_params = {**params, "store": store, "naive_n": max(1, min(naive_n, args.n))}
-            shutil.copytree(work / "template", work / store / "A")
-            scen: Result = {}
-            results["scenarios"]["stores"][store] = scen
-            for name in ORDER:
-                if name in skipped:
-                    continue
-                console.print(f"{store}: running {name} ...")
-                scen[name] = run_child(name, work, store_params, timeout=args.timeout, profile=name in profiled)
-                if "error" in scen[name]:
-                    console.print(f"[red]{store}: {name} failed[/red]: {scen[name]['error']}")
-            results["summary"][store] = summarize(store, scen, {**params, "naive_n": store_params["naive_n"]})
-        results["wall_s"] = time.perf_counter() - started
-        with contextlib.suppress(OSError, AttributeError):
-            results["load_average"]["end"] = os.getloadavg()
-        report_tables(results, console)
-        for store, scen in results["scenarios"]["stores"].items():
-            for name, result in scen.items():
-                if isinstance(result, dict) and "profile" in result:
-                    console.print(f"--- cProfile of {store}: {name} (top 40 by cumulative time) ---")
-                    console.print(result["profile"], markup=False, highlight=False)
-        if args.json:
-            print(json.dumps(results, indent=2, default=str))
-    finally:
-        if server is not None:
-            server.stop()
-        if args.keep:
-            console.print(f"work folder kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+            if "error" in results["scenarios"]["template"]:
+                raise RuntimeError(f"the template vault failed: {results['scenarios']['template']['error']}")
+            for store in stores:
+                naive_n = args.naive_n if store == "s3" else (args.naive_n_folder or args.n)
+                store_params = {**params, "store": store, "naive_n": max(1, min(naive_n, args.n))}
+                shutil.copytree(work / "template", work / store / "A")
+                scen: Result = {}
+                results["scenarios"]["stores"][store] = scen
+                for name in ORDER:
+                    if name in skipped:
+                        continue
+                    console.print(f"{store}: running {name} ...")
+                    scen[name] = child(name, work, store_params, timeout=args.timeout, profile=name in profiled)
+                    if "error" in scen[name]:
+                        console.print(f"[red]{store}: {name} failed[/red]: {scen[name]['error']}")
+                results["summary"][store] = summarize(store, scen, {**params, "naive_n": store_params["naive_n"]})
+            results["wall_s"] = time.perf_counter() - started
+            harness.record_load(results, "end")
+            report_tables(results, console)
+            harness.print_profiles(console, ((f"{store}: {name}", result)
+                                     for store, scen in results["scenarios"]["stores"].items()
+                                     for name, result in scen.items()))
+            if args.json:
+                print(json.dumps(results, indent=2, default=str))
+        finally:
+            if server is not None:
+                server.stop()
     failed = any(isinstance(v, dict) and "error" in v for scen in results["scenarios"]["stores"].values()
                  for v in scen.values())
     return 1 if failed else 0

@@ -202,39 +202,41 @@ class MemoryDoc:
                     record[f"{TAG_PREFIX}{tag}@{ctx.new_op_id()}"] = True
             self.write(memory_id, ctx, {})
 
-    def resurface(
-        self, memory_id: str, ctx: WriteContext, lost: Memory, lost_conflicts: Iterable[Conflict] = ()
-    ) -> bool:
+    def resurface(self, memory_id: str, ctx: WriteContext, lost: Mapping[str, Any]) -> bool:
         """Re-insert what a replaced record held: when two replicas create the same memory id concurrently
         (the same file imported on both before they sync), Y.Map keeps one record Map and drops the other with
-        every edit made inside it. ``lost`` (with ``lost_conflicts``) is this replica's last view of the dropped
-        record. Every candidate value it held for a field (``None`` included: a cleared field) that the
-        surviving record lacks is added as a concurrent entry with its original device, time and agent, never
-        deleting the survivor's entries, so a divergence surfaces as a conflict instead of vanishing; a live
-        record also re-asserts ``deleted=false`` so that a delete concurrent with it conflicts; its tags are
-        re-added. Returns whether anything was written."""
-        read = self.read(memory_id)
-        if read is None:
+        every edit made inside it. ``lost`` is the dropped record as this replica held it just before
+        (``Map.to_py()``). Every register entry it held is re-added to the surviving record with its original
+        value, device, time and agent (equal values included, so that a later edit that never saw them cannot
+        silently remove them), never deleting the survivor's entries: a divergence surfaces as a conflict
+        instead of vanishing. Its creating entries are skipped when they are the same creation as the
+        survivor's (the same value in the survivor's creating entry, or the same ``created`` time: the same
+        imported record). Its tags are re-added. Returns whether anything was written."""
+        record = self.memories.get(memory_id)
+        stamp = lost.get("created")
+        if not isinstance(record, Map) or not (isinstance(stamp, list) and len(stamp) == 2):
             return False
-        survivor, conflicts = read
-        present: dict[str, list[Any]] = {c.field: [x.value for x in c.candidates] for c in conflicts}
-        held = {c.field: c.candidates for c in lost_conflicts}
-        record = self._record(memory_id)
+        survivor = record.to_py() or {}
+        survivor_stamp = survivor.get("created")
+        same_creation = isinstance(survivor_stamp, list) and survivor_stamp[:1] == stamp[:1]
         wrote = False
         with self.doc.transaction():
             for field in REGISTER_FIELDS:
-                value = lost.deleted if field == "deleted" else getattr(lost, field)
-                have = present.get(field, [survivor.deleted if field == "deleted" else getattr(survivor, field)])
-                candidates = held.get(field, (Candidate(value, lost.updated_by, lost.updated),))
-                for candidate in candidates:
-                    if candidate.value in have and not (field == "deleted" and candidate.value is False):
-                        continue
+                entries = _register_candidates(lost, field, str(stamp[0]), str(stamp[1])) or []
+                for candidate, op_id in entries:
+                    if op_id == "":
+                        created_as = survivor.get(f"{field}@")
+                        created_value = created_as[0] if isinstance(created_as, list) else created_as
+                        if same_creation or (f"{field}@" in survivor and
+                                             _decode_value(field, created_value) == candidate.value):
+                            continue
                     entry: list[Any] = [_encode_value(field, candidate.value), candidate.device, candidate.at]
                     if candidate.agent is not None:
                         entry.append(candidate.agent)
                     record[f"{field}@{ctx.new_op_id()}"] = entry
                     wrote = True
-            for tag in sorted(lost.tags - survivor.tags):
+            present = set(_tag_entries(survivor))
+            for tag in sorted(set(_tag_entries(lost)) - present):
                 record[f"{TAG_PREFIX}{tag}@{ctx.new_op_id()}"] = True
                 wrote = True
         return wrote

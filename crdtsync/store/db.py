@@ -383,11 +383,6 @@ class Store:
             params = (match, limit)
         return [_row_to_memory(r) for r in self.conn.execute(sql, params)]
 
-    def memory_conflicts(self, memory_id: str) -> list[Conflict]:
-        """The stored conflicts of one memory (empty when it has none or does not exist)."""
-        row = self.conn.execute("SELECT conflicts FROM memories WHERE id = ?", (memory_id,)).fetchone()
-        return [] if row is None else _conflicts_from_json(row[0])
-
     def conflicts(self) -> list[Conflict]:
         """Every conflict of every memory, ordered by memory id then field."""
         out: list[Conflict] = []

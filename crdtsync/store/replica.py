@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pycrdt import Doc
+from pycrdt import Doc, Map
 
 from crdtsync.crypto.keys import DeviceKeys
 from crdtsync.errors import UpdateRejectedError
@@ -420,6 +420,12 @@ class Replica:
 
         # Only a record this replica already holds can be replaced; a fresh replica (a join) skips the observer.
         watch = self._store.conn.execute("SELECT 1 FROM memories WHERE level = 1 LIMIT 1").fetchone() is not None
+        before: dict[str, dict[str, Any]] = {}
+        if watch:
+            for memory_id, _ in rows:
+                record = doc.memories.get(memory_id)
+                if isinstance(record, Map):
+                    before[memory_id] = record.to_py() or {}
         subscription = doc.memories.observe(on_root) if watch else None
         try:
             doc.doc.apply_update(data)
@@ -430,8 +436,7 @@ class Replica:
         finally:
             if subscription is not None:
                 doc.memories.unobserve(subscription)
-        lost = {k: (m, self._store.memory_conflicts(k)) for k in replaced
-                if (m := self._store.memory(k)) is not None and m.level == 1}
+        lost = {k: before[k] for k in replaced if k in before and self._store.memory_level(k) == 1}
         self._seen = self._store.append_update(data, origin=origin, local=False)
         local = self._store.existing_ids((memory_id for memory_id, _ in rows), level=0)
         self._store.put_memories(read for memory_id, read in rows if read is not None and memory_id not in local)
@@ -442,12 +447,13 @@ class Replica:
             self._resurface(doc, lost)
         return bool(lost)
 
-    def _resurface(self, doc: MemoryDoc, lost: Mapping[str, tuple[Memory, list[Conflict]]]) -> None:
-        """Re-insert what this replica's view of records dropped by a concurrent creation of the same id held
-        (see :meth:`MemoryDoc.resurface`), as a local write in the current transaction."""
+    def _resurface(self, doc: MemoryDoc, lost: Mapping[str, Mapping[str, Any]]) -> None:
+        """Re-insert what records dropped by a concurrent creation of the same id held (``lost``: each as this
+        replica held it just before; see :meth:`MemoryDoc.resurface`), as a local write in the current
+        transaction."""
         self.ensure_lease_registered()
         ctx = self.context()
-        self.local_write(lambda d: [d.resurface(k, ctx, m, c) for k, (m, c) in lost.items()], lost)
+        self.local_write(lambda d: [d.resurface(k, ctx, raw) for k, raw in lost.items()], lost)
 
     def devices(self) -> dict[str, dict[str, Any]]:
         """The device registry replicated in the Doc (see :meth:`crdtsync.vault.Vault.devices`); also stored in

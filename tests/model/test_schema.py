@@ -148,11 +148,11 @@ def test_a_record_dropped_by_a_concurrent_creation_resurfaces_as_a_conflict() ->
     b.add("m", ctx("B"), content="imported", tags=["t"])
     a.write("m", ctx("A", "2026-01-02T00:00:00.000Z"), {"content": "edited on A"})
     a.set_tags("m", ctx("A"), add=["mine"], remove=[])
-    lost_view = a.read("m")[0]  # type: ignore[index]
+    lost_record = a.memories["m"].to_py()
     sync(a, b)
     survivor = a.read("m")[0]  # type: ignore[index]
     assert survivor.content == "imported"  # B's record (higher client id) won the key; A's edit went with A's
-    assert a.resurface("m", ctx("A"), lost_view)
+    assert a.resurface("m", ctx("A"), lost_record)
     sync(a, b)
     for d in (a, b):
         memory, conflicts = d.read("m") or (None, [])
