@@ -212,3 +212,21 @@ def test_a_process_behind_a_compaction_reloads_from_the_snapshot(
     assert late.store.latest_snapshot() is not None
     early.update(first.id, content="after compaction")
     assert doc_ids(early) == {first.id, *later}
+
+
+def test_a_bulk_store_into_an_empty_vault_keeps_full_text_search_exact(
+    make_vault: MakeVault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import crdtsync.store.db as db_module
+
+    monkeypatch.setattr(db_module, "BULK_ROWS", 10)
+    source, sink = make_vault("a"), make_vault("b")
+    for i in range(30):
+        source.add(f"walrus number {i}", tags=["sea"])
+    sink.apply_update(source.encode_update(), "a")
+    assert len(sink.search("walrus", limit=None)) == 30 and len(sink.search("sea", limit=None)) == 30
+    first = sink.search("walrus", limit=1)[0]
+    sink.update(first.id, content="penguin now")
+    assert len(sink.search("walrus", limit=None)) == 29 and [m.id for m in sink.search("penguin")] == [first.id]
+    sink.add("another walrus")
+    assert len(sink.search("walrus", limit=None)) == 30
