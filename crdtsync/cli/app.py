@@ -37,7 +37,7 @@ app = typer.Typer(
 # markup=False: memory text, paths and messages are printed literally, whatever brackets they hold; styles
 # are applied with rich.text.Text instead.
 out = Console(highlight=False, soft_wrap=True, markup=False)
-err = Console(stderr=True, highlight=False, markup=False)
+err = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
 
 VaultOpt = Annotated[
     Path | None,

@@ -1,4 +1,4 @@
-"""`--agent` and CRDTSYNC_AGENT label writes; the label shows with conflict candidates."""
+"""`--agent` and CRDTSYNC_AGENT label writes (shown with conflict candidates); errors stay on one line when piped."""
 
 from __future__ import annotations
 
@@ -29,3 +29,11 @@ def test_agent_labels_travel_with_conflicting_writes(tmp_path: Path) -> None:
     shown = runner.invoke(app, ["--vault", str(tmp_path / "a"), "conflicts", "--json"])
     (conflict,) = json.loads(shown.stdout)
     assert sorted(c["agent"] for c in conflict["candidates"]) == ["claude-code", "cursor"]
+
+
+def test_long_error_messages_stay_on_one_line_when_piped(tmp_path: Path) -> None:
+    missing = tmp_path / ("a-rather-long-folder-name-" * 4)
+    done = CliRunner().invoke(app, ["--vault", str(missing), "show", "some-id"])
+    assert done.exit_code == 5
+    (line,) = [line for line in done.stderr.splitlines() if line.strip()]
+    assert line.startswith("error [VAULT_NOT_FOUND]") and str(missing) in line
