@@ -359,34 +359,15 @@ def _install_apply_stopwatch() -> Stopwatch:
 def _child_work_in_process(full: bytes) -> Result:
     """What the integration worker does with the full update, reproduced in this process so that it can be
     split: apply under the worker's deep observers, then its schema check of every touched record."""
-    from pycrdt import Doc, Map
+    from crdtsync.store.worker import ScratchDoc
 
-    from crdtsync.model.schema import ROOT_DEVICES, ROOT_MEMORIES
-    from crdtsync.store import worker
-
-    doc: Doc[Any] = Doc()
-    changed: set[str] = set()
-    devices_changed: set[str] = set()
-
-    def collect(target: set[str]) -> Callable[[Any], None]:
-        def callback(events: Any) -> None:
-            for event in events:
-                if event.path:
-                    target.add(str(event.path[0]))
-                else:
-                    target.update(str(k) for k in event.keys)
-
-        return callback
-
-    subscriptions = [doc.get(ROOT_MEMORIES, type=Map).observe_deep(collect(changed)),
-                     doc.get(ROOT_DEVICES, type=Map).observe_deep(collect(devices_changed))]
+    scratch = ScratchDoc()
     out: Result = {}
     with timed(out, "apply_observed_s"):
-        doc.apply_update(full)
+        scratch.doc.apply_update(full)
     with timed(out, "schema_check_s"):
-        problem = worker._schema_problem(doc, changed, devices_changed, [])
-    out["problem"], out["changed"] = problem, len(changed)
-    del subscriptions
+        problem = scratch.problem([])
+    out["problem"], out["changed"] = problem, len(scratch.changed)
     return out
 
 

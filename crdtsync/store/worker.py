@@ -82,12 +82,21 @@ def _schema_problem(doc: Doc[Any], changed: set[str], devices_changed: set[str],
     return None
 
 
-def _serve(conn: Connection) -> None:  # pragma: no cover - runs in the child process
-    doc: Doc[Any] = Doc()
-    changed: set[str] = set()
-    devices_changed: set[str] = set()
+class ScratchDoc:
+    """The worker's Doc with deep observers that collect which memory ids and device ids each apply touches
+    (``changed``, ``devices_changed``; clear them before an apply). :meth:`problem` runs the schema check."""
 
-    def collect(target: set[str]) -> Any:
+    def __init__(self) -> None:
+        self.doc: Doc[Any] = Doc()
+        self.changed: set[str] = set()
+        self.devices_changed: set[str] = set()
+        self._subscriptions = [  # kept alive: pycrdt drops an observer whose subscription is collected
+            self.doc.get(ROOT_MEMORIES, type=Map).observe_deep(self._collect(self.changed)),
+            self.doc.get(ROOT_DEVICES, type=Map).observe_deep(self._collect(self.devices_changed)),
+        ]
+
+    @staticmethod
+    def _collect(target: set[str]) -> Any:
         def callback(events: Any) -> None:
             for event in events:
                 if event.path:
@@ -97,18 +106,21 @@ def _serve(conn: Connection) -> None:  # pragma: no cover - runs in the child pr
 
         return callback
 
-    subscriptions = [  # kept alive: pycrdt drops an observer whose subscription is collected
-        doc.get(ROOT_MEMORIES, type=Map).observe_deep(collect(changed)),
-        doc.get(ROOT_DEVICES, type=Map).observe_deep(collect(devices_changed)),
-    ]
+    def problem(self, rows: list[Row]) -> str | None:
+        """The schema check of what the last apply touched (see :func:`_schema_problem`); fills ``rows``."""
+        return _schema_problem(self.doc, self.changed, self.devices_changed, rows)
+
+
+def _serve(conn: Connection) -> None:  # pragma: no cover - runs in the child process
+    scratch = ScratchDoc()
+    doc = scratch.doc
     while True:
         try:
             op, data = conn.recv()
         except EOFError:
-            del subscriptions
             return
-        changed.clear()
-        devices_changed.clear()
+        scratch.changed.clear()
+        scratch.devices_changed.clear()
         try:
             for update in data if op == "load" else [data]:
                 doc.apply_update(update)
@@ -119,11 +131,11 @@ def _serve(conn: Connection) -> None:  # pragma: no cover - runs in the child pr
             conn.send(("ok", doc.get_state(), [], []))  # a load reports no rows
             continue
         rows: list[Row] = []
-        problem = _schema_problem(doc, changed, devices_changed, rows)
+        problem = scratch.problem(rows)
         if problem is not None:
             conn.send(("error", "UPDATE_SCHEMA_VIOLATION", problem))
             return
-        conn.send(("ok", doc.get_state(), rows, sorted(devices_changed)))
+        conn.send(("ok", doc.get_state(), rows, sorted(scratch.devices_changed)))
 
 
 class IntegrationWorker:
