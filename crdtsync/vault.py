@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 from crdtsync.crypto.header import KdfParams, VaultHeader, create_header, unwrap_vault_keys
 from crdtsync.crypto.keys import DeviceKeys, new_vault_id, new_vault_key
@@ -51,8 +51,6 @@ from crdtsync.store.db import AuditRow, Store
 from crdtsync.store.replica import ApplyResult, Replica
 from crdtsync.store.secrets_file import VaultSecrets, read_secrets, write_secrets
 from crdtsync.store.worker import DEFAULT_DEADLINE
-
-T = TypeVar("T")
 
 DB_NAME = "vault.db"
 KEYS_NAME = "keys"
