@@ -7,9 +7,10 @@ Tables (README.md "Local store" documents them):
 - ``snapshots``: full Doc state as of an update id (compaction; opening = newest snapshot + later updates).
 - ``inbox``: received updates that passed the strict reader but wait for what they depend on, outside yrs.
 - ``quarantine``: refused updates with their stable error code, kept for inspection.
-- ``memories`` (+ ``memories_fts``, an FTS5 index kept by triggers): the materialized current records, written
-  in the same transaction as the update that changes them, so reads never load the Doc; level-0 memories
-  live only here (``level = 0``) and never enter the Doc.
+- ``memories`` (+ ``memories_fts``, an FTS5 index: :meth:`Store.put_memories` indexes new rows, triggers
+  re-index updated and deleted ones): the materialized current records, written in the same transaction as
+  the update that changes them, so reads never load the Doc; level-0 memories live only here
+  (``level = 0``) and never enter the Doc.
 - ``leases``: the Yjs client ids of this device and which live process holds each.
 - ``relays``, ``cursors``, ``audit``, ``meta``.
 
@@ -77,19 +78,11 @@ CREATE TABLE IF NOT EXISTS audit (
     op TEXT NOT NULL, peer TEXT, detail TEXT NOT NULL, code TEXT);
 """
 
-_TRIGGER_AI = """
-CREATE TRIGGER IF NOT EXISTS memories_ai AFTER INSERT ON memories BEGIN
-    INSERT INTO memories_fts (rowid, content, category, tags)
-    VALUES (new.rowid, new.content, new.category, new.tags);
-END;
-"""
-#: Rows at or above which storing into an empty table rebuilds the FTS index once instead of row by row.
-BULK_ROWS = 5000
-
 _MEMORY_COLUMNS = (
     "id, content, category, tags, level, source, metadata, created, updated, created_by, updated_by, deleted, "
     "conflicts"
 )
+_UPSERT_SET = ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _MEMORY_COLUMNS.split(",")[1:])
 
 
 @dataclass(frozen=True)
@@ -165,7 +158,8 @@ class Store:
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
-            self.conn.executescript(_SCHEMA + _TRIGGER_AI)
+            self.conn.executescript(_SCHEMA)
+            self._drop_insert_trigger()
         except sqlite3.Error as exc:
             raise VaultError(f"cannot open the vault database {path}: {exc}", code="VAULT_UNREADABLE") from exc
         version = self.get_meta("store_format")
@@ -176,6 +170,18 @@ class Store:
                 f"{path} was written by a newer crdtsync (store format {int(version)}); upgrade crdtsync",
                 code="VAULT_FORMAT",
             )
+
+    def _drop_insert_trigger(self) -> None:
+        """Migrate a vault written before :meth:`put_memories` indexed new rows itself: drop its per-row insert
+        trigger and rebuild the full-text index, which also clears the stale entries that ``INSERT OR REPLACE``
+        (it fires no delete trigger) left behind."""
+        found = "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'memories_ai'"
+        if self.conn.execute(found).fetchone() is None:
+            return
+        with self.write():
+            if self.conn.execute(found).fetchone() is not None:
+                self.conn.execute("DROP TRIGGER memories_ai")
+                self.conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
@@ -313,15 +319,19 @@ class Store:
         self.put_memories([(memory, conflicts)])
 
     def put_memories(self, rows: Iterable[tuple[Memory, list[Conflict]]]) -> None:
-        """Insert or replace materialized rows (one ``executemany``). Call inside :meth:`write`. Into an empty
-        table (a join, a first import) at least :data:`BULK_ROWS` rows are stored without the per-row FTS
-        trigger and the index is rebuilt once (about 2.5x faster at 100k), in the same transaction."""
-        rows = list(rows)
-        bulk = len(rows) >= BULK_ROWS and self.conn.execute("SELECT 1 FROM memories LIMIT 1").fetchone() is None
-        if bulk:
-            self.conn.execute("DROP TRIGGER IF EXISTS memories_ai")
+        """Insert or replace materialized rows and keep the full-text index in step. Call inside :meth:`write`.
+
+        Rows of ids already stored are updated in place (the ``memories_au`` trigger re-indexes them); new rows
+        are inserted with one ``executemany`` and indexed afterwards with one ``INSERT ... SELECT`` over the
+        rowids past the table's maximum before the insert. At 100k rows that is about 2.7x faster than a
+        per-row insert trigger. When ``rows`` repeats an id, the last row wins."""
+        latest = {memory.id: (memory, conflicts) for memory, conflicts in rows}
+        if not latest:
+            return
+        (before,) = self.conn.execute("SELECT coalesce(max(rowid), 0) FROM memories").fetchone()
         self.conn.executemany(
-            f"INSERT OR REPLACE INTO memories ({_MEMORY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO memories ({_MEMORY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            f"ON CONFLICT (id) DO UPDATE SET {_UPSERT_SET}",
             (
                 (
                     memory.id,
@@ -338,12 +348,14 @@ class Store:
                     int(memory.deleted),
                     json.dumps([c.to_json() for c in conflicts], ensure_ascii=False),
                 )
-                for memory, conflicts in rows
+                for memory, conflicts in latest.values()
             ),
         )
-        if bulk:
-            self.conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
-            self.conn.execute(_TRIGGER_AI)
+        self.conn.execute(
+            "INSERT INTO memories_fts (rowid, content, category, tags) "
+            "SELECT rowid, content, category, tags FROM memories WHERE rowid > ?",
+            (before,),
+        )
 
     def existing_ids(self, memory_ids: Iterable[str], *, level: int | None = None) -> set[str]:
         """Which of ``memory_ids`` have a materialized row (deleted or not), of ``level`` when given."""

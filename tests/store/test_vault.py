@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -214,12 +215,12 @@ def test_a_process_behind_a_compaction_reloads_from_the_snapshot(
     assert doc_ids(early) == {first.id, *later}
 
 
-def test_a_bulk_store_into_an_empty_vault_keeps_full_text_search_exact(
-    make_vault: MakeVault, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import crdtsync.store.db as db_module
+def _fts_integrity(vault: Vault) -> None:
+    """FTS5's own check that the external-content index matches the ``memories`` table (raises if not)."""
+    vault.store.conn.execute("INSERT INTO memories_fts (memories_fts, rank) VALUES ('integrity-check', 1)")
 
-    monkeypatch.setattr(db_module, "BULK_ROWS", 10)
+
+def test_full_text_search_stays_exact_through_bulk_stores_edits_and_repeats(make_vault: MakeVault) -> None:
     source, sink = make_vault("a"), make_vault("b")
     for i in range(30):
         source.add(f"walrus number {i}", tags=["sea"])
@@ -230,3 +231,33 @@ def test_a_bulk_store_into_an_empty_vault_keeps_full_text_search_exact(
     assert len(sink.search("walrus", limit=None)) == 29 and [m.id for m in sink.search("penguin")] == [first.id]
     sink.add("another walrus")
     assert len(sink.search("walrus", limit=None)) == 30
+    memory = sink.get(first.id)
+    sink.store.put_memories([(memory, []), (replace(memory, content="zebra crossing"), [])])
+    assert [m.id for m in sink.search("zebra")] == [first.id] and sink.search("penguin") == []
+    _fts_integrity(sink)
+    count = sink.store.conn.execute("SELECT count(*) FROM memories_fts WHERE memories_fts MATCH 'walrus'")
+    assert count.fetchone()[0] == 30  # an edit leaves no stale entry behind in the index
+
+
+def test_opening_a_vault_with_the_old_insert_trigger_drops_it_and_rebuilds_the_index(
+    tmp_path: Path, make_vault: MakeVault
+) -> None:
+    vault = make_vault("a")
+    kept = vault.add("walrus")
+    conn = vault.store.conn
+    conn.execute(
+        "CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN INSERT INTO memories_fts "
+        "(rowid, content, category, tags) VALUES (new.rowid, new.content, new.category, new.tags); END"
+    )
+    conn.execute("INSERT INTO memories_fts (rowid, content, category, tags) VALUES (999, 'stale', NULL, '[]')")
+    path = vault.path
+    vault.close()
+    with Vault.open(path) as reopened:
+        triggers = reopened.store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        assert "memories_ai" not in {row[0] for row in triggers}
+        stale = reopened.store.conn.execute("SELECT count(*) FROM memories_fts WHERE memories_fts MATCH 'stale'")
+        assert stale.fetchone()[0] == 0
+        assert [m.id for m in reopened.search("walrus")] == [kept.id]
+        reopened.add("walrus two")
+        assert len(reopened.search("walrus")) == 2
+        _fts_integrity(reopened)
