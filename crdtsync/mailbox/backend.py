@@ -53,10 +53,22 @@ class StoreStats:
         return self.gets + self.puts + self.lists + self.deletes
 
 
+def _s3_error_code(exc: BaseException) -> str:
+    """The S3 error code (``InvalidAccessKeyId``, ``AccessDenied``...) botocore attached to ``exc`` or to its
+    cause, else "": s3fs re-raises a ClientError as a PermissionError or OSError that keeps only the message."""
+    for error in (exc, exc.__cause__):
+        response = getattr(error, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            if isinstance(code, str):
+                return code
+    return ""
+
+
 def _classify(exc: BaseException) -> MailboxError | None:
     """The MailboxError a store exception stands for, or None when it is transient (worth a retry)."""
     text = f"{type(exc).__name__}: {exc}"
-    lowered = text.lower()
+    lowered = f"{text} {_s3_error_code(exc)}".lower()
     if isinstance(exc, MailboxError):
         return exc
     if "nosuchbucket" in lowered or "bucket does not exist" in lowered or "specified bucket" in lowered:
