@@ -38,6 +38,7 @@ from pycrdt import Doc, Map
 
 from crdtsync.errors import InvalidInputError, NotFoundError
 from crdtsync.model.records import (
+    MAX_METADATA_BYTES,
     REGISTER_FIELDS,
     Candidate,
     Conflict,
@@ -55,6 +56,10 @@ ROOT_DEVICES = "devices"
 ROOT_VAULT = "vault"
 ROOTS = frozenset({ROOT_MEMORIES, ROOT_DEVICES, ROOT_VAULT})
 TAG_PREFIX = "t:"
+#: The content kinds (:attr:`crdtsync.model.yupdate.DecodedUpdate.kinds`) a schema-v1 update may carry: Any
+#: values, deleted content and Maps. A received update with any other kind is refused before a Doc sees it.
+CONTENT_KINDS = frozenset({"any", "deleted", "type:map"})
+_REGISTER_SET = frozenset(REGISTER_FIELDS)
 CLIENT_PREFIX = "c:"
 
 OpIdFactory = Callable[[], str]
@@ -220,10 +225,10 @@ class MemoryDoc:
         survivor_stamp = survivor.get("created")
         same_creation = isinstance(survivor_stamp, list) and survivor_stamp[:1] == stamp[:1]
         wrote = False
+        registers = _registers(lost, str(stamp[0]), str(stamp[1])) or {}
         with self.doc.transaction():
             for field in REGISTER_FIELDS:
-                entries = _register_candidates(lost, field, str(stamp[0]), str(stamp[1])) or []
-                for candidate, op_id in entries:
+                for candidate, op_id in registers.get(field, ()):
                     if op_id == "":
                         created_as = survivor.get(f"{field}@")
                         created_value = created_as[0] if isinstance(created_as, list) else created_as
@@ -307,30 +312,62 @@ def _tag_entries(keys: Iterable[str]) -> dict[str, list[str]]:
     return out
 
 
-def _register_candidates(
-    record: Mapping[str, Any], field: str, created: str, creator: str
-) -> list[tuple[Candidate, str]] | None:
-    """Current entries of one register as (candidate, op_id), or None when an entry is malformed."""
-    prefix = field + "@"
-    out: list[tuple[Candidate, str]] = []
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def _read_value(field: str, raw: Any) -> Any:
+    """The value of a stored register entry, validated as :func:`check_field` would validate the decoded value
+    (``metadata`` is stored as compact JSON text). Raises InvalidInputError, ValueError or TypeError."""
+    if field == "metadata":
+        if raw is None:
+            return None
+        if not isinstance(raw, str) or len(raw.encode("utf-8")) > MAX_METADATA_BYTES:
+            raise ValueError("metadata must be JSON text of at most MAX_METADATA_BYTES bytes")
+        value = _METADATA_JSON.decode(raw)
+        if not isinstance(value, dict):
+            raise ValueError("metadata must be a JSON object")
+        return value
+    return check_field(field, raw)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+#: Reads stored metadata text: like ``json.loads``, but NaN, Infinity and overflowing numbers are refused.
+_METADATA_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite)
+
+
+def _registers(record: Mapping[str, Any], created: str, creator: str) -> dict[str, list[tuple[Candidate, str]]] | None:
+    """Every register's current entries as (candidate, op_id), by field name, each list sorted by (time,
+    device, op id); ``None`` when an entry is malformed. One pass over the record's keys."""
+    out: dict[str, list[tuple[Candidate, str]]] = {}
     for key, raw in record.items():
-        if not key.startswith(prefix):
+        field, at_sign, op_id = key.partition("@")
+        if not at_sign or field not in _REGISTER_SET:
             continue
-        if key == prefix and not isinstance(raw, list):
+        if not op_id and not isinstance(raw, list):
             raw = [raw]  # a creating entry without by/at is stored bare (no field value is a list)
         if not isinstance(raw, list) or len(raw) not in (1, 3, 4):
             return None
-        value = raw[0]
-        by, at = (raw[1], raw[2]) if len(raw) >= 3 else (creator, created)
-        agent = raw[3] if len(raw) == 4 else None
-        if not isinstance(by, str) or not isinstance(at, str) or not (agent is None or isinstance(agent, str)):
-            return None
+        if len(raw) == 1:
+            by, at, agent = creator, created, None
+        else:
+            by, at, agent = raw[1], raw[2], raw[3] if len(raw) == 4 else None
+            if not isinstance(by, str) or not isinstance(at, str) or not (agent is None or isinstance(agent, str)):
+                return None
         try:
-            value = check_field(field, _decode_value(field, value))
-        except (InvalidInputError, ValueError, TypeError):
+            value = _read_value(field, raw[0])
+        except (InvalidInputError, ValueError, TypeError, RecursionError):
             return None
-        out.append((Candidate(value=value, device=by, at=at, agent=agent), key[len(prefix) :]))
-    out.sort(key=lambda pair: (pair[0].at, pair[0].device, pair[1]))
+        out.setdefault(field, []).append((Candidate(value=value, device=by, at=at, agent=agent), op_id))
+    for entries in out.values():
+        if len(entries) > 1:
+            entries.sort(key=lambda pair: (pair[0].at, pair[0].device, pair[1]))
     return out
 
 
@@ -346,25 +383,25 @@ def read_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, list
     if not isinstance(stamp, list) or len(stamp) != 2 or not all(isinstance(x, str) for x in stamp):
         return None
     created, created_by = stamp
-    values: dict[str, Any] = {}
+    registers = _registers(record, created, created_by)
+    if registers is None or "content" not in registers:
+        return None
+    values: dict[str, Any] = dict.fromkeys(REGISTER_FIELDS)
     conflicts: list[Conflict] = []
     updated, updated_by = created, created_by
     for field in REGISTER_FIELDS:
-        entries = _register_candidates(record, field, created, created_by)
-        if entries is None:
-            return None
+        entries = registers.get(field)
         if not entries:
-            values[field] = None
             continue
-        candidates = [c for c, _ in entries]
-        values[field] = candidates[-1].value
-        if any(c.value != candidates[0].value for c in candidates):
-            conflicts.append(Conflict(memory_id=memory_id, field=field, candidates=tuple(candidates)))
-        for candidate in candidates:
-            if (candidate.at, candidate.device) > (updated, updated_by):
-                updated, updated_by = candidate.at, candidate.device
-    if values["content"] is None:
-        return None
+        latest = entries[-1][0]
+        values[field] = latest.value
+        if len(entries) > 1:
+            candidates = tuple(c for c, _ in entries)
+            if any(c.value != latest.value for c in candidates):
+                conflicts.append(Conflict(memory_id=memory_id, field=field, candidates=candidates))
+            latest = max(candidates, key=lambda c: (c.at, c.device))
+        if (latest.at, latest.device) > (updated, updated_by):
+            updated, updated_by = latest.at, latest.device
     tags = set()
     for key, raw in record.items():
         if key.startswith(TAG_PREFIX):

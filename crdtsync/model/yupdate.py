@@ -19,6 +19,8 @@ cycle between clients), which yrs would keep pending for ever. Pure: no IO, no t
 from __future__ import annotations
 
 import json
+import math
+import struct
 from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,6 +47,10 @@ _TYPE_REFS = {0: False, 1: False, 2: False, 3: True, 4: False, 6: False}
 _REFUSED_CONTENT = {2: "JSON content, which yrs reads with one string more than Yjs writes", 9: "a subdocument"}
 _REFUSED_TYPES = {5: "an XmlHook, whose name yrs does not read", 9: "a subdocument type", 15: "an undefined type"}
 _GC, _SKIP, _DOC = 0, 10, 9
+#: Names of content kinds in :attr:`DecodedUpdate.kinds` (yjs content refs and type refs).
+_CONTENT_KINDS = {3: "binary", 5: "embed", 6: "format", 9: "doc"}
+_TYPE_KINDS = {0: "type:array", 1: "type:map", 2: "type:text", 3: "type:xml-element", 4: "type:xml-fragment",
+               6: "type:xml-text"}
 #: Any tags without a payload (undefined, null, false, true), and of fixed-size numbers (float32, float64,
 #: bigint) to their size in bytes.
 _ANY_CONSTANTS = frozenset((127, 126, 121, 120))
@@ -67,7 +73,7 @@ class _Reader:
     """A cursor over lib0-encoded bytes (every read checks bounds and minimal encoding) that collects what
     the Items of an update refer to."""
 
-    __slots__ = ("data", "deps", "end", "pos", "refs", "roots", "subdocs")
+    __slots__ = ("data", "deps", "end", "kinds", "pos", "refs", "roots", "subdocs")
 
     def __init__(self, data: bytes, subdocs: bool = False) -> None:
         self.data = data
@@ -77,6 +83,7 @@ class _Reader:
         self.refs: set[tuple[int, int]] = set()
         self.deps: list[_Dep] = []
         self.roots: set[str] = set()
+        self.kinds: set[str] = set()
 
     def uint(self, bits: int = 7) -> int:
         """lib0 ``readVarUint`` (``bits=6``: the magnitude of ``readVarInt``, sign in bit 6 of the first
@@ -156,6 +163,8 @@ class _Reader:
         tag = self.data[pos]
         self.pos = pos + 1
         if tag in _ANY_CONSTANTS:
+            if tag == 127:
+                self.kinds.add("any:undefined")
             return
         if tag == 125:
             self.uint(6)
@@ -163,9 +172,14 @@ class _Reader:
             self.pos += _ANY_FIXED[tag]
             if self.pos > self.end:
                 _fail("truncated number", pos)
+            if tag == 122:
+                self.kinds.add("any:bigint")
+            elif not math.isfinite(struct.unpack_from(">f" if tag == 124 else ">d", self.data, pos + 1)[0]):
+                self.kinds.add("any:nonfinite")
         elif tag == 119:
             self.string()
         elif tag == 116:
+            self.kinds.add("any:binary")
             self.raw()
         elif tag in (117, 118):
             if depth >= MAX_ANY_DEPTH:
@@ -207,16 +221,21 @@ class _Reader:
             if info & 0x20:
                 self.string()
         ref = info & 0x1F
-        if ref == 1:  # Deleted
-            return self.uint()
-        if ref == 4:  # String: one clock unit per UTF-16 code unit
-            text = self.string()
-            return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
         if ref == 8:  # Any
+            self.kinds.add("any")
             n = self.count(1)
             for _ in range(n):
                 self.any(0)
             return n
+        if ref == 1:  # Deleted
+            self.kinds.add("deleted")
+            return self.uint()
+        if ref == 4:  # String: one clock unit per UTF-16 code unit
+            self.kinds.add("string")
+            text = self.string()
+            return len(text) if text.isascii() else len(text.encode("utf-16-le")) // 2
+        if ref != 7:
+            self.kinds.add(_CONTENT_KINDS.get(ref, "unknown"))
         if ref == 3:  # Binary
             self.raw()
         elif ref == 5:  # Embed
@@ -230,6 +249,7 @@ class _Reader:
             if type_ref not in _TYPE_REFS:
                 what = _REFUSED_TYPES.get(type_ref, "unknown")
                 _fail(f"type ref {type_ref} ({what}) is not accepted", type_at, _UNSUPPORTED)
+            self.kinds.add(_TYPE_KINDS[type_ref])
             if _TYPE_REFS[type_ref]:
                 self.string()
         elif ref == _DOC and self.subdocs:
@@ -251,12 +271,18 @@ class DecodedUpdate:
         references: every ID ``(client, clock)`` an Item refers to: origin, right origin, parent item.
         deletes: the delete set, client -> sorted, merged ``[start, end)`` clock ranges.
         root_names: names of the root types used as parents.
+        kinds: the kinds of content the Items carry: ``any``, ``deleted``, ``string``, ``binary``, ``embed``,
+            ``format``, ``doc``, ``type:<array|map|text|xml-element|xml-fragment|xml-text>`` for new shared
+            types, and for Any values that a JSON reading of the Doc would not show faithfully
+            ``any:binary``, ``any:undefined``, ``any:bigint``, ``any:nonfinite`` (NaN or an infinity). A
+            caller that knows its document's schema refuses the kinds it never writes.
     """
 
     structs: dict[int, Ranges]
     references: frozenset[tuple[int, int]]
     deletes: dict[int, Ranges]
     root_names: frozenset[str]
+    kinds: frozenset[str] = frozenset()
 
     def is_empty(self) -> bool:
         """True when the update neither adds a struct nor deletes anything."""
@@ -325,7 +351,7 @@ def decode_update(data: bytes, *, max_run: int = MAX_RUN, allow_subdocs: bool = 
         _fail(f"{r.end - r.pos} trailing bytes", r.pos)
     structs = {c: rs for c, rs in structs.items() if rs}
     _check_causal(structs, r.deps)
-    return DecodedUpdate(structs, frozenset(r.refs), deletes, frozenset(r.roots))
+    return DecodedUpdate(structs, frozenset(r.refs), deletes, frozenset(r.roots), frozenset(r.kinds))
 
 
 def _check_causal(structs: dict[int, Ranges], deps: list[_Dep]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +22,7 @@ from pycrdt import Doc, Map
 from crdtsync.crypto.keys import DeviceKeys
 from crdtsync.errors import UpdateRejectedError
 from crdtsync.model.records import Conflict, Memory, utc_now_iso
-from crdtsync.model.schema import ROOTS, MemoryDoc, WriteContext
+from crdtsync.model.schema import CONTENT_KINDS, ROOTS, MemoryDoc, WriteContext
 from crdtsync.model.yupdate import (
     DecodedUpdate,
     decode_state_vector,
@@ -32,13 +32,16 @@ from crdtsync.model.yupdate import (
     missing_dependencies,
 )
 from crdtsync.store.db import Store
-from crdtsync.store.worker import IntegrationWorker, Row
+from crdtsync.store.worker import IntegrationWorker, Row, WorkerResult
 
 T = TypeVar("T")
 
-#: Compact the local log when this many updates, or this many bytes, follow the newest snapshot.
+#: Compact the local log when this many updates, or this many bytes in at least COMPACT_MIN_UPDATES updates,
+#: follow the newest snapshot. A few large updates (a first pull) are left alone: merging them would cost a
+#: Doc load and gain nothing at open time.
 COMPACT_AFTER_UPDATES = 2000
 COMPACT_AFTER_BYTES = 32 * 1024 * 1024
+COMPACT_MIN_UPDATES = 64
 #: Received updates that may wait for missing dependencies at once; more are refused (UPDATE_INBOX_FULL).
 MAX_HELD = 10_000
 _EMPTY_UPDATE = b"\x00\x00"
@@ -145,17 +148,19 @@ class Replica:
         self._client_id = None
         self._registered = False
 
-    def _load_doc(self) -> MemoryDoc:
-        doc: Doc[Any] = Doc(client_id=self._acquire_lease())
-        seen = 0
+    def _stored_updates(self) -> Iterator[tuple[int, bytes]]:
+        """The store's state as (update id, Yjs update): the newest snapshot (at the id it covers), then every
+        later logged update. Applied in order to an empty Doc they rebuild the shared Doc."""
         snapshot = self._store.latest_snapshot()
         if snapshot is not None:
-            seen, data = snapshot
+            yield snapshot
+        yield from self._store.updates_after(snapshot[0] if snapshot is not None else 0)
+
+    def _load_doc(self) -> MemoryDoc:
+        doc: Doc[Any] = Doc(client_id=self._acquire_lease())
+        for _, data in self._stored_updates():
             doc.apply_update(data)
-        for update_id, data in self._store.updates_after(seen):
-            doc.apply_update(data)
-            seen = update_id
-        self._seen = max(seen, self._store.last_update_id())
+        self._seen = self._store.last_update_id()
         return MemoryDoc(doc)
 
     def _current_doc(self) -> MemoryDoc:
@@ -240,7 +245,7 @@ class Replica:
 
     def _maybe_compact(self) -> None:
         count, size = self._store.updates_since_snapshot()
-        if count < COMPACT_AFTER_UPDATES and size < COMPACT_AFTER_BYTES:
+        if count < COMPACT_AFTER_UPDATES and (size < COMPACT_AFTER_BYTES or count < COMPACT_MIN_UPDATES):
             return
         with self._store.write():
             if self._store.held_count():
@@ -311,6 +316,11 @@ class Replica:
                     if unknown:
                         raise UpdateRejectedError(f"the update writes unknown roots {sorted(unknown)}",
                                                   code="UPDATE_SCHEMA_VIOLATION")
+                    foreign_kinds = decoded.kinds - CONTENT_KINDS
+                    if foreign_kinds:
+                        raise UpdateRejectedError(
+                            f"the update carries content schema v1 never writes: {', '.join(sorted(foreign_kinds))}",
+                            code="UPDATE_SCHEMA_VIOLATION")
                     allowed = allowed_clients[n] if allowed_clients is not None else None
                     foreign = set(decoded.structs) - allowed if allowed is not None else set()
                     if foreign:
@@ -342,21 +352,24 @@ class Replica:
                 results.append(ApplyResult("pending" if outcome in held else "integrated"))
         return results
 
-    def _worker_for(self, doc: MemoryDoc) -> IntegrationWorker:
-        """The integration worker, reused while its scratch Doc still equals the live one (nothing but
-        worker-checked updates has been integrated since it was loaded), else a fresh one."""
+    def _worker_for(self) -> IntegrationWorker:
+        """The integration worker, reused while its scratch Doc holds exactly the store's updates (nothing but
+        worker-checked updates was logged since it was loaded), else a fresh one loaded from the store. Call
+        inside a write transaction."""
+        head = self._store.last_update_id()
         worker = self._worker
-        if worker is not None and worker.alive and self._worker_at == self._seen:
+        if worker is not None and worker.alive and self._worker_at == head:
             return worker
         if worker is not None:
             worker.close()
-        self._worker = IntegrationWorker([doc.doc.get_update()], deadline=self.deadline)
-        self._worker_at = self._seen
+        self._worker = IntegrationWorker([data for _, data in self._stored_updates()], deadline=self.deadline)
+        self._worker_at = head
         return self._worker
 
     def _drain_inbox(self) -> dict[int, ApplyResult]:
         """Integrate every held update whose dependencies are present, until no more progress is possible.
-        Strict-reader results are cached per inbox id for as long as the update stays held."""
+        Strict-reader results are cached per inbox id for as long as the update stays held. The worker's state
+        vector (equal to the store's) decides what is missing, so a pull never needs the live Doc."""
         done: dict[int, ApplyResult] = {}
         cache = self._decoded
         def decoded_of(inbox_id: int, data: bytes) -> DecodedUpdate:
@@ -378,23 +391,21 @@ class Replica:
             for inbox_id, origin, data in sorted(self._store.held(), key=start):
                 try:
                     with self._store.write():
-                        doc = self._current_doc()
-                        state = decode_state_vector(doc.doc.get_state())
+                        worker = self._worker_for()
+                        state = decode_state_vector(worker.state_vector)
                         decoded = decoded_of(inbox_id, data)
                         missing = missing_dependencies(decoded, state)
                         if missing:
                             self._store.conn.execute(
                                 "UPDATE inbox SET waiting = ? WHERE id = ?", (repr(missing), inbox_id))
                             continue
-                        worker = self._worker_for(doc)
-                        result = worker.apply(data)
+                        result = worker.apply(data, on_rows=self._store_rows)
                         if decode_state_vector(result.state_vector) != expected_state(decoded, state):
                             worker.close()
                             raise UpdateRejectedError(
                                 "the update moved a client's clock further than its content justifies",
                                 code="UPDATE_CLOCK_JUMP")
-                        if not self._integrate_checked(doc, data, origin, result.rows):
-                            self._worker_at = self._seen
+                        self._worker_at = self._integrate_checked(data, origin, result)
                         self._store.release(inbox_id)
                         cache.pop(inbox_id, None)
                         done[inbox_id] = ApplyResult("integrated", changed=tuple(r[0] for r in result.rows))
@@ -409,43 +420,36 @@ class Replica:
         self._maybe_compact()
         return done
 
-    def _integrate_checked(self, doc: MemoryDoc, data: bytes, origin: str, rows: Sequence[Row]) -> bool:
-        """Apply a worker-checked update to the live Doc, log it and store the ``rows`` the worker read after
-        the same apply; resurface what a replaced record held. Returns whether the live Doc also took a local
-        write (the worker is then stale)."""
-        replaced: list[str] = []
-
-        def on_root(event: Any) -> None:
-            replaced.extend(k for k, v in event.keys.items() if v.get("action") == "update")
-
-        # Only a record this replica already holds can be replaced; a fresh replica (a join) skips the observer.
-        watch = self._store.conn.execute("SELECT 1 FROM memories WHERE level = 1 LIMIT 1").fetchone() is not None
-        before: dict[str, dict[str, Any]] = {}
-        if watch:
-            for memory_id, _ in rows:
-                record = doc.memories.get(memory_id)
-                if isinstance(record, Map):
-                    before[memory_id] = record.to_py() or {}
-        subscription = doc.memories.observe(on_root) if watch else None
-        try:
-            doc.doc.apply_update(data)
-        except BaseException as exc:
-            self._doc = None
-            raise UpdateRejectedError(f"pycrdt refused an update the worker accepted: {exc}",
-                                      code="UPDATE_MALFORMED") from None
-        finally:
-            if subscription is not None:
-                doc.memories.unobserve(subscription)
-        lost = {k: before[k] for k in replaced if k in before and self._store.memory_level(k) == 1}
-        self._seen = self._store.append_update(data, origin=origin, local=False)
+    def _store_rows(self, rows: Sequence[Row]) -> None:
+        """Store the materialized rows a worker apply produced (in the caller's transaction; memories that are
+        level 0 here keep their local row)."""
         local = self._store.existing_ids((memory_id for memory_id, _ in rows), level=0)
-        self._store.put_memories(read for memory_id, read in rows if read is not None and memory_id not in local)
-        for memory_id, read in rows:
-            if read is None and memory_id not in local:
+        self._store.put_rows(row for memory_id, row in rows if row is not None and memory_id not in local)
+        for memory_id, row in rows:
+            if row is None and memory_id not in local:
                 self._store.drop_memory(memory_id)
-        if lost:
-            self._resurface(doc, lost)
-        return bool(lost)
+
+    def _integrate_checked(self, data: bytes, origin: str, result: WorkerResult) -> int:
+        """Log a worker-checked update whose rows are stored; apply it to the live Doc if this process has one
+        loaded (a pull into an unloaded vault never loads it). When the update replaced records held here (a
+        concurrent creation of one id), the live Doc is loaded to read what they held and it is resurfaced.
+        Returns the id the update was logged under."""
+        lost_ids = [k for k in result.replaced if self._store.memory_level(k) == 1]
+        if lost_ids or self._doc is not None:
+            doc = self._current_doc()  # the store does not hold this update yet: the state before it
+            before = {k: doc.memories[k].to_py() or {} for k in lost_ids if isinstance(doc.memories.get(k), Map)}
+            try:
+                doc.doc.apply_update(data)
+            except BaseException:
+                self._doc = None
+                raise UpdateRejectedError("pycrdt refused an update the worker accepted",
+                                          code="UPDATE_MALFORMED") from None
+        update_id = self._store.append_update(data, origin=origin, local=False)
+        if self._doc is not None:
+            self._seen = update_id
+        if lost_ids and self._doc is not None:
+            self._resurface(self._doc, before)
+        return update_id
 
     def _resurface(self, doc: MemoryDoc, lost: Mapping[str, Mapping[str, Any]]) -> None:
         """Re-insert what records dropped by a concurrent creation of the same id held (``lost``: each as this

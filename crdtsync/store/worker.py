@@ -3,41 +3,64 @@
 pycrdt 0.14.13 (yrs 0.28.0) can panic, corrupt memory, segfault or spin forever with the GIL held on crafted
 updates (``shared/data/pycrdt-hazards``). Updates that passed the strict reader are therefore applied here
 first, in a process that may die or hang without harm: the parent waits at most a deadline (10 s by default)
-per update and kills the child when it passes. The worker reports the state vector after the apply (so the
-parent can refuse clock jumps the content does not justify), the memory ids the update touched, and whether
-every touched record still reads as a valid schema-v1 record. After any failure the worker is discarded; the
-parent reloads a fresh one from its own state, which never saw the failed update.
+per update and kills the child when it passes. After the apply the child sends, as msgpack (never pickle: the
+child handled hostile bytes), the touched records as yrs reads them to JSON, in chunks, then the state vector
+(so the parent can refuse clock jumps the content does not justify), the touched registry entries, the vault
+root and the ids of records that were replaced. The parent runs the schema-v1 check itself on that JSON,
+chunk by chunk while the child reads the next one, and builds the materialized rows from it.
+
+The child is ``python -m crdtsync.store.worker FD`` started with :mod:`subprocess`, talking over a socket pair
+with length-prefixed frames (:class:`multiprocessing.connection.Connection`). It never imports the caller's
+``__main__``, so a script that applies updates at module level needs no ``if __name__ == "__main__"`` guard.
+After any failure the worker is discarded; the parent loads a fresh one from its own store, which never saw
+the failed update.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-from collections.abc import Sequence
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
+import msgpack
 from pycrdt import Doc, Map
 
 from crdtsync.errors import UpdateRejectedError
-from crdtsync.model.records import Conflict, Memory
 from crdtsync.model.schema import CLIENT_PREFIX, ROOT_DEVICES, ROOT_MEMORIES, ROOT_VAULT, read_record
+from crdtsync.store.db import MemoryRow, memory_row
 
 #: Seconds one update may take to apply in the worker before it is killed.
 DEFAULT_DEADLINE = 10.0
+#: Touched records per message from the child: the parent checks one chunk while the child reads the next.
+CHUNK_RECORDS = 4096
+_WORKER_CODES = ("UPDATE_MALFORMED",)
 _REGISTRY_TEXT_FIELDS = ("name", "sign_pk", "kx_pk", "added_by", "added_at", "revoked_at")
+
+#: One touched memory: its id and its materialized row (:func:`crdtsync.store.db.memory_row`), or None when
+#: the memory is no longer in the Doc.
+Row = tuple[str, "MemoryRow | None"]
+#: A touched key of a root Map as the child reports it: ``[key, is_map, JSON text or None when absent]``.
+_Entry = list[Any]
 
 
 @dataclass(frozen=True)
 class WorkerResult:
     """What applying one update in the worker produced: ``state_vector`` (Yjs encoded state vector bytes),
-    ``rows`` (each memory whose record changed, as read after the apply: its Memory and conflicts, or None
-    when it left the Doc; the parent stores these instead of reading its own Doc again) and
-    ``devices_changed`` (device ids whose registry entry changed)."""
+    ``rows`` (each memory whose record changed, as read after the apply and checked against schema v1; the
+    parent stores these instead of reading its own Doc again), ``devices_changed`` (device ids whose registry
+    entry changed) and ``replaced`` (memory ids whose record Map the update replaced with another: a concurrent
+    creation of one id)."""
 
     state_vector: bytes
     rows: tuple[Row, ...]
     devices_changed: frozenset[str]
+    replaced: frozenset[str] = frozenset()
 
     @property
     def changed(self) -> frozenset[str]:
@@ -45,97 +68,165 @@ class WorkerResult:
         return frozenset(memory_id for memory_id, _ in self.rows)
 
 
-Row = tuple[str, "tuple[Memory, list[Conflict]] | None"]
+def _violation(why: str) -> UpdateRejectedError:
+    return UpdateRejectedError(why, code="UPDATE_SCHEMA_VIOLATION")
 
 
-def _schema_problem(doc: Doc[Any], changed: set[str], devices_changed: set[str], rows: list[Row]) -> str | None:
-    """Check every touched record and registry entry against schema v1; fill ``rows`` with the touched
-    memories as read (None for a memory no longer in the Doc). Returns what is wrong, or None."""
-    memories: Map[Any] = doc.get(ROOT_MEMORIES, type=Map)
-    for memory_id in sorted(changed):
-        if memory_id not in memories:
+def check_records(entries: Sequence[_Entry]) -> list[Row]:
+    """Schema-v1 check of touched records as the child read them; returns their rows.
+
+    Args:
+        entries: ``[memory_id, is_map, JSON text of the record or None when the id left the Doc]`` each.
+
+    Raises:
+        UpdateRejectedError: ``UPDATE_SCHEMA_VIOLATION`` when a record is not a Map or not a valid v1 record.
+    """
+    rows: list[Row] = []
+    for memory_id, is_map, text in entries:
+        if text is None:
             rows.append((memory_id, None))
             continue
-        record = memories[memory_id]
-        if not isinstance(record, Map):
-            return f"memory {memory_id} is not a Map"
-        read = read_record(memory_id, record.to_py() or {})
+        if not is_map:
+            raise _violation(f"memory {memory_id} is not a Map")
+        read = read_record(memory_id, json.loads(text))
         if read is None:
-            return f"memory {memory_id} is not a valid v1 record"
-        rows.append((memory_id, read))
-    devices: Map[Any] = doc.get(ROOT_DEVICES, type=Map)
-    for device_id in devices_changed:
-        if device_id not in devices:
-            return f"device {device_id} was removed from the registry"
-        entry = devices[device_id]
-        if not isinstance(entry, Map):
-            return f"registry entry {device_id} is not a Map"
-        for key, value in (entry.to_py() or {}).items():
+            raise _violation(f"memory {memory_id} is not a valid v1 record")
+        rows.append((memory_id, memory_row(*read)))
+    return rows
+
+
+def check_registry(entries: Sequence[_Entry], vault_text: str) -> None:
+    """Schema-v1 check of touched device registry entries (``[device_id, is_map, JSON text or None]``) and of
+    the ``vault`` root's JSON text. Raises UpdateRejectedError ``UPDATE_SCHEMA_VIOLATION``."""
+    for device_id, is_map, text in entries:
+        if text is None:
+            raise _violation(f"device {device_id} was removed from the registry")
+        entry = json.loads(text)
+        if not is_map or not isinstance(entry, dict):
+            raise _violation(f"registry entry {device_id} is not a Map")
+        for key, value in entry.items():
             if key.startswith(CLIENT_PREFIX):
                 if value is not True or not key[len(CLIENT_PREFIX) :].isdigit():
-                    return f"registry entry {device_id} has a bad client id {key!r}"
+                    raise _violation(f"registry entry {device_id} has a bad client id {key!r}")
             elif key not in _REGISTRY_TEXT_FIELDS or not isinstance(value, str):
-                return f"registry entry {device_id} has a bad field {key!r}"
-    vault = doc.get(ROOT_VAULT, type=Map).to_py() or {}
+                raise _violation(f"registry entry {device_id} has a bad field {key!r}")
+    vault = json.loads(vault_text)
     if vault and (vault.get("schema") != 1 or not isinstance(vault.get("name", ""), str)):
-        return "the vault root is not schema 1"
-    return None
+        raise _violation("the vault root is not schema 1")
 
 
 class ScratchDoc:
-    """The worker's Doc with deep observers that collect which memory ids and device ids each apply touches
-    (``changed``, ``devices_changed``; clear them before an apply). :meth:`problem` runs the schema check."""
+    """The worker's Doc. :meth:`apply` integrates an update and records which memory ids and device ids it
+    touched (``changed``, ``devices_changed``) and which records it replaced (``replaced``); :meth:`entries`
+    reads touched keys as JSON text."""
 
     def __init__(self) -> None:
         self.doc: Doc[Any] = Doc()
+        self.memories: Map[Any] = self.doc.get(ROOT_MEMORIES, type=Map)
+        self.devices: Map[Any] = self.doc.get(ROOT_DEVICES, type=Map)
+        self.vault: Map[Any] = self.doc.get(ROOT_VAULT, type=Map)
         self.changed: set[str] = set()
         self.devices_changed: set[str] = set()
-        self._subscriptions = [  # kept alive: pycrdt drops an observer whose subscription is collected
-            self.doc.get(ROOT_MEMORIES, type=Map).observe_deep(self._collect(self.changed)),
-            self.doc.get(ROOT_DEVICES, type=Map).observe_deep(self._collect(self.devices_changed)),
-        ]
+        self.replaced: set[str] = set()
 
     @staticmethod
-    def _collect(target: set[str]) -> Any:
+    def _collect(target: set[str], replaced: set[str] | None = None) -> Any:
         def callback(events: Any) -> None:
             for event in events:
                 if event.path:
                     target.add(str(event.path[0]))
-                else:
-                    target.update(str(k) for k in event.keys)
+                    continue
+                for key, change in event.keys.items():
+                    target.add(str(key))
+                    if replaced is not None and change.get("action") == "update":
+                        replaced.add(str(key))
 
         return callback
 
-    def problem(self, rows: list[Row]) -> str | None:
-        """The schema check of what the last apply touched (see :func:`_schema_problem`); fills ``rows``."""
-        return _schema_problem(self.doc, self.changed, self.devices_changed, rows)
+    def apply(self, update: bytes) -> None:
+        """Apply ``update`` (Yjs v1 bytes) and set ``changed``, ``devices_changed`` and ``replaced``. Into a Doc
+        without memories or devices (a first pull) every key afterwards was touched, so the deep observers,
+        which cost more than the apply itself at 100k records, are left out. Raises whatever pycrdt raises (a
+        panic included)."""
+        self.changed.clear()
+        self.devices_changed.clear()
+        self.replaced.clear()
+        if not len(self.memories) and not len(self.devices):
+            self.doc.apply_update(update)
+            self.changed.update(self.memories.keys())
+            self.devices_changed.update(self.devices.keys())
+            return
+        subscriptions = [  # held until unobserved: pycrdt drops an observer whose subscription is collected
+            (self.memories, self.memories.observe_deep(self._collect(self.changed, self.replaced))),
+            (self.devices, self.devices.observe_deep(self._collect(self.devices_changed))),
+        ]
+        try:
+            self.doc.apply_update(update)
+        finally:
+            for shared, subscription in subscriptions:
+                shared.unobserve(subscription)
+
+    @staticmethod
+    def entries(root: Map[Any], keys: Sequence[str]) -> list[_Entry]:
+        """``[key, is_map, JSON text]`` of each key of ``root`` (text None when absent). yrs writes the JSON in
+        one call per key (``Map.to_py`` crosses into Python once per entry, about 3x slower). Faithful for
+        schema-v1 content: the replica refuses updates whose content kinds JSON would blur (binary, undefined,
+        NaN, Y types other than Map) before any Doc sees them (:data:`crdtsync.model.schema.CONTENT_KINDS`).
+        Call inside a transaction."""
+        out: list[_Entry] = []
+        for key in keys:
+            value = root.get(key)
+            if value is None:
+                out.append([key, False, None])
+            else:
+                is_map = isinstance(value, Map)
+                out.append([key, is_map, str(value) if is_map else "null"])
+        return out
+
+    def check(self) -> list[Row]:
+        """The whole schema check of what the last :meth:`apply` touched, in this process (the benchmark's
+        in-process split of the worker's work). Raises UpdateRejectedError ``UPDATE_SCHEMA_VIOLATION``."""
+        with self.doc.transaction():
+            records = self.entries(self.memories, sorted(self.changed))
+            devices = self.entries(self.devices, sorted(self.devices_changed))
+            vault = str(self.vault)
+        check_registry(devices, vault)
+        return check_records(records)
+
+
+def _pack(*message: Any) -> bytes:
+    packed: bytes = msgpack.packb(message, use_bin_type=True)
+    return packed
 
 
 def _serve(conn: Connection) -> None:  # pragma: no cover - runs in the child process
     scratch = ScratchDoc()
-    doc = scratch.doc
     while True:
         try:
-            op, data = conn.recv()
+            op, data = msgpack.unpackb(conn.recv_bytes())
         except EOFError:
             return
-        scratch.changed.clear()
-        scratch.devices_changed.clear()
         try:
-            for update in data if op == "load" else [data]:
-                doc.apply_update(update)
+            if op == "load":
+                for update in data:
+                    scratch.doc.apply_update(update)
+                scratch.changed.clear()
+                scratch.devices_changed.clear()
+                scratch.replaced.clear()
+            else:
+                scratch.apply(data)
         except BaseException as exc:  # PanicException is a BaseException; the Doc is unusable afterwards
-            conn.send(("error", "UPDATE_MALFORMED", f"pycrdt refused the update: {type(exc).__name__}: {exc}"))
+            why = f"pycrdt refused the update: {type(exc).__name__}: {exc}"
+            conn.send_bytes(_pack("error", "UPDATE_MALFORMED", why))
             return
-        if op == "load":
-            conn.send(("ok", doc.get_state(), [], []))  # a load reports no rows
-            continue
-        rows: list[Row] = []
-        problem = scratch.problem(rows)
-        if problem is not None:
-            conn.send(("error", "UPDATE_SCHEMA_VIOLATION", problem))
-            return
-        conn.send(("ok", doc.get_state(), rows, sorted(scratch.devices_changed)))
+        with scratch.doc.transaction():
+            changed = sorted(scratch.changed)
+            for start in range(0, len(changed), CHUNK_RECORDS):
+                chunk = changed[start : start + CHUNK_RECORDS]
+                conn.send_bytes(_pack("records", scratch.entries(scratch.memories, chunk)))
+            devices = scratch.entries(scratch.devices, sorted(scratch.devices_changed))
+            vault = str(scratch.vault)
+        conn.send_bytes(_pack("ok", scratch.doc.get_state(), devices, vault, sorted(scratch.replaced)))
 
 
 class IntegrationWorker:
@@ -144,22 +235,35 @@ class IntegrationWorker:
     Args:
         state: Yjs updates (a snapshot, then logged updates) that rebuild the parent's Doc; they are trusted
             (they come from the vault's own store) and applied without the schema check.
-        deadline: seconds one :meth:`apply` may take before the child is killed.
+        deadline: seconds one :meth:`apply` may wait for the child before it is killed.
 
     Use as a context manager; :meth:`close` kills the child. After :meth:`apply` raises, the worker is closed
-    and must be replaced (its Doc may hold the refused update).
+    and must be replaced (its Doc may hold the refused update). ``state_vector`` is the Yjs state vector of the
+    child's Doc after the load or the last apply.
+
+    Raises:
+        UpdateRejectedError: ``UPDATE_WORKER_CRASHED`` if the child cannot start or load ``state``.
     """
 
     def __init__(self, state: Sequence[bytes], *, deadline: float = DEFAULT_DEADLINE) -> None:
         self.deadline = deadline
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="crdtsync-integration-worker")
-        self._proc.start()
-        child.close()
+        mine, theirs = socket.socketpair()
+        with mine, theirs:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "crdtsync.store.worker", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self._conn = Connection(mine.detach())
         self.alive = True
         size = sum(len(update) for update in state)
-        self._call("load", list(state), deadline=max(deadline, 60.0 + size / 1e6))
+        loaded = self._call(["load", list(state)], deadline=max(deadline, 60.0 + size / 1e6))
+        self.state_vector = loaded.state_vector
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        return self._proc.pid
 
     def __enter__(self) -> IntegrationWorker:
         return self
@@ -169,41 +273,83 @@ class IntegrationWorker:
 
     def close(self) -> None:
         """Stop the child process (killing it if needed). Idempotent."""
-        if self._proc.is_alive():
+        if self._proc.poll() is None:
             self._proc.kill()
-        self._proc.join()
+        self._proc.wait()
         self._conn.close()
         self.alive = False
 
-    def _call(self, op: str, data: bytes | list[bytes], *, deadline: float) -> WorkerResult:
-        try:
-            self._conn.send((op, data))
-            ready = self._conn.poll(deadline)
-            reply = self._conn.recv() if ready else None
-        except (EOFError, OSError, BrokenPipeError):
-            self.close()
-            raise UpdateRejectedError(
-                f"the update crashed the integration worker (exit code {self._proc.exitcode})",
-                code="UPDATE_WORKER_CRASHED",
-            ) from None
-        if reply is None:
-            self.close()
-            raise UpdateRejectedError(
-                f"the update did not integrate within {deadline:.0f} s and was refused",
-                code="UPDATE_WORKER_TIMEOUT",
-            )
-        if reply[0] == "error":
-            self.close()
-            raise UpdateRejectedError(reply[2], code=reply[1])
-        return WorkerResult(bytes(reply[1]), tuple(reply[2]), frozenset(reply[3]))
+    def _fail(self, why: str, code: str) -> UpdateRejectedError:
+        self.close()
+        return UpdateRejectedError(why, code=code)
 
-    def apply(self, update: bytes) -> WorkerResult:
-        """Apply ``update`` (Yjs v1 bytes that passed the strict reader) in the child, within the deadline plus
-        0.5 s per MB of update (an honest full state of 100k memories takes ~10 s to apply and check).
+    def _receive(self, deadline: float, waited: list[float]) -> Any:
+        """The child's next message; ``waited`` accumulates the seconds spent waiting for it."""
+        started = time.monotonic()
+        try:
+            ready = self._conn.poll(max(0.0, deadline - waited[0]))
+            message = msgpack.unpackb(self._conn.recv_bytes()) if ready else None
+        except (EOFError, OSError, ValueError, msgpack.UnpackException):
+            self._proc.wait()
+            raise self._fail(f"the update crashed the integration worker (exit code {self._proc.returncode})",
+                             "UPDATE_WORKER_CRASHED") from None
+        waited[0] += time.monotonic() - started
+        if message is None:
+            raise self._fail(f"the update did not integrate within {deadline:.0f} s and was refused",
+                             "UPDATE_WORKER_TIMEOUT")
+        return message
+
+    def _call(self, request: list[Any], *, deadline: float, on_rows: Callable[[list[Row]], None] | None = None,
+              ) -> WorkerResult:
+        try:
+            self._conn.send_bytes(_pack(*request))
+        except OSError:
+            raise self._fail("the integration worker is gone", "UPDATE_WORKER_CRASHED") from None
+        waited = [0.0]
+        rows: list[Row] = []
+        while True:
+            message = self._receive(deadline, waited)
+            try:
+                kind = message[0]
+                if kind == "records":
+                    chunk = check_records(message[1])
+                    rows.extend(chunk)
+                    if on_rows is not None:
+                        on_rows(chunk)
+                    continue
+                if kind == "error" and message[1] in _WORKER_CODES:
+                    raise self._fail(str(message[2]), message[1])
+                if kind != "ok":
+                    raise ValueError(kind)
+                _, state, devices, vault, replaced = message
+                check_registry(devices, vault)
+                if not isinstance(state, bytes) or not all(isinstance(k, str) for k in replaced):
+                    raise ValueError("state")
+                return WorkerResult(state, tuple(rows), frozenset(d[0] for d in devices), frozenset(replaced))
+            except UpdateRejectedError:
+                self.close()
+                raise
+            except (TypeError, ValueError, IndexError, AttributeError, RecursionError):
+                raise self._fail("the integration worker sent a malformed message",
+                                 "UPDATE_WORKER_CRASHED") from None
+
+    def apply(self, update: bytes, *, on_rows: Callable[[list[Row]], None] | None = None) -> WorkerResult:
+        """Apply ``update`` (Yjs v1 bytes that passed the strict reader) in the child and check what it touched
+        against schema v1 here, within the deadline plus 0.5 s per MB of update (counting only the time spent
+        waiting for the child). ``on_rows`` receives the checked rows chunk by chunk as they arrive, so that the
+        caller can store them while the child reads the next chunk; a later refusal means the caller must
+        discard them (roll back its transaction).
 
         Raises:
             UpdateRejectedError: ``UPDATE_WORKER_TIMEOUT`` (past the deadline), ``UPDATE_WORKER_CRASHED`` (the
-                child died, e.g. SIGSEGV), ``UPDATE_MALFORMED`` (pycrdt raised or panicked),
-                ``UPDATE_SCHEMA_VIOLATION`` (a touched record is not valid schema v1). The worker is closed.
+                child died, e.g. SIGSEGV, or sent something malformed), ``UPDATE_MALFORMED`` (pycrdt raised or
+                panicked), ``UPDATE_SCHEMA_VIOLATION`` (a touched record or registry entry is not valid
+                schema v1). The worker is closed.
         """
-        return self._call("apply", update, deadline=self.deadline + len(update) / 2e6)
+        result = self._call(["apply", update], deadline=self.deadline + len(update) / 2e6, on_rows=on_rows)
+        self.state_vector = result.state_vector
+        return result
+
+
+if __name__ == "__main__":  # pragma: no cover - the child process
+    _serve(Connection(int(sys.argv[1])))

@@ -136,7 +136,7 @@ class Child:
         return True
 
     def workers(self) -> list[int]:
-        """Pids of the child's integration workers: its children started by multiprocessing's spawn."""
+        """Pids of the child's integration workers: its children running ``-m crdtsync.store.worker``."""
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -146,7 +146,7 @@ class Child:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid and b"spawn_main" in cmdline:
+            if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid and b"crdtsync.store.worker" in cmdline:
                 found.append(int(entry.name))
         return found
 
@@ -337,7 +337,7 @@ def kill_during_apply(child: Child, mode: str, rng: random.Random) -> None:
         deadline = time.monotonic() + CHILD_START_TIMEOUT
         while not child.workers() and child.proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.3))
+        time.sleep(rng.uniform(0.0, 0.15))  # the worker starts, loads and applies ~3 MB in about 0.3 s
     elif mode == "right after storing":
         child.wait_for(lambda line: line == "storing", CHILD_START_TIMEOUT)
         time.sleep(rng.uniform(0.0, 0.05))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pycrdt import Doc, Map
+from pycrdt import Array, Doc, Map, Text
 
 from crdtsync.errors import UpdateRejectedError
 from crdtsync.model.yupdate import decode_state_vector
@@ -92,7 +92,7 @@ def test_worker_survives_a_panic_and_reports_it() -> None:
 
 def test_worker_that_stops_answering_is_killed_at_the_deadline() -> None:
     with IntegrationWorker([], deadline=1.0) as worker:
-        os.kill(worker._proc.pid, signal.SIGSTOP)  # stands for yrs spinning with the GIL held
+        os.kill(worker.pid, signal.SIGSTOP)  # stands for yrs spinning with the GIL held
         started = time.monotonic()
         with pytest.raises(UpdateRejectedError) as info:
             worker.apply(case("hang")[0])
@@ -186,6 +186,53 @@ def test_a_synced_field_of_the_wrong_type_is_refused(make_vault: MakeVault, reco
         vault.apply_update(_write_record(record), "peer")
     assert info.value.code == "UPDATE_SCHEMA_VIOLATION"
     assert vault_fingerprint(vault) == before
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        (lambda: Text("a Y.Text"), "type:text"),
+        (lambda: Array(["a Y.Array"]), "type:array"),
+        (lambda: b"bytes", "any:binary"),
+        (lambda: float("nan"), "any:nonfinite"),
+        (lambda: float("inf"), "any:nonfinite"),
+    ],
+)
+def test_content_that_schema_v1_never_writes_is_refused_before_any_doc_sees_it(
+    make_vault: MakeVault, value: Callable[[], Any], kind: str
+) -> None:
+    """A JSON reading of the Doc (what the worker sends) would blur these, so the strict reader's content kinds
+    refuse them first: the vault is unchanged and the quarantine names the kind."""
+    vault = make_vault()
+    vault.add("already here")
+    before = vault_fingerprint(vault)
+    record = {"created": ["2026-01-01T00:00:00.000Z", "x"], "content@": "ok", "category@1": value()}
+    with pytest.raises(UpdateRejectedError) as info:
+        vault.apply_update(_write_record(record), "peer")
+    assert info.value.code == "UPDATE_SCHEMA_VIOLATION" and kind in info.value.message
+    assert vault_fingerprint(vault) == before
+
+
+def test_a_script_without_a_main_guard_can_apply_updates(tmp_path: Path, make_vault: MakeVault) -> None:
+    """The worker runs ``-m crdtsync.store.worker``: it never re-imports the caller's ``__main__``."""
+    source = make_vault("a")
+    memory = source.add("applied from a script at module level")
+    (tmp_path / "update.bin").write_bytes(source.encode_update())
+    target = make_vault("b")
+    target.close()
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        from crdtsync.vault import Vault
+        with Vault.open({str(target.path)!r}) as vault:
+            print(vault.apply_update(Path({str(tmp_path / "update.bin")!r}).read_bytes(), "a").status)
+    """))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["integrated"]
+    with Vault.open(target.path) as vault:
+        assert vault.get(memory.id).content == "applied from a script at module level"
 
 
 def test_an_update_writing_an_unknown_root_is_refused(make_vault: MakeVault) -> None:
