@@ -96,7 +96,7 @@ class _Reader:
             self.pos = pos + 1
             return b & ((1 << bits) - 1)
         value, shift, start = b & ((1 << bits) - 1), bits, pos
-        limit = min(self.end, pos + 8)
+        limit = pos + 8 if pos + 8 < self.end else self.end
         while b >= 0x80:
             pos += 1
             if pos >= limit:
@@ -121,7 +121,11 @@ class _Reader:
     def count(self, min_bytes: int) -> int:
         """A var uint element count, each element taking at least ``min_bytes`` of what is left."""
         start = self.pos
-        n = self.uint()
+        if start < self.end and self.data[start] < 0x80:
+            n = self.data[start]
+            self.pos = start + 1
+        else:
+            n = self.uint()
         if n * min_bytes > self.end - self.pos:
             _fail(f"count {n} exceeds the {self.end - self.pos} bytes left", start)
         return n
@@ -138,7 +142,15 @@ class _Reader:
 
     def string(self) -> str:
         """lib0 ``readVarString``: strict UTF-8 (no surrogates, no over-long forms)."""
-        raw = self.raw()
+        data, pos = self.data, self.pos
+        if pos < self.end and data[pos] < 0x80:  # a length under 128, inline: most strings of an update
+            end = pos + 1 + data[pos]
+            if end > self.end:
+                _fail(f"length {data[pos]} exceeds the {self.end - pos - 1} bytes left", pos)
+            self.pos = end
+            raw = data[pos + 1 : end]
+        else:
+            raw = self.raw()
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -193,7 +205,11 @@ class _Reader:
 
     def read_id(self, client: int, clock: int, at: int) -> None:
         """An ID the Item ``client:clock`` at byte ``at`` refers to."""
-        ref_client, ref_clock = self.uint(), self.clock()
+        ref_client = self.uint()
+        start = self.pos
+        ref_clock = self.uint()
+        if ref_clock > MAX_CLOCK:
+            _fail(f"clock {ref_clock} exceeds 2^32-1", start)
         if ref_client == client:
             if ref_clock >= clock:
                 _fail(f"Item {client}:{clock} refers to itself or a later clock of its client", at)
@@ -211,7 +227,11 @@ class _Reader:
             self.read_id(client, clock, at)
         if not info & 0xC0:
             flag_at = self.pos
-            flag = self.uint()
+            if flag_at < self.end and self.data[flag_at] < 0x80:
+                flag = self.data[flag_at]
+                self.pos = flag_at + 1
+            else:
+                flag = self.uint()
             if flag == 1:
                 self.roots.add(self.string())
             elif flag == 0:
