@@ -8,6 +8,10 @@ transaction has committed (``synchronous=FULL``): an acknowledged write survives
 
 Updates from outside this process go through :meth:`Vault.apply_updates`: the strict Yjs reader, then the
 integration worker under a deadline, then the live Doc (see ``README.md`` "Trust boundaries").
+
+This module is the API and its documentation; the work behind it lives in private modules: single-memory
+writes in :mod:`crdtsync._vault_memories`, imports in :mod:`crdtsync._vault_import`, relays, mailbox sync
+and joining in :mod:`crdtsync._vault_relays`.
 """
 
 from __future__ import annotations
@@ -20,22 +24,16 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from crdtsync.crypto.header import KdfParams, VaultHeader, create_header, unwrap_vault_keys
+from crdtsync import _vault_import, _vault_memories, _vault_relays
+from crdtsync._vault_import import IMPORT_BATCH as IMPORT_BATCH
+from crdtsync._vault_import import ImportReport as ImportReport
+from crdtsync.crypto.header import KdfParams, VaultHeader, create_header
 from crdtsync.crypto.keys import DeviceKeys, new_vault_id, new_vault_key
-from crdtsync.errors import (
-    CryptoError,
-    InvalidInputError,
-    MailboxError,
-    NotFoundError,
-    UpdateRejectedError,
-    VaultError,
-)
+from crdtsync.errors import CryptoError, UpdateRejectedError, VaultError
 from crdtsync.model.records import (
-    REGISTER_FIELDS,
     Conflict,
     Memory,
     check_category,
@@ -44,9 +42,7 @@ from crdtsync.model.records import (
     check_metadata,
     check_source,
     check_tags,
-    utc_now_iso,
 )
-from crdtsync.model.schema import MemoryDoc, check_field
 from crdtsync.store.db import AuditRow, Store
 from crdtsync.store.replica import ApplyResult, Replica
 from crdtsync.store.secrets_file import VaultSecrets, read_secrets, write_secrets
@@ -54,8 +50,6 @@ from crdtsync.store.worker import DEFAULT_DEADLINE
 
 DB_NAME = "vault.db"
 KEYS_NAME = "keys"
-#: Records per SQLite transaction during an import.
-IMPORT_BATCH = 2000
 
 
 def new_memory_id(now_ms: int | None = None) -> str:
@@ -65,24 +59,6 @@ def new_memory_id(now_ms: int | None = None) -> str:
     value = (value & ~(0xF << 76)) | (0x7 << 76)
     value = (value & ~(0x3 << 62)) | (0x2 << 62)
     return str(uuid.UUID(int=value))
-
-
-
-
-
-
-
-
-
-
-@dataclass
-class ImportReport:
-    """What an import did: ``added`` memories, ``skipped`` (already present: imports are idempotent) and
-    ``problems`` (location, code, message) for records that could not be read."""
-
-    added: int = 0
-    skipped: int = 0
-    problems: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 class Vault:
@@ -125,9 +101,7 @@ class Vault:
             VaultError: ``VAULT_EXISTS`` when the folder already holds a vault.
             CryptoError: ``PASSPHRASE_REQUIRED`` when no passphrase is given and none is in the environment.
         """
-        folder = Path(path).expanduser()
-        if (folder / DB_NAME).exists() or (folder / KEYS_NAME).exists():
-            raise VaultError(f"{folder} already holds a vault", code="VAULT_EXISTS")
+        folder = _vacant_folder(path)
         passphrase = passphrase if passphrase is not None else os.environ.get("CRDTSYNC_PASSPHRASE")
         if not passphrase:
             raise CryptoError(
@@ -226,8 +200,6 @@ class Vault:
         """The underlying :class:`~crdtsync.store.db.Store` (for the sync layers and tests)."""
         return self._store
 
-    # -- the Doc, leases and local writes ---------------------------------------------------------------
-
     # -- memories ---------------------------------------------------------------------------------------
 
     def add(
@@ -252,7 +224,9 @@ class Vault:
         Raises:
             InvalidInputError: a value breaks those limits (codes ``INVALID_INPUT``, ``CONTENT_TOO_LARGE``).
         """
-        return self._add_record(
+        return _vault_memories.add_record(
+            self._store,
+            self._replica,
             new_memory_id(),
             content=check_content(content),
             category=check_category(category),
@@ -263,32 +237,13 @@ class Vault:
             created=None,
         )
 
-    def _add_record(self, memory_id: str, *, level: int, created: str | None, **values: Any) -> Memory:
-        if level == 0:
-            now = utc_now_iso()
-            memory = Memory(id=memory_id, level=0, created=created or now, updated=now,
-                            created_by=self.device_id, updated_by=self.device_id, **values)
-            with self._store.write():
-                self._store.put_memory(memory, [])
-            return memory
-        self._replica.ensure_lease_registered()
-        ctx = self._replica.context()
-        self._replica.local_write(lambda d: d.add(memory_id, ctx, created=created, **values), [memory_id])
-        return self._require(memory_id)
-
-    def _require(self, memory_id: str) -> Memory:
-        memory = self._store.memory(memory_id)
-        if memory is None:
-            raise NotFoundError(f"no memory with id {memory_id}; `crdtsync list` shows the ids")
-        return memory
-
     def get(self, memory_id: str) -> Memory:
         """The memory ``memory_id`` (deleted ones too; see ``Memory.deleted``). Answers from SQLite.
 
         Raises:
             NotFoundError: no such memory (code ``NOT_FOUND``).
         """
-        return self._require(memory_id)
+        return _vault_memories.require(self._store, memory_id)
 
     def list(self, *, limit: int | None = None, include_deleted: bool = False) -> list[Memory]:
         """Every live memory (or the newest ``limit``), newest created first. Answers from SQLite."""
@@ -309,81 +264,16 @@ class Vault:
             InvalidInputError: a bad value, an unknown field (``INVALID_FIELD``) or a deleted memory
                 (``MEMORY_DELETED``: restore it first).
         """
-        memory = self._require(memory_id)
-        if memory.deleted:
-            raise InvalidInputError(f"memory {memory_id} is deleted; `crdtsync restore {memory_id}` first",
-                                    code="MEMORY_DELETED")
-        level = check_level(fields.pop("level", memory.level))
-        add_tags = set(check_tags(fields.pop("add_tags", ())))
-        remove_tags = set(check_tags(fields.pop("remove_tags", ())))
-        if "tags" in fields:
-            wanted = check_tags(fields.pop("tags"))
-            add_tags |= wanted - memory.tags
-            remove_tags |= memory.tags - wanted
-        changes = {name: check_field(name, value) for name, value in fields.items()}
-        if "deleted" in changes:
-            raise InvalidInputError("use delete() or restore()", code="INVALID_FIELD")
-        if level != memory.level:
-            return self._move_level(memory, level, changes, add_tags, remove_tags)
-        if memory.level == 0:
-            updated = _apply_local(memory, changes, add_tags, remove_tags, self.device_id)
-            with self._store.write():
-                self._store.put_memory(updated, [])
-            return updated
-        self._replica.ensure_lease_registered()
-        ctx = self._replica.context()
-
-        def edit(doc: MemoryDoc) -> None:
-            with doc.doc.transaction():
-                doc.write(memory_id, ctx, changes)
-                if add_tags or remove_tags:
-                    doc.set_tags(memory_id, ctx, add_tags, remove_tags)
-
-        self._replica.local_write(edit, [memory_id])
-        return self._require(memory_id)
-
-    def _move_level(
-        self, memory: Memory, level: int, changes: dict[str, Any], add_tags: set[str], remove_tags: set[str]
-    ) -> Memory:
-        moved = _apply_local(memory, changes, add_tags, remove_tags, self.device_id)
-        self._replica.ensure_lease_registered()
-        if level == 0:
-            def to_local(doc: MemoryDoc) -> None:
-                doc.remove(memory.id)
-                self._store.put_memory(Memory(**{**moved.__dict__, "level": 0, "conflicts": ()}), [])
-
-            self._replica.local_write(to_local, ())
-        else:
-            ctx = self._replica.context()
-
-            def to_shared(doc: MemoryDoc) -> None:
-                self._store.drop_memory(memory.id)
-                doc.add(memory.id, ctx, created=moved.created, content=moved.content, category=moved.category,
-                        tags=moved.tags, source=moved.source, metadata=moved.metadata)
-                doc.write(memory.id, ctx, {})  # stamps the move (by, at) so `updated` moves forward
-
-            self._replica.local_write(to_shared, [memory.id])
-        return self._require(memory.id)
-
-    def _set_deleted(self, memory_id: str, deleted: bool) -> Memory:
-        memory = self._require(memory_id)
-        if memory.level == 0:
-            with self._store.write():
-                self._store.put_memory(Memory(**{**memory.__dict__, "deleted": deleted, "updated": utc_now_iso()}), [])
-            return self._require(memory_id)
-        self._replica.ensure_lease_registered()
-        ctx = self._replica.context()
-        self._replica.local_write(lambda d: d.write(memory_id, ctx, {"deleted": deleted}), [memory_id])
-        return self._require(memory_id)
+        return _vault_memories.update(self._store, self._replica, memory_id, fields)
 
     def delete(self, memory_id: str) -> Memory:
         """Delete a memory (a write of ``deleted=true``: a concurrent edit elsewhere surfaces as a conflict on
         ``deleted``; :meth:`restore` undoes it). Raises ``NotFoundError``."""
-        return self._set_deleted(memory_id, True)
+        return _vault_memories.set_deleted(self._store, self._replica, memory_id, True)
 
     def restore(self, memory_id: str) -> Memory:
         """Undo a delete (a write of ``deleted=false``). Raises ``NotFoundError``."""
-        return self._set_deleted(memory_id, False)
+        return _vault_memories.set_deleted(self._store, self._replica, memory_id, False)
 
     def conflicts(self) -> builtins.list[Conflict]:
         """Every field of every memory that holds several different concurrent values. Answers from SQLite."""
@@ -397,12 +287,7 @@ class Vault:
             NotFoundError: no such memory.
             InvalidInputError: unknown field or bad value.
         """
-        self._require(memory_id)
-        value = check_field(field, value)
-        self._replica.ensure_lease_registered()
-        ctx = self._replica.context()
-        self._replica.local_write(lambda d: d.write(memory_id, ctx, {field: value}), [memory_id])
-        return self._require(memory_id)
+        return _vault_memories.resolve(self._store, self._replica, memory_id, field, value)
 
     # -- import / export --------------------------------------------------------------------------------
 
@@ -417,67 +302,7 @@ class Vault:
         Raises:
             ImportFormatError: the path is missing or of no known format (``IMPORT_UNKNOWN_FORMAT``).
         """
-        from crdtsync.imports import ImportProblem, read_import
-
-        report = ImportReport()
-        batch: builtins.list[Any] = []
-        handled = 0
-        for item in read_import(Path(path), format=format):
-            if isinstance(item, ImportProblem):
-                report.problems.append((item.location, item.code, item.message))
-                continue
-            batch.append(item)
-            if len(batch) >= IMPORT_BATCH:
-                handled += self._import_batch(batch, report)
-                batch = []
-                if progress:
-                    progress(handled)
-        handled += self._import_batch(batch, report)
-        if progress:
-            progress(handled)
-        self._store.audit("import", added=report.added, skipped=report.skipped, problems=len(report.problems),
-                          path=str(path))
-        return report
-
-    def _import_batch(self, records: Sequence[Any], report: ImportReport) -> int:
-        present = self._store.existing_ids([rec.id for rec in records])
-        fresh = {}
-        for rec in records:
-            if rec.id in fresh or rec.id in present:
-                report.skipped += 1
-            else:
-                fresh[rec.id] = rec
-        shared = [r for r in fresh.values() if r.level == 1]
-        local = [r for r in fresh.values() if r.level == 0]
-        now = utc_now_iso()
-        me = self.device_id
-        if local:
-            with self._store.write():
-                self._store.put_memories([(Memory(
-                    id=rec.id, content=rec.content, category=rec.category, tags=rec.tags, level=0,
-                    source=rec.source, metadata=rec.metadata, created=rec.created or now, updated=now,
-                    created_by=me, updated_by=me), []) for rec in local])
-        if shared:
-            self._replica.ensure_lease_registered()
-            ctx = self._replica.context()
-            rows: builtins.list[tuple[Memory, builtins.list[Conflict]]] = []
-            for rec in shared:
-                created = rec.created or ctx.at
-                # What read_record will see: add() writes entries without by/at unless an agent is set.
-                updated = ctx.at if ctx.agent is not None and ctx.at > created else created
-                rows.append((Memory(id=rec.id, content=rec.content, category=rec.category, tags=rec.tags,
-                                    source=rec.source, metadata=rec.metadata, created=created, updated=updated,
-                                    created_by=me, updated_by=me), []))
-
-            def add_all(doc: MemoryDoc) -> None:
-                with doc.doc.transaction():
-                    for rec in shared:
-                        doc.add(rec.id, ctx, content=rec.content, category=rec.category, tags=rec.tags,
-                                source=rec.source, metadata=rec.metadata, created=rec.created)
-
-            self._replica.local_write(add_all, (), rows=rows)
-        report.added += len(fresh)
-        return len(records)
+        return _vault_import.import_path(self._store, self._replica, path, format=format, progress=progress)
 
     def export_jsonl(self, out: IO[str]) -> int:
         """Write every live memory as JSONL (the format :mod:`crdtsync.imports` reads back); returns the count."""
@@ -545,29 +370,12 @@ class Vault:
         Raises:
             InvalidInputError: ``RELAY_EXISTS``. MailboxError: the URL is unsupported or the store refuses.
         """
-        from crdtsync.mailbox.backend import open_store
-        from crdtsync.mailbox.sync import Mailbox
-
-        store = open_store(url)
-        self._store.add_relay(name, url)
-        try:
-            Mailbox(self, store, name).publish_header()
-        except BaseException:
-            self._store.remove_relay(name)
-            raise
+        _vault_relays.add_relay(self, name, url)
 
     def relays(self) -> builtins.list[dict[str, Any]]:
         """Every relay with its sync state: ``{name, url, added, last_sync, last_error, pending_push}``
         (``pending_push`` counts this device's updates not yet pushed there)."""
-        out = []
-        for relay in self._store.relays():
-            pushed = int(self._store.get_cursor("push", relay["name"]) or 0)
-            seen = self._store.cursors(f"seen:{relay['name']}")
-            applied = self._store.cursors(f"pull:{relay['name']}")
-            behind = sum(max(0, int(v) - int(applied.get(k, b"0"))) for k, v in seen.items())
-            out.append({**relay, "pending_push": len(self._store.local_updates_after(pushed)),
-                        "pending_pull": behind})
-        return out
+        return _vault_relays.relay_states(self._store)
 
     def remove_relay(self, name: str) -> None:
         """Forget relay ``name`` (the mailbox itself is left as it is). Raises ``NotFoundError``."""
@@ -588,16 +396,9 @@ class Vault:
         Raises:
             NotFoundError: no relay of that name, or no relay at all (``NO_RELAY``).
         """
-        from crdtsync.mailbox.backend import open_store
-        from crdtsync.mailbox.sync import sync_relay
-
-        relays = [r for r in self._store.relays() if relay is None or r["name"] == relay]
-        if not relays:
-            raise NotFoundError("no relay to sync with: add one with `crdtsync relay add NAME URL`"
-                                if relay is None else f"no relay named {relay!r}", code="NO_RELAY")
+        relays = _vault_relays.pick_relays(self._store, relay)
         self._replica.ensure_lease_registered()
-        return [sync_relay(self, open_store(r["url"]), r["name"], push=push, pull=pull, progress=progress)
-                for r in relays]
+        return _vault_relays.sync_relays(self, relays, push=push, pull=pull, progress=progress)
 
     @classmethod
     def join(
@@ -619,50 +420,19 @@ class Vault:
             MailboxError: ``MAILBOX_NO_VAULT`` (no vault under that URL) and store errors.
             VaultError: ``VAULT_EXISTS``.
         """
-        from crdtsync.mailbox.backend import open_store
-        from crdtsync.mailbox.format import ROOT, header_key
-
-        folder = Path(path).expanduser()
-        if (folder / DB_NAME).exists() or (folder / KEYS_NAME).exists():
-            raise VaultError(f"{folder} already holds a vault", code="VAULT_EXISTS")
+        folder = _vacant_folder(path)
         passphrase = passphrase if passphrase is not None else os.environ.get("CRDTSYNC_PASSPHRASE")
         if not passphrase:
             raise CryptoError("joining needs the vault's passphrase: pass it or set CRDTSYNC_PASSPHRASE",
                               code="PASSPHRASE_REQUIRED")
-        store = open_store(url)
-        found: tuple[VaultHeader, dict[int, bytes]] | None = None
-        wrong = False
-        for tag in store.list(ROOT):
-            data = store.get(header_key(tag))
-            if data is None:
-                continue
-            header = VaultHeader.from_json(data)
-            try:
-                found = (header, unwrap_vault_keys(header, passphrase))
-                break
-            except CryptoError as exc:
-                if exc.code != "WRONG_PASSPHRASE":
-                    raise
-                wrong = True
-        if found is None:
-            if wrong:
-                raise CryptoError("the passphrase does not open the vault at that URL", code="WRONG_PASSPHRASE")
-            raise MailboxError(f"no crdtsync vault under {url}; on a device of the vault run "
-                               "`crdtsync relay add NAME URL` first", code="MAILBOX_NO_VAULT")
-        header, epochs = found
+        header, epochs = _vault_relays.find_vault(url, passphrase)
         _make_folder(folder)
         keys = DeviceKeys.generate()
         write_secrets(folder / KEYS_NAME, VaultSecrets(device=keys, vault_id=header.vault_id, epochs=epochs,
                                                        current_epoch=max(epochs)))
         cls._create_store(folder, keys, header, vault_name="", device_name=device_name, founder=False)
         with cls.open(folder) as vault:
-            vault._store.add_relay(relay_name, url)
-            reports = vault.sync(relay_name, push=False)
-            reports += vault.sync(relay_name, pull=False)
-            errors = [e for r in reports for e in r.errors]
-            if errors:
-                raise MailboxError(f"joined, but the first sync reported: [{errors[0]['code']}] "
-                                   f"{errors[0]['message']}; run `crdtsync sync` again", code=errors[0]["code"])
+            _vault_relays.first_sync(vault, relay_name, url)
         return folder
 
     # -- status and audit -------------------------------------------------------------------------------
@@ -691,18 +461,19 @@ class Vault:
         return self._store.audit_rows(limit=limit)
 
 
+def _vacant_folder(path: str | os.PathLike[str]) -> Path:
+    """The folder ``path`` (``~`` expanded), which must hold no vault yet (``VaultError`` ``VAULT_EXISTS``)."""
+    folder = Path(path).expanduser()
+    if (folder / DB_NAME).exists() or (folder / KEYS_NAME).exists():
+        raise VaultError(f"{folder} already holds a vault", code="VAULT_EXISTS")
+    return folder
+
+
 def _make_folder(folder: Path) -> None:
+    """Create ``folder`` (and its parents) with mode 0700 (``VaultError`` ``VAULT_UNWRITABLE``)."""
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise VaultError(f"cannot create the vault folder {folder}: {exc.strerror or exc}",
                          code="VAULT_UNWRITABLE") from None
 
-
-def _apply_local(memory: Memory, changes: Mapping[str, Any], add_tags: set[str], remove_tags: set[str],
-                 device: str) -> Memory:
-    values = {**memory.__dict__, **{k: v for k, v in changes.items() if k in REGISTER_FIELDS}}
-    values["tags"] = frozenset((memory.tags - remove_tags) | add_tags)
-    values["updated"] = utc_now_iso()
-    values["updated_by"] = device
-    return Memory(**values)
