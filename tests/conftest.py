@@ -30,6 +30,19 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Incarnation tokens (crdtsync.store.incarnation) go to a folder of this run, never the user's state dir;
+    child processes inherit it through the environment."""
+    previous = os.environ.get("CRDTSYNC_STATE_DIR")
+    os.environ["CRDTSYNC_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    if previous is None:
+        os.environ.pop("CRDTSYNC_STATE_DIR", None)
+    else:
+        os.environ["CRDTSYNC_STATE_DIR"] = previous
+
+
 @pytest.fixture
 def make_vault(tmp_path: Path) -> Iterator[Callable[..., Vault]]:
     """Create and open vaults in tmp_path; all are closed at the end of the test."""

@@ -2,8 +2,9 @@
 
 Each device writes only its own keys (``d/<device_id>/...``), so two writers never race on one object.
 
-- **push**: read our own head (a device restored from a backup continues after the seq the mailbox already
-  has instead of overwriting it), seal the update since the last push (the merge of this device's own logged
+- **push**: read our own head (a device restored from a backup first integrates its own log objects past
+  its push state, which brings back the writes lost with the backup, and continues after the seq the mailbox
+  already has instead of overwriting it), seal the update since the last push (the merge of this device's own logged
   updates past the push cursor; the device's whole contribution on a first push) as ``log/<seq+1>``, then
   write ``head``. Cost O(change): 1 get and 2 puts.
 - **pull**: list ``d/`` (plus the devices in the registry, since listings lag), read each device's head,
@@ -228,7 +229,11 @@ class Mailbox:
         state = _PushState.unpack(db.get_cursor("push-state", self.relay))
         remote = self.read_head(self.me)
         if remote is not None and remote.seq > state.seq:
-            # Restored from a backup, or our push state was lost: continue after what the mailbox has.
+            # Restored from a backup, or our push state was lost: take back what the mailbox holds of ours past
+            # our push state (writes lost with the backup), then continue after it.
+            recovered = max(state.seq, _int_cursor(db.get_cursor(f"pull:{self.relay}", self.me)))
+            if recovered < remote.seq:
+                self._pull_device(self.me, remote, recovered, report, [0, 0, None])
             _, _, chain = self._read_batch(log_key(self.tag, self.me, remote.seq), self.me, KIND_UPDATE, remote.seq)
             state = _PushState(seq=remote.seq, snap=remote.snap, first=remote.first, chain=chain)
         last_id = db.last_update_id()

@@ -452,6 +452,13 @@ class Store:
             (client_id, holder),
         )
 
+    def retire_leases(self) -> list[int]:
+        """Forget every client id of this device so that none is ever leased again (a restored or copied store:
+        see :mod:`crdtsync.store.incarnation`); returns them. Call inside :meth:`write`."""
+        retired = [cid for cid, _ in self.leases()]
+        self.conn.execute("DELETE FROM leases")
+        return retired
+
     def add_relay(self, name: str, url: str) -> None:
         """Save a relay (a mailbox URL under a short name). Raises ``InvalidInputError`` (``RELAY_EXISTS``)."""
         with self.write():

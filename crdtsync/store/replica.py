@@ -32,6 +32,8 @@ from crdtsync.model.yupdate import (
     missing_dependencies,
 )
 from crdtsync.store.db import Store
+from crdtsync.store.incarnation import ALARM as INCARNATION_ALARM
+from crdtsync.store.incarnation import check_incarnation, state_dir
 from crdtsync.store.worker import IntegrationWorker, Row, WorkerResult
 
 T = TypeVar("T")
@@ -133,6 +135,15 @@ class Replica:
         if self._client_id is not None:
             return self._client_id
         with self._store.write():
+            if check_incarnation(self._store, self.device_id):
+                retired = self._store.retire_leases()
+                self._store.raise_alarm(INCARNATION_ALARM, (
+                    "this vault's store was restored from a backup or copied from elsewhere (or the state folder "
+                    f"{state_dir()} was cleared): it now writes under a new Yjs client id instead of "
+                    f"{', '.join(map(str, retired)) or 'its old one'}, so nothing it writes can collide with "
+                    "writes the old store made after the copy. Writes lost with the backup come back on the next "
+                    "sync. If another copy of this folder is in use, keep only one: each device needs its own "
+                    "folder (`crdtsync join`)."))
             taken = {cid for cid, holder in self._store.leases() if holder and _holder_alive(holder)}
             free = [cid for cid, _ in self._store.leases() if cid not in taken]
             client_id = free[0] if free else secrets.randbits(32) or 1
