@@ -251,7 +251,8 @@ class Vault:
 
     def search(self, query: str, *, limit: int | None = 50) -> builtins.list[Memory]:
         """Live memories whose content, category or tags contain every word of ``query`` (full-text, best match
-        first; the last word also matches as a prefix). Answers from SQLite."""
+        first; the last word also matches as a prefix; words of only emoji or symbols match as literal
+        substrings), at most ``limit`` (None: all). Answers from SQLite (:meth:`Store.search`)."""
         return self._store.search(query, limit=limit)
 
     def update(self, memory_id: str, **fields: Any) -> Memory:

@@ -275,7 +275,8 @@ def search(
     vault: VaultOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Full-text search over content, category and tags."""
+    """Full-text search over content, category and tags (every word must match; emoji and symbols match as
+    literal text)."""
     with _open(vault, as_json) as v:
         memories = v.search(query, limit=limit)
     _print_memories(memories, as_json)

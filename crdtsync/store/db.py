@@ -30,6 +30,7 @@ from typing import Any
 
 from crdtsync.errors import InvalidInputError, NotFoundError, VaultError
 from crdtsync.model.records import Candidate, Conflict, Memory
+from crdtsync.store.search import CONTAINS, fts_query, like_pattern, symbol_terms
 
 STORE_FORMAT = 1
 
@@ -152,17 +153,6 @@ def _conflicts_from_json(raw: str) -> list[Conflict]:
         )
         for c in json.loads(raw)
     ]
-
-
-def fts_query(text: str) -> str:
-    """Turn free text into an FTS5 query: every word must match (quoted, so FTS5 operators in the text are
-    plain words); the last word also matches as a prefix. Returns ``""`` when the text has no word."""
-    words = [w.replace('"', '""') for w in text.split() if w.strip('"')]
-    if not words:
-        return ""
-    quoted = [f'"{w}"' for w in words]
-    quoted[-1] += "*"
-    return " ".join(quoted)
 
 
 class Store:
@@ -408,19 +398,33 @@ class Store:
         return [_row_to_memory(r) for r in self.conn.execute(sql, params)]
 
     def search(self, query: str, *, limit: int | None = 50) -> list[Memory]:
-        """Live memories matching every word of ``query`` in content, category or tags (FTS5, best first)."""
+        """Live memories matching every word of ``query``, at most ``limit`` of them (None: no limit).
+
+        Words unicode61 indexes (they hold a letter or a digit) match whole words of content, category or tags
+        through FTS5, the last word of ``query`` also as a prefix. Words it does not (emoji, symbols,
+        punctuation: ``🍵``, ``❤️``, ``→``, ``++``) match as substrings of content, category or one tag, with
+        ``%`` and ``_`` taken literally and case folded as SQLite's ``LIKE`` does (ASCII only, and such words
+        hold no ASCII letter). When ``query`` has an indexed word, results are best first (bm25, then id); with
+        symbol words alone, newest created first, then id (a scan of the live memories). Blank: ``[]``.
+        Raises nothing for any text: FTS5 syntax in ``query`` is plain words."""
         match = fts_query(query)
-        if not match:
+        symbols = symbol_terms(query)
+        if not match and not symbols:
             return []
-        sql = (
-            f"SELECT {', '.join('m.' + c.strip() for c in _MEMORY_COLUMNS.split(','))} FROM memories_fts f "
-            "JOIN memories m ON m.rowid = f.rowid WHERE memories_fts MATCH ? AND m.deleted = 0 "
-            "ORDER BY bm25(memories_fts), m.id"
-        )
-        params: tuple[Any, ...] = (match,)
+        columns = ", ".join("m." + c.strip() for c in _MEMORY_COLUMNS.split(","))
+        where = " AND ".join(["m.deleted = 0", *[CONTAINS] * len(symbols)])
+        params: list[Any] = [p for term in symbols for p in [like_pattern(term)] * 3]
+        if match:
+            sql = (
+                f"SELECT {columns} FROM memories_fts f JOIN memories m ON m.rowid = f.rowid "
+                f"WHERE memories_fts MATCH ? AND {where} ORDER BY bm25(memories_fts), m.id"
+            )
+            params.insert(0, match)
+        else:
+            sql = f"SELECT {columns} FROM memories m WHERE {where} ORDER BY m.created DESC, m.id"
         if limit is not None:
             sql += " LIMIT ?"
-            params = (match, limit)
+            params.append(limit)
         return [_row_to_memory(r) for r in self.conn.execute(sql, params)]
 
     def conflicts(self) -> list[Conflict]:

@@ -1,0 +1,82 @@
+"""Turning search text into SQL for the materialized memories: FTS5 words and literal symbol terms.
+
+Words that SQLite's unicode61 tokenizer indexes go to the FTS5 index ``memories_fts``; words it does not
+(emoji, symbols, punctuation) become ``LIKE`` substring tests over content, category and tags. Used by
+:meth:`crdtsync.store.db.Store.search`.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import threading
+
+#: The ``tokenize=`` of ``memories_fts`` in :data:`crdtsync.store.db._SCHEMA` (a test checks they agree).
+_FTS_TOKENIZE = "unicode61"
+_PROBE_LOCK = threading.Lock()
+
+
+@functools.cache
+def _tokenizer_probe() -> sqlite3.Connection:
+    """A private in-memory database holding an empty FTS5 table tokenized like ``memories_fts`` and its
+    ``fts5vocab`` table; :func:`_is_indexed` uses it under ``_PROBE_LOCK``."""
+    conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    conn.execute(f"CREATE VIRTUAL TABLE probe USING fts5(x, tokenize='{_FTS_TOKENIZE}')")
+    conn.execute("CREATE VIRTUAL TABLE probe_terms USING fts5vocab(probe, 'instance')")
+    return conn
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_indexed(word: str) -> bool:
+    """Whether unicode61 finds at least one token in ``word``, so that FTS5 can match it.
+
+    Asked of SQLite itself (insert ``word`` into the probe table, count its tokens, roll back; about 20 us,
+    cached): unicode61 classifies characters with SQLite's own Unicode tables, not Python's. Letters, digits
+    and private-use characters are token characters, but so are code points SQLite's tables do not know,
+    which makes emoji newer than those tables (for example U+1F916, U+1F3FD) tokens while older ones
+    (U+1F375, U+2764, U+2192) are separators."""
+    with _PROBE_LOCK:
+        conn = _tokenizer_probe()
+        conn.execute("BEGIN")
+        try:
+            conn.execute("INSERT INTO probe (x) VALUES (?)", (word,))
+            (count,) = conn.execute("SELECT count(*) FROM probe_terms").fetchone()
+        finally:
+            conn.execute("ROLLBACK")
+    return bool(count)
+
+
+def fts_query(text: str) -> str:
+    """Turn free text into an FTS5 query over its words that unicode61 indexes (:func:`_is_indexed`): every
+    such word must match (quoted, so FTS5 operators in the text are plain words); the last word of ``text``
+    also matches as a prefix when it is one of them. Returns ``""`` when the text has no such word. The other
+    words (emoji, symbols, punctuation) are left to :func:`symbol_terms`."""
+    words = text.split()
+    quoted = ['"' + w.replace('"', '""') + '"' for w in words if _is_indexed(w)]
+    if not quoted:
+        return ""
+    if _is_indexed(words[-1]):
+        quoted[-1] += "*"
+    return " ".join(quoted)
+
+
+#: Emoji variation selectors (text and emoji presentation), dropped from symbol terms.
+_VARIATION_SELECTORS = str.maketrans("", "", "\ufe0e\ufe0f")
+
+#: One symbol term found in content, category or a tag; bind the ``LIKE`` pattern three times.
+CONTAINS = (
+    "(m.content LIKE ? ESCAPE '\\' OR m.category LIKE ? ESCAPE '\\' OR "
+    "EXISTS (SELECT 1 FROM json_each(m.tags) WHERE json_each.value LIKE ? ESCAPE '\\'))"
+)
+
+
+def symbol_terms(text: str) -> list[str]:
+    """The words of ``text`` in which unicode61 finds no token (emoji, symbols, punctuation: ``"🍵"``, ``"→"``,
+    ``"++"``), without variation selectors (so ``"❤️"`` also finds a bare ``"❤"``), once each, in order."""
+    terms = (w.translate(_VARIATION_SELECTORS) for w in text.split() if not _is_indexed(w))
+    return list(dict.fromkeys(t for t in terms if t))
+
+
+def like_pattern(term: str) -> str:
+    """``%term%`` for ``LIKE ... ESCAPE '\\'``: ``%``, ``_`` and ``\\`` in ``term`` match only themselves."""
+    return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
