@@ -147,7 +147,9 @@ class BlobStore:
 
         def read() -> bytes:
             # One ranged read (one GET on S3) of at most one byte past the limit, instead of a size query first.
-            data = bytes(self.fs.cat_file(path, start=0, end=MAX_OBJECT_BYTES + 1))
+            # A local read allocates the whole limit and shrinks it in place, which keeps one memory mapping per
+            # object alive (the kernel allows ~65k): copy the result into an allocation of its own size.
+            data = bytes(memoryview(self.fs.cat_file(path, start=0, end=MAX_OBJECT_BYTES + 1)))
             if len(data) > MAX_OBJECT_BYTES:
                 raise MailboxError(f"{key} is larger than {MAX_OBJECT_BYTES} bytes", code="MAILBOX_TOO_LARGE")
             return data

@@ -339,3 +339,16 @@ def test_a_forked_history_raises_a_persistent_alarm(
     assert alarm["code"] == "MAILBOX_FORK" and alarm["device"] == device
     assert all("second history" not in m.content for m in b.list())
     assert errors(b.sync()) == ["MAILBOX_FORK"] and len(b.status()["alarms"]) == 1
+
+
+def test_objects_read_from_a_folder_do_not_each_keep_a_memory_mapping(tmp_path: Path) -> None:
+    """A ranged read allocates the whole size limit and shrinks it; kept as is, every object held in memory
+    would pin one mapping and a pull holding ~65k objects would fail with MemoryError (vm.max_map_count)."""
+    store = open_store((tmp_path / "box").as_uri())
+    for i in range(2000):
+        store.put(f"m/{i:05d}", b"x" * 600)
+    maps_before = len(Path("/proc/self/maps").read_text().splitlines())
+    kept = [store.get(f"m/{i:05d}") for i in range(2000)]
+    maps_after = len(Path("/proc/self/maps").read_text().splitlines())
+    assert all(data == b"x" * 600 for data in kept)
+    assert maps_after - maps_before < 200
