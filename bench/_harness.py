@@ -264,8 +264,10 @@ def make_console(to_stderr: bool, min_width: int) -> Any:
 @contextlib.contextmanager
 def work_folder(prefix: str, parent: Path | None, keep: bool, console: Any) -> Iterator[Path]:
     """A fresh work folder under ``parent`` (the system's temporary folder when None); removed at the end unless
-    ``keep``, in which case its path is printed."""
+    ``keep``, in which case its path is printed. The throwaway vaults' incarnation tokens go to its ``state``
+    folder (``CRDTSYNC_STATE_DIR``, inherited by the scenario processes), not the user's state folder."""
     work = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.environ["CRDTSYNC_STATE_DIR"] = str(work / "state")
     try:
         yield work
     finally:

@@ -225,7 +225,7 @@ def _install_import_stopwatch() -> Stopwatch:
     watch.wrap(Replica, "local_write", "local writes (Replica.local_write)")
     watch.wrap(Replica, "_current_doc", "  catch up the Doc (Replica._current_doc)")
     watch.wrap(Store, "append_update", "  log the update (Store.append_update)")
-    watch.wrap(Store, "put_memories", "  store materialized rows + FTS (Store.put_memories)")
+    watch.wrap(Store, "put_rows", "  store materialized rows + FTS (Store.put_rows)")
     watch.wrap(Replica, "_maybe_compact", "compaction checks + snapshots (Replica._maybe_compact)")
     return watch
 
@@ -349,9 +349,9 @@ def _install_apply_stopwatch() -> Stopwatch:
     watch.wrap(Store, "hold", "store in the inbox (Store.hold)")
     watch.wrap(Store, "held", "read the inbox back (Store.held)")
     watch.wrap(IntegrationWorker, "__init__", "worker: spawn + load this replica's Doc")
-    watch.wrap(IntegrationWorker, "apply", "worker: apply + schema check in the child")
-    watch.wrap(Replica, "_integrate_checked", "live apply + log + store rows")
-    watch.wrap(Store, "put_memories", "  of which store rows + FTS (Store.put_memories)")
+    watch.wrap(IntegrationWorker, "apply", "worker: apply in the child, schema check + rows here")
+    watch.wrap(Store, "put_rows", "  of which store rows + FTS (Store.put_rows)")
+    watch.wrap(Replica, "_integrate_checked", "live apply (Doc loaded only) + log")
     watch.wrap(Replica, "_maybe_compact", "compaction (Replica._maybe_compact)")
     return watch
 

@@ -284,10 +284,10 @@ def _join_stopwatch() -> Stopwatch:
              "crdtsync.vault:missing_dependencies")
     wrap_any(watch, "load B's Doc", f"{REPLICA}._load_doc", f"{VAULT}._load_doc")
     wrap_any(watch, "integration worker: spawn + load B's Doc", f"{WORKER}.__init__")
-    wrap_any(watch, "integration worker: apply + schema check (child, incl. pipe)", f"{WORKER}.apply")
-    wrap_any(watch, "live apply + log + store rows (_integrate_checked)", f"{REPLICA}._integrate_checked",
+    wrap_any(watch, "integration worker: apply (child), schema check + rows (here)", f"{WORKER}.apply")
+    wrap_any(watch, "  of which store rows + FTS (Store.put_rows)", f"{STORE}.put_rows")
+    wrap_any(watch, "live apply (Doc loaded only) + log (_integrate_checked)", f"{REPLICA}._integrate_checked",
              f"{VAULT}._integrate_checked")
-    wrap_any(watch, "  of which store rows + FTS (Store.put_memories)", f"{STORE}.put_memories")
     wrap_any(watch, "compaction (_maybe_compact)", f"{REPLICA}._maybe_compact", f"{VAULT}._maybe_compact")
     wrap_any(watch, "registry reads (devices)", f"{REPLICA}.devices", f"{VAULT}.devices")
     wrap_any(watch, "push B's registration (Mailbox.push)", f"{SYNC}:Mailbox.push")

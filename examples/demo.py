@@ -76,6 +76,7 @@ def run_demo(workdir: Path, relay_url: str, *, mailbox_folder: Path | None = Non
              locomo: Path = LOCOMO) -> dict[str, Any]:
     """Run the two-device scenario with the mailbox at ``relay_url``; vault folders go under ``workdir``.
     ``mailbox_folder`` (for a folder mailbox) is scanned for plaintext at the end. Returns the report."""
+    os.environ.setdefault("CRDTSYNC_STATE_DIR", str(workdir / "state"))  # the demo devices' incarnation tokens
     times: dict[str, float] = {}
     tally = Tally()
     laptop, phone = workdir / "laptop", workdir / "phone"
