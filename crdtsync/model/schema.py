@@ -286,21 +286,22 @@ class MemoryDoc:
     def registry(self) -> dict[str, dict[str, Any]]:
         """The device registry as ``{device_id: {name, sign_pk, kx_pk, added_by, added_at, revoked_at?,
         clients: sorted list of client ids}}``."""
-        out: dict[str, dict[str, Any]] = {}
-        for device_id, entry in self.devices.items():
-            if not isinstance(entry, Map):
-                continue
-            raw = entry.to_py() or {}
-            info = {k: v for k, v in raw.items() if not k.startswith(CLIENT_PREFIX)}
-            info["clients"] = sorted(int(k[len(CLIENT_PREFIX) :]) for k in raw if k.startswith(CLIENT_PREFIX))
-            out[device_id] = info
-        return out
+        return {device_id: registry_entry(entry.to_py() or {}) for device_id, entry in self.devices.items()
+                if isinstance(entry, Map)}
 
     def set_vault_info(self, name: str) -> None:
         """Write the ``vault`` root: ``{schema: 1, name}``."""
         with self.doc.transaction():
             self.vault["schema"] = SCHEMA_VERSION
             self.vault["name"] = name
+
+
+def registry_entry(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """One device's registry Map (as plain values) in the shape :meth:`MemoryDoc.registry` returns: its
+    fields, and ``clients``, the sorted Yjs client ids announced as ``c:<client_id>`` keys."""
+    info = {k: v for k, v in raw.items() if not k.startswith(CLIENT_PREFIX)}
+    info["clients"] = sorted(int(k[len(CLIENT_PREFIX) :]) for k in raw if k.startswith(CLIENT_PREFIX))
+    return info
 
 
 def _tag_entries(keys: Iterable[str]) -> dict[str, list[str]]:

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pycrdt import Doc, Map
+from pycrdt import Doc, Map, merge_updates
 
 from crdtsync.crypto.keys import DeviceKeys
 from crdtsync.errors import UpdateRejectedError
 from crdtsync.model.records import Conflict, Memory, utc_now_iso
-from crdtsync.model.schema import CONTENT_KINDS, ROOTS, MemoryDoc, WriteContext
+from crdtsync.model.schema import CONTENT_KINDS, ROOTS, MemoryDoc, WriteContext, registry_entry
 from crdtsync.model.yupdate import (
     DecodedUpdate,
     decode_state_vector,
@@ -47,6 +47,9 @@ COMPACT_MIN_UPDATES = 64
 #: Received updates that may wait for missing dependencies at once; more are refused (UPDATE_INBOX_FULL).
 MAX_HELD = 10_000
 _EMPTY_UPDATE = b"\x00\x00"
+#: ``meta`` keys of the device registry kept beside the Doc, and of the mark that it is exact.
+_REGISTRY_META = "registry"
+_REGISTRY_EXACT = "registry_exact"
 
 
 def _new_op_id() -> str:
@@ -172,7 +175,24 @@ class Replica:
         for _, data in self._stored_updates():
             doc.apply_update(data)
         self._seen = self._store.last_update_id()
-        return MemoryDoc(doc)
+        loaded = MemoryDoc(doc)
+        self._save_registry(loaded.registry())
+        return loaded
+
+    def _save_registry(self, registry: Mapping[str, Mapping[str, Any]]) -> None:
+        """Store the device registry in ``meta`` and mark it exact: from here on every write that changes the
+        registry (:meth:`register_self`, an integrated update) updates it in its own transaction, so
+        :meth:`devices` and ``status`` answer without the Doc. Call inside a write transaction."""
+        self._store.set_meta(_REGISTRY_META, json.dumps(registry, sort_keys=True))
+        self._store.set_meta(_REGISTRY_EXACT, "1")
+
+    def _stored_registry(self) -> dict[str, dict[str, Any]] | None:
+        """The registry kept in ``meta``, or None when it is not known to be exact (a vault last written by a
+        version that did not keep it)."""
+        if self._store.get_meta(_REGISTRY_EXACT) != "1":
+            return None
+        registry: dict[str, dict[str, Any]] = json.loads(self._store.get_meta(_REGISTRY_META) or "{}")
+        return registry
 
     def _current_doc(self) -> MemoryDoc:
         """The live Doc, caught up with every update other processes logged. Call inside a write transaction
@@ -244,13 +264,14 @@ class Replica:
             }
             assert self._client_id is not None
             doc.register_device(keys.device_id, info, [self._client_id])
+            self._save_registry(doc.registry())
 
         self.local_write(register, ())
 
     def _ensure_registered(self) -> None:
         with self._store.write():
-            doc = self._current_doc()
-            entry = doc.registry().get(self.device_id)
+            registry = self._stored_registry() if self._doc is None else None
+            entry = (self._current_doc().registry() if registry is None else registry).get(self.device_id)
         if entry is None or self._client_id not in entry["clients"]:
             self.register_self()
 
@@ -288,9 +309,15 @@ class Replica:
             return doc.get_update(since) if since is not None else doc.get_update()
 
     def own_contribution(self) -> bytes:
-        """A Yjs v1 update holding every struct this device wrote (under any of its client ids) and the Doc's
-        delete set: what a first push to a new relay, or a mailbox snapshot, sends. Loads the Doc."""
+        """A Yjs v1 update holding every struct this device wrote (under any of its client ids) and the deletes
+        it made or knows: what a first push to a new relay, or a mailbox snapshot, sends. While the log was
+        never compacted and the Doc is not loaded, that is the merge of this device's logged updates (no Doc
+        load: a device that just joined pushes its registration cheaply); otherwise it is read from the Doc,
+        with the Doc's whole delete set."""
         with self._store.write():
+            if self._doc is None and self._store.snapshot_upto() == 0:
+                logged = [data for _, data in self._store.local_updates_after(0)]
+                return merge_updates(*logged) if logged else _EMPTY_UPDATE
             doc = self._current_doc()
             own = set(doc.registry().get(self.device_id, {}).get("clients", ()))
             state = decode_state_vector(doc.doc.get_state())
@@ -458,6 +485,10 @@ class Replica:
         update_id = self._store.append_update(data, origin=origin, local=False)
         if self._doc is not None:
             self._seen = update_id
+        registry = self._stored_registry()
+        if result.devices and registry is not None:
+            registry.update({device_id: registry_entry(entry) for device_id, entry in result.devices.items()})
+            self._save_registry(registry)
         if lost_ids and self._doc is not None:
             self._resurface(self._doc, before)
         return update_id
@@ -471,9 +502,13 @@ class Replica:
         self.local_write(lambda d: [d.resurface(k, ctx, raw) for k, raw in lost.items()], lost)
 
     def devices(self) -> dict[str, dict[str, Any]]:
-        """The device registry replicated in the Doc (see :meth:`crdtsync.vault.Vault.devices`); also stored in
-        ``meta`` so that ``status`` can show it without loading the Doc."""
+        """The device registry replicated in the Doc (see :meth:`crdtsync.vault.Vault.devices`), from the copy
+        kept exact in ``meta`` (no Doc load) unless this process has the Doc loaded or the copy is not known to
+        be exact."""
         with self._store.write():
+            stored = self._stored_registry() if self._doc is None else None
+            if stored is not None:
+                return stored
             registry = self._current_doc().registry()
-            self._store.set_meta("registry", json.dumps(registry, sort_keys=True))
+            self._save_registry(registry)
             return registry

@@ -53,13 +53,13 @@ _Entry = list[Any]
 class WorkerResult:
     """What applying one update in the worker produced: ``state_vector`` (Yjs encoded state vector bytes),
     ``rows`` (each memory whose record changed, as read after the apply and checked against schema v1; the
-    parent stores these instead of reading its own Doc again), ``devices_changed`` (device ids whose registry
-    entry changed) and ``replaced`` (memory ids whose record Map the update replaced with another: a concurrent
-    creation of one id)."""
+    parent stores these instead of reading its own Doc again), ``devices`` (each device whose registry entry
+    changed: the entry as plain values, ``c:<client_id>`` keys included) and ``replaced`` (memory ids whose
+    record Map the update replaced with another: a concurrent creation of one id)."""
 
     state_vector: bytes
     rows: tuple[Row, ...]
-    devices_changed: frozenset[str]
+    devices: dict[str, dict[str, Any]]
     replaced: frozenset[str] = frozenset()
 
     @property
@@ -95,9 +95,11 @@ def check_records(entries: Sequence[_Entry]) -> list[Row]:
     return rows
 
 
-def check_registry(entries: Sequence[_Entry], vault_text: str) -> None:
+def check_registry(entries: Sequence[_Entry], vault_text: str) -> dict[str, dict[str, Any]]:
     """Schema-v1 check of touched device registry entries (``[device_id, is_map, JSON text or None]``) and of
-    the ``vault`` root's JSON text. Raises UpdateRejectedError ``UPDATE_SCHEMA_VIOLATION``."""
+    the ``vault`` root's JSON text; returns the entries as plain values by device id. Raises
+    UpdateRejectedError ``UPDATE_SCHEMA_VIOLATION``."""
+    checked: dict[str, dict[str, Any]] = {}
     for device_id, is_map, text in entries:
         if text is None:
             raise _violation(f"device {device_id} was removed from the registry")
@@ -110,9 +112,11 @@ def check_registry(entries: Sequence[_Entry], vault_text: str) -> None:
                     raise _violation(f"registry entry {device_id} has a bad client id {key!r}")
             elif key not in _REGISTRY_TEXT_FIELDS or not isinstance(value, str):
                 raise _violation(f"registry entry {device_id} has a bad field {key!r}")
+        checked[device_id] = entry
     vault = json.loads(vault_text)
     if vault and (vault.get("schema") != 1 or not isinstance(vault.get("name", ""), str)):
         raise _violation("the vault root is not schema 1")
+    return checked
 
 
 class ScratchDoc:
@@ -322,10 +326,10 @@ class IntegrationWorker:
                 if kind != "ok":
                     raise ValueError(kind)
                 _, state, devices, vault, replaced = message
-                check_registry(devices, vault)
+                entries = check_registry(devices, vault)
                 if not isinstance(state, bytes) or not all(isinstance(k, str) for k in replaced):
                     raise ValueError("state")
-                return WorkerResult(state, tuple(rows), frozenset(d[0] for d in devices), frozenset(replaced))
+                return WorkerResult(state, tuple(rows), entries, frozenset(replaced))
             except UpdateRejectedError:
                 self.close()
                 raise

@@ -352,3 +352,19 @@ def test_objects_read_from_a_folder_do_not_each_keep_a_memory_mapping(tmp_path: 
     maps_after = len(Path("/proc/self/maps").read_text().splitlines())
     assert all(data == b"x" * 600 for data in kept)
     assert maps_after - maps_before < 200
+
+
+def test_a_pull_never_loads_the_doc_and_the_registry_it_keeps_equals_the_docs(
+    folder_pair: tuple[Vault, Vault, str, Path],
+) -> None:
+    a, b, _, _ = folder_pair
+    a.add("one more from the laptop", tags=["t"])
+    assert errors(a.sync()) == []
+    with Vault.open(b.path) as phone:
+        assert errors(phone.sync()) == []
+        assert not phone.doc_loaded
+        kept = phone.devices()
+        assert not phone.doc_loaded and set(kept) == {a.device_id, b.device_id}
+        phone.state_vector()  # loads the Doc: devices() now reads the Doc itself
+        assert phone.doc_loaded and phone.devices() == kept
+        assert [m.content for m in phone.search("laptop")] == ["one more from the laptop"]
