@@ -330,12 +330,12 @@ class IntegrationWorker:
                 if not isinstance(state, bytes) or not all(isinstance(k, str) for k in replaced):
                     raise ValueError("state")
                 return WorkerResult(state, tuple(rows), entries, frozenset(replaced))
-            except UpdateRejectedError:
-                self.close()
-                raise
             except (TypeError, ValueError, IndexError, AttributeError, RecursionError):
                 raise self._fail("the integration worker sent a malformed message",
                                  "UPDATE_WORKER_CRASHED") from None
+            except BaseException:  # a refusal, or on_rows failed: the child's stream is not drained
+                self.close()
+                raise
 
     def apply(self, update: bytes, *, on_rows: Callable[[list[Row]], None] | None = None) -> WorkerResult:
         """Apply ``update`` (Yjs v1 bytes that passed the strict reader) in the child and check what it touched

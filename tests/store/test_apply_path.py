@@ -248,3 +248,19 @@ def test_a_valid_foreign_record_integrates_and_is_materialized(make_vault: MakeV
     result = vault.apply_update(_write_record(record), "peer")
     assert result.status == "integrated" and result.changed == ("m",)
     assert vault.get("m").content == "from yjs" and vault.get("m").tags == {"a"}
+
+
+def test_a_worker_whose_caller_fails_mid_stream_is_closed_not_reused(make_vault: MakeVault) -> None:
+    source = make_vault("a")
+    for i in range(3):
+        source.add(f"memory {i}")
+
+    def failing(rows: Any) -> None:
+        raise RuntimeError("disk full while storing rows")
+
+    with IntegrationWorker([], deadline=5.0) as worker:
+        with pytest.raises(RuntimeError):
+            worker.apply(source.encode_update(), on_rows=failing)
+        assert not worker.alive
+    with IntegrationWorker([], deadline=5.0) as worker:
+        assert len(worker.apply(source.encode_update()).changed) == 3
