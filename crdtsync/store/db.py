@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +169,7 @@ class Store:
     def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
         self.path = path
         self._depth = 0
+        self._after_commit: list[Callable[[], None]] = []
         try:
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout, check_same_thread=False)
             self.conn.row_factory = sqlite3.Row
@@ -223,10 +224,19 @@ class Store:
             yield self.conn
         except BaseException:
             self._depth = 0
+            self._after_commit.clear()
             self.conn.execute("ROLLBACK")
             raise
         self._depth = 0
         self.conn.execute("COMMIT")
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the current :meth:`write` transaction (the outermost one) has committed; it is
+        dropped if the transaction rolls back. Call inside :meth:`write`."""
+        self._after_commit.append(callback)
 
     # -- meta -------------------------------------------------------------------------------------------
 

@@ -42,16 +42,24 @@ def _outside_path(device_id: str) -> Path:
     return state_dir() / "incarnations" / device_id
 
 
-def _read_outside(device_id: str) -> str | None:
+def _read_outside(device_id: str) -> set[str]:
     try:
-        return _outside_path(device_id).read_text().strip() or None
+        return set(_outside_path(device_id).read_text().split())
     except (FileNotFoundError, NotADirectoryError):
-        return None
+        return set()
+
+
+def _write_outside(device_id: str, *tokens: str) -> None:
+    atomic_write(_outside_path(device_id), " ".join(tokens).encode(), mode=0o600)
 
 
 def check_incarnation(store: Store, device_id: str) -> bool:
     """Compare the store's incarnation token with the copy kept outside the vault folder, then renew both.
     Call inside :meth:`Store.write`, before taking a client-id lease.
+
+    The renewal survives a crash at any point without a false alarm: the outside copy first accepts the old
+    and the new token, the store takes the new one in the caller's transaction, and only after that commits
+    does the outside copy drop the old one (:meth:`Store.after_commit`).
 
     Returns True when the store is not the one this machine last wrote: the caller must retire every old
     client id. A store without a token (new, or written by an older crdtsync) just gets one.
@@ -60,8 +68,17 @@ def check_incarnation(store: Store, device_id: str) -> bool:
         OSError: the state directory cannot be written.
     """
     inside = store.get_meta(META_KEY)
-    restored = inside is not None and _read_outside(device_id) != str(inside)
+    restored = inside is not None and str(inside) not in _read_outside(device_id)
     token = secrets.token_hex(16)
-    atomic_write(_outside_path(device_id), token.encode(), mode=0o600)
+    if inside is None or restored:
+        _write_outside(device_id, token)
+    else:
+        _write_outside(device_id, str(inside), token)
     store.set_meta(META_KEY, token)
+
+    def settle() -> None:
+        if store.get_meta(META_KEY) == token:  # else another process renewed it since: its own settle follows
+            _write_outside(device_id, token)
+
+    store.after_commit(settle)
     return restored

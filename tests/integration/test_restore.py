@@ -82,3 +82,22 @@ def test_two_copies_of_one_folder_never_share_a_client_id(tmp_path: Path) -> Non
         a.add("in the first copy again")
         a_now = set(clients(a))
     assert b_own and not (b_own & a_now)
+
+
+def test_a_crash_between_the_two_token_writes_raises_no_false_alarm(tmp_path: Path) -> None:
+    """The outside copy accepts the old and the new token until the store's commit is known: a process killed
+    in between (here: the store commits, the outside copy keeps both) reopens without a restore alarm."""
+    import crdtsync.store.incarnation as incarnation
+
+    path = device(tmp_path, "laptop")
+    with Vault.open(path) as vault:
+        vault.add("first")
+        device_id = vault.device_id
+    settled = incarnation._read_outside(device_id)
+    with Vault.open(path) as vault:
+        vault.add("second")
+        token = vault.store.get_meta(incarnation.META_KEY)
+    incarnation._write_outside(device_id, *settled, token)  # as if killed before the narrowing write
+    with Vault.open(path) as vault:
+        vault.add("third")
+        assert vault.status()["alarms"] == [] and len(clients(vault)) == 1
