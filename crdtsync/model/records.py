@@ -114,20 +114,31 @@ def check_level(level: object) -> int:
     return level
 
 
+#: Compact JSON of metadata (``json.dumps`` with these options); built once, not on every call.
+_METADATA_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+#: Parses that JSON back (``json.loads`` without its per-call wrapping).
+_METADATA_DECODER = json.JSONDecoder()
+
+
 def check_metadata(metadata: object) -> JSON | None:
     """Validate metadata: ``None`` or a JSON object (``dict`` with ``str`` keys) of at most
-    :data:`MAX_METADATA_BYTES` bytes as compact JSON."""
+    :data:`MAX_METADATA_BYTES` bytes as compact JSON.
+
+    Returns a new object, the compact JSON parsed back: keys that are not strings come back as JSON makes them
+    (``1`` as ``"1"``), tuples as lists, ``str``/``int``/``float``/``dict`` subclasses as the plain types.
+    """
     if metadata is None:
         return None
     if not isinstance(metadata, dict):
         raise InvalidInputError(f"metadata must be a JSON object, not {type(metadata).__name__}")
     try:
-        text = json.dumps(metadata, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _METADATA_ENCODER.encode(metadata)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"metadata is not JSON: {exc}") from exc
     if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
         raise InvalidInputError(f"metadata is larger than {MAX_METADATA_BYTES} bytes as JSON")
-    parsed: JSON = json.loads(text)
+    # The encoder's output is one value without surrounding whitespace: raw_decode gives what json.loads would.
+    parsed: JSON = _METADATA_DECODER.raw_decode(text)[0]
     return parsed
 
 
