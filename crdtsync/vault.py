@@ -38,6 +38,7 @@ from crdtsync.model.records import (
     Memory,
     check_category,
     check_content,
+    check_label,
     check_level,
     check_metadata,
     check_source,
@@ -100,7 +101,10 @@ class Vault:
         Raises:
             VaultError: ``VAULT_EXISTS`` when the folder already holds a vault.
             CryptoError: ``PASSPHRASE_REQUIRED`` when no passphrase is given and none is in the environment.
+            InvalidInputError: a name that is not a valid label (too long, not valid Unicode).
         """
+        check_label("vault name", name)
+        check_label("device name", device_name)
         folder = _vacant_folder(path)
         passphrase = passphrase if passphrase is not None else os.environ.get("CRDTSYNC_PASSPHRASE")
         if not passphrase:
@@ -154,10 +158,11 @@ class Vault:
                 ``VAULT_FORMAT``.
         """
         folder = Path(path).expanduser()
+        agent = check_label("agent", agent or os.environ.get("CRDTSYNC_AGENT") or None)
         if not (folder / DB_NAME).exists():
             raise VaultError(f"no vault in {folder}; create one with `crdtsync init`", code="VAULT_NOT_FOUND")
         store = Store(folder / DB_NAME)
-        return cls(folder, store, agent=agent or os.environ.get("CRDTSYNC_AGENT") or None, deadline=deadline)
+        return cls(folder, store, agent=agent, deadline=deadline)
 
     def __enter__(self) -> Vault:
         return self
@@ -420,7 +425,9 @@ class Vault:
             CryptoError: ``PASSPHRASE_REQUIRED``, ``WRONG_PASSPHRASE``.
             MailboxError: ``MAILBOX_NO_VAULT`` (no vault under that URL) and store errors.
             VaultError: ``VAULT_EXISTS``.
+            InvalidInputError: a device name that is not a valid label.
         """
+        check_label("device name", device_name)
         folder = _vacant_folder(path)
         passphrase = passphrase if passphrase is not None else os.environ.get("CRDTSYNC_PASSPHRASE")
         if not passphrase:

@@ -31,7 +31,7 @@ JSON = dict[str, Any]
 def utc_now_iso(now: datetime | None = None) -> str:
     """``now`` (default: the current time) as ISO-8601 UTC with millisecond precision and a ``Z`` suffix."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def normalize_timestamp(value: str) -> str:
@@ -53,12 +53,28 @@ def normalize_timestamp(value: str) -> str:
     return utc_now_iso(moment)
 
 
-def _check_label(name: str, value: str | None) -> str | None:
+def utf8_size(name: str, text: str) -> int:
+    """The size of ``text`` in bytes of UTF-8.
+
+    Raises:
+        InvalidInputError: ``text`` holds a lone surrogate (U+D800 to U+DFFF: JSON's ``"\ud800"`` escape
+            makes one), which UTF-8, Yjs and pycrdt cannot carry (pycrdt panics on it).
+    """
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"{name} is not valid Unicode text: it holds a lone surrogate "
+                                f"({text[exc.start]!a} at position {exc.start})") from None
+
+
+def check_label(name: str, value: str | None) -> str | None:
+    """Validate a free label called ``name`` in messages (a category, a tag, an agent or device name): ``None``
+    or a string of at most :data:`MAX_LABEL_BYTES` bytes of UTF-8. Raises InvalidInputError."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise InvalidInputError(f"{name} must be a string, not {type(value).__name__}")
-    if len(value.encode("utf-8")) > MAX_LABEL_BYTES:
+    if utf8_size(name, value) > MAX_LABEL_BYTES:
         raise InvalidInputError(f"{name} is longer than {MAX_LABEL_BYTES} bytes")
     return value
 
@@ -73,7 +89,7 @@ def check_content(content: object) -> str:
         raise InvalidInputError(f"content must be a string, not {type(content).__name__}")
     if not content.strip():
         raise InvalidInputError("content must not be empty")
-    size = len(content.encode("utf-8", "surrogatepass"))
+    size = utf8_size("content", content)
     if size > MAX_CONTENT_BYTES:
         raise InvalidInputError(
             f"content is {size} bytes; the limit is {MAX_CONTENT_BYTES} bytes. Split it into several memories.",
@@ -84,12 +100,12 @@ def check_content(content: object) -> str:
 
 def check_category(category: object) -> str | None:
     """Validate a category: ``None`` or a string of at most :data:`MAX_LABEL_BYTES` bytes."""
-    return _check_label("category", category)  # type: ignore[arg-type]
+    return check_label("category", category)  # type: ignore[arg-type]
 
 
 def check_source(source: object) -> str | None:
     """Validate a source label: ``None`` or a string of at most :data:`MAX_LABEL_BYTES` bytes."""
-    return _check_label("source", source)  # type: ignore[arg-type]
+    return check_label("source", source)  # type: ignore[arg-type]
 
 
 def check_tags(tags: object) -> frozenset[str]:
@@ -101,7 +117,7 @@ def check_tags(tags: object) -> frozenset[str]:
     for tag in tags:
         if not isinstance(tag, str) or not tag or not _TAG_RE.match(tag):
             raise InvalidInputError(f"invalid tag {tag!r}: tags are non-empty strings without control characters")
-        _check_label("tag", tag)
+        check_label("tag", tag)
         out.add(tag)
     return frozenset(out)
 
@@ -135,7 +151,7 @@ def check_metadata(metadata: object) -> JSON | None:
         text = _METADATA_ENCODER.encode(metadata)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"metadata is not JSON: {exc}") from exc
-    if len(text.encode("utf-8")) > MAX_METADATA_BYTES:
+    if utf8_size("metadata", text) > MAX_METADATA_BYTES:
         raise InvalidInputError(f"metadata is larger than {MAX_METADATA_BYTES} bytes as JSON")
     # The encoder's output is one value without surrounding whitespace: raw_decode gives what json.loads would.
     parsed: JSON = _METADATA_DECODER.raw_decode(text)[0]
