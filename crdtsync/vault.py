@@ -464,6 +464,12 @@ class Vault:
             "devices": json.loads(self._store.get_meta("registry") or "{}"),
         }
 
+    def clear_alarms(self, code: str | None = None) -> int:
+        """Acknowledge the persistent alarms ``status`` shows (``DEVICE_RESTORED``, ``MAILBOX_FORK``...): those
+        with ``code``, or all when None. Returns how many were cleared. Clearing hides a notice, it fixes
+        nothing: a fork that persists is refused and raised again at the next sync."""
+        return self._store.clear_alarms(code)
+
     def log(self, *, limit: int = 50) -> builtins.list[AuditRow]:
         """The newest audit rows (syncs, imports), newest first."""
         return self._store.audit_rows(limit=limit)

@@ -411,10 +411,17 @@ def devices(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def status(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
-    """Show the local store, relays, pending work, conflicts and devices."""
+def status(
+    vault: VaultOpt = None,
+    as_json: JsonOpt = False,
+    clear_alarms: Annotated[bool, typer.Option(
+        "--clear-alarms", help="Acknowledge the alarms shown (a cause that persists raises its alarm again).")] = False,
+) -> None:
+    """Show the local store, relays, pending work, conflicts, alarms and devices."""
     with _open(vault, as_json) as v:
         info = v.status()
+        if clear_alarms:
+            info["alarms_cleared"] = v.clear_alarms()
     if as_json:
         _emit_json(info)
         return
@@ -430,6 +437,8 @@ def status(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
                   + (f", last error {r['last_error']}" if r["last_error"] else ""))
     for alarm in info["alarms"]:
         err.print(Text.assemble(("ALARM", "bold red"), f" [{alarm['code']}] {alarm['at']}: {alarm['message']}"))
+    if clear_alarms:
+        out.print(f"alarms cleared: {info['alarms_cleared']}")
     for device_id, entry in sorted(info["devices"].items()):
         mark = " (this device)" if device_id == info["device_id"] else ""
         out.print(f"device {device_id}{mark}: {entry.get('name', '')}")

@@ -537,6 +537,17 @@ class Store:
                 self.set_meta("alarms", json.dumps(alarms))
             self.audit("alarm", code=code, message=message, **context)
 
+    def clear_alarms(self, code: str | None = None) -> int:
+        """Forget the alarms with ``code`` (every alarm when None), with an audit row; returns how many. A cause
+        that persists raises its alarm again at the next sync."""
+        with self.write():
+            alarms = self.alarms()
+            kept = [a for a in alarms if code is not None and a.get("code") != code]
+            self.set_meta("alarms", json.dumps(kept))
+            cleared = len(alarms) - len(kept)
+            self.audit("alarms cleared", code=code, count=cleared)
+            return cleared
+
     def alarms(self) -> list[dict[str, str]]:
         """Every persistent alarm: ``{code, message, at, ...context}``."""
         raw = self.get_meta("alarms")

@@ -723,6 +723,18 @@ def test_status_json_counts_a_conflicted_memory(shared_conflict: ConflictVault) 
     assert stdout_json(ok(cli(shared_conflict.path, "status", "--json")))["memories"]["conflicted"] == 1
 
 
+def test_status_shows_alarms_until_they_are_cleared(fresh: Path) -> None:
+    with Vault.open(fresh) as vault:
+        vault.store.raise_alarm("MAILBOX_FORK", "device x has two histories", device="x", relay="box")
+    shown = ok(cli(fresh, "status"))
+    assert "[MAILBOX_FORK]" in shown.stderr and "two histories" in shown.stderr
+    assert [a["code"] for a in stdout_json(ok(cli(fresh, "status", "--json")))["alarms"]] == ["MAILBOX_FORK"]
+    cleared = stdout_json(ok(cli(fresh, "status", "--json", "--clear-alarms")))
+    assert cleared["alarms_cleared"] == 1
+    assert stdout_json(ok(cli(fresh, "status", "--json")))["alarms"] == []
+    assert "alarms cleared" in [row["op"] for row in stdout_json(ok(cli(fresh, "log", "--json")))]
+
+
 def test_status_text_names_the_device(home: Path, init_run: InitRun) -> None:
     device_id = stdout_json(init_run.process)["device_id"]
     result = ok(cli(home, "status"))
