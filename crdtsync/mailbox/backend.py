@@ -166,8 +166,12 @@ class BlobStore:
         """Write the whole object ``key``. On a folder: temporary name, fsync, rename, fsync of the folder.
 
         Raises:
-            MailboxError: as :meth:`get`.
+            MailboxError: as :meth:`get`; ``MAILBOX_TOO_LARGE`` before anything is written when ``data`` is over
+                :data:`MAX_OBJECT_BYTES`, which no reader would accept.
         """
+        if len(data) > MAX_OBJECT_BYTES:
+            raise MailboxError(f"{key} would be {len(data)} bytes; a mailbox object holds at most "
+                               f"{MAX_OBJECT_BYTES} bytes", code="MAILBOX_TOO_LARGE")
         path = self._path(key)
         self.stats.puts += 1
         self.stats.bytes_up += len(data)

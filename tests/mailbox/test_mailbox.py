@@ -368,3 +368,19 @@ def test_a_pull_never_loads_the_doc_and_the_registry_it_keeps_equals_the_docs(
         phone.state_vector()  # loads the Doc: devices() now reads the Doc itself
         assert phone.doc_loaded and phone.devices() == kept
         assert [m.content for m in phone.search("laptop")] == ["one more from the laptop"]
+
+
+def test_an_object_over_the_size_limit_is_neither_written_nor_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import crdtsync.mailbox.backend as backend
+
+    store = open_store((tmp_path / "box").as_uri())
+    store.put("m/big", b"x" * 2000)
+    monkeypatch.setattr(backend, "MAX_OBJECT_BYTES", 1000)
+    with pytest.raises(MailboxError) as read:
+        store.get("m/big")
+    with pytest.raises(MailboxError) as written:
+        store.put("m/other", b"y" * 1001)
+    assert read.value.code == written.value.code == "MAILBOX_TOO_LARGE"
+    assert store.get("m/other") is None and store.list("m") == ["big"]
