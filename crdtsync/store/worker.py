@@ -18,8 +18,10 @@ the failed update.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -37,8 +39,16 @@ from crdtsync.store.db import MemoryRow, memory_row
 
 #: Seconds one update may take to apply in the worker before it is killed.
 DEFAULT_DEADLINE = 10.0
-#: Touched records per message from the child: the parent checks one chunk while the child reads the next.
+#: Touched records per message from the child, at most (or CHUNK_BYTES of JSON): the parent checks one chunk
+#: while the child reads the next.
 CHUNK_RECORDS = 4096
+CHUNK_BYTES = 8 * 1024 * 1024
+#: How the child is started: ``python <CHILD_ARGS> <socket fd>`` (tests substitute a misbehaving child).
+CHILD_ARGS: tuple[str, ...] = ("-m", "crdtsync.store.worker")
+#: Seconds a message to or from the child may stall once it has started before the child counts as crashed.
+FRAME_STALL_SECONDS = 5.0
+#: Largest message accepted from the child (a corrupted child cannot make the parent allocate more).
+MAX_FRAME_BYTES = 512 * 1024 * 1024
 _WORKER_CODES = ("UPDATE_MALFORMED",)
 _REGISTRY_TEXT_FIELDS = ("name", "sign_pk", "kx_pk", "added_by", "added_at", "revoked_at")
 
@@ -224,10 +234,17 @@ def _serve(conn: Connection) -> None:  # pragma: no cover - runs in the child pr
             conn.send_bytes(_pack("error", "UPDATE_MALFORMED", why))
             return
         with scratch.doc.transaction():
-            changed = sorted(scratch.changed)
-            for start in range(0, len(changed), CHUNK_RECORDS):
-                chunk = changed[start : start + CHUNK_RECORDS]
-                conn.send_bytes(_pack("records", scratch.entries(scratch.memories, chunk)))
+            chunk: list[_Entry] = []
+            size = 0
+            for memory_id in sorted(scratch.changed):
+                (entry,) = scratch.entries(scratch.memories, [memory_id])
+                chunk.append(entry)
+                size += len(entry[2] or "")
+                if len(chunk) >= CHUNK_RECORDS or size >= CHUNK_BYTES:
+                    conn.send_bytes(_pack("records", chunk))
+                    chunk, size = [], 0
+            if chunk:
+                conn.send_bytes(_pack("records", chunk))
             devices = scratch.entries(scratch.devices, sorted(scratch.devices_changed))
             vault = str(scratch.vault)
         conn.send_bytes(_pack("ok", scratch.doc.get_state(), devices, vault, sorted(scratch.replaced)))
@@ -252,9 +269,15 @@ class IntegrationWorker:
     def __init__(self, state: Sequence[bytes], *, deadline: float = DEFAULT_DEADLINE) -> None:
         self.deadline = deadline
         mine, theirs = socket.socketpair()
+        # A read or write that stalls mid-message fails (EAGAIN) instead of blocking: the deadline only covers
+        # waiting for a message to start, and a corrupted child could announce one and never finish it, or stop
+        # reading what we send.
+        stall = struct.pack("ll", int(FRAME_STALL_SECONDS), 0)
+        mine.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, stall)
+        mine.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, stall)
         with mine, theirs:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "crdtsync.store.worker", str(theirs.fileno())],
+                [sys.executable, *CHILD_ARGS, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -292,10 +315,11 @@ class IntegrationWorker:
         started = time.monotonic()
         try:
             ready = self._conn.poll(max(0.0, deadline - waited[0]))
-            message = msgpack.unpackb(self._conn.recv_bytes()) if ready else None
+            message = msgpack.unpackb(self._conn.recv_bytes(MAX_FRAME_BYTES)) if ready else None
         except (EOFError, OSError, ValueError, msgpack.UnpackException):
-            self._proc.wait()
-            raise self._fail(f"the update crashed the integration worker (exit code {self._proc.returncode})",
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=1.0)  # to report how it died; a child still running is killed below
+            raise self._fail(f"the update crashed the integration worker (exit code {self._proc.poll()})",
                              "UPDATE_WORKER_CRASHED") from None
         waited[0] += time.monotonic() - started
         if message is None:

@@ -264,3 +264,47 @@ def test_a_worker_whose_caller_fails_mid_stream_is_closed_not_reused(make_vault:
         assert not worker.alive
     with IntegrationWorker([], deadline=5.0) as worker:
         assert len(worker.apply(source.encode_update()).changed) == 3
+
+
+_ROGUE_CHILD = """
+import sys, time, msgpack
+from multiprocessing.connection import Connection
+conn = Connection(int(sys.argv[1]))
+conn.recv_bytes()
+conn.send_bytes(msgpack.packb(["ok", b"\\\\x00", [], "{{}}", []]))
+conn.recv_bytes()
+{reply}
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize(
+    ("reply", "code"),
+    [
+        ("conn._send((2**31 - 1).to_bytes(4, 'big'))", "UPDATE_WORKER_CRASHED"),  # announces 2 GiB: not allocated
+        ("conn._send((100).to_bytes(4, 'big') + b'half')", "UPDATE_WORKER_CRASHED"),  # then stalls mid-frame
+        ('conn.send_bytes(b"\\\\xc1 not msgpack")', "UPDATE_WORKER_CRASHED"),
+        ('conn.send_bytes(msgpack.packb(["ok", 5, [], "{}", []]))', "UPDATE_WORKER_CRASHED"),
+        ('conn.send_bytes(msgpack.packb(["error", "SOMETHING_ELSE", "x"]))', "UPDATE_WORKER_CRASHED"),
+        ("conn.send_bytes(msgpack.packb(['records', [['m', True, '{\"content@\": 1}']]]))",
+         "UPDATE_SCHEMA_VIOLATION"),
+        ("conn.send_bytes(msgpack.packb(['ok', b'', [['d', True, '{\"name\": 3}']], '{}', []]))",
+         "UPDATE_SCHEMA_VIOLATION"),
+    ],
+)
+def test_a_corrupted_worker_cannot_make_the_parent_hang_allocate_or_accept_a_bad_reply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reply: str, code: str
+) -> None:
+    """The child handled hostile bytes and may be corrupted: whatever it sends, the parent refuses the update
+    with a code, kills the child and returns promptly (it never waits for a child that keeps running)."""
+    import crdtsync.store.worker as worker_module
+
+    script = tmp_path / "rogue.py"
+    script.write_text(_ROGUE_CHILD.format(reply=reply))
+    monkeypatch.setattr(worker_module, "CHILD_ARGS", (str(script),))
+    with IntegrationWorker([], deadline=20.0) as worker:
+        started = time.monotonic()
+        with pytest.raises(UpdateRejectedError) as info:
+            worker.apply(b"\x00\x00")
+        assert info.value.code == code
+        assert not worker.alive and time.monotonic() - started < 10
