@@ -141,8 +141,9 @@ class Replica:
             if check_incarnation(self._store, self.device_id):
                 retired = self._store.retire_leases()
                 self._store.raise_alarm(INCARNATION_ALARM, (
-                    "this vault's store was restored from a backup or copied from elsewhere (or the state folder "
-                    f"{state_dir()} was cleared): it now writes under a new Yjs client id instead of "
+                    "this vault's store is not the one this device last wrote with: it was restored from a "
+                    "backup, copied, or another copy of the folder was used since (or the state folder "
+                    f"{state_dir()} was cleared). It now writes under a new Yjs client id instead of "
                     f"{', '.join(map(str, retired)) or 'its old one'}, so nothing it writes can collide with "
                     "writes the old store made after the copy. Writes lost with the backup come back on the next "
                     "sync. If another copy of this folder is in use, keep only one: each device needs its own "
