@@ -50,6 +50,8 @@ FRAME_STALL_SECONDS = 5.0
 #: Largest message accepted from the child (a corrupted child cannot make the parent allocate more).
 MAX_FRAME_BYTES = 512 * 1024 * 1024
 _WORKER_CODES = ("UPDATE_MALFORMED",)
+#: The Yjs state vector of a Doc that holds nothing.
+_EMPTY_STATE = b"\x00"
 _REGISTRY_TEXT_FIELDS = ("name", "sign_pk", "kx_pk", "added_by", "added_at", "revoked_at")
 
 #: One touched memory: its id and its materialized row (:func:`crdtsync.store.db.memory_row`), or None when
@@ -158,14 +160,14 @@ class ScratchDoc:
         return callback
 
     def apply(self, update: bytes) -> None:
-        """Apply ``update`` (Yjs v1 bytes) and set ``changed``, ``devices_changed`` and ``replaced``. Into a Doc
-        without memories or devices (a first pull) every key afterwards was touched, so the deep observers,
+        """Apply ``update`` (Yjs v1 bytes) and set ``changed``, ``devices_changed`` and ``replaced``. Into an
+        empty Doc (a first pull) every key afterwards was touched, so the deep observers,
         which cost more than the apply itself at 100k records, are left out. Raises whatever pycrdt raises (a
         panic included)."""
         self.changed.clear()
         self.devices_changed.clear()
         self.replaced.clear()
-        if not len(self.memories) and not len(self.devices):
+        if self.doc.get_state() == _EMPTY_STATE:  # an empty Doc (len() of a Map is O(entries) in yrs)
             self.doc.apply_update(update)
             self.changed.update(self.memories.keys())
             self.devices_changed.update(self.devices.keys())
