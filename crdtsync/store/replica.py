@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pycrdt import Doc, Map, merge_updates
 
 from crdtsync.crypto.keys import DeviceKeys
-from crdtsync.errors import UpdateRejectedError
+from crdtsync.errors import UpdateRejectedError, VaultError
 from crdtsync.model.records import Conflict, Memory, utc_now_iso
 from crdtsync.model.schema import CONTENT_KINDS, ROOTS, MemoryDoc, WriteContext, registry_entry
 from crdtsync.model.yupdate import (
@@ -394,14 +394,29 @@ class Replica:
     def _worker_for(self) -> IntegrationWorker:
         """The integration worker, reused while its scratch Doc holds exactly the store's updates (nothing but
         worker-checked updates was logged since it was loaded), else a fresh one loaded from the store. Call
-        inside a write transaction."""
+        inside a write transaction.
+
+        Raises:
+            VaultError: ``VAULT_REBUILD_FAILED`` when two fresh workers in a row cannot load the stored state.
+                No received update is blamed: they stay held (:meth:`_drain_inbox` raises the alarm).
+        """
         head = self._store.last_update_id()
         worker = self._worker
         if worker is not None and worker.alive and self._worker_at == head:
             return worker
         if worker is not None:
             worker.close()
-        self._worker = IntegrationWorker([data for _, data in self._stored_updates()], deadline=self.deadline)
+        self._worker = None
+        state = [data for _, data in self._stored_updates()]
+        try:
+            self._worker = IntegrationWorker(state, deadline=self.deadline)
+        except UpdateRejectedError:
+            try:  # yrs's memory faults depend on the process (hazard hang-2): one more try in a fresh one
+                self._worker = IntegrationWorker(state, deadline=self.deadline)
+            except UpdateRejectedError as exc:
+                raise VaultError(f"the integration worker cannot load this vault's own stored state ({exc.code}: "
+                                 f"{exc.message}); received updates stay held and are retried at the next sync",
+                                 code="VAULT_REBUILD_FAILED") from None
         self._worker_at = head
         return self._worker
 
@@ -456,6 +471,10 @@ class Replica:
                     cache.pop(inbox_id, None)
                     done[inbox_id] = ApplyResult("refused", exc.code, exc.message)
                     progress = True
+                except VaultError as exc:
+                    if exc.code == "VAULT_REBUILD_FAILED":  # outside the rolled-back transaction, so it stays
+                        self._store.raise_alarm(exc.code, exc.message)
+                    raise
         self._maybe_compact()
         return done
 

@@ -45,6 +45,8 @@ CHUNK_RECORDS = 4096
 CHUNK_BYTES = 8 * 1024 * 1024
 #: How the child is started: ``python <CHILD_ARGS> <socket fd>`` (tests substitute a misbehaving child).
 CHILD_ARGS: tuple[str, ...] = ("-m", "crdtsync.store.worker")
+#: Seconds the child may take to start (imports) and say it is ready.
+STARTUP_SECONDS = 60.0
 #: Seconds a message to or from the child may stall once it has started before the child counts as crashed.
 FRAME_STALL_SECONDS = 5.0
 #: Largest message accepted from the child (a corrupted child cannot make the parent allocate more).
@@ -217,6 +219,7 @@ def _pack(*message: Any) -> bytes:
 
 def _serve(conn: Connection) -> None:  # pragma: no cover - runs in the child process
     scratch = ScratchDoc()
+    conn.send_bytes(_pack("ready"))
     while True:
         try:
             op, data = msgpack.unpackb(conn.recv_bytes())
@@ -265,7 +268,9 @@ class IntegrationWorker:
     child's Doc after the load or the last apply.
 
     Raises:
-        UpdateRejectedError: ``UPDATE_WORKER_CRASHED`` if the child cannot start or load ``state``.
+        UpdateRejectedError: ``UPDATE_WORKER_CRASHED`` (or ``UPDATE_WORKER_TIMEOUT``, ``UPDATE_MALFORMED``) if
+            the child cannot start or load ``state``: a fault of the machine or of the stored state, never of
+            an update being tried.
     """
 
     def __init__(self, state: Sequence[bytes], *, deadline: float = DEFAULT_DEADLINE) -> None:
@@ -285,6 +290,10 @@ class IntegrationWorker:
             )
             self._conn = Connection(mine.detach())
         self.alive = True
+        # The child says when it is ready (its imports can take seconds on a slow phone), so that the stall
+        # timeouts only ever apply to a child that is reading.
+        if self._receive(STARTUP_SECONDS, [0.0]) != ["ready"]:
+            raise self._fail("the integration worker did not start", "UPDATE_WORKER_CRASHED")
         size = sum(len(update) for update in state)
         loaded = self._call(["load", list(state)], deadline=max(deadline, 60.0 + size / 1e6))
         self.state_vector = loaded.state_vector

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pycrdt import Array, Doc, Map, Text
 
-from crdtsync.errors import UpdateRejectedError
+from crdtsync.errors import UpdateRejectedError, VaultError
 from crdtsync.model.yupdate import decode_state_vector
 from crdtsync.store.worker import IntegrationWorker
 from crdtsync.vault import Vault
@@ -270,6 +270,7 @@ _ROGUE_CHILD = """
 import sys, time, msgpack
 from multiprocessing.connection import Connection
 conn = Connection(int(sys.argv[1]))
+conn.send_bytes(msgpack.packb(["ready"]))
 conn.recv_bytes()
 conn.send_bytes(msgpack.packb(["ok", b"\\\\x00", [], "{{}}", []]))
 conn.recv_bytes()
@@ -308,3 +309,46 @@ def test_a_corrupted_worker_cannot_make_the_parent_hang_allocate_or_accept_a_bad
             worker.apply(b"\x00\x00")
         assert info.value.code == code
         assert not worker.alive and time.monotonic() - started < 10
+
+
+def test_a_worker_slower_to_start_than_the_stall_timeout_still_integrates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_vault: MakeVault
+) -> None:
+    """A child whose imports take long (a slow phone) says when it is ready: the parent's send of the state
+    does not stall on a child that is not reading yet."""
+    import crdtsync.store.worker as worker_module
+
+    source = make_vault("a")
+    memory = source.add("arrives through a slow worker")
+    script = tmp_path / "slow.py"
+    script.write_text("import runpy, time\ntime.sleep(2)\n"
+                      "runpy.run_module('crdtsync.store.worker', run_name='__main__')\n")
+    monkeypatch.setattr(worker_module, "CHILD_ARGS", (str(script),))
+    monkeypatch.setattr(worker_module, "FRAME_STALL_SECONDS", 1.0)
+    sink = make_vault("b")
+    for i in range(20):  # a stored state of ~1.2 MB: more than a socket buffer holds
+        sink.add(f"{i} " + "x" * 60_000)
+    assert sink.apply_update(source.encode_update(), "a").status == "integrated"
+    assert sink.get(memory.id).content == "arrives through a slow worker"
+
+
+def test_a_worker_that_cannot_load_the_stored_state_blames_no_received_update(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_vault: MakeVault
+) -> None:
+    import crdtsync.store.worker as worker_module
+
+    source = make_vault("a")
+    memory = source.add("innocent")
+    update = source.encode_update()
+    sink = make_vault("b")
+    script = tmp_path / "broken.py"
+    script.write_text("raise SystemExit(3)\n")
+    monkeypatch.setattr(worker_module, "CHILD_ARGS", (str(script),))
+    with pytest.raises(VaultError) as info:
+        sink.apply_update(update, "a")
+    assert info.value.code == "VAULT_REBUILD_FAILED"
+    assert sink.store.quarantined() == [] and [data for _, _, data in sink.store.held()] == [update]
+    assert [a["code"] for a in sink.status()["alarms"]] == ["VAULT_REBUILD_FAILED"]
+    monkeypatch.undo()
+    sink.apply_updates([])  # the next sync drains the inbox
+    assert sink.get(memory.id).content == "innocent" and sink.store.held() == []
