@@ -306,6 +306,29 @@ class Store:
 
     # -- inbox and quarantine ---------------------------------------------------------------------------
 
+    def is_received(self, update_id: int) -> bool:
+        """Whether logged update ``update_id`` was received from another device (not written here)."""
+        row = self.conn.execute("SELECT local FROM updates WHERE id = ?", (update_id,)).fetchone()
+        return row is not None and row[0] == 0
+
+    def unlog_received(self, update_id: int, *, code: str, message: str) -> int:
+        """Take the received update ``update_id`` out of the log into the quarantine, and move every received
+        update logged after it back to the inbox, to be checked and integrated again (some may depend on it).
+        Returns how many went back to the inbox. Call inside :meth:`write`."""
+        origin, data = self.conn.execute("SELECT origin, data FROM updates WHERE id = ? AND local = 0",
+                                         (update_id,)).fetchone()
+        self.quarantine(bytes(data), origin=origin, code=code, message=message)
+        later = self.conn.execute("SELECT id, origin, data FROM updates WHERE id > ? AND local = 0 ORDER BY id",
+                                  (update_id,)).fetchall()
+        for _, later_origin, later_data in later:
+            self.hold(bytes(later_data), origin=later_origin, waiting="checked again: an earlier update left the log")
+        self.conn.execute("DELETE FROM updates WHERE id >= ? AND local = 0", (update_id,))
+        return len(later)
+
+    def shared_ids(self) -> set[str]:
+        """Every memory id materialized at level 1 (the shared Doc's records, deleted ones included)."""
+        return {r[0] for r in self.conn.execute("SELECT id FROM memories WHERE level = 1")}
+
     def hold(self, data: bytes, *, origin: str, waiting: str) -> int:
         """Keep a received update that waits for its dependencies; ``waiting`` says for what. Returns its id."""
         cur = self.conn.execute(

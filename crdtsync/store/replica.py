@@ -397,8 +397,10 @@ class Replica:
         inside a write transaction.
 
         Raises:
-            VaultError: ``VAULT_REBUILD_FAILED`` when two fresh workers in a row cannot load the stored state.
-                No received update is blamed: they stay held (:meth:`_drain_inbox` raises the alarm).
+            VaultError: ``VAULT_REBUILD_FAILED`` when two fresh workers in a row cannot load the stored state and
+                no received stored update can be found and quarantined as the cause
+                (:meth:`_quarantine_unloadable`). The update being tried is never blamed: it stays held
+                (:meth:`_drain_inbox` raises the alarm).
         """
         head = self._store.last_update_id()
         worker = self._worker
@@ -407,18 +409,64 @@ class Replica:
         if worker is not None:
             worker.close()
         self._worker = None
-        state = [data for _, data in self._stored_updates()]
+        stored = list(self._stored_updates())
+        state = [data for _, data in stored]
         try:
             self._worker = IntegrationWorker(state, deadline=self.deadline)
         except UpdateRejectedError:
             try:  # yrs's memory faults depend on the process (hazard hang-2): one more try in a fresh one
                 self._worker = IntegrationWorker(state, deadline=self.deadline)
             except UpdateRejectedError as exc:
-                raise VaultError(f"the integration worker cannot load this vault's own stored state ({exc.code}: "
-                                 f"{exc.message}); received updates stay held and are retried at the next sync",
-                                 code="VAULT_REBUILD_FAILED") from None
+                self._worker = self._quarantine_unloadable(stored, exc)
+                head = self._store.last_update_id()
         self._worker_at = head
         return self._worker
+
+    def _loads(self, state: Sequence[bytes]) -> bool:
+        try:
+            IntegrationWorker(state, deadline=self.deadline).close()
+        except UpdateRejectedError:
+            return False
+        return True
+
+    def _quarantine_unloadable(self, stored: Sequence[tuple[int, bytes]], failure: UpdateRejectedError,
+                               ) -> IntegrationWorker:
+        """The stored state does not load: find the stored update that makes it fail (bisecting over prefixes
+        loaded in fresh workers), quarantine it (``UPDATE_REBUILD_FAILED``) when it is a received log row, move
+        the received rows logged after it back to the inbox, re-materialize every row from a worker loaded
+        without it, and return that worker. Call inside a write transaction.
+
+        Raises:
+            VaultError: ``VAULT_REBUILD_FAILED`` when the culprit is this vault's snapshot or its own write, or
+                when the state still does not load without it.
+        """
+        environment = not self._loads([])  # no worker starts at all: the machine, not the state
+        good, bad = 0, len(stored)  # stored[:good] loads, stored[:bad] does not
+        while bad - good > 1 and not environment:
+            middle = (good + bad) // 2
+            good, bad = (middle, bad) if self._loads([data for _, data in stored[:middle]]) else (good, middle)
+        update_id = stored[bad - 1][0]
+        snapshot = bad == 1 and self._store.snapshot_upto() > 0
+        if environment or snapshot or not self._store.is_received(update_id):
+            raise VaultError(f"the integration worker cannot load this vault's own stored state ({failure.code}: "
+                             f"{failure.message}); received updates stay held and are retried at the next sync",
+                             code="VAULT_REBUILD_FAILED")
+        message = (f"the stored update {update_id} makes the vault's state impossible to load "
+                   f"({failure.code}); it was taken out of the log")
+        requeued = self._store.unlog_received(update_id, code="UPDATE_REBUILD_FAILED", message=message)
+        self._doc = None
+        try:
+            worker = IntegrationWorker([data for _, data in self._stored_updates()], deadline=self.deadline)
+            everything = worker.read_all()
+        except UpdateRejectedError as exc:
+            raise VaultError(f"the vault's stored state still does not load after quarantining update "
+                             f"{update_id} ({exc.code}: {exc.message})", code="VAULT_REBUILD_FAILED") from None
+        present = {memory_id for memory_id, _ in everything.rows}
+        self._store_rows([*everything.rows, *((gone, None) for gone in self._store.shared_ids() - present)])
+        self._save_registry({d: registry_entry(entry) for d, entry in everything.devices.items()})
+        self._store.raise_alarm("UPDATE_REBUILD_FAILED", f"{message}; {requeued} later received updates are "
+                                "checked again, memories were re-read from what remains")
+        return worker
 
     def _drain_inbox(self) -> dict[int, ApplyResult]:
         """Integrate every held update whose dependencies are present, until no more progress is possible.
@@ -444,6 +492,8 @@ class Replica:
             # Earliest clocks first: a stream delivered in reverse integrates in one pass, not n passes.
             for inbox_id, origin, data in sorted(self._store.held(), key=start):
                 try:
+                    with self._store.write():  # a rebuild, and any repair of the stored state, commits alone
+                        self._worker_for()
                     with self._store.write():
                         worker = self._worker_for()
                         state = decode_state_vector(worker.state_vector)

@@ -232,6 +232,10 @@ def _serve(conn: Connection) -> None:  # pragma: no cover - runs in the child pr
                 scratch.changed.clear()
                 scratch.devices_changed.clear()
                 scratch.replaced.clear()
+            elif op == "all":  # report every record and registry entry, as if all were touched
+                scratch.changed = set(map(str, scratch.memories.keys()))
+                scratch.devices_changed = set(map(str, scratch.devices.keys()))
+                scratch.replaced.clear()
             else:
                 scratch.apply(data)
         except BaseException as exc:  # PanicException is a BaseException; the Doc is unusable afterwards
@@ -371,6 +375,15 @@ class IntegrationWorker:
             except BaseException:  # a refusal, or on_rows failed: the child's stream is not drained
                 self.close()
                 raise
+
+    def read_all(self, *, on_rows: Callable[[list[Row]], None] | None = None) -> WorkerResult:
+        """Every record and registry entry of the child's Doc, checked here as :meth:`apply` checks what an update
+        touched (``rows`` and ``devices`` are then complete): what re-materializing the whole store needs.
+
+        Raises:
+            UpdateRejectedError: as :meth:`apply`; the worker is then closed.
+        """
+        return self._call(["all", None], deadline=max(self.deadline, 60.0), on_rows=on_rows)
 
     def apply(self, update: bytes, *, on_rows: Callable[[list[Row]], None] | None = None) -> WorkerResult:
         """Apply ``update`` (Yjs v1 bytes that passed the strict reader) in the child and check what it touched

@@ -352,3 +352,56 @@ def test_a_worker_that_cannot_load_the_stored_state_blames_no_received_update(
     monkeypatch.undo()
     sink.apply_updates([])  # the next sync drains the inbox
     assert sink.get(memory.id).content == "innocent" and sink.store.held() == []
+
+
+_CRASH_ON_LOAD = """
+import os, runpy, sys
+import pycrdt
+marker, flag = bytes.fromhex(os.environ["CRDTSYNC_TEST_MARKER"]), os.environ["CRDTSYNC_TEST_FLAG"]
+original = pycrdt.Doc.apply_update
+def apply_update(self, update):
+    if update == marker and os.path.exists(flag):
+        os._exit(11)  # stands for a segfault that only a later rebuild of the stored state meets
+    return original(self, update)
+pycrdt.Doc.apply_update = apply_update
+runpy.run_module("crdtsync.store.worker", run_name="__main__")
+"""
+
+
+def test_a_stored_update_that_breaks_every_rebuild_is_found_and_quarantined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_vault: MakeVault
+) -> None:
+    """The issue: "if a rebuild itself fails, find the stored update that causes it and quarantine it". Received
+    updates logged after it go back to the inbox: those that do not depend on it integrate again, one that
+    does stays held; the memories are re-read from what remains."""
+    import crdtsync.store.worker as worker_module
+
+    a, c, sink = make_vault("a"), make_vault("c"), make_vault("sink")
+    kept = a.add("from a, before")
+    sink.apply_update(a.encode_update(), "a")
+    sv = a.state_vector()
+    culprit_memory = a.add("the record whose update later breaks every rebuild")
+    culprit = a.encode_update(sv)
+    sink.apply_update(culprit, "a")
+    independent = c.add("from c, unrelated")
+    sink.apply_update(c.encode_update(), "c")
+    sv = a.state_vector()
+    a.update(culprit_memory.id, content="an edit that depends on the culprit")
+    dependent = a.encode_update(sv)
+    sink.apply_update(dependent, "a")
+    sink.add("a local write, so the next received update needs a fresh worker")
+    flag = tmp_path / "crash-now"
+    script = tmp_path / "crash_on_load.py"
+    script.write_text(_CRASH_ON_LOAD)
+    monkeypatch.setenv("CRDTSYNC_TEST_MARKER", culprit.hex())
+    monkeypatch.setenv("CRDTSYNC_TEST_FLAG", str(flag))
+    monkeypatch.setattr(worker_module, "CHILD_ARGS", (str(script),))
+    flag.touch()
+    later = c.add("from c, after the failure")
+    assert sink.apply_update(c.encode_update(), "c").status == "integrated"
+
+    assert [q[2] for q in sink.store.quarantined()] == ["UPDATE_REBUILD_FAILED"]
+    assert [data for _, _, data in sink.store.held()] == [dependent]
+    assert {m.id for m in sink.list()} >= {kept.id, independent.id, later.id}
+    assert culprit_memory.id not in {m.id for m in sink.list()}
+    assert "UPDATE_REBUILD_FAILED" in [alarm["code"] for alarm in sink.status()["alarms"]]
