@@ -25,7 +25,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -201,15 +201,36 @@ class ScratchDoc:
                 out.append([key, is_map, str(value) if is_map else "null"])
         return out
 
+    def report(self) -> Iterator[tuple[Any, ...]]:
+        """The messages that describe what the last :meth:`apply` touched: ``("records", [entry...])`` chunks of
+        at most CHUNK_RECORDS records or CHUNK_BYTES of JSON, then ``("ok", state vector, registry entries,
+        vault root JSON, replaced ids)``. Reads inside one transaction held while the caller consumes them."""
+        with self.doc.transaction():
+            chunk: list[_Entry] = []
+            size = 0
+            for memory_id in sorted(self.changed):
+                (entry,) = self.entries(self.memories, [memory_id])
+                chunk.append(entry)
+                size += len(entry[2] or "")
+                if len(chunk) >= CHUNK_RECORDS or size >= CHUNK_BYTES:
+                    yield "records", chunk
+                    chunk, size = [], 0
+            if chunk:
+                yield "records", chunk
+            devices = self.entries(self.devices, sorted(self.devices_changed))
+            vault = str(self.vault)
+        yield "ok", self.doc.get_state(), devices, vault, sorted(self.replaced)
+
     def check(self) -> list[Row]:
         """The whole schema check of what the last :meth:`apply` touched, in this process (the benchmark's
         in-process split of the worker's work). Raises UpdateRejectedError ``UPDATE_SCHEMA_VIOLATION``."""
-        with self.doc.transaction():
-            records = self.entries(self.memories, sorted(self.changed))
-            devices = self.entries(self.devices, sorted(self.devices_changed))
-            vault = str(self.vault)
-        check_registry(devices, vault)
-        return check_records(records)
+        rows: list[Row] = []
+        for message in self.report():
+            if message[0] == "records":
+                rows.extend(check_records(message[1]))
+            else:
+                check_registry(message[2], message[3])
+        return rows
 
 
 def _pack(*message: Any) -> bytes:
@@ -242,21 +263,8 @@ def _serve(conn: Connection) -> None:  # pragma: no cover - runs in the child pr
             why = f"pycrdt refused the update: {type(exc).__name__}: {exc}"
             conn.send_bytes(_pack("error", "UPDATE_MALFORMED", why))
             return
-        with scratch.doc.transaction():
-            chunk: list[_Entry] = []
-            size = 0
-            for memory_id in sorted(scratch.changed):
-                (entry,) = scratch.entries(scratch.memories, [memory_id])
-                chunk.append(entry)
-                size += len(entry[2] or "")
-                if len(chunk) >= CHUNK_RECORDS or size >= CHUNK_BYTES:
-                    conn.send_bytes(_pack("records", chunk))
-                    chunk, size = [], 0
-            if chunk:
-                conn.send_bytes(_pack("records", chunk))
-            devices = scratch.entries(scratch.devices, sorted(scratch.devices_changed))
-            vault = str(scratch.vault)
-        conn.send_bytes(_pack("ok", scratch.doc.get_state(), devices, vault, sorted(scratch.replaced)))
+        for message in scratch.report():
+            conn.send_bytes(_pack(*message))
 
 
 class IntegrationWorker:
