@@ -60,6 +60,8 @@ def utf8_size(name: str, text: str) -> int:
         InvalidInputError: ``text`` holds a lone surrogate (U+D800 to U+DFFF: JSON's ``"\ud800"`` escape
             makes one), which UTF-8, Yjs and pycrdt cannot carry (pycrdt panics on it).
     """
+    if text.isascii():  # one C pass; ASCII text has no surrogate and one byte per character
+        return len(text)
     try:
         return len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:

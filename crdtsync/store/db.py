@@ -91,6 +91,9 @@ _UPSERT_SET = ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _MEMORY_C
 #: deleted (0 or 1), conflicts (JSON array of :meth:`Conflict.to_json`).
 MemoryRow = tuple[Any, ...]
 ROW_WIDTH = 13
+#: The JSON of the row's tags, metadata and conflicts columns (built once: ``json.dumps`` with options builds an
+#: encoder on every call).
+_ROW_JSON = json.JSONEncoder(ensure_ascii=False)
 
 
 def memory_row(memory: Memory, conflicts: list[Conflict]) -> MemoryRow:
@@ -99,16 +102,16 @@ def memory_row(memory: Memory, conflicts: list[Conflict]) -> MemoryRow:
         memory.id,
         memory.content,
         memory.category,
-        json.dumps(sorted(memory.tags), ensure_ascii=False) if memory.tags else "[]",
+        _ROW_JSON.encode(sorted(memory.tags)) if memory.tags else "[]",
         memory.level,
         memory.source,
-        None if memory.metadata is None else json.dumps(memory.metadata, ensure_ascii=False),
+        None if memory.metadata is None else _ROW_JSON.encode(memory.metadata),
         memory.created,
         memory.updated,
         memory.created_by,
         memory.updated_by,
         int(memory.deleted),
-        json.dumps([c.to_json() for c in conflicts], ensure_ascii=False) if conflicts else "[]",
+        _ROW_JSON.encode([c.to_json() for c in conflicts]) if conflicts else "[]",
     )
 
 

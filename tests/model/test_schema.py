@@ -213,3 +213,29 @@ def test_creating_entries_are_bare_values_and_later_writes_are_lists() -> None:
     raw = d.memories["m"].to_py()
     assert "content@" not in raw and any(k.startswith("content@") and v[0] == "y" for k, v in raw.items())
     assert read_record("m", {"created": ["t", "A"], "content@x": "bare is only for the creating entry"}) is None
+
+
+def test_add_writes_the_bytes_pycrdt_s_public_api_writes() -> None:
+    """add() calls yrs through pycrdt's integrated objects to skip its per-key wrapper; the update must be the
+    one ``memories[id] = Map(record)`` produces, for a plain record and for one written with an agent."""
+    fields = {"content": "tea", "category": "c", "tags": ["b", "a"], "source": "s", "metadata": {"z": 1, "a": [2]},
+              "created": "2020-01-01T00:00:00.000Z"}
+    for agent in (None, "claude-code"):
+        fast = replica(7)
+        fast.add("m", ctx("A", agent=agent), **fields)  # type: ignore[arg-type]
+        fast.add("n", ctx("A", agent=agent), content="second")
+        public = replica(7)
+        tail = [] if agent is None else ["A", "2026-01-01T00:00:00.000Z", agent]
+
+        def entry(value: object) -> object:
+            return [value, *tail] if tail else value
+
+        public.memories["m"] = Map({
+            "created": ["2020-01-01T00:00:00.000Z", "A"], "content@": entry("tea"), "category@": entry("c"),
+            "source@": entry("s"), "metadata@": entry('{"a":[2],"z":1}'), "t:b@": True, "t:a@": True,
+        })
+        public.memories["n"] = Map({"created": ["2026-01-01T00:00:00.000Z", "A"], "content@": entry("second")})
+        assert fast.doc.get_update() == public.doc.get_update()
+    with pytest.raises(InvalidInputError) as info:
+        fast.add("m", ctx("A"), content="again")
+    assert info.value.code == "ALREADY_EXISTS"
