@@ -19,7 +19,7 @@ from crdtsync.store.db import Store
 from crdtsync.store.replica import Replica
 
 #: Records per SQLite transaction during an import.
-IMPORT_BATCH = 2000
+IMPORT_BATCH = 10000
 
 
 @dataclass
