@@ -385,7 +385,8 @@ def scenario_crdtsync_apply(work: Path, params: Result) -> Result:
     from pycrdt import Doc
 
     from crdtsync.errors import UpdateRejectedError
-    from crdtsync.model.yupdate import decode_state_vector, decode_update, missing_dependencies
+    from crdtsync.model.ystate import decode_state_vector, missing_dependencies
+    from crdtsync.model.yupdate import decode_update
     from crdtsync.store.worker import DEFAULT_DEADLINE
     from crdtsync.vault import Vault
 

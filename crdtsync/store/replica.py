@@ -23,14 +23,8 @@ from crdtsync.crypto.keys import DeviceKeys
 from crdtsync.errors import UpdateRejectedError, VaultError
 from crdtsync.model.records import Conflict, Memory, utc_now_iso
 from crdtsync.model.schema import CONTENT_KINDS, ROOTS, MemoryDoc, WriteContext, registry_entry
-from crdtsync.model.yupdate import (
-    DecodedUpdate,
-    decode_state_vector,
-    decode_update,
-    encode_state_vector,
-    expected_state,
-    missing_dependencies,
-)
+from crdtsync.model.ystate import decode_state_vector, encode_state_vector, expected_state, missing_dependencies
+from crdtsync.model.yupdate import DecodedUpdate, decode_update
 from crdtsync.store.db import Store
 from crdtsync.store.incarnation import ALARM as INCARNATION_ALARM
 from crdtsync.store.incarnation import check_incarnation, state_dir

@@ -45,7 +45,7 @@ from pycrdt import Doc, Map
 from crdtsync import ApplyResult
 from crdtsync.imports import ImportRecord, read_import
 from crdtsync.model.records import Memory
-from crdtsync.model.yupdate import decode_state_vector
+from crdtsync.model.ystate import decode_state_vector
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
 

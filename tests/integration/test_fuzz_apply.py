@@ -20,7 +20,7 @@ from typing import Any
 from pycrdt import Doc
 
 from crdtsync.model.schema import MemoryDoc
-from crdtsync.model.yupdate import decode_state_vector
+from crdtsync.model.ystate import decode_state_vector
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf, shared_data
 

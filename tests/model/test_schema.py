@@ -227,7 +227,7 @@ def test_add_writes_the_bytes_pycrdt_s_public_api_writes() -> None:
         public = replica(7)
         tail = [] if agent is None else ["A", "2026-01-01T00:00:00.000Z", agent]
 
-        def entry(value: object) -> object:
+        def entry(value: object, tail: list[str] = tail) -> object:
             return [value, *tail] if tail else value
 
         public.memories["m"] = Map({

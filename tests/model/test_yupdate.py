@@ -15,17 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdtsync.errors import UpdateRejectedError
-from crdtsync.model.yupdate import (
-    MAX_CLIENT,
-    MAX_CLOCK,
-    MAX_RUN,
-    DecodedUpdate,
-    decode_state_vector,
-    decode_update,
-    encode_state_vector,
-    expected_state,
-    missing_dependencies,
-)
+from crdtsync.model.ystate import decode_state_vector, encode_state_vector, expected_state, missing_dependencies
+from crdtsync.model.yupdate import MAX_CLIENT, MAX_CLOCK, MAX_RUN, DecodedUpdate, decode_update
 from tests.conftest import shared_data
 
 # -- crafting updates by hand (lib0 v1 encoding) -----------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 from pycrdt import Array, Doc, Map, Text
 
 from crdtsync.errors import UpdateRejectedError, VaultError
-from crdtsync.model.yupdate import decode_state_vector
+from crdtsync.model.ystate import decode_state_vector
 from crdtsync.store.worker import IntegrationWorker
 from crdtsync.vault import Vault
 from tests.conftest import shared_data
