@@ -1,7 +1,8 @@
 """Turning search text into SQL for the materialized memories: FTS5 words and literal symbol terms.
 
 Words that SQLite's unicode61 tokenizer indexes go to the FTS5 index ``memories_fts``; words it does not
-(emoji, symbols, punctuation) become ``LIKE`` substring tests over content, category and tags. Used by
+(emoji, symbols, punctuation) become ``LIKE`` substring tests over content, category and tags, and so do
+words that mix both (``C++``, ``tea🍵``), which must match as typed as well as through FTS5. Used by
 :meth:`crdtsync.store.db.Store.search`.
 """
 
@@ -70,10 +71,27 @@ CONTAINS = (
 )
 
 
+#: Separators that do not make a word literal (:func:`symbol_terms`): sentence punctuation, quotes, brackets,
+#: apostrophes and hyphens, which people type loosely ("Sam's" should find "Sam\u2019s", "e-mail" "e mail").
+_LOOSE = frozenset(".,;:!?\"'()[]{}<>\u2018\u2019\u201c\u201d-\u2010\u2013\u2014")
+
+
 def symbol_terms(text: str) -> list[str]:
-    """The words of ``text`` in which unicode61 finds no token (emoji, symbols, punctuation: ``"🍵"``, ``"→"``,
-    ``"++"``), without variation selectors (so ``"❤️"`` also finds a bare ``"❤"``), once each, in order."""
-    terms = (w.translate(_VARIATION_SELECTORS) for w in text.split() if not _is_indexed(w))
+    """The literal terms of ``text``, once each, in order, without variation selectors (so ``"❤️"`` also finds a
+    bare ``"❤"``):
+
+    - words in which unicode61 finds no token (emoji, symbols, punctuation: ``"🍵"``, ``"→"``, ``"++"``);
+    - words it tokenizes but that also hold a symbol it drops (``"C++"``, ``"C#"``, ``"AT&T"``, ``"tea🍵"``),
+      without their loose punctuation at either end (:data:`_LOOSE`): FTS5 alone would find every ``"C"``.
+      Loose punctuation inside a word keeps it a plain FTS5 word."""
+    terms = []
+    for word in text.split():
+        if not _is_indexed(word):
+            terms.append(word.translate(_VARIATION_SELECTORS))
+            continue
+        core = word.strip("".join(_LOOSE)).translate(_VARIATION_SELECTORS)
+        if any(ch not in _LOOSE and not _is_indexed(ch) for ch in core):
+            terms.append(core)
     return list(dict.fromkeys(t for t in terms if t))
 
 

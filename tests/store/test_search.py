@@ -79,6 +79,31 @@ def test_a_multi_character_symbol_term_is_one_substring(make_vault: MakeVault) -
     assert ids(v.search("++")) == [arrow.id]
 
 
+def test_a_word_holding_a_symbol_must_match_as_typed(make_vault: MakeVault) -> None:
+    v = make_vault()
+    cpp = v.add("writes C++ at work")
+    csharp = v.add("and C# on weekends")
+    grade = v.add("grade C in chemistry")
+    att = v.add("phone plan with AT&T.")
+    tea = v.add("green tea🍵 after lunch")
+    v.add("green tea after lunch")
+    assert ids(v.search("C++")) == [cpp.id]
+    assert ids(v.search("c#")) == [csharp.id]
+    assert set(ids(v.search("C", limit=None))) == {cpp.id, csharp.id, grade.id}  # the plain letter: FTS5 alone
+    assert ids(v.search("(AT&T)")) == [att.id]  # brackets around a word are loose punctuation
+    assert ids(v.search("tea🍵")) == [tea.id]
+
+
+def test_loose_punctuation_keeps_a_word_an_fts_word(make_vault: MakeVault) -> None:
+    v = make_vault()
+    curly = v.add("Sam\u2019s birthday is in May")
+    spaced = v.add("send it by e mail")
+    assert ids(v.search("Sam's birthday")) == [curly.id]
+    assert ids(v.search("e-mail")) == [spaced.id]
+    assert ids(v.search("birthday?")) == [curly.id]
+    assert search.symbol_terms("Sam's e-mail, C++! (tea🍵)") == ["C++", "tea🍵"]
+
+
 def test_a_variation_selector_in_the_query_is_ignored(make_vault: MakeVault) -> None:
     v = make_vault()
     bare = v.add("I \u2764 tea")
