@@ -337,7 +337,7 @@ def scenario_crdtsync_add(work: Path, params: Result) -> Result:
 
 
 def _install_apply_stopwatch() -> Stopwatch:
-    import crdtsync.store.replica as vault_module
+    import crdtsync.store.integration as vault_module
     from crdtsync.store.db import Store
     from crdtsync.store.replica import Replica
     from crdtsync.store.worker import IntegrationWorker

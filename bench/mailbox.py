@@ -277,11 +277,9 @@ def _join_stopwatch() -> Stopwatch:
     wrap_any(watch, "join chunks", f"{SYNC}:join_chunks")
     wrap_any(watch, "parse batch bodies", "crdtsync.mailbox.format:Batch.from_body")
     wrap_any(watch, "strict reader #1 (Mailbox._integrate: foreign-client check)", f"{SYNC}:decode_update")
-    wrap_any(watch, "strict reader #2 (apply_updates)", "crdtsync.store.replica:decode_update",
-             "crdtsync.vault:decode_update")
+    wrap_any(watch, "strict reader #2 (apply_updates)", "crdtsync.store.integration:decode_update")
     wrap_any(watch, "store the update in the inbox (Store.hold)", f"{STORE}.hold")
-    wrap_any(watch, "missing_dependencies", "crdtsync.store.replica:missing_dependencies",
-             "crdtsync.vault:missing_dependencies")
+    wrap_any(watch, "missing_dependencies", "crdtsync.store.integration:missing_dependencies")
     wrap_any(watch, "load B's Doc", f"{REPLICA}._load_doc", f"{VAULT}._load_doc")
     wrap_any(watch, "integration worker: spawn + load B's Doc", f"{WORKER}.__init__")
     wrap_any(watch, "integration worker: apply (child), schema check + rows (here)", f"{WORKER}.apply")
@@ -361,8 +359,7 @@ def _pull_stopwatch() -> Stopwatch:
     wrap_any(watch, "store put", f"{BACKEND}.put")
     wrap_any(watch, "store list", f"{BACKEND}.list")
     wrap_any(watch, "strict reader #1 (foreign-client check)", f"{SYNC}:decode_update")
-    wrap_any(watch, "strict reader #2 (apply_updates)", "crdtsync.store.replica:decode_update",
-             "crdtsync.vault:decode_update")
+    wrap_any(watch, "strict reader #2 (apply_updates)", "crdtsync.store.integration:decode_update")
     wrap_any(watch, "integration worker: spawn + load the whole Doc", f"{WORKER}.__init__")
     wrap_any(watch, "integration worker: apply + schema check", f"{WORKER}.apply")
     wrap_any(watch, "live apply + log + store rows", f"{REPLICA}._integrate_checked", f"{VAULT}._integrate_checked")

@@ -15,7 +15,7 @@ from crdtsync.errors import (
     VaultError,
 )
 from crdtsync.model.records import Candidate, Conflict, Memory
-from crdtsync.store.replica import ApplyResult
+from crdtsync.store.integration import ApplyResult
 from crdtsync.vault import ImportReport, Vault
 
 __all__ = [

@@ -45,7 +45,8 @@ from crdtsync.model.records import (
     check_tags,
 )
 from crdtsync.store.db import AuditRow, Store
-from crdtsync.store.replica import ApplyResult, Replica
+from crdtsync.store.integration import ApplyResult
+from crdtsync.store.replica import Replica
 from crdtsync.store.secrets_file import VaultSecrets, read_secrets, write_secrets
 from crdtsync.store.worker import DEFAULT_DEADLINE
 

@@ -3,7 +3,7 @@
 Words that SQLite's unicode61 tokenizer indexes go to the FTS5 index ``memories_fts``; words it does not
 (emoji, symbols, punctuation) become ``LIKE`` substring tests over content, category and tags, and so do
 words that mix both (``C++``, ``tea🍵``), which must match as typed as well as through FTS5. Used by
-:meth:`crdtsync.store.db.Store.search`.
+:meth:`crdtsync.store.memories.MaterializedMemories.search` (a method of ``Store``).
 """
 
 from __future__ import annotations

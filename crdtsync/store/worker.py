@@ -35,7 +35,7 @@ from pycrdt import Doc, Map
 
 from crdtsync.errors import UpdateRejectedError
 from crdtsync.model.schema import CLIENT_PREFIX, ROOT_DEVICES, ROOT_MEMORIES, ROOT_VAULT, read_record
-from crdtsync.store.db import MemoryRow, memory_row
+from crdtsync.store.memories import MemoryRow, memory_row
 
 #: Seconds one update may take to apply in the worker before it is killed.
 DEFAULT_DEADLINE = 10.0
@@ -56,7 +56,7 @@ _WORKER_CODES = ("UPDATE_MALFORMED",)
 _EMPTY_STATE = b"\x00"
 _REGISTRY_TEXT_FIELDS = ("name", "sign_pk", "kx_pk", "added_by", "added_at", "revoked_at")
 
-#: One touched memory: its id and its materialized row (:func:`crdtsync.store.db.memory_row`), or None when
+#: One touched memory: its id and its materialized row (:func:`crdtsync.store.memories.memory_row`), or None when
 #: the memory is no longer in the Doc.
 Row = tuple[str, "MemoryRow | None"]
 #: A touched key of a root Map as the child reports it: ``[key, is_map, JSON text or None when absent]``.

@@ -1,0 +1,320 @@
+"""Integration of updates received from outside the process: the defended apply path of a replica.
+
+pycrdt can panic, corrupt memory or hang on a crafted update (README "Trust boundaries"), so a received update
+reaches the live Doc only through the steps here: the strict Yjs v1 reader and the schema and client-id
+checks, the durable inbox (``Store.hold``) where it waits for what it depends on, the integration worker
+(:mod:`crdtsync.store.worker`) that applies it first under a deadline and returns its materialized rows, the
+clock-jump check, then logging and the live apply; a stored state that no longer loads is bisected and its
+culprit quarantined. :class:`UpdateIntegration` holds these steps as a mixin of
+:class:`crdtsync.store.replica.Replica`, which owns the Doc, the lease, local writes and compaction that they
+use; everything here is private to crdtsync.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pycrdt import Map
+
+from crdtsync.errors import UpdateRejectedError, VaultError
+from crdtsync.model.records import Conflict, Memory
+from crdtsync.model.schema import CONTENT_KINDS, ROOTS, MemoryDoc, WriteContext, registry_entry
+from crdtsync.model.ystate import decode_state_vector, expected_state, missing_dependencies
+from crdtsync.model.yupdate import DecodedUpdate, decode_update
+from crdtsync.store.db import Store
+from crdtsync.store.worker import IntegrationWorker, Row, WorkerResult
+
+T = TypeVar("T")
+
+#: Received updates that may wait for missing dependencies at once; more are refused (UPDATE_INBOX_FULL).
+MAX_HELD = 10_000
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """The outcome of one received update: ``status`` is ``"integrated"`` (now in the Doc and the store),
+    ``"pending"`` (stored, waiting for updates it depends on; it integrates when they arrive) or ``"refused"``
+    (quarantined; ``code`` says why, nothing of it was applied). ``changed`` lists memory ids it touched."""
+
+    status: str
+    code: str | None = None
+    message: str | None = None
+    changed: tuple[str, ...] = ()
+
+
+class UpdateIntegration:
+    """Mixin of :class:`~crdtsync.store.replica.Replica`: integration of received updates
+    (:meth:`apply_updates` and its steps).
+
+    It keeps no state of its own making: the attributes annotated below are set by ``Replica.__init__``, and the
+    methods declared for type checking only are the replica's (the Doc, the registry copy, local writes,
+    compaction)."""
+
+    _store: Store
+    deadline: float
+    _doc: MemoryDoc | None
+    _seen: int
+    #: The integration worker (None until needed or after a failure), the store's last update id its scratch
+    #: Doc holds, and the strict reader's results for held updates by inbox id.
+    _worker: IntegrationWorker | None
+    _worker_at: int
+    _decoded: dict[int, DecodedUpdate]
+
+    if TYPE_CHECKING:
+        def _stored_updates(self) -> Iterator[tuple[int, bytes]]: ...
+        def _current_doc(self) -> MemoryDoc: ...
+        def _save_registry(self, registry: Mapping[str, Mapping[str, Any]]) -> None: ...
+        def _stored_registry(self) -> dict[str, dict[str, Any]] | None: ...
+        def _maybe_compact(self) -> None: ...
+        def ensure_lease_registered(self) -> None: ...
+        def context(self) -> WriteContext: ...
+        def local_write(self, fn: Callable[[MemoryDoc], T], touched: Iterable[str], *,
+                        rows: Sequence[tuple[Memory, list[Conflict]]] = ()) -> T: ...
+
+    def apply_updates(
+        self,
+        updates: Sequence[tuple[bytes, str]],
+        *,
+        on_stored: Callable[[], None] | None = None,
+        allowed_clients: Sequence[frozenset[int] | None] | None = None,
+    ) -> list[ApplyResult]:
+        """Integrate received updates, defending against the pycrdt hazards (README "Trust boundaries").
+
+        1. Each update is decoded by the strict Yjs v1 reader; a refusal is quarantined with its code. When
+           ``allowed_clients`` gives a set for an update (the Yjs client ids its authenticated sender owns),
+           structs of any other client quarantine it (``UPDATE_FOREIGN_CLIENT``).
+        2. Every accepted update is stored in the inbox, durably, in one transaction; ``on_stored`` runs inside
+           that transaction (a sync layer advances its cursor there, so what it acknowledges is on disk).
+        3. Each held update whose dependencies are all known here is applied in the integration worker under
+           the deadline; a panic, crash, hang, schema violation or a state vector other than the one the
+           update's content justifies quarantines it. Otherwise it is applied to the live Doc, logged and
+           materialized in one transaction. Updates that wait for others stay held (``"pending"``).
+
+        Returns one :class:`ApplyResult` per input, in order. Never raises for a bad update.
+        """
+        outcomes: list[ApplyResult | int] = []
+        with self._store.write():
+            for n, (data, origin) in enumerate(updates):
+                try:
+                    decoded = decode_update(bytes(data))
+                    unknown = decoded.root_names - ROOTS
+                    if unknown:
+                        raise UpdateRejectedError(f"the update writes unknown roots {sorted(unknown)}",
+                                                  code="UPDATE_SCHEMA_VIOLATION")
+                    foreign_kinds = decoded.kinds - CONTENT_KINDS
+                    if foreign_kinds:
+                        raise UpdateRejectedError(
+                            f"the update carries content schema v1 never writes: {', '.join(sorted(foreign_kinds))}",
+                            code="UPDATE_SCHEMA_VIOLATION")
+                    allowed = allowed_clients[n] if allowed_clients is not None else None
+                    foreign = set(decoded.structs) - allowed if allowed is not None else set()
+                    if foreign:
+                        raise UpdateRejectedError(
+                            f"{origin} sent structs of Yjs client ids {sorted(foreign)} it does not own",
+                            code="UPDATE_FOREIGN_CLIENT")
+                    if self._store.held_count() >= MAX_HELD:
+                        raise UpdateRejectedError(
+                            f"{MAX_HELD} received updates already wait for missing ones; refusing more until "
+                            "they integrate (`crdtsync status` shows them)", code="UPDATE_INBOX_FULL")
+                except UpdateRejectedError as exc:
+                    self._store.quarantine(bytes(data), origin=origin, code=exc.code, message=exc.message)
+                    outcomes.append(ApplyResult("refused", exc.code, exc.message))
+                    continue
+                inbox_id = self._store.hold(bytes(data), origin=origin, waiting="not yet tried")
+                self._decoded[inbox_id] = decoded
+                outcomes.append(inbox_id)
+            if on_stored is not None:
+                on_stored()
+        done = self._drain_inbox()
+        held = {row[0] for row in self._store.held()}
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, ApplyResult):
+                results.append(outcome)
+            elif outcome in done:
+                results.append(done[outcome])
+            else:
+                results.append(ApplyResult("pending" if outcome in held else "integrated"))
+        return results
+
+    def _worker_for(self) -> IntegrationWorker:
+        """The integration worker, reused while its scratch Doc holds exactly the store's updates (nothing but
+        worker-checked updates was logged since it was loaded), else a fresh one loaded from the store. Call
+        inside a write transaction.
+
+        Raises:
+            VaultError: ``VAULT_REBUILD_FAILED`` when two fresh workers in a row cannot load the stored state and
+                no received stored update can be found and quarantined as the cause
+                (:meth:`_quarantine_unloadable`). The update being tried is never blamed: it stays held
+                (:meth:`_drain_inbox` raises the alarm).
+        """
+        head = self._store.last_update_id()
+        worker = self._worker
+        if worker is not None and worker.alive and self._worker_at == head:
+            return worker
+        if worker is not None:
+            worker.close()
+        self._worker = None
+        stored = list(self._stored_updates())
+        state = [data for _, data in stored]
+        try:
+            self._worker = IntegrationWorker(state, deadline=self.deadline)
+        except UpdateRejectedError:
+            try:  # yrs's memory faults depend on the process (hazard hang-2): one more try in a fresh one
+                self._worker = IntegrationWorker(state, deadline=self.deadline)
+            except UpdateRejectedError as exc:
+                self._worker = self._quarantine_unloadable(stored, exc)
+                head = self._store.last_update_id()
+        self._worker_at = head
+        return self._worker
+
+    def _loads(self, state: Sequence[bytes]) -> bool:
+        try:
+            IntegrationWorker(state, deadline=self.deadline).close()
+        except UpdateRejectedError:
+            return False
+        return True
+
+    def _quarantine_unloadable(self, stored: Sequence[tuple[int, bytes]], failure: UpdateRejectedError,
+                               ) -> IntegrationWorker:
+        """The stored state does not load: find the stored update that makes it fail (bisecting over prefixes
+        loaded in fresh workers), quarantine it (``UPDATE_REBUILD_FAILED``) when it is a received log row, move
+        the received rows logged after it back to the inbox, re-materialize every row from a worker loaded
+        without it, and return that worker. Call inside a write transaction.
+
+        Raises:
+            VaultError: ``VAULT_REBUILD_FAILED`` when the culprit is this vault's snapshot or its own write, or
+                when the state still does not load without it.
+        """
+        environment = not self._loads([])  # no worker starts at all: the machine, not the state
+        good, bad = 0, len(stored)  # stored[:good] loads, stored[:bad] does not
+        while bad - good > 1 and not environment:
+            middle = (good + bad) // 2
+            good, bad = (middle, bad) if self._loads([data for _, data in stored[:middle]]) else (good, middle)
+        update_id = stored[bad - 1][0]
+        snapshot = bad == 1 and self._store.snapshot_upto() > 0
+        if environment or snapshot or not self._store.is_received(update_id):
+            raise VaultError(f"the integration worker cannot load this vault's own stored state ({failure.code}: "
+                             f"{failure.message}); received updates stay held and are retried at the next sync",
+                             code="VAULT_REBUILD_FAILED")
+        message = (f"the stored update {update_id} makes the vault's state impossible to load "
+                   f"({failure.code}); it was taken out of the log")
+        requeued = self._store.unlog_received(update_id, code="UPDATE_REBUILD_FAILED", message=message)
+        self._doc = None
+        try:
+            worker = IntegrationWorker([data for _, data in self._stored_updates()], deadline=self.deadline)
+            everything = worker.read_all()
+        except UpdateRejectedError as exc:
+            raise VaultError(f"the vault's stored state still does not load after quarantining update "
+                             f"{update_id} ({exc.code}: {exc.message})", code="VAULT_REBUILD_FAILED") from None
+        present = {memory_id for memory_id, _ in everything.rows}
+        self._store_rows([*everything.rows, *((gone, None) for gone in self._store.shared_ids() - present)])
+        self._save_registry({d: registry_entry(entry) for d, entry in everything.devices.items()})
+        self._store.raise_alarm("UPDATE_REBUILD_FAILED", f"{message}; {requeued} later received updates are "
+                                "checked again, memories were re-read from what remains")
+        return worker
+
+    def _drain_inbox(self) -> dict[int, ApplyResult]:
+        """Integrate every held update whose dependencies are present, until no more progress is possible.
+        Strict-reader results are cached per inbox id for as long as the update stays held. The worker's state
+        vector (equal to the store's) decides what is missing, so a pull never needs the live Doc."""
+        done: dict[int, ApplyResult] = {}
+        cache = self._decoded
+        def decoded_of(inbox_id: int, data: bytes) -> DecodedUpdate:
+            if inbox_id not in cache:
+                cache[inbox_id] = decode_update(data)
+            return cache[inbox_id]
+
+        def start(row: tuple[int, str, bytes]) -> int:
+            try:
+                structs = decoded_of(row[0], row[2]).structs
+            except UpdateRejectedError:
+                return 0
+            return min((ranges[0][0] for ranges in structs.values() if ranges), default=0)
+
+        progress = True
+        while progress and self._store.held_count():
+            progress = False
+            # Earliest clocks first: a stream delivered in reverse integrates in one pass, not n passes.
+            for inbox_id, origin, data in sorted(self._store.held(), key=start):
+                try:
+                    with self._store.write():  # a rebuild, and any repair of the stored state, commits alone
+                        self._worker_for()
+                    with self._store.write():
+                        worker = self._worker_for()
+                        state = decode_state_vector(worker.state_vector)
+                        decoded = decoded_of(inbox_id, data)
+                        missing = missing_dependencies(decoded, state)
+                        if missing:
+                            self._store.conn.execute(
+                                "UPDATE inbox SET waiting = ? WHERE id = ?", (repr(missing), inbox_id))
+                            continue
+                        result = worker.apply(data, on_rows=self._store_rows)
+                        if decode_state_vector(result.state_vector) != expected_state(decoded, state):
+                            worker.close()
+                            raise UpdateRejectedError(
+                                "the update moved a client's clock further than its content justifies",
+                                code="UPDATE_CLOCK_JUMP")
+                        self._worker_at = self._integrate_checked(data, origin, result)
+                        self._store.release(inbox_id)
+                        cache.pop(inbox_id, None)
+                        done[inbox_id] = ApplyResult("integrated", changed=tuple(r[0] for r in result.rows))
+                        progress = True
+                except UpdateRejectedError as exc:
+                    with self._store.write():
+                        self._store.release(inbox_id)
+                        self._store.quarantine(data, origin=origin, code=exc.code, message=exc.message)
+                    cache.pop(inbox_id, None)
+                    done[inbox_id] = ApplyResult("refused", exc.code, exc.message)
+                    progress = True
+                except VaultError as exc:
+                    if exc.code == "VAULT_REBUILD_FAILED":  # outside the rolled-back transaction, so it stays
+                        self._store.raise_alarm(exc.code, exc.message)
+                    raise
+        self._maybe_compact()
+        return done
+
+    def _store_rows(self, rows: Sequence[Row]) -> None:
+        """Store the materialized rows a worker apply produced (in the caller's transaction; memories that are
+        level 0 here keep their local row)."""
+        local = self._store.existing_ids((memory_id for memory_id, _ in rows), level=0)
+        self._store.put_rows(row for memory_id, row in rows if row is not None and memory_id not in local)
+        for memory_id, row in rows:
+            if row is None and memory_id not in local:
+                self._store.drop_memory(memory_id)
+
+    def _integrate_checked(self, data: bytes, origin: str, result: WorkerResult) -> int:
+        """Log a worker-checked update whose rows are stored; apply it to the live Doc if this process has one
+        loaded (a pull into an unloaded vault never loads it). When the update replaced records held here (a
+        concurrent creation of one id), the live Doc is loaded to read what they held and it is resurfaced.
+        Returns the id the update was logged under."""
+        lost_ids = [k for k in result.replaced if self._store.memory_level(k) == 1]
+        if lost_ids or self._doc is not None:
+            doc = self._current_doc()  # the store does not hold this update yet: the state before it
+            before = {k: doc.memories[k].to_py() or {} for k in lost_ids if isinstance(doc.memories.get(k), Map)}
+            try:
+                doc.doc.apply_update(data)
+            except BaseException:
+                self._doc = None
+                raise UpdateRejectedError("pycrdt refused an update the worker accepted",
+                                          code="UPDATE_MALFORMED") from None
+        update_id = self._store.append_update(data, origin=origin, local=False)
+        if self._doc is not None:
+            self._seen = update_id
+        registry = self._stored_registry()
+        if result.devices and registry is not None:
+            registry.update({device_id: registry_entry(entry) for device_id, entry in result.devices.items()})
+            self._save_registry(registry)
+        if lost_ids and self._doc is not None:
+            self._resurface(self._doc, before)
+        return update_id
+
+    def _resurface(self, doc: MemoryDoc, lost: Mapping[str, Mapping[str, Any]]) -> None:
+        """Re-insert what records dropped by a concurrent creation of the same id held (``lost``: each as this
+        replica held it just before; see :meth:`MemoryDoc.resurface`), as a local write in the current
+        transaction."""
+        self.ensure_lease_registered()
+        ctx = self.context()
+        self.local_write(lambda d: [d.resurface(k, ctx, raw) for k, raw in lost.items()], lost)
