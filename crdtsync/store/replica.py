@@ -310,9 +310,10 @@ class Replica(UpdateIntegration):
         kept exact in ``meta`` (no Doc load) unless this process has the Doc loaded or the copy is not known to
         be exact."""
         with self._store.write():
-            stored = self._stored_registry() if self._doc is None else None
-            if stored is not None:
+            stored = self._stored_registry()
+            if stored is not None and self._doc is None:
                 return stored
             registry = self._current_doc().registry()
-            self._save_registry(registry)
+            if registry != stored:  # else the transaction writes nothing: no commit to sync to disk
+                self._save_registry(registry)
             return registry

@@ -366,7 +366,9 @@ def test_a_pull_never_loads_the_doc_and_the_registry_it_keeps_equals_the_docs(
         kept = phone.devices()
         assert not phone.doc_loaded and set(kept) == {a.device_id, b.device_id}
         phone.state_vector()  # loads the Doc: devices() now reads the Doc itself
+        changes = phone.store.conn.total_changes
         assert phone.doc_loaded and phone.devices() == kept
+        assert phone.store.conn.total_changes == changes  # and rewrites nothing when the copy is right
         assert [m.content for m in phone.search("laptop")] == ["one more from the laptop"]
 
 
