@@ -6,11 +6,16 @@ Layout under a mailbox URL (README.md "Mailbox layout" is the spec)::
       vault.json                      public header (crdtsync.crypto.header): KDF params + salt, vault keys
                                       wrapped under the passphrase per epoch
       d/<device_id>/log/<seq:016x>    one update batch of that device; seq strictly increasing from 1
-      d/<device_id>/snap/<seq:016x>   that device's whole contribution as of seq (compaction)
+      d/<device_id>/log/<seq:016x>.1  continuations of a batch too large for one object (.1, .2, ...)
+      d/<device_id>/snap/<seq:016x>   that device's whole contribution as of seq (compaction), and its
+                                      continuations likewise
       d/<device_id>/head              the device's latest seq, its snapshot seq, lowest log seq kept, acks
 
 An object is a msgpack array of envelopes (``crdtsync.crypto.envelope``), the chunks of one body; a head is
-one envelope. Bodies (msgpack maps, inside the AEAD and under the sender's signature):
+one envelope. A body with more chunks than one object holds (:data:`MAX_CHUNKS`, or the store's 256 MiB)
+continues in ``<key>.1``, ``<key>.2``... up to :data:`MAX_PARTS` objects; the chunks' own framing (index and
+count, under the signature) says how many there are, and the writer puts the continuations before the object
+at the key itself. Bodies (msgpack maps, inside the AEAD and under the sender's signature):
 
 - log and snap (kinds UPDATE and SNAPSHOT): ``{"seq": int, "update": Yjs v1 update bytes, "clients": [int],
   "prev": bytes}`` where ``clients`` are the Yjs client ids the sender writes with (a joining device announces
@@ -34,13 +39,18 @@ from typing import Any
 
 import msgpack
 
-from crdtsync.crypto.envelope import split_body
+from crdtsync.crypto.envelope import MAX_BODY_BYTES, split_body
 from crdtsync.errors import MailboxError
 
 ROOT = "crdtsync-v1"
 HEADER_NAME = "vault.json"
 #: Largest number of envelopes (chunks) one object may hold: 64 x 4 MiB.
 MAX_CHUNKS = 64
+#: Largest chunk of a body, in bytes: what one envelope carries.
+CHUNK_BYTES = MAX_BODY_BYTES
+#: Largest number of objects one log or snapshot body may span (the object at its key, then the continuations
+#: ``<key>.1``, ``<key>.2``...): 4 x 256 MiB of envelopes, about 1 GiB of update.
+MAX_PARTS = 4
 
 
 def vault_prefix(vault_tag: str) -> str:
@@ -73,10 +83,17 @@ def snap_key(vault_tag: str, device_id: str, seq: int) -> str:
     return f"{devices_prefix(vault_tag)}/{device_id}/snap/{seq:016x}"
 
 
+def part_key(key: str, part: int) -> str:
+    """The object holding part ``part`` of the body at ``key``: ``key`` itself for part 0, then ``key.1``..."""
+    return key if part == 0 else f"{key}.{part}"
+
+
 def parse_seq(name: str) -> int | None:
-    """The sequence number of an object name (16 lowercase hex digits), or None for anything else."""
-    if len(name) == 16 and all(c in "0123456789abcdef" for c in name):
-        return int(name, 16)
+    """The sequence number of a log or snapshot object's name (16 lowercase hex digits, the part of a
+    continuation ``<seq>.<part>`` included), or None for anything else."""
+    base, dot, part = name.partition(".")
+    if len(base) == 16 and all(c in "0123456789abcdef" for c in base) and (not dot or part.isdigit()):
+        return int(base, 16)
     return None
 
 
@@ -173,6 +190,29 @@ def pack_object(envelopes: list[bytes]) -> bytes:
     return packed
 
 
+def pack_objects(envelopes: list[bytes], max_bytes: int) -> list[bytes]:
+    """The objects that carry the envelopes of one body, in order: each at most :data:`MAX_CHUNKS` envelopes
+    and ``max_bytes`` bytes (the store's object limit); the first goes at the body's key, the others at its
+    continuation keys (:func:`part_key`).
+
+    Raises:
+        MailboxError: ``MAILBOX_TOO_LARGE`` when they would be more than :data:`MAX_PARTS` objects.
+    """
+    groups: list[list[bytes]] = [[]]
+    size = 5  # a msgpack array header
+    for envelope in envelopes:
+        need = len(envelope) + 5  # a bin header
+        if groups[-1] and (len(groups[-1]) >= MAX_CHUNKS or size + need > max_bytes):
+            groups.append([])
+            size = 5
+        groups[-1].append(envelope)
+        size += need
+    if len(groups) > MAX_PARTS:
+        raise MailboxError(f"an update of {len(envelopes)} envelopes would take {len(groups)} objects; at most "
+                           f"{MAX_PARTS} are allowed", code="MAILBOX_TOO_LARGE")
+    return [pack_object(group) for group in groups]
+
+
 def unpack_object(data: bytes, what: str) -> list[bytes]:
     """The envelopes of an object. Raises ``MailboxError`` (``MAILBOX_OBJECT_CORRUPT``): not an array of
     1..:data:`MAX_CHUNKS` byte strings (for example a torn or truncated object)."""
@@ -186,5 +226,6 @@ def unpack_object(data: bytes, what: str) -> list[bytes]:
 
 
 def chunks_of(body: bytes) -> list[bytes]:
-    """The chunk bodies to seal for ``body`` (always framed, even when one chunk suffices)."""
-    return split_body(body)
+    """The chunk bodies to seal for ``body`` (always framed, even when one chunk suffices), each at most
+    :data:`CHUNK_BYTES`."""
+    return split_body(body, CHUNK_BYTES)

@@ -32,11 +32,20 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from pycrdt import merge_updates
 
-from crdtsync.crypto.envelope import KIND_HEAD, KIND_SNAPSHOT, KIND_UPDATE, join_chunks, open_envelope, seal
+from crdtsync.crypto.envelope import (
+    KIND_HEAD,
+    KIND_SNAPSHOT,
+    KIND_UPDATE,
+    join_chunks,
+    open_envelope,
+    parse_chunk,
+    seal,
+)
 from crdtsync.crypto.keys import vault_tag
 from crdtsync.errors import CrdtsyncError, MailboxError
-from crdtsync.mailbox.backend import BlobStore
+from crdtsync.mailbox.backend import MAX_OBJECT_BYTES, BlobStore
 from crdtsync.mailbox.format import (
+    MAX_PARTS,
     Batch,
     Head,
     chain_digest,
@@ -45,7 +54,9 @@ from crdtsync.mailbox.format import (
     head_key,
     header_key,
     log_key,
-    pack_object,
+    pack_objects,
+    parse_seq,
+    part_key,
     snap_key,
     unpack_object,
 )
@@ -176,19 +187,33 @@ class Mailbox:
                                "another device's object was put in its place", code="MAILBOX_OBJECT_CORRUPT")
         return opened.body, opened.registered
 
-    def _read_batch(self, key: str, device_id: str, kind: int, seq: int) -> tuple[Batch, bool, bytes]:
-        """Fetch, open and parse one log or snapshot object; returns the batch, whether its sender was already
-        registered, and the chain digest of its body."""
-        data = self.store.get(key)
-        if data is None:
-            raise MailboxError(f"{key} is not in the mailbox (yet); it will be read on the next sync",
-                               code="MAILBOX_OBJECT_MISSING")
+    def _read_batch(self, key: str, device_id: str, kind: int, seq: int) -> tuple[Batch, bool, bytes, int]:
+        """Fetch, open and parse one log or snapshot body (the object at ``key``, then its continuations while
+        its chunks announce more); returns the batch, whether its sender was already registered, the chain
+        digest of its body and how many objects it took."""
         chunks: list[bytes] = []
         registered = True
-        for envelope in unpack_object(data, key):
-            body, known = self._open(envelope, device_id, kind, key)
-            registered = registered and known
-            chunks.append(body)
+        parts = 0
+        while True:
+            what = part_key(key, parts)
+            data = self.store.get(what)
+            if data is None:
+                raise MailboxError(f"{what} is not in the mailbox (yet); it will be read on the next sync",
+                                   code="MAILBOX_OBJECT_MISSING")
+            for envelope in unpack_object(data, what):
+                body, known = self._open(envelope, device_id, kind, what)
+                registered = registered and known
+                chunks.append(body)
+            parts += 1
+            try:
+                count = parse_chunk(chunks[0]).count
+            except CrdtsyncError as exc:
+                raise MailboxError(f"{key}: {exc.message}", code="MAILBOX_OBJECT_CORRUPT") from None
+            if len(chunks) >= count:
+                break
+            if parts >= MAX_PARTS:
+                raise MailboxError(f"{key} announces {count} chunks, more than {MAX_PARTS} objects hold",
+                                   code="MAILBOX_OBJECT_CORRUPT")
         try:
             body = join_chunks(chunks)
             batch = Batch.from_body(body, key)
@@ -197,7 +222,7 @@ class Mailbox:
         if batch.seq != seq:
             raise MailboxError(f"{key} holds seq {batch.seq}, not {seq}: the object was replaced",
                                code="MAILBOX_OBJECT_CORRUPT")
-        return batch, registered, chain_digest(body)
+        return batch, registered, chain_digest(body), parts
 
     def read_head(self, device_id: str) -> Head | None:
         """The head of ``device_id`` in this mailbox, verified, or None when it has none."""
@@ -234,7 +259,8 @@ class Mailbox:
             recovered = max(state.seq, _int_cursor(db.get_cursor(f"pull:{self.relay}", self.me)))
             if recovered < remote.seq:
                 self._pull_device(self.me, remote, recovered, report, [0, 0, None])
-            _, _, chain = self._read_batch(log_key(self.tag, self.me, remote.seq), self.me, KIND_UPDATE, remote.seq)
+            _, _, chain, _ = self._read_batch(log_key(self.tag, self.me, remote.seq), self.me, KIND_UPDATE,
+                                              remote.seq)
             state = _PushState(seq=remote.seq, snap=remote.snap, first=remote.first, chain=chain)
         last_id = db.last_update_id()
         acks = {k: _int_cursor(v) for k, v in db.cursors(f"pull:{self.relay}").items()}
@@ -251,25 +277,39 @@ class Mailbox:
         clients = self._own_clients()
         body = Batch(seq, update, clients, prev=state.chain).to_body()
         chain = chain_digest(body)
-        obj = pack_object(self._seal(KIND_UPDATE, body))
-        self.store.put(log_key(self.tag, self.me, seq), obj)
-        report.objects_up += 1
-        report.bytes_up += len(obj)
+        self._put_body(log_key(self.tag, self.me, seq), KIND_UPDATE, body, report)
         snap = state.snap
         if seq - snap >= SNAPSHOT_EVERY:
             snap_body = Batch(seq, self.vault.own_contribution(), clients, prev=chain).to_body()
-            snap_obj = pack_object(self._seal(KIND_SNAPSHOT, snap_body))
-            self.store.put(snap_key(self.tag, self.me, seq), snap_obj)
-            report.objects_up += 1
-            report.bytes_up += len(snap_obj)
+            self._put_body(snap_key(self.tag, self.me, seq), KIND_SNAPSHOT, snap_body, report)
             if snap:
-                self.store.delete(snap_key(self.tag, self.me, snap))
+                self._delete_bodies("snap", [snap])
             snap = seq
         first = self._collect_garbage(state.first, snap)
         self._put_head(Head(seq, snap, first, acks), report)
         with db.write():
             db.set_cursor("push", self.relay, str(last_id).encode())
             db.set_cursor("push-state", self.relay, _PushState(seq, snap, first, chain).pack())
+
+    def _put_body(self, key: str, kind: int, body: bytes, report: SyncReport) -> None:
+        """Seal ``body`` and write it at ``key``, its continuations first when it needs more than one object
+        (so that a reader who finds the object at ``key`` finds the rest)."""
+        objects = pack_objects(self._seal(kind, body), MAX_OBJECT_BYTES)
+        for part in reversed(range(len(objects))):
+            self.store.put(part_key(key, part), objects[part])
+            report.objects_up += 1
+            report.bytes_up += len(objects[part])
+
+    def _delete_bodies(self, folder: str, seqs: list[int]) -> None:
+        """Delete our ``log`` or ``snap`` objects of ``seqs``, with their continuations when a listing shows
+        any (a lagging listing leaves one behind: garbage, never read)."""
+        if not seqs:
+            return
+        prefix = f"{devices_prefix(self.tag)}/{self.me}/{folder}"
+        wanted = set(seqs)
+        continuations = [name for name in self.store.list(prefix) if "." in name and parse_seq(name) in wanted]
+        for name in [f"{seq:016x}" for seq in seqs] + continuations:
+            self.store.delete(f"{prefix}/{name}")
 
     def _put_head(self, head: Head, report: SyncReport) -> None:
         (sealed,) = self._seal(KIND_HEAD, head.to_body())
@@ -284,8 +324,7 @@ class Mailbox:
         if not others or snap == 0:
             return first
         floor = min(min(acked.get(d, 0) for d in others), snap)
-        for seq in range(first, floor + 1):
-            self.store.delete(log_key(self.tag, self.me, seq))
+        self._delete_bodies("log", list(range(first, floor + 1)))
         return max(first, floor + 1)
 
     # -- pull -------------------------------------------------------------------------------------------
@@ -382,8 +421,8 @@ class Mailbox:
     def _fetch(self, device_id: str, kind: int, seq: int, report: SyncReport) -> Fetched:
         key = (snap_key if kind == KIND_SNAPSHOT else log_key)(self.tag, device_id, seq)
         before = self.store.stats.bytes_down
-        batch, registered, digest = self._read_batch(key, device_id, kind, seq)
-        report.objects_down += 1
+        batch, registered, digest, parts = self._read_batch(key, device_id, kind, seq)
+        report.objects_down += parts
         report.bytes_down += self.store.stats.bytes_down - before
         return seq, batch, registered, digest
 

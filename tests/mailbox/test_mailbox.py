@@ -10,6 +10,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+import crdtsync.mailbox.format as format_module
 import crdtsync.mailbox.sync as sync_module
 from crdtsync.crypto.envelope import KIND_HEAD, KIND_UPDATE, seal
 from crdtsync.errors import CryptoError, MailboxError, NotFoundError
@@ -182,7 +183,8 @@ def test_structs_under_another_devices_client_id_are_quarantined(
     secrets = b.secrets
     prev = b""
     if seq > 1:
-        _, _, prev = mailbox._read_batch(log_key(mailbox.tag, b.device_id, seq - 1), b.device_id, KIND_UPDATE, seq - 1)
+        key = log_key(mailbox.tag, b.device_id, seq - 1)
+        _, _, prev, _ = mailbox._read_batch(key, b.device_id, KIND_UPDATE, seq - 1)
     envelopes = [seal(vault_id=secrets.vault_id, epoch=0, vault_key=secrets.epochs[0], sender=secrets.device,
                       kind=KIND_UPDATE, body=chunk, sealed_count=100) for chunk in
                  chunks_of(Batch(seq, stolen, (1,), prev=prev).to_body())]
@@ -263,6 +265,80 @@ def test_compaction_snapshots_and_drops_acknowledged_logs_and_a_new_device_start
     assert len(a_logs) < 12 and any(box.rglob("snap/*"))
     c = joined(tmp_path, "c", box.as_uri())
     assert memories(c) == memories(a)
+    for v in (a, b, c):
+        v.close()
+
+
+def test_a_body_larger_than_one_object_continues_in_further_objects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Objects hold 64 chunks of 4 MiB; here 4 chunks of 1 KiB, so a few dozen memories need continuations."""
+    monkeypatch.setattr(format_module, "CHUNK_BYTES", 1024)
+    monkeypatch.setattr(format_module, "MAX_CHUNKS", 4)
+    box = tmp_path / "box"
+    a = new_device(tmp_path, "a")
+    for i in range(40):
+        a.add(f"memory {i}: a sentence long enough that forty of them fill several chunks", tags=["x"])
+    a.add_relay("box", box.as_uri())
+    (push,) = a.sync()
+    logs = next(box.rglob(f"d/{a.device_id}")) / "log"
+    first = sorted(p.name for p in logs.iterdir())
+    assert push.errors == [] and first[0] == "0000000000000001" and "0000000000000001.1" in first
+    assert push.objects_up == len(first) + 1  # every part and the head
+    b = joined(tmp_path, "b", box.as_uri())
+    assert memories(b) == memories(a) and len(memories(b)) == 40
+
+    # A missing continuation is never skipped; one from another body is refused.
+    for i in range(40, 80):
+        a.add(f"memory {i}: a sentence long enough that forty of them fill several chunks")
+    a.sync()
+    second = logs / "0000000000000002.1"
+    kept = second.read_bytes()
+    second.unlink()
+    assert errors(b.sync()) == ["MAILBOX_OBJECT_MISSING"] and len(memories(b)) == 40
+    second.write_bytes((logs / "0000000000000001.1").read_bytes())
+    assert errors(b.sync()) == ["MAILBOX_OBJECT_CORRUPT"] and len(memories(b)) == 40
+    second.write_bytes(kept)
+    assert errors(b.sync()) == [] and memories(b) == memories(a)
+
+    # A body that would need more than MAX_PARTS objects is refused before anything is written.
+    monkeypatch.setattr(format_module, "MAX_PARTS", 1)
+    monkeypatch.setattr(sync_module, "MAX_PARTS", 1)
+    a.add("one more, pushed in a body that now needs two objects " * 100)
+    before = sorted(p.name for p in logs.iterdir())
+    assert errors(a.sync(pull=False)) == ["MAILBOX_TOO_LARGE"]
+    assert sorted(p.name for p in logs.iterdir()) == before
+    for v in (a, b):
+        v.close()
+
+
+def test_collected_logs_and_replaced_snapshots_take_their_continuations_along(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(format_module, "CHUNK_BYTES", 1024)
+    monkeypatch.setattr(format_module, "MAX_CHUNKS", 2)
+    monkeypatch.setattr(format_module, "MAX_PARTS", 64)
+    monkeypatch.setattr(sync_module, "MAX_PARTS", 64)
+    monkeypatch.setattr(sync_module, "SNAPSHOT_EVERY", 3)
+    box = tmp_path / "box"
+    a = new_device(tmp_path, "a")
+    a.add_relay("box", box.as_uri())
+    a.sync()
+    b = joined(tmp_path, "b", box.as_uri())
+    for round_ in range(8):
+        for i in range(15):
+            a.add(f"round {round_} memory {i} with enough text to need a continuation object")
+        a.sync()
+        b.sync()
+    a.sync()
+    mine = next(box.rglob(f"d/{a.device_id}"))
+    logs = sorted(p.name for p in (mine / "log").iterdir())
+    snaps = sorted(p.name for p in (mine / "snap").iterdir())
+    lowest = min(int(name.split(".")[0], 16) for name in logs)
+    assert lowest > 1 and all(int(name.split(".")[0], 16) >= lowest for name in logs)
+    assert len({name.split(".")[0] for name in snaps}) == 1 and len(snaps) > 1  # one snapshot, in parts
+    c = joined(tmp_path, "c", box.as_uri())
+    assert memories(c) == memories(a) == memories(b)
     for v in (a, b, c):
         v.close()
 
