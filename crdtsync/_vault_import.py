@@ -1,6 +1,7 @@
 """Importing memories into a vault, behind :meth:`crdtsync.vault.Vault.import_path`.
 
-Records come from the readers in :mod:`crdtsync.imports` and are written :data:`IMPORT_BATCH` at a time:
+Records come from the readers in :mod:`crdtsync.imports` and are written :data:`IMPORT_BATCH` at a time (fewer
+when their content passes :data:`IMPORT_BATCH_CHARS`):
 ids already in the vault are skipped (imports are idempotent), level-0 records go straight into SQLite and
 level-1 records into the shared Doc in one transaction through the :class:`~crdtsync.store.replica.Replica`.
 """
@@ -18,8 +19,10 @@ from crdtsync.model.schema import MemoryDoc
 from crdtsync.store.db import Store
 from crdtsync.store.replica import Replica
 
-#: Records per SQLite transaction during an import.
+#: Records per SQLite transaction (and local update) during an import, at most...
 IMPORT_BATCH = 10000
+#: ...and characters of content, at most: 10,000 memories of up to 64 KiB each would make one update of 640 MB.
+IMPORT_BATCH_CHARS = 16 * 1024 * 1024
 
 
 @dataclass
@@ -42,15 +45,16 @@ def import_path(
 
     report = ImportReport()
     batch: list[Any] = []
-    handled = 0
+    handled = chars = 0
     for item in read_import(Path(path), format=format):
         if isinstance(item, ImportProblem):
             report.problems.append((item.location, item.code, item.message))
             continue
         batch.append(item)
-        if len(batch) >= IMPORT_BATCH:
+        chars += len(item.content)
+        if len(batch) >= IMPORT_BATCH or chars >= IMPORT_BATCH_CHARS:
             handled += _import_batch(store, replica, batch, report)
-            batch = []
+            batch, chars = [], 0
             if progress:
                 progress(handled)
     handled += _import_batch(store, replica, batch, report)

@@ -64,7 +64,10 @@ if __name__ == "__main__":
 
 IMPORT_SCRIPT = """
 import sys
+import crdtsync._vault_import
 from crdtsync.vault import Vault
+
+crdtsync._vault_import.IMPORT_BATCH = 2000  # more batch boundaries for the kills to land between
 
 def main() -> None:
     with Vault.open(sys.argv[1]) as vault:

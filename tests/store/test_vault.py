@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from pycrdt import Doc
 
+import crdtsync._vault_import as import_module
 import crdtsync.store.replica as replica_module
 from crdtsync.errors import CryptoError, InvalidInputError, NotFoundError, VaultError
 from crdtsync.model.schema import MemoryDoc
@@ -261,3 +263,21 @@ def test_opening_a_vault_with_the_old_insert_trigger_drops_it_and_rebuilds_the_i
         reopened.add("walrus two")
         assert len(reopened.search("walrus")) == 2
         _fts_integrity(reopened)
+
+
+def test_an_import_commits_in_batches_bounded_by_records_and_by_content(
+    make_vault: MakeVault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(import_module, "IMPORT_BATCH", 4)
+    monkeypatch.setattr(import_module, "IMPORT_BATCH_CHARS", 1000)
+    source = tmp_path / "in.jsonl"
+    lines = [{"content": f"short {i}"} for i in range(6)] + [{"content": f"long {i} " + "x" * 400} for i in range(6)]
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    v = make_vault()
+    before = len(v.store.local_updates_after(0))
+    progress: list[int] = []
+    report = v.import_path(source, progress=progress.append)
+    # 4 short (the record limit), 2 short + 2 long (the record limit), 3 long (over 1,000 characters), the last.
+    assert progress == [4, 8, 11, 12] and report.added == 12
+    assert len(v.store.local_updates_after(0)) - before == 4  # one local update per committed batch
+    assert sorted(m.content for m in v.list()) == sorted(line["content"] for line in lines)
