@@ -24,12 +24,15 @@ quarantined with ``UPDATE_FOREIGN_CLIENT``.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgpack
+from filelock import FileLock, Timeout
 from pycrdt import merge_updates
 
 from crdtsync.crypto.envelope import (
@@ -70,6 +73,8 @@ Fetched = tuple[int, Batch, bool, bytes]
 Progress = Callable[[int, int], None]
 #: A device writes a snapshot of its contribution every this many log objects.
 SNAPSHOT_EVERY = 256
+#: Seconds a sync waits for another process's sync of the same vault and relay before it reports SYNC_BUSY.
+SYNC_LOCK_SECONDS = 120.0
 #: A pull integrates at most this many log objects, or bytes of updates, per transaction.
 PULL_GROUP = 64
 PULL_GROUP_BYTES = 64 * 1024 * 1024
@@ -452,21 +457,37 @@ class Mailbox:
             self._registry = None
 
 
+def sync_lock_path(vault_path: Path, relay: str) -> Path:
+    """The lock file that keeps two processes from syncing one vault with one relay at once (in the vault
+    folder, named after a hash of the relay name)."""
+    return vault_path / f".sync-{hashlib.sha256(relay.encode()).hexdigest()[:16]}.lock"
+
+
 def sync_relay(vault: Vault, store: BlobStore, relay: str, *, push: bool = True, pull: bool = True,
                progress: Progress | None = None, clock: Callable[[], float] = time.monotonic) -> SyncReport:
     """Push then pull one relay; returns what moved. ``progress(done, total)`` follows the objects pulled.
     Store errors of the whole relay (unreachable, denied) are reported in ``errors`` rather than raised, so a
-    sync over several relays goes on; each sync writes an audit row."""
+    sync over several relays goes on; each sync writes an audit row.
+
+    Two processes never sync one vault with one relay at once: both would write the next log object under the
+    same seq and the device's history would fork (other devices raise ``MAILBOX_FORK`` and can lose the
+    overwritten writes). The second waits for the first's OS file lock (:func:`sync_lock_path`, released when
+    its process dies) for up to :data:`SYNC_LOCK_SECONDS`, then reports ``SYNC_BUSY`` and moves nothing."""
     started = clock()
     report = SyncReport(relay=relay)
     ops_before = store.stats.operations
     mailbox = Mailbox(vault, store, relay)
     try:
-        if push:
-            mailbox.push(report)
-        if pull:
-            mailbox.pull(report, progress)
-            vault.devices()
+        with FileLock(sync_lock_path(vault.path, relay), timeout=SYNC_LOCK_SECONDS):
+            if push:
+                mailbox.push(report)
+            if pull:
+                mailbox.pull(report, progress)
+                vault.devices()
+    except Timeout:
+        report.errors.append({"device": "", "code": "SYNC_BUSY", "message": (
+            f"another process has been syncing this vault with relay {relay} for over {SYNC_LOCK_SECONDS:g} s; "
+            "nothing was pushed or pulled: sync again once it is done")})
     except CrdtsyncError as exc:
         report.errors.append({"device": "", "code": exc.code, "message": exc.message})
     report.operations = store.stats.operations - ops_before
