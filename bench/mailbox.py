@@ -235,7 +235,7 @@ def _push_stopwatch() -> Stopwatch:
     wrap_any(watch, "encode A's whole contribution (own_contribution)", f"{REPLICA}.own_contribution",
              f"{VAULT}.own_contribution")
     wrap_any(watch, "split + seal envelopes (Mailbox._seal)", f"{SYNC}:Mailbox._seal")
-    wrap_any(watch, "pack the object (msgpack)", f"{SYNC}:pack_object")
+    wrap_any(watch, "pack the objects (msgpack)", f"{SYNC}:pack_objects")
     wrap_any(watch, "store get", f"{BACKEND}.get")
     wrap_any(watch, "store put", f"{BACKEND}.put")
     wrap_any(watch, "store list", f"{BACKEND}.list")
