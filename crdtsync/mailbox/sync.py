@@ -63,6 +63,7 @@ from crdtsync.mailbox.format import (
     snap_key,
     unpack_object,
 )
+from crdtsync.model.yupdate import item_positions
 
 if TYPE_CHECKING:
     from crdtsync.vault import Vault
@@ -263,6 +264,7 @@ class Mailbox:
             # our push state (writes lost with the backup), then continue after it.
             recovered = max(state.seq, _int_cursor(db.get_cursor(f"pull:{self.relay}", self.me)))
             if recovered < remote.seq:
+                self._refuse_reused_clocks(pushed, recovered, remote.seq)
                 self._pull_device(self.me, remote, recovered, report, [0, 0, None])
             _, _, chain, _ = self._read_batch(log_key(self.tag, self.me, remote.seq), self.me, KIND_UPDATE,
                                               remote.seq)
@@ -295,6 +297,39 @@ class Mailbox:
         with db.write():
             db.set_cursor("push", self.relay, str(last_id).encode())
             db.set_cursor("push-state", self.relay, _PushState(seq, snap, first, chain).pack())
+
+    def _refuse_reused_clocks(self, pushed: int, recovered: int, newest: int) -> None:
+        """Before taking back our own log objects ``recovered + 1 .. newest`` (written by this device but unknown
+        to its store: it was restored from a backup, or copied), make sure the writes it has not pushed yet did
+        not reuse their Yjs clocks. A restore that also restored the state folder (:mod:`crdtsync.store.
+        incarnation` then sees nothing) and was written to before this sync makes such writes: other devices
+        would ignore them, and later writes that refer to them would land on the lost writes' Items there.
+
+        Raises:
+            MailboxError: ``DEVICE_CLOCKS_REUSED`` (with a persistent alarm) when an unpushed write and a lost
+                one are different Items under one ID (:func:`crdtsync.model.yupdate.item_positions`); nothing
+                is pushed or taken back then.
+        """
+        mine = set(self._own_clients())
+        ours: dict[tuple[int, int], bytes] = {}
+        for _, data in self.vault.local_updates_after(pushed):
+            ours.update((item, where) for item, where in item_positions(data).items() if item[0] in mine)
+        if not ours:
+            return
+        reused = 0
+        for seq in range(recovered + 1, newest + 1):
+            batch, _, _, _ = self._read_batch(log_key(self.tag, self.me, seq), self.me, KIND_UPDATE, seq)
+            lost = item_positions(batch.update)
+            reused += sum(1 for item, where in ours.items() if lost.get(item, where) != where)
+        if reused:
+            message = (f"this device was restored from a backup together with its state folder (or copied), and "
+                       f"wrote before syncing: {reused} of its new Items reuse the Yjs clocks of writes that the "
+                       f"backup lost and relay {self.relay} still holds. Pushing them would make other devices "
+                       "ignore them or misplace later edits, so this relay is not synced from this vault. Make a "
+                       "fresh copy with `crdtsync join` in a new folder and re-enter what was written here since "
+                       "the restore (`crdtsync log` lists it)")
+            self.vault.store.raise_alarm("DEVICE_CLOCKS_REUSED", message, relay=self.relay)
+            raise MailboxError(message, code="DEVICE_CLOCKS_REUSED")
 
     def _put_body(self, key: str, kind: int, body: bytes, report: SyncReport) -> None:
         """Seal ``body`` and write it at ``key``, its continuations first when it needs more than one object

@@ -6,6 +6,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from crdtsync.store.incarnation import ALARM
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
@@ -101,3 +103,89 @@ def test_a_crash_between_the_two_token_writes_raises_no_false_alarm(tmp_path: Pa
     with Vault.open(path) as vault:
         vault.add("third")
         assert vault.status()["alarms"] == [] and len(clients(vault)) == 1
+
+
+# -- a restore that also restores the state folder (a whole home folder, or a copy to a new phone) --------
+
+
+def full_backup_restored_after_a_lost_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """A laptop and a phone in sync; the laptop's vault and state folder are backed up; the laptop writes and
+    syncs (the lost write); both folders are restored. Returns the laptop's path and the relay URL."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("CRDTSYNC_STATE_DIR", str(state))
+    box = (tmp_path / "box").as_uri()
+    laptop = device(tmp_path, "laptop")
+    with Vault.open(laptop) as vault:
+        vault.add("written before the backup")
+        vault.add_relay("box", box)
+        assert sync_errors(vault) == []
+    Vault.join(tmp_path / "phone", box, passphrase=PASSPHRASE, device_name="phone")
+    shutil.copytree(laptop, tmp_path / "backup")
+    shutil.copytree(state, tmp_path / "backup-state")
+    with Vault.open(laptop) as vault:
+        vault.add("written after the backup, then lost with the disk")
+        assert sync_errors(vault) == []
+    for live, saved in ((laptop, tmp_path / "backup"), (state, tmp_path / "backup-state")):
+        shutil.rmtree(live)
+        shutil.copytree(saved, live)
+    return laptop, box
+
+
+def contents(path: Path) -> list[str]:
+    with Vault.open(path) as vault:
+        return sorted(m.content for m in vault.list())
+
+
+def test_writes_made_after_a_full_restore_are_refused_before_they_reach_other_devices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    laptop, _ = full_backup_restored_after_a_lost_write(tmp_path, monkeypatch)
+    head = sorted((tmp_path / "box").rglob("head"))
+    heads_before = [p.read_bytes() for p in head]
+    with Vault.open(laptop) as vault:
+        vault.add("written after the restore, before any sync")
+        assert sync_errors(vault) == ["DEVICE_CLOCKS_REUSED"]
+        assert [a["code"] for a in vault.status()["alarms"]] == ["DEVICE_CLOCKS_REUSED"]
+        assert sync_errors(vault) == ["DEVICE_CLOCKS_REUSED"]  # and on every later sync, until repaired
+    assert [p.read_bytes() for p in head] == heads_before  # nothing was pushed
+    with Vault.open(tmp_path / "phone") as phone:
+        assert sync_errors(phone) == []
+    assert contents(tmp_path / "phone") == ["written after the backup, then lost with the disk",
+                                            "written before the backup"]
+
+
+def test_a_full_restore_synced_before_writing_gets_its_lost_writes_back_without_an_alarm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    laptop, _ = full_backup_restored_after_a_lost_write(tmp_path, monkeypatch)
+    with Vault.open(laptop) as vault:
+        assert sync_errors(vault) == []
+        vault.add("written after the first sync")
+        assert sync_errors(vault) == [] and vault.status()["alarms"] == []
+    with Vault.open(tmp_path / "phone") as phone:
+        assert sync_errors(phone) == []
+    assert contents(tmp_path / "phone") == contents(laptop) == [
+        "written after the backup, then lost with the disk", "written after the first sync",
+        "written before the backup"]
+
+
+def test_a_push_whose_cursor_commit_was_lost_is_recognised_as_its_own_and_raises_nothing(tmp_path: Path) -> None:
+    """A process killed after writing its log object and head but before committing its push cursor: the next
+    push finds the mailbox ahead, and the unpushed writes are the very Items it holds, not reused clocks."""
+    box = (tmp_path / "box").as_uri()
+    laptop = device(tmp_path, "laptop")
+    with Vault.open(laptop) as vault:
+        vault.add("first")
+        vault.add_relay("box", box)
+        assert sync_errors(vault) == []
+        cursors = {name: vault.store.get_cursor(name, "box") for name in ("push", "push-state")}
+        vault.add("second, pushed but its cursor commit lost")
+        assert sync_errors(vault) == []
+        with vault.store.write():
+            for name, value in cursors.items():
+                assert value is not None
+                vault.store.set_cursor(name, "box", value)
+        vault.add("third")
+        assert sync_errors(vault) == [] and vault.status()["alarms"] == []
+    Vault.join(tmp_path / "phone", box, passphrase=PASSPHRASE, device_name="phone")
+    assert contents(tmp_path / "phone") == ["first", "second, pushed but its cursor commit lost", "third"]
