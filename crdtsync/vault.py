@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from crdtsync import _vault_import, _vault_memories, _vault_relays
+from crdtsync import _vault_import, _vault_memories, _vault_rebase, _vault_relays
 from crdtsync._vault_import import IMPORT_BATCH as IMPORT_BATCH
 from crdtsync._vault_import import ImportReport as ImportReport
 from crdtsync.crypto.header import KdfParams, VaultHeader, create_header
@@ -351,6 +351,21 @@ class Vault:
         """The device registry replicated in the Doc: ``{device_id: {name, sign_pk, kx_pk, added_by, added_at,
         clients}}``. Loads the Doc."""
         return self._replica.devices()
+
+    def rebase_unpushed(self, update_ids: builtins.list[int], relay: str) -> None:
+        """For the sync layer: take this device's logged updates ``update_ids`` out of the vault, because they
+        reuse Yjs clocks of writes a backup lost (relay ``relay`` holds those), keeping what they made of each
+        memory for :meth:`reapply_rebased`; raises a ``DEVICE_RESTORED`` alarm. See :mod:`crdtsync._vault_rebase`.
+
+        Raises:
+            VaultError: ``DEVICE_CLOCKS_REUSED`` when a snapshot already holds them.
+        """
+        _vault_rebase.rebase_unpushed(self._store, self._replica, update_ids, relay)
+
+    def reapply_rebased(self) -> int:
+        """For the sync layer: write again, under the current client id, what :meth:`rebase_unpushed` kept (only
+        what differs from the vault now); returns how many memories it kept (0: nothing pending)."""
+        return _vault_rebase.reapply(self._store, self._replica)
 
     def local_updates_after(self, after: int) -> builtins.list[tuple[int, bytes]]:
         """This device's own logged updates with log id > ``after`` (what a push sends), oldest first."""

@@ -45,7 +45,7 @@ from crdtsync.crypto.envelope import (
     seal,
 )
 from crdtsync.crypto.keys import vault_tag
-from crdtsync.errors import CrdtsyncError, MailboxError
+from crdtsync.errors import CrdtsyncError, MailboxError, VaultError
 from crdtsync.mailbox.backend import MAX_OBJECT_BYTES, BlobStore
 from crdtsync.mailbox.format import (
     MAX_PARTS,
@@ -264,11 +264,13 @@ class Mailbox:
             # our push state (writes lost with the backup), then continue after it.
             recovered = max(state.seq, _int_cursor(db.get_cursor(f"pull:{self.relay}", self.me)))
             if recovered < remote.seq:
-                self._refuse_reused_clocks(pushed, recovered, remote.seq)
+                self._rebase_reused_clocks(pushed, recovered, remote.seq)
                 self._pull_device(self.me, remote, recovered, report, [0, 0, None])
             _, _, chain, _ = self._read_batch(log_key(self.tag, self.me, remote.seq), self.me, KIND_UPDATE,
                                               remote.seq)
             state = _PushState(seq=remote.seq, snap=remote.snap, first=remote.first, chain=chain)
+        if self.vault.reapply_rebased():  # after a rebase (or a crash before it was re-applied)
+            self._registry = None  # the writes went under a new client id, announced in the registry
         last_id = db.last_update_id()
         acks = {k: _int_cursor(v) for k, v in db.cursors(f"pull:{self.relay}").items()}
         if pushed == 0:
@@ -298,21 +300,25 @@ class Mailbox:
             db.set_cursor("push", self.relay, str(last_id).encode())
             db.set_cursor("push-state", self.relay, _PushState(seq, snap, first, chain).pack())
 
-    def _refuse_reused_clocks(self, pushed: int, recovered: int, newest: int) -> None:
+    def _rebase_reused_clocks(self, pushed: int, recovered: int, newest: int) -> None:
         """Before taking back our own log objects ``recovered + 1 .. newest`` (written by this device but unknown
         to its store: it was restored from a backup, or copied), make sure the writes it has not pushed yet did
         not reuse their Yjs clocks. A restore that also restored the state folder (:mod:`crdtsync.store.
         incarnation` then sees nothing) and was written to before this sync makes such writes: other devices
         would ignore them, and later writes that refer to them would land on the lost writes' Items there.
+        When an unpushed write and a lost one are different Items under one ID
+        (:func:`crdtsync.model.yupdate.item_positions`; a push whose cursor commit was lost holds the same Items),
+        the unpushed writes are taken out of the vault and what they did is written again under a new client id
+        (:meth:`crdtsync.vault.Vault.rebase_unpushed`), before the lost ones are taken back.
 
         Raises:
-            MailboxError: ``DEVICE_CLOCKS_REUSED`` (with a persistent alarm) when an unpushed write and a lost
-                one are different Items under one ID (:func:`crdtsync.model.yupdate.item_positions`); nothing
-                is pushed or taken back then.
+            MailboxError: ``DEVICE_CLOCKS_REUSED`` (with a persistent alarm) when they cannot be taken out (a
+                snapshot holds them); nothing is pushed or taken back then.
         """
         mine = set(self._own_clients())
+        unpushed = self.vault.local_updates_after(pushed)
         ours: dict[tuple[int, int], bytes] = {}
-        for _, data in self.vault.local_updates_after(pushed):
+        for _, data in unpushed:
             ours.update((item, where) for item, where in item_positions(data).items() if item[0] in mine)
         if not ours:
             return
@@ -321,15 +327,23 @@ class Mailbox:
             batch, _, _, _ = self._read_batch(log_key(self.tag, self.me, seq), self.me, KIND_UPDATE, seq)
             lost = item_positions(batch.update)
             reused += sum(1 for item, where in ours.items() if lost.get(item, where) != where)
-        if reused:
+        if not reused:
+            return
+        try:
+            self.vault.rebase_unpushed([update_id for update_id, _ in unpushed], self.relay)
+        except VaultError as exc:
             message = (f"this device was restored from a backup together with its state folder (or copied), and "
                        f"wrote before syncing: {reused} of its new Items reuse the Yjs clocks of writes that the "
-                       f"backup lost and relay {self.relay} still holds. Pushing them would make other devices "
-                       "ignore them or misplace later edits, so this relay is not synced from this vault. Make a "
-                       "fresh copy with `crdtsync join` in a new folder and re-enter what was written here since "
-                       "the restore (`crdtsync log` lists it)")
+                       f"backup lost and relay {self.relay} still holds, and {exc.message}. Pushing them would "
+                       "make other devices ignore them or misplace later edits, so this relay is not synced from "
+                       "this vault. Make a fresh copy with `crdtsync join` in a new folder and re-enter what was "
+                       "written here since the restore (`crdtsync log` lists it)")
             self.vault.store.raise_alarm("DEVICE_CLOCKS_REUSED", message, relay=self.relay)
-            raise MailboxError(message, code="DEVICE_CLOCKS_REUSED")
+            raise MailboxError(message, code="DEVICE_CLOCKS_REUSED") from None
+        # Re-applied before the lost writes come back, so that each is concurrent with them, as it was: where
+        # both changed one field, both values show as a conflict.
+        self.vault.reapply_rebased()
+        self._registry = None
 
     def _put_body(self, key: str, kind: int, body: bytes, report: SyncReport) -> None:
         """Seal ``body`` and write it at ``key``, its continuations first when it needs more than one object

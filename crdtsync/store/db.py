@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,6 +311,16 @@ class Store(MaterializedMemories):
             "ON CONFLICT (client_id) DO UPDATE SET holder = excluded.holder, acquired = excluded.acquired",
             (client_id, holder),
         )
+
+    def lease_holder(self, client_id: int) -> str | None:
+        """Who holds the lease of ``client_id`` (None: free, or retired: no such lease any more)."""
+        row = self.conn.execute("SELECT holder FROM leases WHERE client_id = ?", (client_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def drop_local_updates(self, update_ids: Iterable[int]) -> None:
+        """Delete this device's own logged updates ``update_ids`` (a rebase: see
+        :meth:`crdtsync.store.replica.Replica.drop_unpushed`). Call inside :meth:`write`."""
+        self.conn.executemany("DELETE FROM updates WHERE id = ? AND local = 1", [(i,) for i in update_ids])
 
     def retire_leases(self) -> list[int]:
         """Forget every client id of this device so that none is ever leased again (a restored or copied store:

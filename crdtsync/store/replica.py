@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pycrdt import Doc, merge_updates
 
 from crdtsync.crypto.keys import DeviceKeys
+from crdtsync.errors import VaultError
 from crdtsync.model.records import Conflict, Memory, utc_now_iso
 from crdtsync.model.schema import MemoryDoc, WriteContext
 from crdtsync.model.ystate import decode_state_vector, encode_state_vector
@@ -28,7 +29,7 @@ from crdtsync.store.db import Store
 from crdtsync.store.incarnation import ALARM as INCARNATION_ALARM
 from crdtsync.store.incarnation import check_incarnation, state_dir
 from crdtsync.store.integration import UpdateIntegration
-from crdtsync.store.worker import IntegrationWorker
+from crdtsync.store.worker import IntegrationWorker, ScratchDoc
 
 T = TypeVar("T")
 
@@ -134,6 +135,62 @@ class Replica(UpdateIntegration):
             self._store.set_lease(client_id, self._holder)
         self._client_id = client_id
         return client_id
+
+    def restart(self) -> None:
+        """Forget the live Doc, the integration worker and the client id: the next write loads the Doc from the
+        store again and takes (and announces) a fresh client-id lease."""
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+        self._doc = None
+        self._client_id = None
+        self._registered = False
+
+    def drop_unpushed(self, update_ids: Collection[int], keep: Callable[[set[str]], None]) -> set[str]:
+        """Take this device's own logged updates ``update_ids`` out of the vault: they reuse Yjs clocks of writes
+        lost with a backup (see :meth:`crdtsync.vault.Vault.rebase_unpushed`). In one transaction: the log loses
+        them, a snapshot of the Doc without them replaces the state (so every process reloads), every client-id
+        lease is retired (so no process writes under those clocks again), the memories they touched are
+        materialized again without them, and ``keep(touched memory ids)`` runs (to store what to re-apply).
+        Returns the touched ids.
+
+        Raises:
+            VaultError: ``DEVICE_CLOCKS_REUSED`` when a snapshot already holds some of them (compaction ran after
+                they were written), so the Doc cannot be rebuilt without them.
+        """
+        dropped = set(update_ids)
+        if dropped and self._store.snapshot_upto() >= min(dropped):
+            raise VaultError("the writes made since the restore were compacted into a snapshot and cannot be taken "
+                             "out", code="DEVICE_CLOCKS_REUSED")
+        scratch = ScratchDoc()
+        for update_id, data in self._stored_updates():
+            if update_id not in dropped:
+                scratch.doc.apply_update(data)
+        without = scratch.doc.get_update()
+        touched: set[str] = set()
+        for update_id, data in self._store.local_updates_after(min(dropped, default=0) - 1):
+            if update_id in dropped:
+                scratch.apply(data)
+                touched |= scratch.changed
+        rebuilt: Doc[Any] = Doc()
+        rebuilt.apply_update(without)
+        with self._store.write():
+            keep(touched)
+            self._store.drop_local_updates(dropped)
+            # An empty update gives the snapshot an id past every one any process has seen, so each reloads
+            # its Doc and worker; the snapshot then covers (and drops) it.
+            marker = self._store.append_update(_EMPTY_UPDATE, origin=self.device_id, local=False)
+            pushed = [int(v) for v in self._store.cursors("push").values()]
+            self._store.save_snapshot(marker, without, keep_local_after=min(pushed, default=marker))
+            self._store.retire_leases()
+            self._materialize(MemoryDoc(rebuilt), touched)
+            self._save_registry(MemoryDoc(rebuilt).registry())
+        self.restart()
+        return touched
+
+    def _lease_lost(self) -> bool:
+        """Whether this process's client-id lease was retired by another (a rebase, a restore seen elsewhere)."""
+        return self._client_id is not None and self._store.lease_holder(self._client_id) != self._holder
 
     def release_lease(self) -> None:
         if self._client_id is None:
@@ -270,7 +327,10 @@ class Replica(UpdateIntegration):
             self._store.save_snapshot(self._seen, doc.doc.get_update(), keep_local_after=keep_after)
 
     def ensure_lease_registered(self) -> None:
-        """Hold a client-id lease and make sure the registry announces it (once per Vault object)."""
+        """Hold a client-id lease and make sure the registry announces it (once per Vault object, and again when
+        another process retired the lease)."""
+        if self._lease_lost():
+            self.restart()
         if self._registered:
             return
         self._acquire_lease()

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+import crdtsync._vault_rebase as rebase_module
+import crdtsync.store.replica as replica_module
+from crdtsync.model.records import Memory
 from crdtsync.store.incarnation import ALARM
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
@@ -109,14 +112,15 @@ def test_a_crash_between_the_two_token_writes_raises_no_false_alarm(tmp_path: Pa
 
 
 def full_backup_restored_after_a_lost_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
-    """A laptop and a phone in sync; the laptop's vault and state folder are backed up; the laptop writes and
-    syncs (the lost write); both folders are restored. Returns the laptop's path and the relay URL."""
+    """A laptop and a phone in sync; the laptop's vault and state folder are backed up; the laptop adds a memory
+    and edits the first one, and syncs (the lost writes); both folders are restored. Returns the laptop's path
+    and the relay URL."""
     state = tmp_path / "state"
     monkeypatch.setenv("CRDTSYNC_STATE_DIR", str(state))
     box = (tmp_path / "box").as_uri()
     laptop = device(tmp_path, "laptop")
     with Vault.open(laptop) as vault:
-        vault.add("written before the backup")
+        vault.add("written before the backup", tags=["old"])
         vault.add_relay("box", box)
         assert sync_errors(vault) == []
     Vault.join(tmp_path / "phone", box, passphrase=PASSPHRASE, device_name="phone")
@@ -124,6 +128,7 @@ def full_backup_restored_after_a_lost_write(tmp_path: Path, monkeypatch: pytest.
     shutil.copytree(state, tmp_path / "backup-state")
     with Vault.open(laptop) as vault:
         vault.add("written after the backup, then lost with the disk")
+        vault.update(by_content(vault, "written before the backup").id, category="edited before the loss")
         assert sync_errors(vault) == []
     for live, saved in ((laptop, tmp_path / "backup"), (state, tmp_path / "backup-state")):
         shutil.rmtree(live)
@@ -131,27 +136,92 @@ def full_backup_restored_after_a_lost_write(tmp_path: Path, monkeypatch: pytest.
     return laptop, box
 
 
+def by_content(vault: Vault, content: str) -> Memory:
+    (memory,) = [m for m in vault.list(include_deleted=True) if m.content == content]
+    return memory
+
+
+def shown(path: Path) -> list[tuple[object, ...]]:
+    with Vault.open(path) as vault:
+        return sorted((m.id, m.content, m.category, sorted(m.tags), m.deleted, m.conflicts)
+                      for m in vault.list(include_deleted=True))
+
+
 def contents(path: Path) -> list[str]:
     with Vault.open(path) as vault:
         return sorted(m.content for m in vault.list())
 
 
-def test_writes_made_after_a_full_restore_are_refused_before_they_reach_other_devices(
+def test_writes_made_after_a_full_restore_are_rebased_under_a_new_client_and_reach_every_device(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     laptop, _ = full_backup_restored_after_a_lost_write(tmp_path, monkeypatch)
-    head = sorted((tmp_path / "box").rglob("head"))
-    heads_before = [p.read_bytes() for p in head]
     with Vault.open(laptop) as vault:
-        vault.add("written after the restore, before any sync")
-        assert sync_errors(vault) == ["DEVICE_CLOCKS_REUSED"]
-        assert [a["code"] for a in vault.status()["alarms"]] == ["DEVICE_CLOCKS_REUSED"]
-        assert sync_errors(vault) == ["DEVICE_CLOCKS_REUSED"]  # and on every later sync, until repaired
-    assert [p.read_bytes() for p in head] == heads_before  # nothing was pushed
+        before = clients(vault)
+        old = by_content(vault, "written before the backup")
+        fresh = vault.add("written after the restore, before any sync", tags=["new"])
+        vault.update(old.id, category="edited after the restore", add_tags=["again"])
+        assert sync_errors(vault) == []
+        assert [a["code"] for a in vault.status()["alarms"]] == ["DEVICE_RESTORED"]
+        assert set(clients(vault)) - set(before)  # a client id it never used before
+        assert vault.get(old.id).tags == {"old", "again"}
+        assert {c.value for c in vault.conflicts()[0].candidates} == {"edited before the loss",
+                                                                      "edited after the restore"}
+        assert vault.store.get_meta("rebase-intents") == ""
     with Vault.open(tmp_path / "phone") as phone:
         assert sync_errors(phone) == []
-    assert contents(tmp_path / "phone") == ["written after the backup, then lost with the disk",
-                                            "written before the backup"]
+    assert shown(tmp_path / "phone") == shown(laptop)
+    assert sorted(row[1] for row in shown(laptop)) == [
+        "written after the backup, then lost with the disk", "written after the restore, before any sync",
+        "written before the backup"]
+    # Later edits of what was written after the restore land on the right memory everywhere.
+    with Vault.open(laptop) as vault:
+        vault.update(fresh.id, content="edited again on the laptop")
+        assert sync_errors(vault) == []
+    with Vault.open(tmp_path / "phone") as phone:
+        assert sync_errors(phone) == []
+        assert phone.get(fresh.id).content == "edited again on the laptop"
+        assert by_content(phone, "written after the backup, then lost with the disk").category is None
+    assert shown(tmp_path / "phone") == shown(laptop)
+
+
+def test_a_rebase_interrupted_before_its_writes_are_re_applied_finishes_on_the_next_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    laptop, _ = full_backup_restored_after_a_lost_write(tmp_path, monkeypatch)
+
+    def crash(*args: object) -> None:
+        raise RuntimeError("killed while re-applying")
+
+    with Vault.open(laptop) as vault:
+        fresh = vault.add("written after the restore, before any sync")
+        with monkeypatch.context() as patched:
+            patched.setattr(rebase_module, "_write_as", crash)
+            with pytest.raises(RuntimeError):
+                vault.sync()
+        assert vault.store.get_meta(rebase_module.INTENTS_META) not in ("", None)  # kept for the next push
+        assert sync_errors(vault) == []
+        assert vault.get(fresh.id).content == "written after the restore, before any sync"
+        assert vault.store.get_meta(rebase_module.INTENTS_META) == ""
+    with Vault.open(tmp_path / "phone") as phone:
+        assert sync_errors(phone) == []
+        assert phone.get(fresh.id).content == "written after the restore, before any sync"
+    assert shown(tmp_path / "phone") == shown(laptop)
+
+
+def test_writes_already_compacted_into_a_snapshot_stop_the_sync_with_a_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    laptop, _ = full_backup_restored_after_a_lost_write(tmp_path, monkeypatch)
+    heads = sorted((tmp_path / "box").rglob("head"))
+    heads_before = [p.read_bytes() for p in heads]
+    monkeypatch.setattr(replica_module, "COMPACT_AFTER_UPDATES", 1)
+    with Vault.open(laptop) as vault:
+        vault.add("written after the restore, then compacted")
+        assert sync_errors(vault) == ["DEVICE_CLOCKS_REUSED"]
+        assert "DEVICE_CLOCKS_REUSED" in [a["code"] for a in vault.status()["alarms"]]
+    assert [p.read_bytes() for p in heads] == heads_before  # nothing was pushed
+    assert "written after the restore, then compacted" not in [row[1] for row in shown(tmp_path / "phone")]
 
 
 def test_a_full_restore_synced_before_writing_gets_its_lost_writes_back_without_an_alarm(
@@ -162,11 +232,13 @@ def test_a_full_restore_synced_before_writing_gets_its_lost_writes_back_without_
         assert sync_errors(vault) == []
         vault.add("written after the first sync")
         assert sync_errors(vault) == [] and vault.status()["alarms"] == []
+        assert by_content(vault, "written before the backup").category == "edited before the loss"
     with Vault.open(tmp_path / "phone") as phone:
         assert sync_errors(phone) == []
     assert contents(tmp_path / "phone") == contents(laptop) == [
         "written after the backup, then lost with the disk", "written after the first sync",
         "written before the backup"]
+    assert shown(tmp_path / "phone") == shown(laptop)
 
 
 def test_a_push_whose_cursor_commit_was_lost_is_recognised_as_its_own_and_raises_nothing(tmp_path: Path) -> None:
