@@ -11,6 +11,7 @@ import msgpack
 import pytest
 
 import crdtsync.mailbox.format as format_module
+import crdtsync.mailbox.objects as objects_module
 import crdtsync.mailbox.sync as sync_module
 from crdtsync.crypto.envelope import KIND_HEAD, KIND_UPDATE, seal
 from crdtsync.errors import CryptoError, MailboxError, NotFoundError
@@ -303,7 +304,7 @@ def test_a_body_larger_than_one_object_continues_in_further_objects(
 
     # A body that would need more than MAX_PARTS objects is refused before anything is written.
     monkeypatch.setattr(format_module, "MAX_PARTS", 1)
-    monkeypatch.setattr(sync_module, "MAX_PARTS", 1)
+    monkeypatch.setattr(objects_module, "MAX_PARTS", 1)
     a.add("one more, pushed in a body that now needs two objects " * 100)
     before = sorted(p.name for p in logs.iterdir())
     assert errors(a.sync(pull=False)) == ["MAILBOX_TOO_LARGE"]
@@ -318,7 +319,7 @@ def test_collected_logs_and_replaced_snapshots_take_their_continuations_along(
     monkeypatch.setattr(format_module, "CHUNK_BYTES", 1024)
     monkeypatch.setattr(format_module, "MAX_CHUNKS", 2)
     monkeypatch.setattr(format_module, "MAX_PARTS", 64)
-    monkeypatch.setattr(sync_module, "MAX_PARTS", 64)
+    monkeypatch.setattr(objects_module, "MAX_PARTS", 64)
     monkeypatch.setattr(sync_module, "SNAPSHOT_EVERY", 3)
     box = tmp_path / "box"
     a = new_device(tmp_path, "a")
