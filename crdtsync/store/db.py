@@ -312,6 +312,11 @@ class Store(MaterializedMemories):
             (client_id, holder),
         )
 
+    def free_lease(self, client_id: int, holder: str) -> None:
+        """Release ``client_id`` if ``holder`` still holds it; a lease retired meanwhile stays retired. Call
+        inside :meth:`write`."""
+        self.conn.execute("UPDATE leases SET holder = NULL WHERE client_id = ? AND holder = ?", (client_id, holder))
+
     def lease_holder(self, client_id: int) -> str | None:
         """Who holds the lease of ``client_id`` (None: free, or retired: no such lease any more)."""
         row = self.conn.execute("SELECT holder FROM leases WHERE client_id = ?", (client_id,)).fetchone()

@@ -196,7 +196,7 @@ class Replica(UpdateIntegration):
         if self._client_id is None:
             return
         with self._store.write():
-            self._store.set_lease(self._client_id, None)
+            self._store.free_lease(self._client_id, self._holder)
         self._client_id = None
         self._registered = False
 

@@ -281,3 +281,17 @@ def test_an_import_commits_in_batches_bounded_by_records_and_by_content(
     assert progress == [4, 8, 11, 12] and report.added == 12
     assert len(v.store.local_updates_after(0)) - before == 4  # one local update per committed batch
     assert sorted(m.content for m in v.list()) == sorted(line["content"] for line in lines)
+
+
+def test_a_lease_retired_by_another_process_is_never_released_back_into_use(make_vault: MakeVault) -> None:
+    v = make_vault()
+    v.add("written under the first client id")
+    (first,) = v.devices()[v.device_id]["clients"]
+    with Vault.open(v.path) as other, other.store.write():
+        other.store.retire_leases()  # what a rebase or a restore seen by another process does
+    v.close()  # releases the lease it still thinks it holds
+    with Vault.open(v.path) as reader:
+        assert first not in [cid for cid, _ in reader.store.leases()]
+    with Vault.open(v.path) as again:
+        again.add("a later run")
+        assert first not in [cid for cid, _ in again.store.leases()]
