@@ -14,6 +14,7 @@ re-applies it (after the lost writes, if it took them back first).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from crdtsync import _vault_memories
@@ -27,9 +28,9 @@ INTENTS_META = "rebase-intents"
 ALARM = "DEVICE_RESTORED"
 
 
-def rebase_unpushed(store: Store, replica: Replica, update_ids: list[int], relay: str) -> None:
-    """Take this device's logged updates ``update_ids`` out of the vault and keep, in ``meta``, every memory they
-    touched as this device showed it, for :func:`reapply`.
+def rebase_unpushed(store: Store, replica: Replica, updates: Sequence[tuple[int, bytes]], relay: str) -> None:
+    """Take this device's logged updates ``updates`` ((update id, Yjs v1 bytes)) out of the vault and keep, in
+    ``meta``, every memory they touched as this device showed it, for :func:`reapply`.
 
     Raises:
         VaultError: ``DEVICE_CLOCKS_REUSED`` when they cannot be taken out (a snapshot already holds them).
@@ -45,7 +46,7 @@ def rebase_unpushed(store: Store, replica: Replica, update_ids: list[int], relay
             "top of the lost writes, which came back; where both changed one field, it shows a conflict."),
             relay=relay)
 
-    replica.drop_unpushed(update_ids, keep)
+    replica.drop_unpushed(updates, keep)
 
 
 def reapply(store: Store, replica: Replica) -> int:

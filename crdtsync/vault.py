@@ -352,15 +352,16 @@ class Vault:
         clients}}``. Loads the Doc."""
         return self._replica.devices()
 
-    def rebase_unpushed(self, update_ids: builtins.list[int], relay: str) -> None:
-        """For the sync layer: take this device's logged updates ``update_ids`` out of the vault, because they
+    def rebase_unpushed(self, updates: Sequence[tuple[int, bytes]], relay: str) -> None:
+        """For the sync layer: take this device's logged updates ``updates`` ((update id, Yjs v1 bytes), as
+        :meth:`local_updates_after` returns them) out of the vault, because they
         reuse Yjs clocks of writes a backup lost (relay ``relay`` holds those), keeping what they made of each
         memory for :meth:`reapply_rebased`; raises a ``DEVICE_RESTORED`` alarm. See :mod:`crdtsync._vault_rebase`.
 
         Raises:
             VaultError: ``DEVICE_CLOCKS_REUSED`` when a snapshot already holds them.
         """
-        _vault_rebase.rebase_unpushed(self._store, self._replica, update_ids, relay)
+        _vault_rebase.rebase_unpushed(self._store, self._replica, updates, relay)
 
     def reapply_rebased(self) -> int:
         """For the sync layer: write again, under the current client id, what :meth:`rebase_unpushed` kept (only

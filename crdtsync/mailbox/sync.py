@@ -149,7 +149,9 @@ class Mailbox(SealedObjects):
         return tuple(entry.get("clients", ()))
 
     def push(self, report: SyncReport) -> None:
-        """Send this device's updates past the push cursor as one log object, then its head."""
+        """Send this device's updates past the push cursor as one log body (one object, or more with
+        continuations past the object limit), then its head; first take back (and rebase over) our own log
+        objects the mailbox holds past our push state (a restored device)."""
         db = self.vault.store
         pushed = _int_cursor(db.get_cursor("push", self.relay))
         state = _PushState.unpack(db.get_cursor("push-state", self.relay))
@@ -225,7 +227,7 @@ class Mailbox(SealedObjects):
         if not reused:
             return
         try:
-            self.vault.rebase_unpushed([update_id for update_id, _ in unpushed], self.relay)
+            self.vault.rebase_unpushed(unpushed, self.relay)
         except VaultError as exc:
             message = (f"this device was restored from a backup together with its state folder (or copied), and "
                        f"wrote before syncing: {reused} of its new Items reuse the Yjs clocks of writes that the "

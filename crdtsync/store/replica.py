@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -146,34 +146,36 @@ class Replica(UpdateIntegration):
         self._client_id = None
         self._registered = False
 
-    def drop_unpushed(self, update_ids: Collection[int], keep: Callable[[set[str]], None]) -> set[str]:
-        """Take this device's own logged updates ``update_ids`` out of the vault: they reuse Yjs clocks of writes
-        lost with a backup (see :meth:`crdtsync.vault.Vault.rebase_unpushed`). In one transaction: the log loses
-        them, a snapshot of the Doc without them replaces the state (so every process reloads), every client-id
-        lease is retired (so no process writes under those clocks again), the memories they touched are
-        materialized again without them, and ``keep(touched memory ids)`` runs (to store what to re-apply).
-        Returns the touched ids.
+    def drop_unpushed(self, updates: Sequence[tuple[int, bytes]], keep: Callable[[set[str]], None]) -> set[str]:
+        """Take this device's own logged updates ``updates`` ((update id, Yjs v1 bytes), oldest first, as
+        :meth:`Store.local_updates_after` returns them) out of the vault: they reuse Yjs clocks of writes lost
+        with a backup (see :meth:`crdtsync.vault.Vault.rebase_unpushed`). In one transaction: the log loses them,
+        a snapshot of the Doc without them replaces the state (so every process reloads), every client-id lease
+        is retired (so no process writes under those clocks again), the memories they touched are materialized
+        again without them, and ``keep(touched memory ids)`` runs (to store what to re-apply). Returns the
+        touched ids.
 
         Raises:
             VaultError: ``DEVICE_CLOCKS_REUSED`` when a snapshot already holds some of them (compaction ran after
                 they were written), so the Doc cannot be rebuilt without them.
         """
-        dropped = set(update_ids)
-        if dropped and self._store.snapshot_upto() >= min(dropped):
+        dropped = {update_id for update_id, _ in updates}
+        if not dropped:
+            return set()
+        if self._store.snapshot_upto() >= min(dropped):
             raise VaultError("the writes made since the restore were compacted into a snapshot and cannot be taken "
                              "out", code="DEVICE_CLOCKS_REUSED")
         scratch = ScratchDoc()
         for update_id, data in self._stored_updates():
             if update_id not in dropped:
                 scratch.doc.apply_update(data)
-        without = scratch.doc.get_update()
-        touched: set[str] = set()
-        for update_id, data in self._store.local_updates_after(min(dropped, default=0) - 1):
-            if update_id in dropped:
-                scratch.apply(data)
-                touched |= scratch.changed
         rebuilt: Doc[Any] = Doc()
-        rebuilt.apply_update(without)
+        rebuilt.apply_update(scratch.doc.get_update())  # the Doc without them, kept for the rows and snapshot
+        touched: set[str] = set()
+        for _, data in updates:
+            scratch.apply(data)
+            touched |= scratch.changed
+        without = MemoryDoc(rebuilt)
         with self._store.write():
             keep(touched)
             self._store.drop_local_updates(dropped)
@@ -181,10 +183,10 @@ class Replica(UpdateIntegration):
             # its Doc and worker; the snapshot then covers (and drops) it.
             marker = self._store.append_update(_EMPTY_UPDATE, origin=self.device_id, local=False)
             pushed = [int(v) for v in self._store.cursors("push").values()]
-            self._store.save_snapshot(marker, without, keep_local_after=min(pushed, default=marker))
+            self._store.save_snapshot(marker, rebuilt.get_update(), keep_local_after=min(pushed, default=marker))
             self._store.retire_leases()
-            self._materialize(MemoryDoc(rebuilt), touched)
-            self._save_registry(MemoryDoc(rebuilt).registry())
+            self._materialize(without, touched)
+            self._save_registry(without.registry())
         self.restart()
         return touched
 

@@ -185,6 +185,25 @@ def test_writes_made_after_a_full_restore_are_rebased_under_a_new_client_and_rea
     assert shown(tmp_path / "phone") == shown(laptop)
 
 
+def test_deletes_and_moves_to_level_zero_made_after_a_full_restore_are_rebased_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    laptop, _ = full_backup_restored_after_a_lost_write(tmp_path, monkeypatch)
+    with Vault.open(laptop) as vault:
+        old = by_content(vault, "written before the backup")
+        gone = vault.add("added and deleted after the restore")
+        vault.delete(gone.id)
+        vault.update(old.id, level=0)
+        assert sync_errors(vault) == []
+        assert [a["code"] for a in vault.status()["alarms"]] == ["DEVICE_RESTORED"]
+        assert vault.get(gone.id).deleted and vault.get(old.id).level == 0
+        assert b"written before the backup" not in vault.encode_update()  # out of the shared Doc again
+    with Vault.open(tmp_path / "phone") as phone:
+        assert sync_errors(phone) == []
+        assert phone.get(gone.id).deleted
+        assert by_content(phone, "written after the backup, then lost with the disk").deleted is False
+
+
 def test_a_rebase_interrupted_before_its_writes_are_re_applied_finishes_on_the_next_sync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
