@@ -73,7 +73,8 @@ CONTAINS = (
 
 #: Separators that do not make a word literal (:func:`symbol_terms`): sentence punctuation, quotes, brackets,
 #: apostrophes and hyphens, which people type loosely ("Sam's" should find "Sam\u2019s", "e-mail" "e mail").
-_LOOSE = frozenset(".,;:!?\"'()[]{}<>\u2018\u2019\u201c\u201d-\u2010\u2013\u2014")
+_LOOSE_CHARS = ".,;:!?\"'()[]{}<>\u2018\u2019\u201c\u201d-\u2010\u2013\u2014"
+_LOOSE = frozenset(_LOOSE_CHARS)
 
 
 def symbol_terms(text: str) -> list[str]:
@@ -89,7 +90,7 @@ def symbol_terms(text: str) -> list[str]:
         if not _is_indexed(word):
             terms.append(word.translate(_VARIATION_SELECTORS))
             continue
-        core = word.strip("".join(_LOOSE)).translate(_VARIATION_SELECTORS)
+        core = word.strip(_LOOSE_CHARS).translate(_VARIATION_SELECTORS)
         if any(ch not in _LOOSE and not _is_indexed(ch) for ch in core):
             terms.append(core)
     return list(dict.fromkeys(t for t in terms if t))
