@@ -191,6 +191,17 @@ class Store(MaterializedMemories):
         with self.write():
             self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
+    def state_generation(self) -> int:
+        """How many times updates left the log other than by compaction (a stored update quarantined, unpushed
+        writes dropped). A process whose Doc or integration worker was loaded under another generation reloads
+        it from the store: it may hold what left."""
+        return int(self.get_meta("state_generation") or 0)
+
+    def new_state_generation(self) -> None:
+        """Count one more generation (see :meth:`state_generation`). Call inside :meth:`write`, in the
+        transaction that takes updates out of the log."""
+        self.set_meta("state_generation", str(self.state_generation() + 1))
+
     # -- update log and snapshots -----------------------------------------------------------------------
 
     def append_update(self, data: bytes, *, origin: str, local: bool) -> int:

@@ -57,9 +57,11 @@ class UpdateIntegration:
     _doc: MemoryDoc | None
     _seen: int
     #: The integration worker (None until needed or after a failure), the store's last update id its scratch
-    #: Doc holds, and the strict reader's results for held updates by inbox id.
+    #: Doc holds and the state generation it was loaded under, and the strict reader's results for held updates
+    #: by inbox id.
     _worker: IntegrationWorker | None
     _worker_at: int
+    _worker_generation: int
     _decoded: dict[int, DecodedUpdate]
 
     if TYPE_CHECKING:
@@ -150,9 +152,9 @@ class UpdateIntegration:
                 (:meth:`_quarantine_unloadable`). The update being tried is never blamed: it stays held
                 (:meth:`_drain_inbox` raises the alarm).
         """
-        head = self._store.last_update_id()
+        head, generation = self._store.last_update_id(), self._store.state_generation()
         worker = self._worker
-        if worker is not None and worker.alive and self._worker_at == head:
+        if worker is not None and worker.alive and (self._worker_at, self._worker_generation) == (head, generation):
             return worker
         if worker is not None:
             worker.close()
@@ -166,8 +168,8 @@ class UpdateIntegration:
                 self._worker = IntegrationWorker(state, deadline=self.deadline)
             except UpdateRejectedError as exc:
                 self._worker = self._quarantine_unloadable(stored, exc)
-                head = self._store.last_update_id()
-        self._worker_at = head
+                head, generation = self._store.last_update_id(), self._store.state_generation()
+        self._worker_at, self._worker_generation = head, generation
         return self._worker
 
     def _loads(self, state: Sequence[bytes]) -> bool:
@@ -202,6 +204,7 @@ class UpdateIntegration:
         message = (f"the stored update {update_id} makes the vault's state impossible to load "
                    f"({failure.code}); it was taken out of the log")
         requeued = self._store.unlog_received(update_id, code="UPDATE_REBUILD_FAILED", message=message)
+        self._store.new_state_generation()  # every process reloads its Doc and worker without it
         self._doc = None
         try:
             worker = IntegrationWorker([data for _, data in self._stored_updates()], deadline=self.deadline)

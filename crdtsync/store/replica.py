@@ -90,10 +90,12 @@ class Replica(UpdateIntegration):
         self.deadline = deadline
         self._doc: MemoryDoc | None = None
         self._seen = 0
+        self._generation = -1
         self._client_id: int | None = None
         self._holder = f"{os.getpid()}:{_process_start(os.getpid())}:{secrets.token_hex(4)}"
         self._worker: IntegrationWorker | None = None
         self._worker_at = -1
+        self._worker_generation = -1
         self._registered = False
         self._decoded: dict[int, DecodedUpdate] = {}
 
@@ -149,8 +151,8 @@ class Replica(UpdateIntegration):
     def drop_unpushed(self, updates: Sequence[tuple[int, bytes]], keep: Callable[[set[str]], None]) -> set[str]:
         """Take this device's own logged updates ``updates`` ((update id, Yjs v1 bytes), oldest first, as
         :meth:`Store.local_updates_after` returns them) out of the vault: they reuse Yjs clocks of writes lost
-        with a backup (see :meth:`crdtsync.vault.Vault.rebase_unpushed`). In one transaction: the log loses them,
-        a snapshot of the Doc without them replaces the state (so every process reloads), every client-id lease
+        with a backup (see :meth:`crdtsync.vault.Vault.rebase_unpushed`). In one transaction: the log loses them
+        (a new state generation, so every process reloads its Doc and worker without them), every client-id lease
         is retired (so no process writes under those clocks again), the memories they touched are materialized
         again without them, and ``keep(touched memory ids)`` runs (to store what to re-apply). Returns the
         touched ids.
@@ -170,7 +172,7 @@ class Replica(UpdateIntegration):
             if update_id not in dropped:
                 scratch.doc.apply_update(data)
         rebuilt: Doc[Any] = Doc()
-        rebuilt.apply_update(scratch.doc.get_update())  # the Doc without them, kept for the rows and snapshot
+        rebuilt.apply_update(scratch.doc.get_update())  # the Doc without them, kept for the rows
         touched: set[str] = set()
         for _, data in updates:
             scratch.apply(data)
@@ -179,11 +181,7 @@ class Replica(UpdateIntegration):
         with self._store.write():
             keep(touched)
             self._store.drop_local_updates(dropped)
-            # An empty update gives the snapshot an id past every one any process has seen, so each reloads
-            # its Doc and worker; the snapshot then covers (and drops) it.
-            marker = self._store.append_update(_EMPTY_UPDATE, origin=self.device_id, local=False)
-            pushed = [int(v) for v in self._store.cursors("push").values()]
-            self._store.save_snapshot(marker, rebuilt.get_update(), keep_local_after=min(pushed, default=marker))
+            self._store.new_state_generation()  # every process reloads its Doc and worker without them
             self._store.retire_leases()
             self._materialize(without, touched)
             self._save_registry(without.registry())
@@ -215,6 +213,7 @@ class Replica(UpdateIntegration):
         for _, data in self._stored_updates():
             doc.apply_update(data)
         self._seen = self._store.last_update_id()
+        self._generation = self._store.state_generation()
         loaded = MemoryDoc(doc)
         self._save_registry(loaded.registry())
         return loaded
@@ -237,7 +236,8 @@ class Replica(UpdateIntegration):
     def _current_doc(self) -> MemoryDoc:
         """The live Doc, caught up with every update other processes logged. Call inside a write transaction
         so that nothing is logged between the catch-up and the caller's own write."""
-        if self._doc is None or self._store.snapshot_upto() > self._seen:
+        if (self._doc is None or self._store.snapshot_upto() > self._seen
+                or self._store.state_generation() != self._generation):
             self._doc = self._load_doc()
             return self._doc
         for update_id, data in self._store.updates_after(self._seen):

@@ -405,3 +405,39 @@ def test_a_stored_update_that_breaks_every_rebuild_is_found_and_quarantined(
     assert {m.id for m in sink.list()} >= {kept.id, independent.id, later.id}
     assert culprit_memory.id not in {m.id for m in sink.list()}
     assert "UPDATE_REBUILD_FAILED" in [alarm["code"] for alarm in sink.status()["alarms"]]
+
+
+def test_other_processes_reload_their_doc_and_worker_after_a_stored_update_is_quarantined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_vault: MakeVault
+) -> None:
+    """A second process holding the vault open (an agent's long-running session) loaded its Doc and worker with
+    the update that a rebuild in the first process later takes out of the log. It must reload both: else its
+    writes and pushes carry the quarantined structs, and the same update arriving again (through another relay)
+    integrates through its stale worker and is logged again."""
+    import crdtsync.store.worker as worker_module
+
+    a, c, sink = make_vault("a"), make_vault("c"), make_vault("sink")
+    sink.apply_update(a.encode_update(), "a")
+    sv = a.state_vector()
+    a.add("the record whose update later breaks every rebuild")
+    culprit = a.encode_update(sv)
+    other = make_vault("sink")
+    assert other.apply_update(culprit, "a").status == "integrated"  # its worker and Doc now hold the culprit
+    other.add("a write, so that the other process has its Doc loaded")
+    flag = tmp_path / "crash-now"
+    script = tmp_path / "crash_on_load.py"
+    script.write_text(_CRASH_ON_LOAD)
+    monkeypatch.setenv("CRDTSYNC_TEST_MARKER", culprit.hex())
+    monkeypatch.setenv("CRDTSYNC_TEST_FLAG", str(flag))
+    monkeypatch.setattr(worker_module, "CHILD_ARGS", (str(script),))
+    flag.touch()
+    c.add("from c, after the failure")
+    assert sink.apply_update(c.encode_update(), "c").status == "integrated"  # the repair runs here
+    assert [q[2] for q in sink.store.quarantined()] == ["UPDATE_REBUILD_FAILED"]
+
+    assert other.state_vector() == sink.state_vector()
+    assert culprit not in other.encode_update() and other.encode_update() == sink.encode_update()
+    with pytest.raises(UpdateRejectedError) as info:
+        other.apply_update(culprit, "a")
+    assert info.value.code == "UPDATE_WORKER_CRASHED"
+    assert [q[2] for q in sink.store.quarantined()] == ["UPDATE_REBUILD_FAILED", "UPDATE_WORKER_CRASHED"]
