@@ -156,6 +156,12 @@ class Mailbox(SealedObjects):
         pushed = _int_cursor(db.get_cursor("push", self.relay))
         state = _PushState.unpack(db.get_cursor("push-state", self.relay))
         remote = self.read_head(self.me)
+        if remote is None and state.seq:
+            raise MailboxError(
+                f"this device's head (seq {state.seq}) is missing from {self.store.url}: the mailbox is not there as "
+                "it was (a folder not mounted or not carried yet, another bucket or prefix); nothing was pushed. "
+                "If it was emptied on purpose, `crdtsync relay rm` and `relay add` publish this vault again",
+                code="MAILBOX_OBJECT_MISSING")
         if remote is not None and remote.seq > state.seq:
             # Restored from a backup, or our push state was lost: take back what the mailbox holds of ours past
             # our push state (writes lost with the backup), then continue after it.

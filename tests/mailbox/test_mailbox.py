@@ -128,6 +128,25 @@ def test_a_missing_object_is_never_skipped(folder_pair: tuple[Vault, Vault, str,
     assert errors(b.sync()) == [] and memories(a) == memories(b)
 
 
+def test_a_mailbox_folder_that_is_not_there_receives_nothing_until_it_is_back(
+    tmp_path: Path, folder_pair: tuple[Vault, Vault, str, Path],
+) -> None:
+    """A USB stick that is not mounted (or a synced folder not carried yet): the relay's path is missing. A push
+    must not create it and write there: that log object would never reach the real mailbox, and once the stick
+    is back every other device would wait for it forever (MAILBOX_OBJECT_MISSING, never skipped)."""
+    a, b, _, box = folder_pair
+    stick = tmp_path / "stick"
+    box.rename(stick)  # unmounted
+    memory = a.add("written while the stick is away")
+    assert errors(a.sync()) == ["MAILBOX_OBJECT_MISSING"]
+    assert not box.exists()
+    assert errors(b.sync()) == ["MAILBOX_OBJECT_MISSING"]
+    stick.rename(box)  # mounted again
+    assert errors(a.sync()) == []
+    assert errors(b.sync()) == [] and b.get(memory.id).content == "written while the stick is away"
+    assert memories(a) == memories(b)
+
+
 def test_an_object_replaced_by_another_seq_or_device_is_refused(folder_pair: tuple[Vault, Vault, str, Path]) -> None:
     a, b, _, box = folder_pair
     b.add("from the phone")
