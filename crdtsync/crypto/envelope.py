@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +71,7 @@ from crdtsync.crypto.keys import (
     VAULT_KEY_BYTES,
     DeviceKeys,
     device_id_for,
+    is_device_id,
     verify,
 )
 from crdtsync.errors import EnvelopeError
@@ -99,7 +99,6 @@ NONCE_LIMIT = 2**32
 _NONCE_BYTES = 12
 _TAG_BYTES = 16
 _SUBKEY_DOMAIN = b"crdtsync/v1/envelope"
-_DEVICE_ID_RE = re.compile(r"[0-9a-f]{16}")
 _CHUNK_OVERHEAD = 64
 _MAX_CHUNKS = 2**32
 
@@ -366,7 +365,7 @@ def _parse(data: bytes, max_size: int) -> list[Any]:
         and type(fields[3]) is int
         and 0 <= fields[3] <= MAX_EPOCH
         and isinstance(fields[4], str)
-        and _DEVICE_ID_RE.fullmatch(fields[4])
+        and is_device_id(fields[4])
         and type(fields[5]) is int
         and 0 <= fields[5] <= MAX_KIND
         and _is_bytes(fields[6], _NONCE_BYTES)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 from dataclasses import dataclass, field
 
 import msgpack
@@ -39,6 +40,14 @@ MAX_EPOCH = 2**64 - 1
 
 _KEYS_FORMAT_VERSION = 1
 _VAULT_TAG_DOMAIN = b"crdtsync/v1/vault-tag"
+
+
+_DEVICE_ID_RE = re.compile(f"[0-9a-f]{{{DEVICE_ID_CHARS}}}")
+
+
+def is_device_id(text: str) -> bool:
+    """Whether ``text`` has the shape of a device id (:func:`device_id_for`: 16 lowercase hex characters)."""
+    return _DEVICE_ID_RE.fullmatch(text) is not None
 
 
 def device_id_for(sign_pk: bytes) -> str:

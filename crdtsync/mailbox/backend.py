@@ -65,6 +65,11 @@ def _s3_error_code(exc: BaseException) -> str:
     return ""
 
 
+#: What a store raises for an object that is not there: on a folder, also a path through a file where a folder
+#: was expected (a stray file where a device's folder would be).
+_MISSING = (FileNotFoundError, NotADirectoryError)
+
+
 def _classify(exc: BaseException) -> MailboxError | None:
     """The MailboxError a store exception stands for, or None when it is transient (worth a retry)."""
     text = f"{type(exc).__name__}: {exc}"
@@ -121,7 +126,7 @@ class BlobStore:
         for attempt in range(self.attempts):
             try:
                 return op()
-            except FileNotFoundError as exc:
+            except _MISSING as exc:
                 if "bucket" in str(exc).lower():
                     raise MailboxError(f"the bucket of {self.url} does not exist: create it first",
                                        code="MAILBOX_NO_BUCKET") from None
@@ -157,7 +162,7 @@ class BlobStore:
         self.stats.gets += 1
         try:
             data = self._retry(read)
-        except FileNotFoundError:
+        except _MISSING:
             return None
         self.stats.bytes_down += len(data)
         return data
@@ -180,7 +185,7 @@ class BlobStore:
                 self._retry(lambda: atomic_write(Path(path), data))
             else:
                 self._retry(lambda: self.fs.pipe_file(path, data))
-        except FileNotFoundError as exc:
+        except _MISSING as exc:
             raise MailboxError(f"cannot write {key} under {self.url}: {exc}", code="MAILBOX_UNAVAILABLE") from None
 
     def list(self, prefix: str) -> list[str]:
@@ -191,7 +196,7 @@ class BlobStore:
         try:
             entries = self._retry(lambda: self.fs.ls(path, detail=False, refresh=True)
                                   if not self.is_local else self.fs.ls(path, detail=False))
-        except FileNotFoundError:
+        except _MISSING:
             return []
         names = [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]
         return sorted(n for n in names if n and not n.startswith(TMP_PREFIX))
@@ -200,7 +205,7 @@ class BlobStore:
         """Delete the object ``key``; a missing object is not an error."""
         path = self._path(key)
         self.stats.deletes += 1
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(*_MISSING):
             self._retry(lambda: self.fs.rm_file(path))
 
 

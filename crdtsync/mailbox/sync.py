@@ -40,6 +40,7 @@ from crdtsync.crypto.envelope import (
     KIND_SNAPSHOT,
     KIND_UPDATE,
 )
+from crdtsync.crypto.keys import is_device_id
 from crdtsync.errors import CrdtsyncError, MailboxError, VaultError
 from crdtsync.mailbox.backend import BlobStore
 from crdtsync.mailbox.format import (
@@ -274,7 +275,8 @@ class Mailbox(SealedObjects):
     def pull(self, report: SyncReport, progress: Progress | None = None) -> None:
         """Fetch and integrate every other device's log objects past our cursors. ``progress(done, total)`` is
         called with object counts once the heads are read and after each object."""
-        listed = set(self.store.list(devices_prefix(self.tag)))
+        # Only names shaped like device ids: a synced folder also collects .DS_Store, desktop.ini and the like.
+        listed = {name for name in self.store.list(devices_prefix(self.tag)) if is_device_id(name)}
         heads: list[tuple[str, Head, int]] = []
         for device_id in sorted((listed | set(self.registry())) - {self.me}):
             try:

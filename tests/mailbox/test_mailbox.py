@@ -147,6 +147,31 @@ def test_a_mailbox_folder_that_is_not_there_receives_nothing_until_it_is_back(
     assert memories(a) == memories(b)
 
 
+def test_files_a_folder_sync_tool_or_desktop_leaves_in_the_mailbox_are_ignored(
+    monkeypatch: pytest.MonkeyPatch, folder_pair: tuple[Vault, Vault, str, Path],
+) -> None:
+    """Finder, Explorer, Syncthing and Dropbox drop their own files into a synced folder. Before, a .DS_Store
+    beside the device folders failed every sync (exit 8, after 5 retries of reading '.DS_Store/head'). The
+    pushes run into a snapshot and the collection of acknowledged logs, which lists the log folder."""
+    monkeypatch.setattr(sync_module, "SNAPSHOT_EVERY", 3)
+    a, b, _, box = folder_pair
+    devices = next(box.glob("crdtsync-v1/*/d"))
+    mine = devices / a.device_id
+    junk = [devices / ".DS_Store", devices / "desktop.ini", devices / "Icon\r", mine / "head.sync-conflict-20261122-1",
+            mine / "log" / "0000000000000001.sync-conflict-20261122-1", mine / "log" / ".syncthing.0000000000000002.tmp",
+            mine / "log" / "0000000000000001 (conflicted copy)", mine / "log" / "Thumbs.db"]
+    for path in junk:
+        path.write_bytes(b"not ours")
+    (devices / ".stfolder").mkdir()
+    for i in range(6):
+        a.add(f"fact {i}")
+        assert errors(a.sync()) == []
+        assert errors(b.sync()) == []
+    assert memories(a) == memories(b) and len(memories(b)) == 7
+    assert list(mine.glob("snap/*")) and not (mine / "log" / "0000000000000001").exists()
+    assert all(path.read_bytes() == b"not ours" for path in junk)
+
+
 def test_an_object_replaced_by_another_seq_or_device_is_refused(folder_pair: tuple[Vault, Vault, str, Path]) -> None:
     a, b, _, box = folder_pair
     b.add("from the phone")
