@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import platformdirs
 import typer
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -91,18 +93,40 @@ def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=None) + "\n")
 
 
+def _when(stamp: str | None, *, seconds: bool = True) -> str:
+    """An ISO-8601 UTC time stamp as this machine's local time (``2026-11-22 09:32:43``, or to the minute), for
+    tables; anything that does not parse is shown as it is."""
+    if not stamp:
+        return ""
+    try:
+        return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M" + (":%S" if seconds else ""))
+    except ValueError:
+        return stamp
+
+
+def sync_summary(report: Mapping[str, Any]) -> str:
+    """One line of what a sync moved, from :meth:`crdtsync.mailbox.sync.SyncReport.to_json` (also the detail of
+    a sync's audit row)."""
+    up, down = report.get("up", {}), report.get("down", {})
+    return (f"up {up.get('objects', 0)} objects ({up.get('bytes', 0)} B), down {down.get('objects', 0)} objects "
+            f"({down.get('bytes', 0)} B), {report.get('memories_changed', 0)} memories changed, "
+            f"{report.get('conflicts', 0)} conflicts")
+
+
 def _memory_table(memories: list[Memory]) -> Table:
-    table = Table(show_lines=False)
-    table.add_column("id", no_wrap=True)
-    for column in ("content", "category", "tags", "updated"):
-        table.add_column(column, overflow="fold")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("id", no_wrap=True)  # whole, to copy into `show`, `edit`, `rm`
+    table.add_column("content", overflow="fold", ratio=3)
+    for column in ("category", "tags"):
+        table.add_column(column, overflow="fold", max_width=20)
+    table.add_column("updated", overflow="fold")
     for m in memories:
         content = Text(m.content[:200])
         if m.conflicts:
             content.append(" (conflict)", style="red")
         if m.level == 0:
             content.append(" (level 0)", style="dim")
-        table.add_row(m.id, content, m.category or "", ", ".join(sorted(m.tags)), m.updated)
+        table.add_row(m.id, content, m.category or "", ", ".join(sorted(m.tags)), _when(m.updated, seconds=False))
     return table
 
 
@@ -328,15 +352,22 @@ def export(
     err.print(f"exported {count} memories to {out_file}")
 
 
-def _conflict_rows(conflicts: list[Conflict]) -> Table:
-    table = Table()
-    for column in ("memory", "field", "#", "value", "device", "at"):
-        table.add_column(column, overflow="fold")
+def _conflict_rows(conflicts: list[Conflict]) -> Group:
+    """Each conflict as a line ``<memory id>  <field>`` and a table of its candidates, numbered as ``resolve
+    --pick`` takes them."""
+    parts: list[Any] = []
     for c in conflicts:
+        parts.append(Text.assemble((c.memory_id, "bold"), "  ", (c.field, "yellow")))
+        table = Table(box=None, pad_edge=False, padding=(0, 2, 0, 0))
+        table.add_column("#", justify="right")
+        table.add_column("value", overflow="fold", ratio=1, min_width=12)
+        for column in ("device", "agent", "at"):
+            table.add_column(column, overflow="fold")
         for n, cand in enumerate(c.candidates, 1):
-            table.add_row(c.memory_id if n == 1 else "", c.field if n == 1 else "", str(n),
-                          json.dumps(cand.value, ensure_ascii=False)[:200], cand.device, cand.at)
-    return table
+            table.add_row(str(n), json.dumps(cand.value, ensure_ascii=False)[:200], cand.device, cand.agent or "",
+                          _when(cand.at))
+        parts.extend([table, Text("")])
+    return Group(*parts[:-1])
 
 
 @app.command()
@@ -405,7 +436,7 @@ def devices(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
         table.add_column(column)
     for device_id, info in sorted(registry.items()):
         mark = " (this device)" if device_id == me else ""
-        table.add_row(device_id + mark, str(info.get("name", "")), str(info.get("added_at", "")),
+        table.add_row(device_id + mark, str(info.get("name", "")), _when(str(info.get("added_at", ""))),
                       str(len(info.get("clients", []))))
     out.print(table)
 
@@ -457,8 +488,12 @@ def log(
         _emit_json([{"at": r.at, "op": r.op, "peer": r.peer, "code": r.code, **r.detail} for r in rows])
         return
     table = Table()
-    for column in ("at", "op", "peer", "detail", "code"):
+    table.add_column("at", no_wrap=True)
+    for column in ("op", "peer", "detail", "code"):
         table.add_column(column, overflow="fold")
     for r in rows:
-        table.add_row(r.at, r.op, r.peer or "", json.dumps(r.detail, ensure_ascii=False), r.code or "")
+        detail = sync_summary(r.detail) if r.op == "sync" else ", ".join(
+            f"{key} {json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value}"
+            for key, value in r.detail.items())
+        table.add_row(_when(r.at), r.op, r.peer or "", detail, r.code or "")
     out.print(table)

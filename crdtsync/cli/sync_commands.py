@@ -21,6 +21,7 @@ from crdtsync.cli.app import (
     app,
     err,
     out,
+    sync_summary,
 )
 from crdtsync.vault import Vault
 
@@ -83,11 +84,7 @@ def _run_sync(vault: Path | None, relay: str | None, as_json: bool, *, push: boo
         _emit_json(data)
     else:
         for r in data:
-            out.print(
-                f"{r['relay']}: up {r['up']['objects']} objects ({r['up']['bytes']} B), "
-                f"down {r['down']['objects']} objects ({r['down']['bytes']} B), "
-                f"{r['memories_changed']} memories changed, {r['conflicts']} conflicts, {r['seconds']} s"
-            )
+            out.print(f"{r['relay']}: {sync_summary(r)}, {r['seconds']} s")
             for e in r["errors"]:
                 err.print(Text.assemble((r["relay"], "yellow"), f" {e['device']} [{e['code']}]: {e['message']}"))
         if any(r["conflicts"] for r in data):

@@ -670,6 +670,38 @@ def test_conflicted_memory_shows_the_field_in_conflict(shared_conflict: Conflict
     assert shown["conflicts"] == ["content"]
 
 
+def test_conflicts_text_numbers_the_candidates_as_resolve_pick_takes_them(tmp_path: Path) -> None:
+    """The table a person reads before ``resolve --pick N``: each conflict's memory id (whole, on one line at 80
+    columns, to copy) and field, then its candidates numbered with value, device and writing agent."""
+    with Vault.open(new_vault(tmp_path / "a", "a")) as a, \
+            Vault.open(new_vault(tmp_path / "b", "b"), agent="claude-code") as b:
+        memory = a.add("Dentist on Tuesday")
+        b.apply_update(a.encode_update(), "a")
+        state = a.state_vector()
+        a.update(memory.id, category="health")
+        b.update(memory.id, category="appointments")
+        a.apply_update(b.encode_update(state), "b")
+        (conflict,) = a.conflicts()
+        devices = {"health": a.device_id, "appointments": b.device_id}
+    lines = [line.strip() for line in ok(cli(tmp_path / "a", "conflicts")).stdout.splitlines()]
+    assert lines[0].split() == [memory.id, "category"]
+    rows = {line.split()[0]: line for line in lines[1:] if line[:1].isdigit()}
+    assert sorted(rows) == ["1", "2"]
+    for n, candidate in enumerate(conflict.candidates, 1):
+        assert f'"{candidate.value}"' in rows[str(n)] and devices[candidate.value] in rows[str(n)]
+        assert ("claude-code" in rows[str(n)]) == (candidate.value == "appointments")
+    ok(cli(tmp_path / "a", "resolve", memory.id, "--field", "category", "--pick", "2"))
+    shown = stdout_json(ok(cli(tmp_path / "a", "show", memory.id, "--json")))
+    assert shown["category"] == conflict.candidates[1].value
+
+
+def test_list_text_keeps_each_id_whole_on_one_line(fresh: Path) -> None:
+    memory = add_json(fresh, "A memory with a long text " * 8, "--category", "a category", "--tag", "a tag")
+    lines = ok(cli(fresh, "list")).stdout.splitlines()
+    assert any(line.split()[:1] == [memory["id"]] for line in lines)
+    assert max(len(line) for line in lines) <= 80
+
+
 @pytest.mark.parametrize("pick", [1, 2])
 def test_resolve_pick_keeps_that_candidate(conflict_vault: ConflictVault, pick: int) -> None:
     candidates = stdout_json(ok(cli(conflict_vault.path, "conflicts", "--json")))[0]["candidates"]

@@ -157,9 +157,10 @@ def test_files_a_folder_sync_tool_or_desktop_leaves_in_the_mailbox_are_ignored(
     a, b, _, box = folder_pair
     devices = next(box.glob("crdtsync-v1/*/d"))
     mine = devices / a.device_id
-    junk = [devices / ".DS_Store", devices / "desktop.ini", devices / "Icon\r", mine / "head.sync-conflict-20261122-1",
-            mine / "log" / "0000000000000001.sync-conflict-20261122-1", mine / "log" / ".syncthing.0000000000000002.tmp",
-            mine / "log" / "0000000000000001 (conflicted copy)", mine / "log" / "Thumbs.db"]
+    junk = [devices / ".DS_Store", devices / "desktop.ini", devices / "Icon\r",
+            mine / "head.sync-conflict-20261122-1", mine / "log" / "0000000000000001.sync-conflict-20261122-1",
+            mine / "log" / ".syncthing.0000000000000002.tmp", mine / "log" / "0000000000000001 (conflicted copy)",
+            mine / "log" / "Thumbs.db"]
     for path in junk:
         path.write_bytes(b"not ours")
     (devices / ".stfolder").mkdir()
