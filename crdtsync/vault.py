@@ -264,7 +264,8 @@ class Vault:
     def update(self, memory_id: str, **fields: Any) -> Memory:
         """Edit a memory. Accepted keywords: ``content``, ``category``, ``source``, ``metadata`` (register
         writes), ``tags`` (replace the whole set), ``add_tags``/``remove_tags`` (iterables) and ``level``
-        (moving to 0 removes it from the shared Doc; copies already synced stay on the other devices).
+        (moving to 0 removes it from the shared Doc: the other devices drop it at their next sync, though what
+        was synced before stays in their update logs and the mailbox until compaction).
 
         Raises:
             NotFoundError: no such memory.

@@ -243,7 +243,8 @@ def edit(
         before = v.get(memory_id)
         memory = v.update(memory_id, **fields)
     if level == 0 and before.level == 1:
-        err.print(Text("moved to level 0: copies already synced stay on your other devices", style="yellow"))
+        err.print(Text("moved to level 0: your other devices drop it at their next sync (what they already "
+                       "received stays in their history until it is compacted)", style="yellow"))
     _print_memory(memory, as_json)
 
 

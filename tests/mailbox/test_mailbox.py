@@ -96,6 +96,27 @@ def test_one_edit_moves_little_and_few_objects(folder_pair: tuple[Vault, Vault, 
     assert b.get(m.id).content == "one small edit"
 
 
+def test_moving_a_memory_to_level_0_removes_it_from_the_other_devices(
+    folder_pair: tuple[Vault, Vault, str, Path],
+) -> None:
+    """Level 0 means "this device only": the other devices drop their copy at their next sync, while this
+    device keeps it; moving it back to level 1 shares it again, with the edit made in between."""
+    a, b, _, _ = folder_pair
+    memory = a.add("my therapist's name")
+    a.sync()
+    b.sync()
+    assert b.get(memory.id).content == "my therapist's name"
+    a.update(memory.id, level=0)
+    a.update(memory.id, content="my therapist's name and number")
+    assert errors(a.sync()) == [] and errors(b.sync()) == []
+    with pytest.raises(NotFoundError):
+        b.get(memory.id)
+    assert a.get(memory.id).level == 0
+    a.update(memory.id, level=1)
+    assert errors(a.sync()) == [] and errors(b.sync()) == []
+    assert b.get(memory.id).content == "my therapist's name and number" and memories(a) == memories(b)
+
+
 def test_a_truncated_object_is_reported_and_read_again_once_whole(
     folder_pair: tuple[Vault, Vault, str, Path],
 ) -> None:
