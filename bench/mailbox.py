@@ -270,7 +270,7 @@ def scenario_push(work: Path, params: Result) -> Result:
 def _join_stopwatch() -> Stopwatch:
     watch = Stopwatch()
     wrap_any(watch, "Argon2id (unwrap the vault key)", "crdtsync.crypto.header:_derive_kek")
-    wrap_any(watch, "create B's store + register B (local)", f"{VAULT}._create_store")
+    wrap_any(watch, "create B's store + register B (local)", "crdtsync._vault_create:create_store")
     wrap_any(watch, "fetch: store list", f"{BACKEND}.list")
     wrap_any(watch, "fetch: store get", f"{BACKEND}.get")
     wrap_any(watch, "open envelopes (verify + decrypt)", "crdtsync.mailbox.objects:open_envelope")

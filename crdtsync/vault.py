@@ -9,9 +9,10 @@ transaction has committed (``synchronous=FULL``): an acknowledged write survives
 Updates from outside this process go through :meth:`Vault.apply_updates`: the strict Yjs reader, then the
 integration worker under a deadline, then the live Doc (see ``README.md`` "Trust boundaries").
 
-This module is the API and its documentation; the work behind it lives in private modules: single-memory
-writes in :mod:`crdtsync._vault_memories`, imports in :mod:`crdtsync._vault_import`, relays, mailbox sync
-and joining in :mod:`crdtsync._vault_relays`.
+This module is the API and its documentation; the work behind it lives in private modules: creating a vault
+folder in :mod:`crdtsync._vault_create`, single-memory writes in :mod:`crdtsync._vault_memories`, imports in
+:mod:`crdtsync._vault_import`, relays, mailbox sync and joining in :mod:`crdtsync._vault_relays`, the restore
+rebase in :mod:`crdtsync._vault_rebase`.
 """
 
 from __future__ import annotations
@@ -20,19 +21,19 @@ import builtins
 import json
 import os
 import secrets
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from crdtsync import _vault_import, _vault_memories, _vault_rebase, _vault_relays
+from crdtsync import _vault_create, _vault_import, _vault_memories, _vault_rebase, _vault_relays
+from crdtsync._vault_create import DB_NAME, KEYS_NAME
 from crdtsync._vault_import import IMPORT_BATCH as IMPORT_BATCH
 from crdtsync._vault_import import ImportReport as ImportReport
 from crdtsync.crypto.header import KdfParams, VaultHeader, create_header
 from crdtsync.crypto.keys import DeviceKeys, new_vault_id, new_vault_key
-from crdtsync.errors import CryptoError, UpdateRejectedError, VaultError
+from crdtsync.errors import UpdateRejectedError, VaultError
 from crdtsync.model.records import (
     Conflict,
     Memory,
@@ -49,9 +50,6 @@ from crdtsync.store.integration import ApplyResult
 from crdtsync.store.replica import Replica
 from crdtsync.store.secrets_file import VaultSecrets, read_secrets, write_secrets
 from crdtsync.store.worker import DEFAULT_DEADLINE
-
-DB_NAME = "vault.db"
-KEYS_NAME = "keys"
 
 
 def new_memory_id(now_ms: int | None = None) -> str:
@@ -106,43 +104,19 @@ class Vault:
         """
         check_label("vault name", name)
         check_label("device name", device_name)
-        folder = _vacant_folder(path)
-        passphrase = passphrase if passphrase is not None else os.environ.get("CRDTSYNC_PASSPHRASE")
-        if not passphrase:
-            raise CryptoError(
-                "a vault needs a passphrase (it admits your other devices): pass one or set CRDTSYNC_PASSPHRASE",
-                code="PASSPHRASE_REQUIRED",
-            )
-        _make_folder(folder)
+        folder = _vault_create.vacant_folder(path)
+        passphrase = _vault_create.required_passphrase(
+            passphrase,
+            "a vault needs a passphrase (it admits your other devices): pass one or set CRDTSYNC_PASSPHRASE",
+        )
+        _vault_create.make_folder(folder)
         keys = DeviceKeys.generate()
         vault_id, vault_key = new_vault_id(), new_vault_key()
         header = create_header(vault_id, vault_key, passphrase, kdf or KdfParams.new())
         write_secrets(folder / KEYS_NAME, VaultSecrets(device=keys, vault_id=vault_id, epochs={0: vault_key}))
-        cls._create_store(folder, keys, header, vault_name=name or "memories", device_name=device_name,
-                          founder=True)
+        _vault_create.create_store(cls, folder, keys, header, vault_name=name or "memories", device_name=device_name,
+                                   founder=True)
         return folder
-
-    @classmethod
-    def _create_store(
-        cls, folder: Path, keys: DeviceKeys, header: VaultHeader, *, vault_name: str, device_name: str | None,
-        founder: bool,
-    ) -> None:
-        store = Store(folder / DB_NAME)
-        try:
-            with store.write():
-                store.set_meta("vault_header", header.to_json())
-                store.set_meta("device_id", keys.device_id)
-                store.set_meta("device_name", device_name or socket.gethostname())
-                store.set_meta("vault_name", vault_name)
-            vault = cls(folder, store, agent=None, deadline=DEFAULT_DEADLINE)
-            try:
-                if founder:
-                    vault._replica.local_write(lambda d: d.set_vault_info(vault_name), ())
-                vault._replica.ensure_lease_registered()
-            finally:
-                vault._replica.release_lease()
-        finally:
-            store.close()
 
     @classmethod
     def open(
@@ -446,17 +420,15 @@ class Vault:
             InvalidInputError: a device name that is not a valid label.
         """
         check_label("device name", device_name)
-        folder = _vacant_folder(path)
-        passphrase = passphrase if passphrase is not None else os.environ.get("CRDTSYNC_PASSPHRASE")
-        if not passphrase:
-            raise CryptoError("joining needs the vault's passphrase: pass it or set CRDTSYNC_PASSPHRASE",
-                              code="PASSPHRASE_REQUIRED")
+        folder = _vault_create.vacant_folder(path)
+        passphrase = _vault_create.required_passphrase(
+            passphrase, "joining needs the vault's passphrase: pass it or set CRDTSYNC_PASSPHRASE")
         header, epochs = _vault_relays.find_vault(url, passphrase)
-        _make_folder(folder)
+        _vault_create.make_folder(folder)
         keys = DeviceKeys.generate()
         write_secrets(folder / KEYS_NAME, VaultSecrets(device=keys, vault_id=header.vault_id, epochs=epochs,
                                                        current_epoch=max(epochs)))
-        cls._create_store(folder, keys, header, vault_name="", device_name=device_name, founder=False)
+        _vault_create.create_store(cls, folder, keys, header, vault_name="", device_name=device_name, founder=False)
         with cls.open(folder) as vault:
             _vault_relays.first_sync(vault, relay_name, url)
         return folder
@@ -491,21 +463,4 @@ class Vault:
     def log(self, *, limit: int = 50) -> builtins.list[AuditRow]:
         """The newest audit rows (syncs, imports), newest first."""
         return self._store.audit_rows(limit=limit)
-
-
-def _vacant_folder(path: str | os.PathLike[str]) -> Path:
-    """The folder ``path`` (``~`` expanded), which must hold no vault yet (``VaultError`` ``VAULT_EXISTS``)."""
-    folder = Path(path).expanduser()
-    if (folder / DB_NAME).exists() or (folder / KEYS_NAME).exists():
-        raise VaultError(f"{folder} already holds a vault", code="VAULT_EXISTS")
-    return folder
-
-
-def _make_folder(folder: Path) -> None:
-    """Create ``folder`` (and its parents) with mode 0700 (``VaultError`` ``VAULT_UNWRITABLE``)."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise VaultError(f"cannot create the vault folder {folder}: {exc.strerror or exc}",
-                         code="VAULT_UNWRITABLE") from None
 
