@@ -168,9 +168,7 @@ class Replica(UpdateIntegration):
             raise VaultError("the writes made since the restore were compacted into a snapshot and cannot be taken "
                              "out", code="DEVICE_CLOCKS_REUSED")
         scratch = ScratchDoc()
-        for update_id, data in self._stored_updates():
-            if update_id not in dropped:
-                scratch.doc.apply_update(data)
+        scratch.load([data for update_id, data in self._stored_updates() if update_id not in dropped])
         rebuilt: Doc[Any] = Doc()
         rebuilt.apply_update(scratch.doc.get_update())  # the Doc without them, kept for the rows
         touched: set[str] = set()

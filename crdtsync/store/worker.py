@@ -52,8 +52,6 @@ FRAME_STALL_SECONDS = 5.0
 #: Largest message accepted from the child (a corrupted child cannot make the parent allocate more).
 MAX_FRAME_BYTES = 512 * 1024 * 1024
 _WORKER_CODES = ("UPDATE_MALFORMED",)
-#: The Yjs state vector of a Doc that holds nothing.
-_EMPTY_STATE = b"\x00"
 _REGISTRY_TEXT_FIELDS = ("name", "sign_pk", "kx_pk", "added_by", "added_at", "revoked_at")
 
 #: One touched memory: its id and its materialized row (:func:`crdtsync.store.memories.memory_row`), or None when
@@ -136,7 +134,8 @@ def check_registry(entries: Sequence[_Entry], vault_text: str) -> dict[str, dict
 class ScratchDoc:
     """The worker's Doc. :meth:`apply` integrates an update and records which memory ids and device ids it
     touched (``changed``, ``devices_changed``) and which records it replaced (``replaced``); :meth:`entries`
-    reads touched keys as JSON text."""
+    reads touched keys as JSON text. ``holds_records`` is False while the Doc has never held a memory record
+    (a new device before its first pull): then every record after an apply was touched by it."""
 
     def __init__(self) -> None:
         self.doc: Doc[Any] = Doc()
@@ -146,6 +145,16 @@ class ScratchDoc:
         self.changed: set[str] = set()
         self.devices_changed: set[str] = set()
         self.replaced: set[str] = set()
+        self.holds_records = False
+
+    def load(self, updates: Sequence[bytes]) -> None:
+        """Apply the trusted updates that rebuild the replica's Doc (nothing is recorded as touched)."""
+        for update in updates:
+            self.doc.apply_update(update)
+        self.holds_records = len(self.memories) > 0
+        self.changed.clear()
+        self.devices_changed.clear()
+        self.replaced.clear()
 
     @staticmethod
     def _collect(target: set[str], replaced: set[str] | None = None) -> Any:
@@ -162,17 +171,18 @@ class ScratchDoc:
         return callback
 
     def apply(self, update: bytes) -> None:
-        """Apply ``update`` (Yjs v1 bytes) and set ``changed``, ``devices_changed`` and ``replaced``. Into an
-        empty Doc (a first pull) every key afterwards was touched, so the deep observers,
-        which cost more than the apply itself at 100k records, are left out. Raises whatever pycrdt raises (a
-        panic included)."""
+        """Apply ``update`` (Yjs v1 bytes) and set ``changed``, ``devices_changed`` and ``replaced``. Into a Doc
+        that holds no memory record yet (a first pull, a join: the Doc has only this device's registration)
+        every key afterwards was touched and none was replaced, so the deep observers, which cost more than the
+        apply itself at 100k records, are left out. Raises whatever pycrdt raises (a panic included)."""
         self.changed.clear()
         self.devices_changed.clear()
         self.replaced.clear()
-        if self.doc.get_state() == _EMPTY_STATE:  # an empty Doc (len() of a Map is O(entries) in yrs)
+        if not self.holds_records:
             self.doc.apply_update(update)
             self.changed.update(self.memories.keys())
             self.devices_changed.update(self.devices.keys())
+            self.holds_records = bool(self.changed)
             return
         subscriptions = [  # held until unobserved: pycrdt drops an observer whose subscription is collected
             (self.memories, self.memories.observe_deep(self._collect(self.changed, self.replaced))),
@@ -248,11 +258,7 @@ def _serve(conn: Connection) -> None:  # pragma: no cover - runs in the child pr
             return
         try:
             if op == "load":
-                for update in data:
-                    scratch.doc.apply_update(update)
-                scratch.changed.clear()
-                scratch.devices_changed.clear()
-                scratch.replaced.clear()
+                scratch.load(data)
             elif op == "all":  # report every record and registry entry, as if all were touched
                 scratch.changed = set(map(str, scratch.memories.keys()))
                 scratch.devices_changed = set(map(str, scratch.devices.keys()))
