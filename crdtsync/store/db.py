@@ -34,6 +34,8 @@ from crdtsync.errors import InvalidInputError, NotFoundError, VaultError
 from crdtsync.store.memories import MaterializedMemories
 
 STORE_FORMAT = 1
+#: KiB of SQLite page cache per connection, at most.
+CACHE_KIB = 16384
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
@@ -116,6 +118,11 @@ class Store(MaterializedMemories):
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
+            # A page cache of up to 16 MiB (SQLite's default is 2 MiB): a bulk write (an import, a first pull)
+            # inserts ids in random order, and a cache the memories index does not fit in spills dirty pages to
+            # the WAL mid-transaction. 100k rows in 10k-row transactions: 2.1 s -> 1.5 s. Pages are allocated as
+            # they are used, so a small vault costs no more.
+            self.conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self.conn.executescript(_SCHEMA)
             self._drop_insert_trigger()
         except sqlite3.Error as exc:
