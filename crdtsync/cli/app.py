@@ -282,7 +282,7 @@ def show(memory_id: Annotated[str, typer.Argument(metavar="ID")], vault: VaultOp
 
 @app.command("list")
 def list_(
-    limit: Annotated[int | None, typer.Option(help="At most this many (newest first).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many (newest first).")] = None,
     deleted: Annotated[bool, typer.Option("--deleted", help="Include deleted memories.")] = False,
     vault: VaultOpt = None,
     as_json: JsonOpt = False,
@@ -296,7 +296,7 @@ def list_(
 @app.command()
 def search(
     query: str,
-    limit: Annotated[int, typer.Option(help="At most this many results.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many results.")] = 50,
     vault: VaultOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -478,7 +478,7 @@ def status(
 
 @app.command()
 def log(
-    limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="Rows to show.")] = 50,
     vault: VaultOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -472,6 +472,13 @@ def test_list_limit_returns_the_newest_first(fresh: Path) -> None:
     assert [m["content"] for m in listed] == ["Dated memory 7", "Dated memory 6", "Dated memory 5"]
 
 
+@pytest.mark.parametrize("args", [["list", "--limit", "0"], ["list", "--limit", "-1"], ["search", "x", "--limit", "0"],
+                                  ["log", "--limit", "-5"]])
+def test_a_limit_below_1_is_a_usage_error(fresh: Path, args: list[str]) -> None:
+    result = cli(fresh, *args)
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+
+
 def test_list_json_is_an_array_of_memory_objects(fresh: Path) -> None:
     first = add_json(fresh, "First of two")
     second = add_json(fresh, "Second of two", "--level", "0")
