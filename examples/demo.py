@@ -56,13 +56,18 @@ def _timed(label: str, times: dict[str, float]) -> Callable[[Callable[[], Any]],
     return run
 
 
+def _tail(text: str, width: int) -> str:
+    """The end of ``text``, where edits to these memories go, marked with ``...`` when it is cut."""
+    return text if len(text) <= width else "..." + text[-width:]
+
+
 def _conflict_table(title: str, vault: Vault) -> Table:
     names = {device_id: entry.get("name", device_id) for device_id, entry in vault.devices().items()}
     table = Table(title=title)
     for column in ("memory", "field", "candidates (device: value)"):
         table.add_column(column, overflow="fold")
     for c in vault.conflicts():
-        shown = "\n".join(f"{names.get(cand.device, cand.device)}: ...{str(cand.value)[-60:]}"
+        shown = "\n".join(f"{names.get(cand.device, cand.device)}: {_tail(str(cand.value), 60)}"
                            for cand in c.candidates)
         table.add_row(c.memory_id[:13] + "...", c.field, shown)
     return table
