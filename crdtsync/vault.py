@@ -438,20 +438,28 @@ class Vault:
     def status(self) -> dict[str, Any]:
         """A summary for ``crdtsync status``: device, memory counts, log size, updates held or quarantined,
         conflicts, relays (pending push and pull, last sync, last error) and the known devices (as of the last
-        sync or registry read). Answers from SQLite without loading the Doc."""
+        sync or registry read). ``held`` lists each held update with what it waits for: ``{origin, since,
+        waits_for: [{client (Yjs client id), device (its device id, None when no registration of it reached
+        this device)}]}``. Answers from SQLite without loading the Doc."""
         count, size = self._store.updates_since_snapshot()
+        registry = json.loads(self._store.get_meta("registry") or "{}")
+        writer = {client: device for device, entry in registry.items() for client in entry.get("clients", ())}
+        held = [{"origin": h["origin"], "since": h["since"],
+                 "waits_for": [{"client": c, "device": writer.get(c)} for c in h["clients"]]}
+                for h in self._store.held_waits()]
         return {
             "vault": str(self.path),
             "device_id": self.device_id,
             "device_name": self._store.get_meta("device_name"),
             "memories": self._store.counts(),
             "log": {"updates_since_snapshot": count, "bytes_since_snapshot": size},
-            "held_updates": self._store.held_count(),
+            "held_updates": len(held),
+            "held": held,
             "quarantined_updates": len(self._store.quarantined()),
             "conflicts": len(self._store.conflicts()),
             "alarms": self._store.alarms(),
             "relays": self.relays(),
-            "devices": json.loads(self._store.get_meta("registry") or "{}"),
+            "devices": registry,
         }
 
     def clear_alarms(self, code: str | None = None) -> int:

@@ -463,6 +463,11 @@ def status(
               f"{counts['conflicted']} with conflicts")
     out.print(f"received updates waiting for others: {info['held_updates']}; "
               f"refused: {info['quarantined_updates']}; conflicts: {info['conflicts']}")
+    waited = _waited_for(info)
+    if waited:
+        out.print("they wait for writes of " + "; ".join(waited) + ". A device's writes reach this one only "
+                  "through a relay both sync with: if they still wait after a sync, add a relay that device uses "
+                  "(or add one of these relays on it)")
     for r in info["relays"]:
         out.print(f"relay {r['name']} ({r['url']}): last sync {r['last_sync'] or 'never'}, "
                   f"pending push {r['pending_push']}, pending pull {r['pending_pull']}"
@@ -474,6 +479,24 @@ def status(
     for device_id, entry in sorted(info["devices"].items()):
         mark = " (this device)" if device_id == info["device_id"] else ""
         out.print(f"device {device_id}{mark}: {entry.get('name', '')}")
+
+
+def _waited_for(info: Mapping[str, Any]) -> list[str]:
+    """The writers that held updates wait for, from :meth:`Vault.status`: ``device <id> (<name>)``, or the Yjs
+    client id when no registration of its device reached this one. A device whose own updates are held is left
+    out: its later updates wait for its earlier ones, which wait for the writer named."""
+    devices = info["devices"]
+    senders = {held["origin"] for held in info["held"]}
+    named: dict[str, None] = {}
+    for held in info["held"]:
+        for wait in held["waits_for"]:
+            device = wait["device"]
+            if device in senders:
+                continue
+            label = (f"device {device} ({devices.get(device, {}).get('name', '')})" if device
+                     else f"Yjs client {wait['client']} of a device not known here")
+            named[label] = None
+    return list(named)
 
 
 @app.command()

@@ -79,6 +79,7 @@ def _run_sync(vault: Path | None, relay: str | None, as_json: bool, *, push: boo
         task = bar.add_task("pulling", total=None)
         reports = v.sync(relay, push=push, pull=pull, progress=lambda done, total: bar.update(
             task, completed=done, total=total))
+        held = v.store.held_count()
     data: list[dict[str, Any]] = [r.to_json() for r in reports]
     if as_json:
         _emit_json(data)
@@ -89,6 +90,9 @@ def _run_sync(vault: Path | None, relay: str | None, as_json: bool, *, push: boo
                 err.print(Text.assemble((r["relay"], "yellow"), f" {e['device']} [{e['code']}]: {e['message']}"))
         if any(r["conflicts"] for r in data):
             err.print("conflicts need you: `crdtsync conflicts`, then `crdtsync resolve`")
+        if held:
+            err.print(f"{held} received updates wait for writes no relay has brought yet: `crdtsync status` "
+                      "shows whose")
     if any(r["errors"] for r in data):
         raise typer.Exit(8)
 

@@ -39,6 +39,10 @@ class Missing:
     def __bool__(self) -> bool:
         return bool(self.gaps or self.references or self.deletes)
 
+    def clients(self) -> frozenset[int]:
+        """The Yjs client ids whose structs the update waits for."""
+        return frozenset(self.gaps) | {client for client, _ in self.references} | frozenset(self.deletes)
+
 
 def _reach(ranges: Ranges, known: int) -> tuple[int, int | None]:
     """End of the clock run contiguous from ``known``, and where the first range past it starts (or None)."""

@@ -296,6 +296,24 @@ class Store(MaterializedMemories):
         rows = self.conn.execute("SELECT id, origin, data FROM inbox ORDER BY id")
         return [(r[0], r[1], bytes(r[2])) for r in rows]
 
+    def wait_for(self, inbox_id: int, clients: Iterable[int]) -> None:
+        """Record which Yjs client ids the held update ``inbox_id`` waits for (what its last try found missing).
+        Call inside :meth:`write`."""
+        self.conn.execute("UPDATE inbox SET waiting = ? WHERE id = ?",
+                          (json.dumps({"clients": sorted(clients)}), inbox_id))
+
+    def held_waits(self) -> list[dict[str, Any]]:
+        """Each held update, oldest first, as ``{origin, since (ISO-8601 UTC), clients}``: the Yjs client ids it
+        waits for as its last try found them (empty before its first try)."""
+        out = []
+        for origin, at, waiting in self.conn.execute("SELECT origin, at, waiting FROM inbox ORDER BY id"):
+            try:
+                clients = [int(c) for c in json.loads(waiting)["clients"]]
+            except (ValueError, TypeError, KeyError):
+                clients = []
+            out.append({"origin": origin, "since": at, "clients": clients})
+        return out
+
     def held_count(self) -> int:
         """How many received updates wait for dependencies."""
         return int(self.conn.execute("SELECT count(*) FROM inbox").fetchone()[0])

@@ -251,8 +251,7 @@ class UpdateIntegration:
                         decoded = decoded_of(inbox_id, data)
                         missing = missing_dependencies(decoded, state)
                         if missing:
-                            self._store.conn.execute(
-                                "UPDATE inbox SET waiting = ? WHERE id = ?", (repr(missing), inbox_id))
+                            self._store.wait_for(inbox_id, missing.clients())
                             continue
                         result = worker.apply(data, on_rows=self._store_rows)
                         if decode_state_vector(result.state_vector) != expected_state(decoded, state):

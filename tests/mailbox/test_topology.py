@@ -1,0 +1,58 @@
+"""Devices that share no relay: a device pushes only its own writes (an envelope may carry only its sender's
+Yjs clients), so a write that depends on a third device's writes waits on a device that never receives them.
+What waits, and for whom, must be visible, and adding the missing relay must unblock it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from crdtsync.cli.app import app
+from crdtsync.vault import Vault
+from tests.conftest import PASSPHRASE, cheap_kdf
+
+
+def _memories(vault: Vault) -> list[dict[str, object]]:
+    return [m.to_json() for m in vault.list(include_deleted=True) if m.level == 1]
+
+
+def test_a_write_that_waits_for_a_device_on_no_shared_relay_is_shown_and_integrates_once_one_is_added(
+    tmp_path: Path,
+) -> None:
+    box1, box2 = (tmp_path / "box1").as_uri(), (tmp_path / "box2").as_uri()
+    Vault.init(tmp_path / "laptop", name="v", device_name="laptop", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    with Vault.open(tmp_path / "laptop") as a:
+        a.add("a first memory")
+        a.add_relay("box1", box1)
+        a.add_relay("box2", box2)
+        a.sync()
+    Vault.join(tmp_path / "phone", box1, passphrase=PASSPHRASE, device_name="phone")
+    Vault.join(tmp_path / "tablet", box2, passphrase=PASSPHRASE, device_name="tablet")
+    with Vault.open(tmp_path / "laptop") as a, Vault.open(tmp_path / "phone") as b, \
+            Vault.open(tmp_path / "tablet") as c:
+        from_phone = b.add("written on the phone, which syncs through box1 only")
+        b.sync()
+        a.sync()
+        a.update(from_phone.id, content="edited on the laptop")
+        from_laptop = a.add("written on the laptop in the same push")
+        assert all(not r.errors for r in a.sync())
+
+        assert all(not r.errors for r in c.sync())
+        assert {m.id for m in c.list()}.isdisjoint({from_phone.id, from_laptop.id})
+        status = c.status()
+        assert status["held_updates"] == 1
+        (held,) = status["held"]
+        assert held["origin"] == a.device_id
+        assert [w["device"] for w in held["waits_for"]] == [None]  # the phone's registration never reached it
+        (phone_client,) = b.devices()[b.device_id]["clients"]
+        assert [w["client"] for w in held["waits_for"]] == [phone_client]
+        shown = CliRunner().invoke(app, ["--vault", str(c.path), "status"], env={"CRDTSYNC_PASSPHRASE": None})
+        assert shown.exit_code == 0 and f"Yjs client {phone_client}" in shown.stdout
+
+        b.add_relay("box2", box2)
+        assert all(not r.errors for r in b.sync())
+        assert all(not r.errors for r in c.sync())
+        assert c.status()["held"] == []
+        assert c.get(from_phone.id).content == "edited on the laptop" and c.get(from_laptop.id)
+        assert _memories(c) == _memories(a)
