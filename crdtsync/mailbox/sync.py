@@ -161,7 +161,8 @@ class Mailbox(SealedObjects):
             raise MailboxError(
                 f"this device's head (seq {state.seq}) is missing from {self.store.url}: the mailbox is not there as "
                 "it was (a folder not mounted or not carried yet, another bucket or prefix); nothing was pushed. "
-                "If it was emptied on purpose, `crdtsync relay rm` and `relay add` publish this vault again",
+                f"If it was emptied on purpose, run `crdtsync relay rm {self.relay}` then `crdtsync relay add "
+                f"{self.relay} URL` on every device: each then publishes again from the start",
                 code="MAILBOX_OBJECT_MISSING")
         if remote is not None and remote.seq > state.seq:
             # Restored from a backup, or our push state was lost: take back what the mailbox holds of ours past
