@@ -314,13 +314,17 @@ class Vault:
         *,
         on_stored: Callable[[], None] | None = None,
         allowed_clients: Sequence[frozenset[int] | None] | None = None,
+        limit_held: bool = True,
     ) -> builtins.list[ApplyResult]:
         """Integrate received updates through the defended apply path (README "Trust boundaries"): the strict
         reader, the inbox (durable before ``on_stored`` runs, inside the same transaction), the integration
         worker under a deadline, the live Doc. Returns one :class:`ApplyResult` per input, in order; never
         raises for a bad update (it is quarantined with its code). ``allowed_clients`` (one entry per update)
-        limits the Yjs client ids an update may write under (``UPDATE_FOREIGN_CLIENT``)."""
-        return self._replica.apply_updates(updates, on_stored=on_stored, allowed_clients=allowed_clients)
+        limits the Yjs client ids an update may write under (``UPDATE_FOREIGN_CLIENT``). Past
+        :data:`crdtsync.store.integration.MAX_HELD` held updates, one that would wait too is refused
+        (``UPDATE_INBOX_FULL``) unless ``limit_held`` is False."""
+        return self._replica.apply_updates(updates, on_stored=on_stored, allowed_clients=allowed_clients,
+                                           limit_held=limit_held)
 
     def devices(self) -> dict[str, dict[str, Any]]:
         """The device registry replicated in the Doc: ``{device_id: {name, sign_pk, kx_pk, added_by, added_at,

@@ -55,6 +55,7 @@ from crdtsync.mailbox.format import (
 )
 from crdtsync.mailbox.objects import SealedObjects
 from crdtsync.model.yupdate import item_positions
+from crdtsync.store import integration
 
 if TYPE_CHECKING:
     from crdtsync.vault import Vault
@@ -291,7 +292,21 @@ class Mailbox(SealedObjects):
         counter = [0, total, progress]
         if progress is not None:
             progress(0, total)
+        full: list[str] = []
         for device_id, head, applied in heads:
+            try:
+                self._pull_device(device_id, head, applied, report, counter)
+            except CrdtsyncError as exc:
+                if exc.code == "UPDATE_INBOX_FULL":
+                    full.append(device_id)
+                    continue
+                report.errors.append({"device": device_id, "code": exc.code, "message": exc.message})
+        # A device pulled later may have brought what the held updates waited for: go back once to those that
+        # stopped on a full inbox, from where they stopped.
+        for device_id, head, _ in heads:
+            if device_id not in full:
+                continue
+            applied = _int_cursor(self.vault.store.get_cursor(f"pull:{self.relay}", device_id))
             try:
                 self._pull_device(device_id, head, applied, report, counter)
             except CrdtsyncError as exc:
@@ -320,7 +335,11 @@ class Mailbox(SealedObjects):
     def _pull_device(self, device_id: str, head: Head, applied: int, report: SyncReport, counter: list[Any]) -> None:
         """Integrate ``device_id``'s objects past ``applied`` (from its snapshot when the logs we need are gone),
         in groups of up to :data:`PULL_GROUP` objects; stops at the first object that cannot be read. Each log
-        body must link to the hash of the one applied before it, else a fork alarm is raised."""
+        body must link to the hash of the one applied before it, else a fork alarm is raised. Stops too (with
+        ``UPDATE_INBOX_FULL``, before fetching) when the inbox is full and this device already has updates
+        waiting there (its next ones would wait behind them): the rest stays in the mailbox for a later sync,
+        where a refusal would lose it for this device. A device with nothing waiting is still pulled: it may
+        bring what the others wait for (the inbox overshoots by at most what one device sends)."""
         db = self.vault.store
         stored_chain = db.get_cursor(f"chain:{self.relay}", device_id)
         chain: bytes | None = b"" if applied == 0 else stored_chain
@@ -336,6 +355,11 @@ class Mailbox(SealedObjects):
         size = 0
         try:
             for seq in range(applied + 1, head.seq + 1):
+                if db.held_count() >= integration.MAX_HELD and device_id in db.held_origins():
+                    raise MailboxError(
+                        f"{integration.MAX_HELD} received updates wait for writes no relay has brought (`crdtsync "
+                        f"status` shows whose); device {device_id}'s log from seq {seq} stays in the mailbox until "
+                        "they integrate", code="UPDATE_INBOX_FULL")
                 fetched = self._fetch(device_id, KIND_UPDATE, seq, report)
                 if chain is not None and fetched[1].prev != chain:
                     message = (f"device {device_id} has two different signed histories: its log {seq} does not "
@@ -387,6 +411,7 @@ class Mailbox(SealedObjects):
             [(batch.update, device_id) for _, batch, _, _ in fetched],
             on_stored=stored,
             allowed_clients=[frozenset(self._allowed_clients(device_id, batch)) for _, batch, _, _ in fetched],
+            limit_held=False,  # _pull_device bounds the inbox before it fetches; the cursor passes what is handed over
         )
         for (seq, _, _, _), result in zip(fetched, results, strict=True):
             if result.status == "refused":

@@ -314,6 +314,10 @@ class Store(MaterializedMemories):
             out.append({"origin": origin, "since": at, "clients": clients})
         return out
 
+    def held_origins(self) -> set[str]:
+        """The origins (sender labels: device ids for a mailbox) of the held updates."""
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT origin FROM inbox")}
+
     def held_count(self) -> int:
         """How many received updates wait for dependencies."""
         return int(self.conn.execute("SELECT count(*) FROM inbox").fetchone()[0])

@@ -28,7 +28,8 @@ from crdtsync.store.worker import IntegrationWorker, Row, WorkerResult
 
 T = TypeVar("T")
 
-#: Received updates that may wait for missing dependencies at once; more are refused (UPDATE_INBOX_FULL).
+#: Received updates that may wait for missing dependencies at once; past it, an update that would wait too is
+#: refused (UPDATE_INBOX_FULL), or with ``limit_held=False`` left to the caller (the mailbox stops fetching).
 MAX_HELD = 10_000
 
 
@@ -81,6 +82,7 @@ class UpdateIntegration:
         *,
         on_stored: Callable[[], None] | None = None,
         allowed_clients: Sequence[frozenset[int] | None] | None = None,
+        limit_held: bool = True,
     ) -> list[ApplyResult]:
         """Integrate received updates, defending against the pycrdt hazards (README "Trust boundaries").
 
@@ -92,7 +94,11 @@ class UpdateIntegration:
         3. Each held update whose dependencies are all known here is applied in the integration worker under
            the deadline; a panic, crash, hang, schema violation or a state vector other than the one the
            update's content justifies quarantines it. Otherwise it is applied to the live Doc, logged and
-           materialized in one transaction. Updates that wait for others stay held (``"pending"``).
+           materialized in one transaction. Updates that wait for others stay held (``"pending"``), up to
+           :data:`MAX_HELD` held updates in all: past it, those of this call that still wait are refused
+           (``UPDATE_INBOX_FULL``), newest first; an update that integrates is never refused for a full inbox.
+           ``limit_held=False`` holds them all: for a caller that bounds what it hands over itself (a
+           mailbox pull, whose cursor moves past what it hands over).
 
         Returns one :class:`ApplyResult` per input, in order. Never raises for a bad update.
         """
@@ -116,10 +122,6 @@ class UpdateIntegration:
                         raise UpdateRejectedError(
                             f"{origin} sent structs of Yjs client ids {sorted(foreign)} it does not own",
                             code="UPDATE_FOREIGN_CLIENT")
-                    if self._store.held_count() >= MAX_HELD:
-                        raise UpdateRejectedError(
-                            f"{MAX_HELD} received updates already wait for missing ones; refusing more until "
-                            "they integrate (`crdtsync status` shows them)", code="UPDATE_INBOX_FULL")
                 except UpdateRejectedError as exc:
                     self._store.quarantine(bytes(data), origin=origin, code=exc.code, message=exc.message)
                     outcomes.append(ApplyResult("refused", exc.code, exc.message))
@@ -131,6 +133,20 @@ class UpdateIntegration:
                 on_stored()
         done = self._drain_inbox()
         held = {row[0] for row in self._store.held()}
+        if limit_held and len(held) > MAX_HELD:
+            message = (f"{MAX_HELD} received updates already wait for missing ones; refusing more until they "
+                       "integrate (`crdtsync status` shows whose writes they wait for)")
+            with self._store.write():
+                for outcome, (data, origin) in reversed(list(zip(outcomes, updates, strict=True))):
+                    if len(held) <= MAX_HELD:
+                        break
+                    if isinstance(outcome, int) and outcome in held:
+                        self._store.release(outcome)
+                        self._store.quarantine(bytes(data), origin=origin, code="UPDATE_INBOX_FULL",
+                                               message=message)
+                        self._decoded.pop(outcome, None)
+                        held.discard(outcome)
+                        done[outcome] = ApplyResult("refused", "UPDATE_INBOX_FULL", message)
         results = []
         for outcome in outcomes:
             if isinstance(outcome, ApplyResult):

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+import crdtsync.mailbox.sync as sync_module
+import crdtsync.store.integration as integration_module
 from crdtsync.cli.app import app
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
@@ -17,9 +20,8 @@ def _memories(vault: Vault) -> list[dict[str, object]]:
     return [m.to_json() for m in vault.list(include_deleted=True) if m.level == 1]
 
 
-def test_a_write_that_waits_for_a_device_on_no_shared_relay_is_shown_and_integrates_once_one_is_added(
-    tmp_path: Path,
-) -> None:
+def _three_devices(tmp_path: Path) -> tuple[str, str]:
+    """laptop (relays box1 and box2), phone (box1 only), tablet (box2 only); returns the two relay URLs."""
     box1, box2 = (tmp_path / "box1").as_uri(), (tmp_path / "box2").as_uri()
     Vault.init(tmp_path / "laptop", name="v", device_name="laptop", passphrase=PASSPHRASE, kdf=cheap_kdf())
     with Vault.open(tmp_path / "laptop") as a:
@@ -29,6 +31,13 @@ def test_a_write_that_waits_for_a_device_on_no_shared_relay_is_shown_and_integra
         a.sync()
     Vault.join(tmp_path / "phone", box1, passphrase=PASSPHRASE, device_name="phone")
     Vault.join(tmp_path / "tablet", box2, passphrase=PASSPHRASE, device_name="tablet")
+    return box1, box2
+
+
+def test_a_write_that_waits_for_a_device_on_no_shared_relay_is_shown_and_integrates_once_one_is_added(
+    tmp_path: Path,
+) -> None:
+    _, box2 = _three_devices(tmp_path)
     with Vault.open(tmp_path / "laptop") as a, Vault.open(tmp_path / "phone") as b, \
             Vault.open(tmp_path / "tablet") as c:
         from_phone = b.add("written on the phone, which syncs through box1 only")
@@ -55,4 +64,33 @@ def test_a_write_that_waits_for_a_device_on_no_shared_relay_is_shown_and_integra
         assert all(not r.errors for r in c.sync())
         assert c.status()["held"] == []
         assert c.get(from_phone.id).content == "edited on the laptop" and c.get(from_laptop.id)
+        assert _memories(c) == _memories(a)
+
+
+def test_a_full_inbox_leaves_the_rest_in_the_mailbox_instead_of_refusing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the tablet waits on the phone, every later push of the laptop waits too (its clocks continue the
+    held one). Once the inbox is full, a pull must leave the laptop's further logs in the mailbox: refused,
+    they were quarantined and the cursor moved past them, so the tablet lost them for good."""
+    monkeypatch.setattr(integration_module, "MAX_HELD", 3)
+    monkeypatch.setattr(sync_module, "PULL_GROUP", 2)  # objects handed over per apply: the inbox grows by 2
+    _, box2 = _three_devices(tmp_path)
+    with Vault.open(tmp_path / "laptop") as a, Vault.open(tmp_path / "phone") as b, \
+            Vault.open(tmp_path / "tablet") as c:
+        from_phone = b.add("written on the phone")
+        b.sync()
+        a.sync()
+        a.update(from_phone.id, content="edited on the laptop")
+        a.sync()
+        for i in range(5):
+            a.add(f"laptop memory {i}")
+            a.sync()
+        codes = [e["code"] for r in c.sync() for e in r.errors]
+        assert codes == ["UPDATE_INBOX_FULL"]
+        assert c.status()["held_updates"] == 4 and c.store.quarantined() == []  # 3 reached, then one group more
+        b.add_relay("box2", box2)
+        b.sync()
+        assert [e for r in c.sync() for e in r.errors] == []
+        assert c.status()["held"] == [] and c.store.quarantined() == []
         assert _memories(c) == _memories(a)

@@ -141,6 +141,29 @@ def test_out_of_order_updates_wait_then_integrate(make_vault: MakeVault) -> None
     assert sink.store.held_count() == 0 and sink.get(m.id).content == "second"
 
 
+def test_a_full_inbox_refuses_only_updates_that_would_wait(
+    monkeypatch: pytest.MonkeyPatch, make_vault: MakeVault,
+) -> None:
+    import crdtsync.store.integration as integration_module
+
+    monkeypatch.setattr(integration_module, "MAX_HELD", 2)
+    source, sink = make_vault("a"), make_vault("b")
+    m = source.add("v0")
+    updates = [data for _, data in source.store.local_updates_after(0)]
+    for n in range(1, 5):
+        last = source.store.last_update_id()
+        source.update(m.id, content=f"v{n}")
+        updates += [data for _, data in source.store.local_updates_after(last)]
+    first, later = updates[:-4], updates[-4:]
+    results = sink.apply_updates([(data, "a") for data in later])  # all wait for `first`
+    assert [r.status for r in results] == ["pending", "pending", "refused", "refused"]
+    assert {r.code for r in results[2:]} == {"UPDATE_INBOX_FULL"} and sink.store.held_count() == 2
+    assert [r.status for r in sink.apply_updates([(data, "a") for data in first])][-1] == "integrated"
+    assert sink.store.held_count() == 0 and sink.get(m.id).content == "v2"  # v3, v4 were refused
+    assert [r.status for r in sink.apply_updates([(data, "a") for data in later[2:]])] == ["integrated"] * 2
+    assert sink.get(m.id).content == "v4"
+
+
 def test_duplicates_change_nothing(make_vault: MakeVault) -> None:
     source, sink = make_vault("a"), make_vault("b")
     source.add("once")
