@@ -41,7 +41,7 @@ def relay_states(store: Store) -> list[dict[str, Any]]:
         seen = store.cursors(f"seen:{relay['name']}")
         applied = store.cursors(f"pull:{relay['name']}")
         behind = sum(max(0, int(v) - int(applied.get(k, b"0"))) for k, v in seen.items())
-        out.append({**relay, "pending_push": len(store.local_updates_after(pushed)),
+        out.append({**relay, "pending_push": store.count_local_updates_after(pushed),
                     "pending_pull": behind})
     return out
 

@@ -228,6 +228,11 @@ class Store(MaterializedMemories):
         rows = self.conn.execute("SELECT id, data FROM updates WHERE local = 1 AND id > ? ORDER BY id", (after,))
         return [(r[0], r[1]) for r in rows]
 
+    def count_local_updates_after(self, after: int) -> int:
+        """How many of this device's own logged updates have id > ``after`` (without reading them)."""
+        row = self.conn.execute("SELECT count(*) FROM updates WHERE local = 1 AND id > ?", (after,)).fetchone()
+        return int(row[0])
+
     def last_update_id(self) -> int:
         """The id of the newest logged update, or of the newest snapshot's end when the log is compacted."""
         row = self.conn.execute(
