@@ -89,3 +89,66 @@ def test_random_edits_and_sync_interleavings_converge(tmp_path: Path, scheme: st
     root.mkdir()
     url = f"memory://{uuid.uuid4().hex}" if scheme == "memory" else (root / "box").as_uri()
     _run_program(root, url, program)
+
+
+def test_devices_on_two_relays_converge_when_every_pair_shares_one(tmp_path: Path) -> None:
+    """d0 and d1 sync through two mailboxes, d2 through the second only; every pair shares a relay. Random
+    programs whose syncs pick one relay or all: each write arrives once per relay that carries it (duplicates
+    must change nothing), push cursors and acknowledgements are per relay, and all converge."""
+    sync_one = st.tuples(st.just("sync_relay"), st.integers(0, DEVICES - 1), st.sampled_from(["box1", "box2"]))
+    programs = st.lists(st.one_of(op, sync_one), min_size=5, max_size=30)
+
+    @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(program=programs)
+    def run(program: list[Any]) -> None:
+        root = tmp_path / f"run{next(_runs)}"
+        root.mkdir()
+        box1, box2 = (root / "box1").as_uri(), (root / "box2").as_uri()
+        Vault.init(root / "d0", name="v", device_name="d0", passphrase=PASSPHRASE, kdf=cheap_kdf())
+        with Vault.open(root / "d0") as first:
+            first.add("seed memory")
+            first.add_relay("box1", box1)
+            first.add_relay("box2", box2)
+            first.sync()
+        Vault.join(root / "d1", box1, passphrase=PASSPHRASE, device_name="d1", relay_name="box1")
+        Vault.join(root / "d2", box2, passphrase=PASSPHRASE, device_name="d2", relay_name="box2")
+        with Vault.open(root / "d1") as d1:
+            d1.add_relay("box2", box2)
+        vaults = [Vault.open(root / f"d{n}") for n in range(DEVICES)]
+        try:
+            for step in program:
+                dev = vaults[step[1]]
+                if step[0] == "sync_relay":
+                    if step[2] in {r["name"] for r in dev.relays()}:
+                        reports = dev.sync(step[2])
+                        assert all(not r.errors for r in reports), [r.errors for r in reports]
+                    continue
+                if step[0] == "sync":
+                    reports = dev.sync(push=step[2] != "pull", pull=step[2] != "push")
+                    assert all(not r.errors for r in reports), [r.errors for r in reports]
+                    continue
+                known = [m.id for m in dev.list(include_deleted=True)]
+                if step[0] == "add":
+                    dev.add(f"{step[2]} note on d{step[1]}", tags=[step[2]])
+                elif known:
+                    target = known[step[2] % len(known)]
+                    if step[0] == "edit" and not dev.get(target).deleted:
+                        dev.update(target, content=f"{step[3]} edited on {step[1]}")
+                    elif step[0] == "delete":
+                        dev.delete(target)
+                    elif step[0] == "restore":
+                        dev.restore(target)
+            for _ in range(3):
+                for dev in vaults:
+                    reports = dev.sync()
+                    assert all(not r.errors for r in reports), [r.errors for r in reports]
+            views = [[m.to_json() for m in v.list(include_deleted=True)] for v in vaults]
+            assert all(view == views[0] for view in views)
+            assert all([c.to_json() for c in v.conflicts()] == [c.to_json() for c in vaults[0].conflicts()]
+                       for v in vaults)
+            assert all(v.store.held_count() == 0 and not v.store.quarantined() for v in vaults)
+        finally:
+            for v in vaults:
+                v.close()
+
+    run()
