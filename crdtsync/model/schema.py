@@ -393,20 +393,34 @@ def _registers(record: Mapping[str, Any], created: str, creator: str) -> dict[st
     return out
 
 
-def read_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, list[Conflict]] | None:
+def check_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, list[Conflict]] | None:
     """Interpret one record Map (as plain Python, from ``Map.to_py()``) under schema v1.
 
-    Returns the memory and its conflicts, or ``None`` when the record is malformed: missing or wrongly typed
-    ``created`` stamp, a register entry of the wrong shape or type, no content entry, or a
-    non-``true`` tag. The settled value of a field in conflict is its latest candidate (by time, then device,
-    then op id), so every replica shows the same value.
+    Returns the memory and its conflicts, or ``None`` when the record is well formed but incomplete: it holds
+    no live content entry. One device's part of the Doc can be such a partial view: its snapshot or first push
+    carries the whole delete set its Doc knows, so a content entry it wrote and another device replaced is
+    deleted there, while the replacing entry comes with that other device's update. Such a record shows as
+    absent until the rest arrives. The settled value of a field in conflict is its latest candidate (by time,
+    then device, then op id), so every replica shows the same value.
+
+    Raises:
+        ValueError: the record is malformed: a missing or wrongly typed ``created`` stamp, a register entry of
+            the wrong shape or type, or a tag entry that is not ``true``.
     """
     stamp = record.get("created")
     if not isinstance(stamp, list) or len(stamp) != 2 or not all(isinstance(x, str) for x in stamp):
-        return None
+        raise ValueError("missing or wrongly typed created stamp")
     created, created_by = stamp
     registers = _registers(record, created, created_by)
-    if registers is None or "content" not in registers:
+    if registers is None:
+        raise ValueError("a register entry of the wrong shape or type")
+    tags = set()
+    for key, raw in record.items():
+        if key.startswith(TAG_PREFIX):
+            if raw is not True or "@" not in key:
+                raise ValueError(f"tag entry {key!r} is not true")
+            tags.add(key[len(TAG_PREFIX) :].rsplit("@", 1)[0])
+    if "content" not in registers:
         return None
     values: dict[str, Any] = dict.fromkeys(REGISTER_FIELDS)
     conflicts: list[Conflict] = []
@@ -422,12 +436,6 @@ def read_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, list
             conflicts.append(Conflict(memory_id=memory_id, field=field, candidates=candidates))
         if (at, device) > (updated, updated_by):
             updated, updated_by = at, device
-    tags = set()
-    for key, raw in record.items():
-        if key.startswith(TAG_PREFIX):
-            if raw is not True or "@" not in key:
-                return None
-            tags.add(key[len(TAG_PREFIX) :].rsplit("@", 1)[0])
     deleted_conflict = any(c.field == "deleted" for c in conflicts)
     memory = Memory(
         id=memory_id,
@@ -445,3 +453,12 @@ def read_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, list
         conflicts=tuple(c.field for c in conflicts),
     )
     return memory, conflicts
+
+
+def read_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, list[Conflict]] | None:
+    """:func:`check_record`, with ``None`` for a malformed record too: the memory and its conflicts when the
+    record is complete and well formed, else ``None``."""
+    try:
+        return check_record(memory_id, record)
+    except ValueError:
+        return None

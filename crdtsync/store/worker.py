@@ -34,7 +34,7 @@ import msgpack
 from pycrdt import Doc, Map
 
 from crdtsync.errors import UpdateRejectedError
-from crdtsync.model.schema import CLIENT_PREFIX, ROOT_DEVICES, ROOT_MEMORIES, ROOT_VAULT, read_record
+from crdtsync.model.schema import CLIENT_PREFIX, ROOT_DEVICES, ROOT_MEMORIES, ROOT_VAULT, check_record
 from crdtsync.store.memories import MemoryRow, memory_row
 
 #: Seconds one update may take to apply in the worker before it is killed.
@@ -91,7 +91,8 @@ def check_records(entries: Sequence[_Entry]) -> list[Row]:
         entries: ``[memory_id, is_map, JSON text of the record or None when the id left the Doc]`` each.
 
     Raises:
-        UpdateRejectedError: ``UPDATE_SCHEMA_VIOLATION`` when a record is not a Map or not a valid v1 record.
+        UpdateRejectedError: ``UPDATE_SCHEMA_VIOLATION`` when a record is not a Map or is malformed under v1. A
+            well-formed record without a live content entry yet (see :func:`check_record`) reads as absent.
     """
     rows: list[Row] = []
     for memory_id, is_map, text in entries:
@@ -100,10 +101,12 @@ def check_records(entries: Sequence[_Entry]) -> list[Row]:
             continue
         if not is_map:
             raise _violation(f"memory {memory_id} is not a Map")
-        read = read_record(memory_id, json.loads(text))
-        if read is None:
-            raise _violation(f"memory {memory_id} is not a valid v1 record")
-        rows.append((memory_id, memory_row(*read)))
+        record = json.loads(text)
+        try:
+            read = check_record(memory_id, record)
+        except ValueError as exc:
+            raise _violation(f"memory {memory_id} is not a valid v1 record: {exc}") from None
+        rows.append((memory_id, None if read is None else memory_row(*read)))
     return rows
 
 

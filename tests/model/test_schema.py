@@ -8,7 +8,7 @@ import pytest
 from pycrdt import Doc, Map
 
 from crdtsync.errors import InvalidInputError, NotFoundError
-from crdtsync.model.schema import MemoryDoc, WriteContext, read_record
+from crdtsync.model.schema import MemoryDoc, WriteContext, check_record, read_record
 
 _ops = itertools.count()
 
@@ -187,6 +187,26 @@ def test_writing_an_unknown_memory_or_field_raises() -> None:
 )
 def test_malformed_records_read_as_none(record: dict[str, object]) -> None:
     assert read_record("m", record) is None
+    if record.get("created") != ["t", "A"] or len(record) > 1:
+        with pytest.raises(ValueError):
+            check_record("m", record)
+
+
+@pytest.mark.parametrize("record", [
+    {"created": ["t", "A"]},
+    {"created": ["t", "A"], "category@1": ["work"], "t:tag@1": True, "deleted@2": [False, "B", "t2"]},
+])
+def test_a_well_formed_record_without_live_content_is_incomplete_not_malformed(record: dict[str, object]) -> None:
+    """One device's snapshot can delete its own content entry that another device replaced, while the
+    replacement arrives with the other device's update: the record is a partial view, absent until then."""
+    assert check_record("m", record) is None
+
+
+def test_an_incomplete_record_with_a_malformed_entry_is_still_malformed() -> None:
+    with pytest.raises(ValueError):
+        check_record("m", {"created": ["t", "A"], "t:tag@1": "yes"})
+    with pytest.raises(ValueError):
+        check_record("m", {"created": ["t", "A"], "category@1": [5]})
 
 
 def test_registry_announces_client_ids() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pycrdt import Array, Doc, Map, Text
 
-from crdtsync.errors import UpdateRejectedError, VaultError
+from crdtsync.errors import NotFoundError, UpdateRejectedError, VaultError
 from crdtsync.model.ystate import decode_state_vector
 from crdtsync.store.worker import IntegrationWorker
 from crdtsync.vault import Vault
@@ -162,6 +162,30 @@ def test_a_full_inbox_refuses_only_updates_that_would_wait(
     assert sink.store.held_count() == 0 and sink.get(m.id).content == "v2"  # v3, v4 were refused
     assert [r.status for r in sink.apply_updates([(data, "a") for data in later[2:]])] == ["integrated"] * 2
     assert sink.get(m.id).content == "v4"
+
+
+def test_one_devices_contribution_applies_before_the_device_that_replaced_its_content(
+    make_vault: MakeVault,
+) -> None:
+    """b writes a memory, a edits its content. b's contribution (a first push to a new relay, a mailbox
+    snapshot) carries the whole delete set b knows, so b's content entry arrives deleted, while a's entry comes
+    with a's contribution. A device that joins and pulls b before a saw a record without content: it was
+    refused as a schema violation, and a's contribution then waited for the refused structs for ever."""
+    a, b, joiner = make_vault("a"), make_vault("b"), make_vault("joiner")
+    # These vaults were each founded on their own, so their `vault` roots conflict and b's delete set may name
+    # a's founding entries: give the joiner those first, as a real joiner (which founds nothing) needs not.
+    joiner.apply_update(a.encode_update(), "a")
+    memory = b.add("written on b", tags=["x"])
+    a.apply_update(b.encode_update(), "b")
+    a.update(memory.id, content="edited on a")
+    b.apply_update(a.encode_update(), "a")
+    from_b, from_a = b.own_contribution(), a.own_contribution()
+    assert joiner.apply_update(from_b, "b").status == "integrated"
+    with pytest.raises(NotFoundError):
+        joiner.get(memory.id)  # a partial view until a's part arrives
+    assert joiner.apply_update(from_a, "a").status == "integrated"
+    assert joiner.get(memory.id).content == "edited on a" and joiner.get(memory.id).tags == {"x"}
+    assert joiner.store.quarantined() == [] and joiner.list() == a.list()
 
 
 def test_duplicates_change_nothing(make_vault: MakeVault) -> None:
@@ -391,13 +415,25 @@ runpy.run_module("crdtsync.store.worker", run_name="__main__")
 """
 
 
+def _crash_whenever_loaded(culprit: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From here on, every integration worker that applies ``culprit`` dies (as a segfault would)."""
+    import crdtsync.store.worker as worker_module
+
+    flag = tmp_path / "crash-now"
+    script = tmp_path / "crash_on_load.py"
+    script.write_text(_CRASH_ON_LOAD)
+    monkeypatch.setenv("CRDTSYNC_TEST_MARKER", culprit.hex())
+    monkeypatch.setenv("CRDTSYNC_TEST_FLAG", str(flag))
+    monkeypatch.setattr(worker_module, "CHILD_ARGS", (str(script),))
+    flag.touch()
+
+
 def test_a_stored_update_that_breaks_every_rebuild_is_found_and_quarantined(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_vault: MakeVault
 ) -> None:
     """The issue: "if a rebuild itself fails, find the stored update that causes it and quarantine it". Received
     updates logged after it go back to the inbox: those that do not depend on it integrate again, one that
     does stays held; the memories are re-read from what remains."""
-    import crdtsync.store.worker as worker_module
 
     a, c, sink = make_vault("a"), make_vault("c"), make_vault("sink")
     kept = a.add("from a, before")
@@ -413,13 +449,7 @@ def test_a_stored_update_that_breaks_every_rebuild_is_found_and_quarantined(
     dependent = a.encode_update(sv)
     sink.apply_update(dependent, "a")
     sink.add("a local write, so the next received update needs a fresh worker")
-    flag = tmp_path / "crash-now"
-    script = tmp_path / "crash_on_load.py"
-    script.write_text(_CRASH_ON_LOAD)
-    monkeypatch.setenv("CRDTSYNC_TEST_MARKER", culprit.hex())
-    monkeypatch.setenv("CRDTSYNC_TEST_FLAG", str(flag))
-    monkeypatch.setattr(worker_module, "CHILD_ARGS", (str(script),))
-    flag.touch()
+    _crash_whenever_loaded(culprit, tmp_path, monkeypatch)
     later = c.add("from c, after the failure")
     assert sink.apply_update(c.encode_update(), "c").status == "integrated"
 
@@ -437,7 +467,6 @@ def test_other_processes_reload_their_doc_and_worker_after_a_stored_update_is_qu
     the update that a rebuild in the first process later takes out of the log. It must reload both: else its
     writes and pushes carry the quarantined structs, and the same update arriving again (through another relay)
     integrates through its stale worker and is logged again."""
-    import crdtsync.store.worker as worker_module
 
     a, c, sink = make_vault("a"), make_vault("c"), make_vault("sink")
     sink.apply_update(a.encode_update(), "a")
@@ -447,13 +476,7 @@ def test_other_processes_reload_their_doc_and_worker_after_a_stored_update_is_qu
     other = make_vault("sink")
     assert other.apply_update(culprit, "a").status == "integrated"  # its worker and Doc now hold the culprit
     other.add("a write, so that the other process has its Doc loaded")
-    flag = tmp_path / "crash-now"
-    script = tmp_path / "crash_on_load.py"
-    script.write_text(_CRASH_ON_LOAD)
-    monkeypatch.setenv("CRDTSYNC_TEST_MARKER", culprit.hex())
-    monkeypatch.setenv("CRDTSYNC_TEST_FLAG", str(flag))
-    monkeypatch.setattr(worker_module, "CHILD_ARGS", (str(script),))
-    flag.touch()
+    _crash_whenever_loaded(culprit, tmp_path, monkeypatch)
     c.add("from c, after the failure")
     assert sink.apply_update(c.encode_update(), "c").status == "integrated"  # the repair runs here
     assert [q[2] for q in sink.store.quarantined()] == ["UPDATE_REBUILD_FAILED"]
