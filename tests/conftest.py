@@ -61,6 +61,25 @@ def make_vault(tmp_path: Path) -> Iterator[Callable[..., Vault]]:
         vault.close()
 
 
+def devices_on_two_relays(root: Path, *, second_on_both: bool) -> tuple[str, str]:
+    """Three device folders: ``root/d0`` syncs through folder mailboxes box1 and box2, ``root/d1`` joins
+    through box1 (and also syncs box2 when ``second_on_both``), ``root/d2`` joins through box2. Returns the
+    two mailbox URLs."""
+    box1, box2 = (root / "box1").as_uri(), (root / "box2").as_uri()
+    Vault.init(root / "d0", name="v", device_name="d0", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    with Vault.open(root / "d0") as first:
+        first.add("seed memory")
+        first.add_relay("box1", box1)
+        first.add_relay("box2", box2)
+        first.sync()
+    Vault.join(root / "d1", box1, passphrase=PASSPHRASE, device_name="d1", relay_name="box1")
+    Vault.join(root / "d2", box2, passphrase=PASSPHRASE, device_name="d2", relay_name="box2")
+    if second_on_both:
+        with Vault.open(root / "d1") as second:
+            second.add_relay("box2", box2)
+    return box1, box2
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server mode on 127.0.0.1 (a real HTTP server, not a mock of boto); sets the AWS variables."""

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crdtsync.vault import Vault
-from tests.conftest import PASSPHRASE, cheap_kdf
+from tests.conftest import PASSPHRASE, cheap_kdf, devices_on_two_relays
 
 DEVICES = 3
 WORDS = ["tea", "coffee", "hiking", "piano", "Berlin", "deadline", "sister", "dentist"]
@@ -103,17 +103,7 @@ def test_devices_on_two_relays_converge_when_every_pair_shares_one(tmp_path: Pat
     def run(program: list[Any]) -> None:
         root = tmp_path / f"run{next(_runs)}"
         root.mkdir()
-        box1, box2 = (root / "box1").as_uri(), (root / "box2").as_uri()
-        Vault.init(root / "d0", name="v", device_name="d0", passphrase=PASSPHRASE, kdf=cheap_kdf())
-        with Vault.open(root / "d0") as first:
-            first.add("seed memory")
-            first.add_relay("box1", box1)
-            first.add_relay("box2", box2)
-            first.sync()
-        Vault.join(root / "d1", box1, passphrase=PASSPHRASE, device_name="d1", relay_name="box1")
-        Vault.join(root / "d2", box2, passphrase=PASSPHRASE, device_name="d2", relay_name="box2")
-        with Vault.open(root / "d1") as d1:
-            d1.add_relay("box2", box2)
+        devices_on_two_relays(root, second_on_both=True)
         vaults = [Vault.open(root / f"d{n}") for n in range(DEVICES)]
         try:
             for step in program:

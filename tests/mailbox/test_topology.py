@@ -1,6 +1,9 @@
 """Devices that share no relay: a device pushes only its own writes (an envelope may carry only its sender's
 Yjs clients), so a write that depends on a third device's writes waits on a device that never receives them.
-What waits, and for whom, must be visible, and adding the missing relay must unblock it."""
+What waits, and for whom, must be visible, and adding the missing relay must unblock it.
+
+The devices (:func:`tests.conftest.devices_on_two_relays`): d0 is a laptop on box1 and box2, d1 a phone on box1,
+d2 a tablet on box2."""
 
 from __future__ import annotations
 
@@ -13,33 +16,18 @@ import crdtsync.mailbox.sync as sync_module
 import crdtsync.store.integration as integration_module
 from crdtsync.cli.app import app
 from crdtsync.vault import Vault
-from tests.conftest import PASSPHRASE, cheap_kdf
+from tests.conftest import devices_on_two_relays
 
 
 def _memories(vault: Vault) -> list[dict[str, object]]:
     return [m.to_json() for m in vault.list(include_deleted=True) if m.level == 1]
 
 
-def _three_devices(tmp_path: Path) -> tuple[str, str]:
-    """laptop (relays box1 and box2), phone (box1 only), tablet (box2 only); returns the two relay URLs."""
-    box1, box2 = (tmp_path / "box1").as_uri(), (tmp_path / "box2").as_uri()
-    Vault.init(tmp_path / "laptop", name="v", device_name="laptop", passphrase=PASSPHRASE, kdf=cheap_kdf())
-    with Vault.open(tmp_path / "laptop") as a:
-        a.add("a first memory")
-        a.add_relay("box1", box1)
-        a.add_relay("box2", box2)
-        a.sync()
-    Vault.join(tmp_path / "phone", box1, passphrase=PASSPHRASE, device_name="phone")
-    Vault.join(tmp_path / "tablet", box2, passphrase=PASSPHRASE, device_name="tablet")
-    return box1, box2
-
-
 def test_a_write_that_waits_for_a_device_on_no_shared_relay_is_shown_and_integrates_once_one_is_added(
     tmp_path: Path,
 ) -> None:
-    _, box2 = _three_devices(tmp_path)
-    with Vault.open(tmp_path / "laptop") as a, Vault.open(tmp_path / "phone") as b, \
-            Vault.open(tmp_path / "tablet") as c:
+    _, box2 = devices_on_two_relays(tmp_path, second_on_both=False)
+    with Vault.open(tmp_path / "d0") as a, Vault.open(tmp_path / "d1") as b, Vault.open(tmp_path / "d2") as c:
         from_phone = b.add("written on the phone, which syncs through box1 only")
         b.sync()
         a.sync()
@@ -61,7 +49,8 @@ def test_a_write_that_waits_for_a_device_on_no_shared_relay_is_shown_and_integra
 
         b.add_relay("box2", box2)
         assert all(not r.errors for r in b.sync())
-        assert all(not r.errors for r in c.sync())
+        errs = [e for r in c.sync() for e in r.errors]
+        assert errs == []
         assert c.status()["held"] == []
         assert c.get(from_phone.id).content == "edited on the laptop" and c.get(from_laptop.id)
         assert _memories(c) == _memories(a)
@@ -75,9 +64,8 @@ def test_a_full_inbox_leaves_the_rest_in_the_mailbox_instead_of_refusing_it(
     they were quarantined and the cursor moved past them, so the tablet lost them for good."""
     monkeypatch.setattr(integration_module, "MAX_HELD", 3)
     monkeypatch.setattr(sync_module, "PULL_GROUP", 2)  # objects handed over per apply: the inbox grows by 2
-    _, box2 = _three_devices(tmp_path)
-    with Vault.open(tmp_path / "laptop") as a, Vault.open(tmp_path / "phone") as b, \
-            Vault.open(tmp_path / "tablet") as c:
+    _, box2 = devices_on_two_relays(tmp_path, second_on_both=False)
+    with Vault.open(tmp_path / "d0") as a, Vault.open(tmp_path / "d1") as b, Vault.open(tmp_path / "d2") as c:
         from_phone = b.add("written on the phone")
         b.sync()
         a.sync()
