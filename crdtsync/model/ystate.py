@@ -15,8 +15,8 @@ in descending order. Pure: no IO, no time, no randomness.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from crdtsync.model.yupdate import MAX_CLIENT, MAX_CLOCK, DecodedUpdate, Ranges, _covers, _fail, _Reader
 
@@ -96,6 +96,90 @@ def missing_dependencies(decoded: DecodedUpdate, state: Mapping[int, int]) -> Mi
     return Missing(gaps, refs, deletes)
 
 
+def split_unknown_deletes(
+    data: bytes, decoded: DecodedUpdate, state: Mapping[int, int]
+) -> tuple[bytes, DecodedUpdate, bytes]:
+    """Split a Yjs v1 update whose only missing dependencies are delete ranges of structs not known here.
+
+    Returns ``(known, rest)``: ``known`` is ``data``'s structs, byte for byte, with the part of the delete set
+    that names structs present here (``state``, client -> next clock) or in the update itself; ``rest`` is an
+    update without structs holding the other delete ranges. Applied in that order they do what ``data`` does:
+    Yjs keeps deletes of unknown structs pending in the same way. ``known`` can integrate now and ``rest``
+    waits for those structs. This breaks waits that go round in a circle: a device's snapshot carries the whole
+    delete set its Doc knows, so it can delete a newer struct of a second device whose next update refers to
+    a struct in the snapshot.
+
+    Args:
+        data: the update bytes ``decoded`` was read from (:func:`crdtsync.model.yupdate.decode_update`).
+
+    Returns ``known``, what the strict reader reads from it (``decoded`` with the known delete ranges), and
+    ``rest``; both decode with the strict reader.
+    """
+    known: dict[int, list[tuple[int, int]]] = {}
+    rest: dict[int, list[tuple[int, int]]] = {}
+    for client, ranges in decoded.deletes.items():
+        cover = _merge(((0, state.get(client, 0)), *decoded.structs.get(client, ())))
+        for start, end in ranges:
+            inside, outside = _split_range(cover, start, end)
+            known.setdefault(client, []).extend(inside)
+            rest.setdefault(client, []).extend(outside)
+    known_deletes = {client: _merge(rs) for client, rs in known.items() if rs}
+    return (bytes(data[: decoded.delete_set_at]) + _encode_delete_set(known),
+            replace(decoded, deletes=known_deletes), b"\x00" + _encode_delete_set(rest))
+
+
+def _merge(ranges: Iterable[tuple[int, int]]) -> Ranges:
+    """Sorted, merged ``[start, end)`` ranges (empty ones dropped)."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(r for r in ranges if r[1] > r[0]):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return tuple(out)
+
+
+def _split_range(cover: Ranges, start: int, end: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The parts of ``[start, end)`` inside ``cover`` (sorted, merged ranges) and outside it, in order."""
+    inside: list[tuple[int, int]] = []
+    outside: list[tuple[int, int]] = []
+    at = start
+    for c_start, c_end in cover:
+        if c_end <= at or c_start >= end:
+            continue
+        if c_start > at:
+            outside.append((at, c_start))
+        inside.append((max(at, c_start), min(end, c_end)))
+        at = min(end, c_end)
+    if at < end:
+        outside.append((at, end))
+    return inside, outside
+
+
+def _encode_delete_set(ranges: Mapping[int, Sequence[tuple[int, int]]]) -> bytes:
+    """lib0 encoding of a Yjs delete set (``writeDeleteSet``): var uint client count, then per client its id,
+    its range count and each range as var uint clock and length. Clients without ranges are left out."""
+    out = bytearray()
+    clients = [(client, _merge(rs)) for client, rs in sorted(ranges.items())]
+    clients = [(client, rs) for client, rs in clients if rs]
+    _write_uint(out, len(clients))
+    for client, rs in clients:
+        _write_uint(out, client)
+        _write_uint(out, len(rs))
+        for start, end in rs:
+            _write_uint(out, start)
+            _write_uint(out, end - start)
+    return bytes(out)
+
+
+def _write_uint(out: bytearray, value: int) -> None:
+    """lib0 ``writeVarUint``: 7 bits a byte, low bits first, the high bit set on every byte but the last."""
+    while value > 0x7F:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    out.append(value)
+
+
 def expected_state(decoded: DecodedUpdate, state: Mapping[int, int]) -> dict[int, int]:
     """The state vector (client -> next clock) after integrating ``decoded`` into a document at ``state``.
 
@@ -131,13 +215,6 @@ def decode_state_vector(data: bytes) -> dict[int, int]:
     if r.pos != r.end:
         _fail(f"{r.end - r.pos} trailing bytes", r.pos)
     return out
-
-
-def _write_uint(out: bytearray, value: int) -> None:
-    while value > 0x7F:
-        out.append(0x80 | (value & 0x7F))
-        value >>= 7
-    out.append(value)
 
 
 def encode_state_vector(state: Mapping[int, int]) -> bytes:

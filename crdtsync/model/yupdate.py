@@ -298,6 +298,7 @@ class DecodedUpdate:
             types, and for Any values that a JSON reading of the Doc would not show faithfully
             ``any:binary``, ``any:undefined``, ``any:bigint``, ``any:nonfinite`` (NaN or an infinity). A
             caller that knows its document's schema refuses the kinds it never writes.
+        delete_set_at: the byte offset where the delete set starts (everything before it is the structs).
     """
 
     structs: dict[int, Ranges]
@@ -305,6 +306,7 @@ class DecodedUpdate:
     deletes: dict[int, Ranges]
     root_names: frozenset[str]
     kinds: frozenset[str] = frozenset()
+    delete_set_at: int = 0
 
     def is_empty(self) -> bool:
         """True when the update neither adds a struct nor deletes anything."""
@@ -368,12 +370,13 @@ def decode_update(data: bytes, *, max_run: int = MAX_RUN, allow_subdocs: bool = 
         if clock > run_start:
             ranges.append((run_start, clock))
         structs[client] = tuple(ranges)
+    delete_set_at = r.pos
     deletes = _delete_set(r)
     if r.pos != r.end:
         _fail(f"{r.end - r.pos} trailing bytes", r.pos)
     structs = {c: rs for c, rs in structs.items() if rs}
     _check_causal(structs, r.deps)
-    return DecodedUpdate(structs, frozenset(r.refs), deletes, frozenset(r.roots), frozenset(r.kinds))
+    return DecodedUpdate(structs, frozenset(r.refs), deletes, frozenset(r.roots), frozenset(r.kinds), delete_set_at)
 
 
 def item_positions(data: bytes) -> dict[tuple[int, int], bytes]:

@@ -319,6 +319,14 @@ class Store(MaterializedMemories):
             out.append({"origin": origin, "since": at, "clients": clients})
         return out
 
+    def split_held(self, inbox_id: int, first: bytes, rest: bytes) -> None:
+        """Replace the held update ``inbox_id`` by ``first`` and hold ``rest`` (from the same origin) after it:
+        two updates that together do what it did (:func:`crdtsync.model.ystate.split_unknown_deletes`). Call
+        inside :meth:`write`."""
+        (origin,) = self.conn.execute("SELECT origin FROM inbox WHERE id = ?", (inbox_id,)).fetchone()
+        self.conn.execute("UPDATE inbox SET data = ?, waiting = ? WHERE id = ?", (first, "not yet tried", inbox_id))
+        self.hold(rest, origin=origin, waiting="deletes of structs not here yet")
+
     def held_origins(self) -> set[str]:
         """The origins (sender labels: device ids for a mailbox) of the held updates."""
         return {r[0] for r in self.conn.execute("SELECT DISTINCT origin FROM inbox")}

@@ -21,7 +21,7 @@ from pycrdt import Map
 from crdtsync.errors import UpdateRejectedError, VaultError
 from crdtsync.model.records import Conflict, Memory
 from crdtsync.model.schema import CONTENT_KINDS, ROOTS, MemoryDoc, WriteContext, registry_entry
-from crdtsync.model.ystate import decode_state_vector, expected_state, missing_dependencies
+from crdtsync.model.ystate import decode_state_vector, expected_state, missing_dependencies, split_unknown_deletes
 from crdtsync.model.yupdate import DecodedUpdate, decode_update
 from crdtsync.store.db import Store
 from crdtsync.store.worker import IntegrationWorker, Row, WorkerResult
@@ -266,6 +266,14 @@ class UpdateIntegration:
                         state = decode_state_vector(worker.state_vector)
                         decoded = decoded_of(inbox_id, data)
                         missing = missing_dependencies(decoded, state)
+                        if decoded.structs and missing.deletes and not (missing.gaps or missing.references):
+                            # It only waits to delete structs not here yet: integrate the rest now and let
+                            # those deletes wait apart (a wait that could otherwise go round in a circle).
+                            known, known_decoded, rest = split_unknown_deletes(data, decoded, state)
+                            self._store.split_held(inbox_id, known, rest)
+                            cache[inbox_id] = known_decoded
+                            progress = True
+                            continue
                         if missing:
                             self._store.wait_for(inbox_id, missing.clients())
                             continue

@@ -2,8 +2,9 @@
 
 Three devices (one creates the vault, two join through the mailbox) run a random program of adds, edits,
 tag changes, deletes, restores and partial syncs (push only, pull only, both) through a ``memory://`` and a
-``file://`` mailbox. After every device has synced a few rounds, all hold the same memories and the same
-conflicts, and every memory any of them added is everywhere.
+``file://`` mailbox, with a snapshot every few pushes. After every device has synced a few rounds, all hold the
+same memories and the same conflicts, every memory any of them added is everywhere, and a device that joins
+then (from the snapshots and the logs after them) holds the same.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import crdtsync.mailbox.sync as sync_module
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf, devices_on_two_relays
 
@@ -76,6 +78,12 @@ def _run_program(root: Path, url: str, program: list[tuple[Any, ...]]) -> None:
         everywhere = {m["id"] for m in views[0]}
         assert set(added) <= everywhere
         assert all(v.store.held_count() == 0 and not v.store.quarantined() for v in vaults)
+        # A device that joins now starts from the others' snapshots (compaction ran every few pushes) and logs.
+        Vault.join(root / "late", url, passphrase=PASSPHRASE, device_name="late", relay_name="box")
+        with Vault.open(root / "late") as late:
+            assert [m.to_json() for m in late.list(include_deleted=True)] == views[0]
+            assert [c.to_json() for c in late.conflicts()] == conflicts[0]
+            assert late.store.held_count() == 0 and not late.store.quarantined()
     finally:
         for v in vaults:
             v.close()
@@ -84,7 +92,10 @@ def _run_program(root: Path, url: str, program: list[tuple[Any, ...]]) -> None:
 @pytest.mark.parametrize("scheme", ["memory", "file"])
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(program=st.lists(op, min_size=5, max_size=30))
-def test_random_edits_and_sync_interleavings_converge(tmp_path: Path, scheme: str, program: list[Any]) -> None:
+def test_random_edits_and_sync_interleavings_converge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheme: str, program: list[Any],
+) -> None:
+    monkeypatch.setattr(sync_module, "SNAPSHOT_EVERY", 1)  # snapshots and log collection within a program
     root = tmp_path / f"run{next(_runs)}"
     root.mkdir()
     url = f"memory://{uuid.uuid4().hex}" if scheme == "memory" else (root / "box").as_uri()

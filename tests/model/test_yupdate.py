@@ -15,7 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdtsync.errors import UpdateRejectedError
-from crdtsync.model.ystate import decode_state_vector, encode_state_vector, expected_state, missing_dependencies
+from crdtsync.model.ystate import (
+    decode_state_vector,
+    encode_state_vector,
+    expected_state,
+    missing_dependencies,
+    split_unknown_deletes,
+)
 from crdtsync.model.yupdate import MAX_CLIENT, MAX_CLOCK, MAX_RUN, DecodedUpdate, decode_update
 from tests.conftest import shared_data
 
@@ -594,3 +600,44 @@ def test_encode_state_vector_refuses_out_of_range_entries() -> None:
         encode_state_vector({1: MAX_CLOCK + 1})
     with pytest.raises(ValueError):
         encode_state_vector({-1: 0})
+
+
+def test_an_update_splits_into_its_structs_with_known_deletes_and_the_deletes_that_wait() -> None:
+    """Client 1's contribution carries the delete of a struct client 2 wrote (the whole delete set its Doc
+    knows) to a replica that has nothing of client 2: the structs and the known deletes go now, the rest waits;
+    applied in order (with client 2's structs in between) they give what the whole update gives."""
+    one: pycrdt.Doc[Any] = pycrdt.Doc(client_id=1)
+    two: pycrdt.Doc[Any] = pycrdt.Doc(client_id=2)
+    m1, m2 = one.get("m", type=pycrdt.Map), two.get("m", type=pycrdt.Map)
+    m1["kept"] = "a"
+    m1["replaced"] = "b"
+    two.apply_update(one.get_update())
+    m2["temporary"] = "c"
+    del m2["temporary"]
+    m2["lasting"] = "d"
+    one.apply_update(two.get_update())
+    m1["replaced"] = "e"
+    contribution = one.get_update(encode_state_vector(decode_state_vector(two.get_state()) | {1: 0}))
+    decoded = decode_update(contribution)
+    state: dict[int, int] = {}
+    missing = missing_dependencies(decoded, state)
+    assert missing.deletes and not missing.gaps and 2 in decoded.deletes
+
+    known, known_decoded, rest = split_unknown_deletes(contribution, decoded, state)
+    assert decode_update(known) == known_decoded and known_decoded.structs == decoded.structs
+    assert 2 not in known_decoded.deletes and known_decoded.deletes[1] == decoded.deletes[1]
+    assert not missing_dependencies(known_decoded, state)
+    rest_decoded = decode_update(rest)
+    assert not rest_decoded.structs and rest_decoded.deletes == {2: decoded.deletes[2]}
+
+    whole: pycrdt.Doc[Any] = pycrdt.Doc()
+    whole.apply_update(contribution)
+    whole.apply_update(two.get_update())
+    parts: pycrdt.Doc[Any] = pycrdt.Doc()
+    parts.apply_update(known)
+    parts.apply_update(two.get_update())
+    parts.apply_update(rest)
+    assert parts.get("m", type=pycrdt.Map).to_py() == whole.get("m", type=pycrdt.Map).to_py() == {
+        "kept": "a", "replaced": "e", "lasting": "d"}
+    assert parts.get_state() == whole.get_state()
+    assert decode_update(parts.get_update()).deletes == decode_update(whole.get_update()).deletes

@@ -188,6 +188,28 @@ def test_one_devices_contribution_applies_before_the_device_that_replaced_its_co
     assert joiner.store.quarantined() == [] and joiner.list() == a.list()
 
 
+def test_two_contributions_that_wait_on_each_other_both_integrate(make_vault: MakeVault) -> None:
+    """a writes a memory; b tags it and removes the tag again, so b's tag entry (inside a's record Map) is
+    deleted. a's contribution carries the whole delete set a knows, b's deleted entry included; b's carries
+    that entry, whose parent is a's record. Held whole, each waited on the other for ever; a's structs now
+    integrate while the delete of b's entry waits apart."""
+    a, b, joiner = make_vault("a"), make_vault("b"), make_vault("joiner")
+    joiner.apply_update(a.encode_update(), "a")  # a's founding entries (see the test above)
+    joiner.apply_update(b.encode_update(), "b")
+    memory = a.add("written on a")
+    b.apply_update(a.encode_update(), "a")
+    b.update(memory.id, add_tags=["draft"])
+    b.update(memory.id, remove_tags=["draft"])
+    a.apply_update(b.encode_update(), "b")
+    from_a, from_b = a.own_contribution(), b.own_contribution()
+    assert joiner.apply_update(from_a, "a").status == "integrated"  # a's structs are in
+    assert joiner.get(memory.id).content == "written on a"
+    assert joiner.store.held_count() == 1  # the delete of b's tag entry waits apart
+    assert joiner.apply_update(from_b, "b").status == "integrated"
+    assert joiner.store.held_count() == 0 and joiner.store.quarantined() == []
+    assert joiner.get(memory.id).tags == frozenset() and joiner.list() == a.list() == b.list()
+
+
 def test_duplicates_change_nothing(make_vault: MakeVault) -> None:
     source, sink = make_vault("a"), make_vault("b")
     source.add("once")
