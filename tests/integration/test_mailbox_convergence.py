@@ -2,7 +2,7 @@
 
 Three devices (one creates the vault, two join through the mailbox) run a random program of adds, edits,
 tag changes, deletes, restores and partial syncs (push only, pull only, both) through a ``memory://`` and a
-``file://`` mailbox, with a snapshot every few pushes. After every device has synced a few rounds, all hold the
+``file://`` mailbox, with a snapshot at every push. After every device has synced a few rounds, all hold the
 same memories and the same conflicts, every memory any of them added is everywhere, and a device that joins
 then (from the snapshots and the logs after them) holds the same.
 """
@@ -95,26 +95,29 @@ def _run_program(root: Path, url: str, program: list[tuple[Any, ...]]) -> None:
 def test_random_edits_and_sync_interleavings_converge(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheme: str, program: list[Any],
 ) -> None:
-    monkeypatch.setattr(sync_module, "SNAPSHOT_EVERY", 1)  # snapshots and log collection within a program
+    monkeypatch.setattr(sync_module, "SNAPSHOT_EVERY", 1)  # a snapshot at every push, and log collection
     root = tmp_path / f"run{next(_runs)}"
     root.mkdir()
     url = f"memory://{uuid.uuid4().hex}" if scheme == "memory" else (root / "box").as_uri()
     _run_program(root, url, program)
 
 
-def test_devices_on_two_relays_converge_when_every_pair_shares_one(tmp_path: Path) -> None:
+def test_devices_on_two_relays_converge_when_every_pair_shares_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """d0 and d1 sync through two mailboxes, d2 through the second only; every pair shares a relay. Random
     programs whose syncs pick one relay or all: each write arrives once per relay that carries it (duplicates
     must change nothing), push cursors and acknowledgements are per relay, and all converge."""
     sync_one = st.tuples(st.just("sync_relay"), st.integers(0, DEVICES - 1), st.sampled_from(["box1", "box2"]))
     programs = st.lists(st.one_of(op, sync_one), min_size=5, max_size=30)
+    monkeypatch.setattr(sync_module, "SNAPSHOT_EVERY", 1)
 
     @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(program=programs)
     def run(program: list[Any]) -> None:
         root = tmp_path / f"run{next(_runs)}"
         root.mkdir()
-        devices_on_two_relays(root, second_on_both=True)
+        _, box2 = devices_on_two_relays(root, second_on_both=True)
         vaults = [Vault.open(root / f"d{n}") for n in range(DEVICES)]
         try:
             for step in program:
@@ -148,6 +151,10 @@ def test_devices_on_two_relays_converge_when_every_pair_shares_one(tmp_path: Pat
             assert all([c.to_json() for c in v.conflicts()] == [c.to_json() for c in vaults[0].conflicts()]
                        for v in vaults)
             assert all(v.store.held_count() == 0 and not v.store.quarantined() for v in vaults)
+            Vault.join(root / "late", box2, passphrase=PASSPHRASE, device_name="late", relay_name="box2")
+            with Vault.open(root / "late") as late:  # every device syncs box2: it carries everything
+                assert [m.to_json() for m in late.list(include_deleted=True)] == views[0]
+                assert late.store.held_count() == 0 and not late.store.quarantined()
         finally:
             for v in vaults:
                 v.close()
