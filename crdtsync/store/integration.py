@@ -21,7 +21,14 @@ from pycrdt import Map
 from crdtsync.errors import UpdateRejectedError, VaultError
 from crdtsync.model.records import Conflict, Memory
 from crdtsync.model.schema import CONTENT_KINDS, ROOTS, MemoryDoc, WriteContext, registry_entry
-from crdtsync.model.ystate import decode_state_vector, expected_state, missing_dependencies, split_unknown_deletes
+from crdtsync.model.ystate import (
+    combine,
+    decode_state_vector,
+    expected_state,
+    missing_dependencies,
+    provides,
+    split_unknown_deletes,
+)
 from crdtsync.model.yupdate import DecodedUpdate, decode_update
 from crdtsync.store.db import Store
 from crdtsync.store.worker import IntegrationWorker, Row, WorkerResult
@@ -299,7 +306,69 @@ class UpdateIntegration:
                     if exc.code == "VAULT_REBUILD_FAILED":  # outside the rolled-back transaction, so it stays
                         self._store.raise_alarm(exc.code, exc.message)
                     raise
+            if not progress and self._store.held_count():
+                group = self._complete_group(decoded_of)
+                if group:
+                    done.update(self._integrate_group(group, decoded_of))
+                    progress = True
         self._maybe_compact()
+        return done
+
+    def _complete_group(self, decoded_of: Callable[[int, bytes], DecodedUpdate]) -> list[tuple[int, str, bytes]]:
+        """Held updates that are complete together although none is alone, or ``[]``. Yjs integrates each
+        update as far as it can and keeps the rest pending, so two updates can each need a struct of the
+        other: a device's snapshot holds all its structs up to a seq, one of which needs a newer struct of a
+        second device, whose next update refers to an older struct in that snapshot. Starting from each held
+        update in turn, the held updates holding what the group misses are added until nothing is missing."""
+        held = []
+        for row in self._store.held():
+            try:
+                held.append((row, decoded_of(row[0], row[2])))
+            except UpdateRejectedError:
+                continue
+        with self._store.write():
+            state = decode_state_vector(self._worker_for().state_vector)
+        for first in held:
+            group = [first]
+            missing = missing_dependencies(first[1], state)
+            while missing:
+                more = [h for h in held if h not in group and provides(h[1], missing)]
+                if not more:
+                    break
+                group += more
+                missing = missing_dependencies(combine([d for _, d in group]), state)
+            if not missing and len(group) > 1:
+                return [row for row, _ in sorted(group, key=lambda h: h[0][0])]
+        return []
+
+    def _integrate_group(self, group: list[tuple[int, str, bytes]],
+                         decoded_of: Callable[[int, bytes], DecodedUpdate]) -> dict[int, ApplyResult]:
+        """Apply a group from :meth:`_complete_group` in the worker one after the other (yrs resolves what each
+        left pending), check the clocks once for the whole group, then log each update in that order and
+        release them, all in one transaction. A refusal quarantines the whole group with its code."""
+        done: dict[int, ApplyResult] = {}
+        try:
+            with self._store.write():
+                worker = self._worker_for()
+                state = decode_state_vector(worker.state_vector)
+                results = [worker.apply(data, on_rows=self._store_rows) for _, _, data in group]
+                together = combine([decoded_of(inbox_id, data) for inbox_id, _, data in group])
+                if decode_state_vector(results[-1].state_vector) != expected_state(together, state):
+                    worker.close()
+                    raise UpdateRejectedError("the updates moved a client's clock further than their content "
+                                              "justifies, or left part of it pending", code="UPDATE_CLOCK_JUMP")
+                for (inbox_id, origin, data), result in zip(group, results, strict=True):
+                    self._worker_at = self._integrate_checked(data, origin, result)
+                    self._store.release(inbox_id)
+                    self._decoded.pop(inbox_id, None)
+                    done[inbox_id] = ApplyResult("integrated", changed=tuple(r[0] for r in result.rows))
+        except UpdateRejectedError as exc:
+            with self._store.write():
+                for inbox_id, origin, data in group:
+                    self._store.release(inbox_id)
+                    self._store.quarantine(data, origin=origin, code=exc.code, message=exc.message)
+                    self._decoded.pop(inbox_id, None)
+                    done[inbox_id] = ApplyResult("refused", exc.code, exc.message)
         return done
 
     def _store_rows(self, rows: Sequence[Row]) -> None:

@@ -210,6 +210,32 @@ def test_two_contributions_that_wait_on_each_other_both_integrate(make_vault: Ma
     assert joiner.get(memory.id).tags == frozenset() and joiner.list() == a.list() == b.list()
 
 
+def test_snapshots_of_two_devices_that_edited_each_others_memories_integrate_together(
+    make_vault: MakeVault,
+) -> None:
+    """a and b each edit a memory the other wrote, then each sends its whole contribution (a mailbox snapshot,
+    a first push to a new relay). a's holds entries inside b's record and b's entries inside a's: neither is
+    complete alone, so a joiner held both for ever. Together they are complete, and Yjs integrates them in
+    turn."""
+    a, b, joiner = make_vault("a"), make_vault("b"), make_vault("joiner")
+    joiner.apply_update(a.encode_update(), "a")  # the founding entries of these separately founded vaults
+    joiner.apply_update(b.encode_update(), "b")
+    from_a_memory, from_b_memory = a.add("written on a"), b.add("written on b")
+    b.apply_update(a.encode_update(), "a")
+    a.apply_update(b.encode_update(), "b")
+    a.update(from_b_memory.id, content="written on b, edited on a")
+    b.update(from_a_memory.id, content="written on a, edited on b", add_tags=["b"])
+    b.apply_update(a.encode_update(), "a")
+    a.apply_update(b.encode_update(), "b")
+    from_a, from_b = a.own_contribution(), b.own_contribution()
+    assert joiner.apply_update(from_a, "a").status == "pending"
+    assert joiner.apply_update(from_b, "b").status == "integrated"
+    assert joiner.store.held_count() == 0 and joiner.store.quarantined() == []
+    assert joiner.get(from_a_memory.id).content == "written on a, edited on b"
+    assert joiner.get(from_b_memory.id).content == "written on b, edited on a"
+    assert joiner.list() == a.list() == b.list()
+
+
 def test_duplicates_change_nothing(make_vault: MakeVault) -> None:
     source, sink = make_vault("a"), make_vault("b")
     source.add("once")
