@@ -148,16 +148,6 @@ def combine(updates: Sequence[DecodedUpdate]) -> DecodedUpdate:
     )
 
 
-def provides(update: DecodedUpdate, missing: Missing) -> bool:
-    """Whether ``update``'s structs hold something ``missing`` names: a referenced ID, the clock a gap starts
-    at, or a deleted clock not known yet."""
-    def has(client: int, clock: int) -> bool:
-        return _covers(update.structs.get(client, ()), clock)
-
-    return (any(has(c, k) for c, k in missing.references) or any(has(c, reach) for c, (reach, _) in
-            missing.gaps.items()) or any(has(c, k) for c, k in missing.deletes.items()))
-
-
 def _merge(ranges: Iterable[tuple[int, int]]) -> Ranges:
     """Sorted, merged ``[start, end)`` ranges (empty ones dropped)."""
     out: list[tuple[int, int]] = []

@@ -12,6 +12,7 @@ use; everything here is private to crdtsync.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,10 +27,9 @@ from crdtsync.model.ystate import (
     decode_state_vector,
     expected_state,
     missing_dependencies,
-    provides,
     split_unknown_deletes,
 )
-from crdtsync.model.yupdate import DecodedUpdate, decode_update
+from crdtsync.model.yupdate import MAX_CLOCK, DecodedUpdate, decode_update
 from crdtsync.store.db import Store
 from crdtsync.store.worker import IntegrationWorker, Row, WorkerResult
 
@@ -318,27 +318,65 @@ class UpdateIntegration:
         """Held updates that are complete together although none is alone, or ``[]``. Yjs integrates each
         update as far as it can and keeps the rest pending, so two updates can each need a struct of the
         other: a device's snapshot holds all its structs up to a seq, one of which needs a newer struct of a
-        second device, whose next update refers to an older struct in that snapshot. Starting from each held
-        update in turn, the held updates holding what the group misses are added until nothing is missing."""
-        held = []
+        second device, whose next update refers to an older struct in that snapshot.
+
+        Linear in the held updates: each missing struct is looked up among the held updates' structs; an update
+        that needs a struct no held update has (or only one that itself needs such a struct, and so on) can be in
+        no complete group and is left out. From each remaining update, the updates that hold what it misses are
+        gathered until the group misses nothing."""
+        held: list[tuple[tuple[int, str, bytes], DecodedUpdate]] = []
         for row in self._store.held():
             try:
                 held.append((row, decoded_of(row[0], row[2])))
             except UpdateRejectedError:
                 continue
+        runs: dict[int, list[tuple[int, int, int]]] = {}  # client -> sorted (start, end, position in ``held``)
+        for n, (_, decoded) in enumerate(held):
+            for client, ranges in decoded.structs.items():
+                runs.setdefault(client, []).extend((start, end, n) for start, end in ranges)
+        for client_runs in runs.values():
+            client_runs.sort()
+
+        def holder(client: int, clock: int) -> int | None:
+            client_runs = runs.get(client, [])
+            for i in range(bisect_right(client_runs, (clock, MAX_CLOCK + 1, len(held))) - 1, -1, -1):
+                if client_runs[i][1] > clock:  # runs of two held updates may overlap: look further back
+                    return client_runs[i][2]
+            return None
+
         with self._store.write():
             state = decode_state_vector(self._worker_for().state_vector)
-        for first in held:
-            group = [first]
-            missing = missing_dependencies(first[1], state)
-            while missing:
-                more = [h for h in held if h not in group and provides(h[1], missing)]
-                if not more:
-                    break
-                group += more
-                missing = missing_dependencies(combine([d for _, d in group]), state)
-            if not missing and len(group) > 1:
-                return [row for row, _ in sorted(group, key=lambda h: h[0][0])]
+        providers: list[set[int]] = []
+        blocked: list[int] = []
+        dependents: dict[int, list[int]] = {}
+        for n, (_, decoded) in enumerate(held):
+            missing = missing_dependencies(decoded, state)
+            needs = [*missing.references, *((c, reach) for c, (reach, _) in missing.gaps.items()),
+                     *missing.deletes.items()]
+            found = {holder(client, clock) for client, clock in needs}
+            providers.append({p for p in found if p is not None and p != n})
+            if None in found:
+                blocked.append(n)
+            for p in providers[n]:
+                dependents.setdefault(p, []).append(n)
+        unreachable = set(blocked)
+        while blocked:
+            for n in dependents.get(blocked.pop(), ()):
+                if n not in unreachable:
+                    unreachable.add(n)
+                    blocked.append(n)
+        for n in range(len(held)):
+            if n in unreachable or not providers[n]:
+                continue
+            members, todo = {n}, list(providers[n])
+            while todo:
+                p = todo.pop()
+                if p not in members:
+                    members.add(p)
+                    todo.extend(providers[p])
+            group = [held[i] for i in sorted(members)]
+            if not missing_dependencies(combine([d for _, d in group]), state):
+                return [row for row, _ in group]
         return []
 
     def _integrate_group(self, group: list[tuple[int, str, bytes]],
