@@ -105,7 +105,9 @@ class UpdateIntegration:
            :data:`MAX_HELD` held updates in all: past it, those of this call that still wait are refused
            (``UPDATE_INBOX_FULL``), newest first; an update that integrates is never refused for a full inbox.
            ``limit_held=False`` holds them all: for a caller that bounds what it hands over itself (a
-           mailbox pull, whose cursor moves past what it hands over).
+           mailbox pull, whose cursor moves past what it hands over). An update that only waits to delete
+           structs not here yet integrates the rest (``"integrated"``) and holds those deletes apart; held
+           updates that are complete together integrate as a group.
 
         Returns one :class:`ApplyResult` per input, in order. Never raises for a bad update.
         """
