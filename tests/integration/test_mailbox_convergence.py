@@ -37,6 +37,32 @@ op = st.one_of(
 )
 
 
+def _settle_and_compare(vaults: list[Vault]) -> list[dict[str, Any]]:
+    """Three rounds in which every device syncs every relay; then all must hold the same memories and the same
+    conflicts, with nothing held or quarantined. Returns the memories (JSON objects, deleted ones included)."""
+    for _ in range(3):
+        for dev in vaults:
+            reports = dev.sync()
+            assert all(not r.errors for r in reports), [r.errors for r in reports]
+    views = [[m.to_json() for m in v.list(include_deleted=True)] for v in vaults]
+    conflicts = [[c.to_json() for c in v.conflicts()] for v in vaults]
+    assert all(view == views[0] for view in views)
+    assert all(c == conflicts[0] for c in conflicts)
+    assert all(v.store.held_count() == 0 and not v.store.quarantined() for v in vaults)
+    return views[0]
+
+
+def _assert_a_late_joiner_holds(root: Path, url: str, relay: str, memories: list[dict[str, Any]],
+                                peer: Vault) -> None:
+    """A device that joins now (from the others' snapshots, compaction having run, and the logs after them)
+    holds ``memories`` and ``peer``'s conflicts, with nothing held or quarantined."""
+    Vault.join(root / "late", url, passphrase=PASSPHRASE, device_name="late", relay_name=relay)
+    with Vault.open(root / "late") as late:
+        assert [m.to_json() for m in late.list(include_deleted=True)] == memories
+        assert [c.to_json() for c in late.conflicts()] == [c.to_json() for c in peer.conflicts()]
+        assert late.store.held_count() == 0 and not late.store.quarantined()
+
+
 def _run_program(root: Path, url: str, program: list[tuple[Any, ...]]) -> None:
     Vault.init(root / "d0", name="v", device_name="d0", passphrase=PASSPHRASE, kdf=cheap_kdf())
     with Vault.open(root / "d0") as first:
@@ -67,23 +93,9 @@ def _run_program(root: Path, url: str, program: list[tuple[Any, ...]]) -> None:
                     dev.delete(target)
                 elif kind == "restore":
                     dev.restore(target)
-        for _ in range(3):
-            for dev in vaults:
-                reports = dev.sync()
-                assert all(not r.errors for r in reports), [r.errors for r in reports]
-        views = [[m.to_json() for m in v.list(include_deleted=True)] for v in vaults]
-        conflicts = [[c.to_json() for c in v.conflicts()] for v in vaults]
-        assert all(view == views[0] for view in views)
-        assert all(c == conflicts[0] for c in conflicts)
-        everywhere = {m["id"] for m in views[0]}
-        assert set(added) <= everywhere
-        assert all(v.store.held_count() == 0 and not v.store.quarantined() for v in vaults)
-        # A device that joins now starts from the others' snapshots (compaction ran every few pushes) and logs.
-        Vault.join(root / "late", url, passphrase=PASSPHRASE, device_name="late", relay_name="box")
-        with Vault.open(root / "late") as late:
-            assert [m.to_json() for m in late.list(include_deleted=True)] == views[0]
-            assert [c.to_json() for c in late.conflicts()] == conflicts[0]
-            assert late.store.held_count() == 0 and not late.store.quarantined()
+        memories = _settle_and_compare(vaults)
+        assert set(added) <= {m["id"] for m in memories}
+        _assert_a_late_joiner_holds(root, url, "box", memories, vaults[0])
     finally:
         for v in vaults:
             v.close()
@@ -142,19 +154,9 @@ def test_devices_on_two_relays_converge_when_every_pair_shares_one(
                         dev.delete(target)
                     elif step[0] == "restore":
                         dev.restore(target)
-            for _ in range(3):
-                for dev in vaults:
-                    reports = dev.sync()
-                    assert all(not r.errors for r in reports), [r.errors for r in reports]
-            views = [[m.to_json() for m in v.list(include_deleted=True)] for v in vaults]
-            assert all(view == views[0] for view in views)
-            assert all([c.to_json() for c in v.conflicts()] == [c.to_json() for c in vaults[0].conflicts()]
-                       for v in vaults)
-            assert all(v.store.held_count() == 0 and not v.store.quarantined() for v in vaults)
-            Vault.join(root / "late", box2, passphrase=PASSPHRASE, device_name="late", relay_name="box2")
-            with Vault.open(root / "late") as late:  # every device syncs box2: it carries everything
-                assert [m.to_json() for m in late.list(include_deleted=True)] == views[0]
-                assert late.store.held_count() == 0 and not late.store.quarantined()
+            memories = _settle_and_compare(vaults)
+            # every device syncs box2: it carries everything
+            _assert_a_late_joiner_holds(root, box2, "box2", memories, vaults[0])
         finally:
             for v in vaults:
                 v.close()

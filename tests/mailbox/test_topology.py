@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 import crdtsync.mailbox.sync as sync_module
 import crdtsync.store.integration as integration_module
 from crdtsync.cli.app import app
+from crdtsync.model.records import Memory
 from crdtsync.vault import Vault
 from tests.conftest import devices_on_two_relays
 
@@ -23,15 +24,22 @@ def _memories(vault: Vault) -> list[dict[str, object]]:
     return [m.to_json() for m in vault.list(include_deleted=True) if m.level == 1]
 
 
+def _laptop_edits_a_phone_memory(laptop: Vault, phone: Vault) -> Memory:
+    """The phone writes a memory and syncs (box1); the laptop syncs and edits it, so the laptop's next push
+    needs the phone's writes wherever it lands."""
+    memory = phone.add("written on the phone, which syncs through box1 only")
+    phone.sync()
+    laptop.sync()
+    laptop.update(memory.id, content="edited on the laptop")
+    return memory
+
+
 def test_a_write_that_waits_for_a_device_on_no_shared_relay_is_shown_and_integrates_once_one_is_added(
     tmp_path: Path,
 ) -> None:
     _, box2 = devices_on_two_relays(tmp_path, second_on_both=False)
     with Vault.open(tmp_path / "d0") as a, Vault.open(tmp_path / "d1") as b, Vault.open(tmp_path / "d2") as c:
-        from_phone = b.add("written on the phone, which syncs through box1 only")
-        b.sync()
-        a.sync()
-        a.update(from_phone.id, content="edited on the laptop")
+        from_phone = _laptop_edits_a_phone_memory(a, b)
         from_laptop = a.add("written on the laptop in the same push")
         assert all(not r.errors for r in a.sync())
 
@@ -66,10 +74,7 @@ def test_a_full_inbox_leaves_the_rest_in_the_mailbox_instead_of_refusing_it(
     monkeypatch.setattr(sync_module, "PULL_GROUP", 2)  # objects handed over per apply: the inbox grows by 2
     _, box2 = devices_on_two_relays(tmp_path, second_on_both=False)
     with Vault.open(tmp_path / "d0") as a, Vault.open(tmp_path / "d1") as b, Vault.open(tmp_path / "d2") as c:
-        from_phone = b.add("written on the phone")
-        b.sync()
-        a.sync()
-        a.update(from_phone.id, content="edited on the laptop")
+        _laptop_edits_a_phone_memory(a, b)
         a.sync()
         for i in range(5):
             a.add(f"laptop memory {i}")
