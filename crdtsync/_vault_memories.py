@@ -88,20 +88,18 @@ def _move_level(
     local row into the Doc (1)."""
     moved = _apply_local(memory, changes, add_tags, remove_tags, replica.device_id)
     replica.ensure_lease_registered()
+    ctx = replica.context()
     if level == 0:
         def to_local(doc: MemoryDoc) -> None:
-            doc.remove(memory.id)
+            doc.withdraw(memory.id, ctx)
             store.put_memory(Memory(**{**moved.__dict__, "level": 0, "conflicts": ()}), [])
 
         replica.local_write(to_local, ())
     else:
-        ctx = replica.context()
-
         def to_shared(doc: MemoryDoc) -> None:
             store.drop_memory(memory.id)
-            doc.add(memory.id, ctx, created=moved.created, content=moved.content, category=moved.category,
-                    tags=moved.tags, source=moved.source, metadata=moved.metadata)
-            doc.write(memory.id, ctx, {})  # stamps the move (by, at) so `updated` moves forward
+            doc.share(memory.id, ctx, created=moved.created, content=moved.content, category=moved.category,
+                      tags=moved.tags, source=moved.source, metadata=moved.metadata)
 
         replica.local_write(to_shared, [memory.id])
     return require(store, memory.id)

@@ -79,7 +79,8 @@ def _write_as(store: Store, replica: Replica, intent: dict[str, Any]) -> None:
         changes["level"] = intent["level"]
     elif intent["level"] == 0:  # moved out of the Doc by the dropped writes: the rebuilt Doc has it again
         replica.ensure_lease_registered()
-        replica.local_write(lambda doc: doc.remove(memory_id), ())
+        ctx = replica.context()
+        replica.local_write(lambda doc: doc.withdraw(memory_id, ctx), ())
     if changes:
         if current.deleted:  # a deleted memory takes no edit: restore, edit, and delete again below
             _vault_memories.set_deleted(store, replica, memory_id, False)

@@ -20,9 +20,6 @@ from __future__ import annotations
 import builtins
 import json
 import os
-import secrets
-import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -44,21 +41,13 @@ from crdtsync.model.records import (
     check_metadata,
     check_source,
     check_tags,
+    new_memory_id,
 )
 from crdtsync.store.db import AuditRow, Store
 from crdtsync.store.integration import ApplyResult
 from crdtsync.store.replica import Replica
 from crdtsync.store.secrets_file import VaultSecrets, read_secrets, write_secrets
 from crdtsync.store.worker import DEFAULT_DEADLINE
-
-
-def new_memory_id(now_ms: int | None = None) -> str:
-    """A fresh UUIDv7 (RFC 9562) string: 48-bit Unix time in milliseconds, then random bits."""
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
-    value = (ms & ((1 << 48) - 1)) << 80 | secrets.randbits(80)
-    value = (value & ~(0xF << 76)) | (0x7 << 76)
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)
-    return str(uuid.UUID(int=value))
 
 
 class Vault:
@@ -238,8 +227,10 @@ class Vault:
     def update(self, memory_id: str, **fields: Any) -> Memory:
         """Edit a memory. Accepted keywords: ``content``, ``category``, ``source``, ``metadata`` (register
         writes), ``tags`` (replace the whole set), ``add_tags``/``remove_tags`` (iterables) and ``level``
-        (moving to 0 removes it from the shared Doc: the other devices drop it at their next sync, though what
-        was synced before stays in their update logs and the mailbox until compaction).
+        (moving to 0 withdraws it from the shared Doc: the other devices drop it at their next sync, though what
+        was synced before stays in their update logs and the mailbox until compaction; an edit another device
+        made concurrently brings it back there as a conflict on ``deleted``, and this device's copy then takes a
+        new id, with a ``MEMORY_LEVEL_CONFLICT`` alarm).
 
         Raises:
             NotFoundError: no such memory.

@@ -257,12 +257,43 @@ class MemoryDoc:
                 wrote = True
         return wrote
 
-    def remove(self, memory_id: str) -> None:
-        """Remove a memory from the shared Doc entirely (used when it moves to level 0). Copies already
-        synced to other devices stay there."""
+    def withdraw(self, memory_id: str, ctx: WriteContext) -> None:
+        """Take a memory out of the shared vault (it moves to level 0): delete every register and tag entry of
+        its record this replica sees and write ``deleted`` true, keeping the record Map and its ``created``
+        stamp. The record then holds no content, so every replica shows it as absent, and Yjs garbage
+        collection drops the deleted values from the encoded state. An edit another device made concurrently
+        (which this replica did not see) keeps its entries: the record comes back there and here with that
+        edit and a conflict on ``deleted``, rather than the edit vanishing inside a removed Map. A no-op when
+        the Doc holds no such record."""
+        record = self.memories.get(memory_id)
+        if not isinstance(record, Map):
+            return
         with self.doc.transaction():
-            if memory_id in self.memories:
-                del self.memories[memory_id]
+            for key in list(record.keys()):
+                if key != "created":
+                    del record[key]
+            entry: list[Any] = [True, ctx.device, ctx.at]
+            if ctx.agent is not None:
+                entry.append(ctx.agent)
+            record[f"deleted@{ctx.new_op_id()}"] = entry
+
+    def share(self, memory_id: str, ctx: WriteContext, *, created: str, content: str, category: str | None,
+              tags: Iterable[str], source: str | None, metadata: Mapping[str, Any] | None) -> None:
+        """Put a memory kept on this device only (level 0) into the shared Doc with these validated values: add
+        its record, or write every field into the record :meth:`withdraw` left, stamped by ``ctx`` either way
+        (its ``updated`` moves forward)."""
+        with self.doc.transaction():
+            if memory_id not in self.memories:
+                self.add(memory_id, ctx, created=created, content=content, category=category, tags=tags,
+                         source=source, metadata=metadata)
+                self.write(memory_id, ctx, {})
+                return
+            record = self._record(memory_id)
+            present = set(_tag_entries(list(record.keys())))
+            for tag in sorted(set(tags) - present):
+                record[f"{TAG_PREFIX}{tag}@{ctx.new_op_id()}"] = True
+            self.write(memory_id, ctx, {"content": content, "category": category, "source": source,
+                                        "metadata": metadata})
 
     def memory_ids(self) -> list[str]:
         """Every memory id in the Doc, deleted ones included."""

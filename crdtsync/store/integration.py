@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pycrdt import Map
 
 from crdtsync.errors import UpdateRejectedError, VaultError
-from crdtsync.model.records import Conflict, Memory
+from crdtsync.model.records import Conflict, Memory, new_memory_id
 from crdtsync.model.schema import CONTENT_KINDS, ROOTS, MemoryDoc, WriteContext, registry_entry
 from crdtsync.model.ystate import (
     combine,
@@ -38,6 +38,8 @@ T = TypeVar("T")
 #: Received updates that may wait for missing dependencies at once; past it, an update that would wait too is
 #: refused (UPDATE_INBOX_FULL), or with ``limit_held=False`` left to the caller (the mailbox stops fetching).
 MAX_HELD = 10_000
+#: The alarm raised when another device's edit brings back a memory that is level 0 here (see ``_store_rows``).
+LEVEL_CONFLICT = "MEMORY_LEVEL_CONFLICT"
 
 
 @dataclass(frozen=True)
@@ -412,9 +414,20 @@ class UpdateIntegration:
         return done
 
     def _store_rows(self, rows: Sequence[Row]) -> None:
-        """Store the materialized rows a worker apply produced (in the caller's transaction; memories that are
-        level 0 here keep their local row)."""
+        """Store the materialized rows a worker apply produced (in the caller's transaction). A memory that is
+        level 0 here keeps its local row while the Doc shows it absent (:meth:`MemoryDoc.withdraw` left its
+        record). When another device's concurrent edit brings that record back, both are kept: the local row
+        takes a fresh id and the shared memory shows under its own id, with a conflict on ``deleted``, and an
+        alarm (``MEMORY_LEVEL_CONFLICT``) says so."""
         local = self._store.existing_ids((memory_id for memory_id, _ in rows), level=0)
+        for memory_id in sorted(m for m, row in rows if row is not None and m in local):
+            new_id = new_memory_id()
+            self._store.rename_memory(memory_id, new_id)
+            local.discard(memory_id)
+            self._store.raise_alarm(LEVEL_CONFLICT, (
+                f"memory {memory_id} was edited on another device while it was level 0 (this device only) here: "
+                f"that edit is shown as memory {memory_id}, with a conflict on `deleted` to resolve, and the copy "
+                f"kept on this device only is now memory {new_id}"), memory=memory_id, private_copy=new_id)
         self._store.put_rows(row for memory_id, row in rows if row is not None and memory_id not in local)
         for memory_id, row in rows:
             if row is None and memory_id not in local:

@@ -142,6 +142,12 @@ class MaterializedMemories:
         """Remove the materialized row of ``memory_id``. Call inside :meth:`write`."""
         self.conn.execute("DELETE FROM memories WHERE id = ?", (memory_id,))
 
+    def rename_memory(self, memory_id: str, new_id: str) -> None:
+        """Give the materialized row of ``memory_id`` the id ``new_id`` (its full-text entry follows, through
+        the ``memories_au`` trigger). Only for a level-0 row: a shared memory's id is its key in the Doc. Call
+        inside :meth:`write`."""
+        self.conn.execute("UPDATE memories SET id = ? WHERE id = ? AND level = 0", (new_id, memory_id))
+
     def memory(self, memory_id: str) -> Memory | None:
         """The materialized memory ``memory_id`` (deleted ones too), or None."""
         row = self.conn.execute(f"SELECT {_MEMORY_COLUMNS} FROM memories WHERE id = ?", (memory_id,)).fetchone()

@@ -20,7 +20,8 @@ import pytest
 
 from crdtsync.model.records import Conflict, Memory, utc_now_iso
 from crdtsync.model.schema import CLIENT_PREFIX, read_record
-from crdtsync.vault import ApplyResult, Vault, new_memory_id
+from crdtsync.model.records import new_memory_id
+from crdtsync.vault import ApplyResult, Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"

@@ -117,6 +117,37 @@ def test_moving_a_memory_to_level_0_removes_it_from_the_other_devices(
     assert b.get(memory.id).content == "my therapist's name and number" and memories(a) == memories(b)
 
 
+def test_an_edit_made_elsewhere_while_a_memory_moved_to_level_0_is_kept_with_a_conflict(
+    folder_pair: tuple[Vault, Vault, str, Path],
+) -> None:
+    """Moving a memory to level 0 while another device edits it: neither side is lost. The edit brings the
+    shared memory back on both devices with a conflict on ``deleted`` (the move against the edit), and the
+    device that moved it keeps its private copy under a new id, with an alarm that names both."""
+    a, b, _, _ = folder_pair
+    memory = a.add("my therapist is Dr. Okafor")
+    assert errors(a.sync()) == [] and errors(b.sync()) == []
+    a.update(memory.id, level=0, content="my therapist is Dr. Okafor, 555-0199")
+    b.update(memory.id, content="my therapist is Dr. Okafor (Tuesdays)")
+    for device in (a, b, a):
+        assert errors(device.sync()) == []
+    assert memories(a) == memories(b) and a.conflicts() == b.conflicts()
+    shared = b.get(memory.id)
+    assert shared.content == "my therapist is Dr. Okafor (Tuesdays)" and shared.level == 1
+    (conflict,) = b.conflicts()
+    assert (conflict.memory_id, conflict.field) == (memory.id, "deleted")
+    assert {(c.value, c.device) for c in conflict.candidates} == {(True, a.device_id), (False, b.device_id)}
+    (alarm,) = [x for x in a.status()["alarms"] if x["code"] == "MEMORY_LEVEL_CONFLICT"]
+    assert alarm["memory"] == memory.id
+    private = a.get(alarm["private_copy"])
+    assert (private.level, private.content) == (0, "my therapist is Dr. Okafor, 555-0199")
+    assert b"555-0199" not in a.encode_update()
+    a.resolve(memory.id, "deleted", True)
+    for device in (a, b):
+        assert errors(device.sync()) == []
+    assert b.get(memory.id).deleted and memories(a) == memories(b) and b.conflicts() == []
+    assert a.get(private.id).content == private.content
+
+
 def test_a_truncated_object_is_reported_and_read_again_once_whole(
     folder_pair: tuple[Vault, Vault, str, Path],
 ) -> None:

@@ -113,6 +113,46 @@ def test_delete_concurrent_with_edit_is_a_conflict_not_a_loss(pair: tuple[Memory
     assert not memory.deleted and memory.content == "still useful"
 
 
+def test_a_withdrawn_record_reads_as_absent_and_its_values_leave_the_encoded_state(
+    pair: tuple[MemoryDoc, MemoryDoc],
+) -> None:
+    """Yjs keeps the key of a deleted Map entry (a tag's name is in its key), not its value."""
+    a, b = pair
+    a.withdraw("m", ctx("A"))
+    sync(a, b)
+    assert a.read("m") is None and b.read("m") is None
+    for d in (a, b):
+        assert not any(value in d.doc.get_update() for value in (b"tea", b"prefs", b'"n"'))
+
+
+def test_an_edit_concurrent_with_a_withdrawal_brings_the_record_back_with_a_conflict(
+    pair: tuple[MemoryDoc, MemoryDoc],
+) -> None:
+    a, b = pair
+    a.withdraw("m", ctx("A"))
+    b.write("m", ctx("B"), {"content": "green tea"})
+    sync(a, b)
+    for d in (a, b):
+        memory, conflicts = d.read("m") or (None, None)
+        assert memory is not None and memory.content == "green tea" and not memory.deleted
+        assert [(c.field, sorted((x.value, x.device) for x in c.candidates)) for c in conflicts or []] == [
+            ("deleted", [(False, "B"), (True, "A")])]
+
+
+def test_sharing_a_withdrawn_record_again_writes_every_field_into_it(pair: tuple[MemoryDoc, MemoryDoc]) -> None:
+    a, b = pair
+    a.withdraw("m", ctx("A"))
+    sync(a, b)
+    a.share("m", ctx("A", at="2026-02-01T00:00:00.000Z"), created="2026-01-01T00:00:00.000Z", content="oolong",
+            category=None, tags=["drinks", "daily"], source=None, metadata={"n": 2})
+    b.write("m", ctx("B", at="2026-02-02T00:00:00.000Z"), {"category": "habits"})
+    sync(a, b)
+    memory, conflicts = b.read("m") or (None, None)
+    assert memory is not None and (memory.content, memory.tags, memory.metadata) == (
+        "oolong", {"drinks", "daily"}, {"n": 2})
+    assert memory.updated == "2026-02-02T00:00:00.000Z" and [c.field for c in conflicts or []] == ["category"]
+
+
 def test_restore_undoes_a_delete(pair: tuple[MemoryDoc, MemoryDoc]) -> None:
     a, _ = pair
     a.write("m", ctx("A"), {"deleted": True})
