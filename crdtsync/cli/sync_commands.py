@@ -77,9 +77,11 @@ def relay_rm(name: str, vault: VaultOpt = None, as_json: JsonOpt = False) -> Non
 def _run_sync(vault: Path | None, relay: str | None, as_json: bool, *, push: bool, pull: bool) -> None:
     with _open(vault, as_json) as v, _progress() as bar:
         task = bar.add_task("pulling", total=None)
+        before = v.store.alarms()
         reports = v.sync(relay, push=push, pull=pull, progress=lambda done, total: bar.update(
             task, completed=done, total=total))
         held = v.store.held_count()
+        raised = [alarm for alarm in v.store.alarms() if alarm not in before]
     data: list[dict[str, Any]] = [r.to_json() for r in reports]
     if as_json:
         _emit_json(data)
@@ -93,6 +95,8 @@ def _run_sync(vault: Path | None, relay: str | None, as_json: bool, *, push: boo
         if held:
             err.print(f"{held} received updates wait for writes no relay has brought yet: `crdtsync status` "
                       "shows whose")
+        for alarm in raised:
+            err.print(Text.assemble(("ALARM", "bold red"), f" [{alarm['code']}]: {alarm['message']}"))
     if any(r["errors"] for r in data):
         raise typer.Exit(8)
 

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from typer.testing import CliRunner
 
 import crdtsync.mailbox.format as format_module
 import crdtsync.mailbox.objects as objects_module
 import crdtsync.mailbox.sync as sync_module
+from crdtsync.cli.app import app
 from crdtsync.crypto.envelope import KIND_HEAD, KIND_UPDATE, seal
 from crdtsync.errors import CryptoError, MailboxError, NotFoundError
 from crdtsync.mailbox.backend import open_store
@@ -128,8 +130,9 @@ def test_an_edit_made_elsewhere_while_a_memory_moved_to_level_0_is_kept_with_a_c
     assert errors(a.sync()) == [] and errors(b.sync()) == []
     a.update(memory.id, level=0, content="my therapist is Dr. Okafor, 555-0199")
     b.update(memory.id, content="my therapist is Dr. Okafor (Tuesdays)")
-    for device in (a, b, a):
-        assert errors(device.sync()) == []
+    assert errors(a.sync()) == [] and errors(b.sync()) == []
+    synced = CliRunner().invoke(app, ["--vault", str(a.path), "sync"], env={"CRDTSYNC_PASSPHRASE": PASSPHRASE})
+    assert synced.exit_code == 0 and "ALARM [MEMORY_LEVEL_CONFLICT]" in synced.stderr
     assert memories(a) == memories(b) and a.conflicts() == b.conflicts()
     shared = b.get(memory.id)
     assert shared.content == "my therapist is Dr. Okafor (Tuesdays)" and shared.level == 1
