@@ -1,10 +1,11 @@
 """Property: replicas that edit concurrently and sync through a mailbox in random interleavings converge.
 
 Three devices (one creates the vault, two join through the mailbox) run a random program of adds, edits,
-tag changes, deletes, restores and partial syncs (push only, pull only, both) through a ``memory://`` and a
-``file://`` mailbox, with a snapshot at every push. After every device has synced a few rounds, all hold the
-same memories and the same conflicts, every memory any of them added is everywhere, and a device that joins
-then (from the snapshots and the logs after them) holds the same.
+tag changes, deletes, restores, moves between level 1 and level 0, and partial syncs (push only, pull only,
+both) through a ``memory://`` and a ``file://`` mailbox, with a snapshot at every push. After every device has
+synced a few rounds, all hold the same shared memories and the same conflicts, every memory any of them added
+is shared or kept at level 0 by a device that moved it, and a device that joins then (from the snapshots and
+the logs after them) holds the same.
 """
 
 from __future__ import annotations
@@ -33,18 +34,20 @@ op = st.one_of(
               st.booleans()),
     st.tuples(st.just("delete"), st.integers(0, DEVICES - 1), st.integers(0, 50)),
     st.tuples(st.just("restore"), st.integers(0, DEVICES - 1), st.integers(0, 50)),
+    st.tuples(st.just("level"), st.integers(0, DEVICES - 1), st.integers(0, 50), st.sampled_from([0, 1])),
     st.tuples(st.just("sync"), st.integers(0, DEVICES - 1), st.sampled_from(["push", "pull", "both"])),
 )
 
 
 def _settle_and_compare(vaults: list[Vault]) -> list[dict[str, Any]]:
-    """Three rounds in which every device syncs every relay; then all must hold the same memories and the same
-    conflicts, with nothing held or quarantined. Returns the memories (JSON objects, deleted ones included)."""
+    """Three rounds in which every device syncs every relay; then all must hold the same shared (level 1)
+    memories and the same conflicts, with nothing held or quarantined. Returns the shared memories (JSON
+    objects, deleted ones included)."""
     for _ in range(3):
         for dev in vaults:
             reports = dev.sync()
             assert all(not r.errors for r in reports), [r.errors for r in reports]
-    views = [[m.to_json() for m in v.list(include_deleted=True)] for v in vaults]
+    views = [[m.to_json() for m in v.list(include_deleted=True) if m.level == 1] for v in vaults]
     conflicts = [[c.to_json() for c in v.conflicts()] for v in vaults]
     assert all(view == views[0] for view in views)
     assert all(c == conflicts[0] for c in conflicts)
@@ -77,7 +80,7 @@ def _run_program(root: Path, url: str, program: list[tuple[Any, ...]]) -> None:
         for step in program:
             kind, dev = step[0], vaults[step[1]]
             known = [m.id for m in dev.list(include_deleted=True)]
-            target = known[step[2] % len(known)] if kind in ("edit", "tag", "delete", "restore") and known else None
+            target = known[step[2] % len(known)] if kind != "add" and kind != "sync" and known else None
             if kind == "add":
                 added.append(dev.add(f"{step[2]} note {len(added)}", tags=[step[2]]).id)
             elif kind == "sync":
@@ -93,8 +96,11 @@ def _run_program(root: Path, url: str, program: list[tuple[Any, ...]]) -> None:
                     dev.delete(target)
                 elif kind == "restore":
                     dev.restore(target)
+                elif kind == "level" and not current.deleted:
+                    dev.update(target, level=step[3])
         memories = _settle_and_compare(vaults)
-        assert set(added) <= {m["id"] for m in memories}
+        kept_private = {m.id for v in vaults for m in v.list(include_deleted=True) if m.level == 0}
+        assert set(added) <= {m["id"] for m in memories} | kept_private
         _assert_a_late_joiner_holds(root, url, "box", memories, vaults[0])
     finally:
         for v in vaults:
