@@ -232,6 +232,9 @@ class UpdateIntegration:
                    f"({failure.code}); it was taken out of the log")
         requeued = self._store.unlog_received(update_id, code="UPDATE_REBUILD_FAILED", message=message)
         self._store.new_state_generation()  # every process reloads its Doc and worker without it
+        # A write of this device made on top of it stays in the log but pending in yrs, so the Doc's clock of
+        # its client falls behind the log: no process may write under that client again.
+        self._store.retire_leases()
         self._doc = None
         try:
             worker = IntegrationWorker([data for _, data in self._stored_updates()], deadline=self.deadline)

@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 from pycrdt import Array, Doc, Map, Text
 
+import crdtsync.store.replica as replica_module
 from crdtsync.errors import NotFoundError, UpdateRejectedError, VaultError
 from crdtsync.model.ystate import decode_state_vector
+from crdtsync.model.yupdate import decode_update
 from crdtsync.store.worker import IntegrationWorker
 from crdtsync.vault import Vault
 from tests.conftest import shared_data
@@ -535,3 +537,35 @@ def test_other_processes_reload_their_doc_and_worker_after_a_stored_update_is_qu
         other.apply_update(culprit, "a")
     assert info.value.code == "UPDATE_WORKER_CRASHED"
     assert [q[2] for q in sink.store.quarantined()] == ["UPDATE_REBUILD_FAILED", "UPDATE_WORKER_CRASHED"]
+
+
+def test_a_local_write_on_top_of_a_quarantined_update_is_kept_and_its_clocks_are_never_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_vault: MakeVault
+) -> None:
+    """This device edited a memory that a received update created; a later rebuild quarantines that update. The
+    edit stays in the log, pending in yrs, which leaves it out of ``Doc.get_update``: the log is not compacted
+    while so (an alarm says why), and later writes take a fresh client id instead of reusing the edit's clocks
+    (the Doc's clock of the edit's client stays behind the log)."""
+    monkeypatch.setattr(replica_module, "COMPACT_AFTER_UPDATES", 10)
+    a, sink = make_vault("a"), make_vault("sink")
+    culprit_memory = a.add("the record whose update later breaks every rebuild")
+    culprit = a.encode_update()
+    sink.apply_update(culprit, "a")
+    sink.add("a write of its own first, so the edit below is an update of its own")
+    written = sink.store.last_update_id()
+    sink.update(culprit_memory.id, content="edited here, on top of it")
+    (edit,) = [data for _, data in sink.store.local_updates_after(written)]
+    _crash_whenever_loaded(culprit, tmp_path, monkeypatch)
+    assert sink.apply_update(make_vault("c").encode_update(), "c").status == "integrated"  # the repair runs here
+    assert [q[2] for q in sink.store.quarantined()] == ["UPDATE_REBUILD_FAILED"]
+
+    written = sink.store.last_update_id()
+    for i in range(12):
+        sink.add(f"written after the repair {i}")
+    assert sink.store.latest_snapshot() is None and edit in [data for _, data in sink.store.updates_after(0)]
+    assert "VAULT_UPDATES_PENDING" in [alarm["code"] for alarm in sink.status()["alarms"]]
+    after = [decode_update(data) for _, data in sink.store.local_updates_after(written)]
+    assert set(decode_update(edit).structs).isdisjoint(c for update in after for c in update.structs)
+    late = make_vault("late")
+    assert late.apply_update(sink.encode_update(), "sink").status == "integrated"
+    assert [m.id for m in late.list()] == [m.id for m in sink.list()] and len(sink.list()) == 13
