@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -291,13 +292,13 @@ class UpdateIntegration:
                         if missing:
                             self._store.wait_for(inbox_id, missing.clients())
                             continue
-                        result = worker.apply(data, on_rows=self._store_rows)
-                        if decode_state_vector(result.state_vector) != expected_state(decoded, state):
-                            worker.close()
-                            raise UpdateRejectedError(
-                                "the update moved a client's clock further than its content justifies",
-                                code="UPDATE_CLOCK_JUMP")
-                        self._worker_at = self._integrate_checked(data, origin, result)
+                        with self._closing_on_failure(worker):
+                            result = worker.apply(data, on_rows=self._store_rows)
+                            if decode_state_vector(result.state_vector) != expected_state(decoded, state):
+                                raise UpdateRejectedError(
+                                    "the update moved a client's clock further than its content justifies",
+                                    code="UPDATE_CLOCK_JUMP")
+                            self._worker_at = self._integrate_checked(data, origin, result)
                         self._store.release(inbox_id)
                         cache.pop(inbox_id, None)
                         done[inbox_id] = ApplyResult("integrated", changed=tuple(r[0] for r in result.rows))
@@ -396,17 +397,17 @@ class UpdateIntegration:
             with self._store.write():
                 worker = self._worker_for()
                 state = decode_state_vector(worker.state_vector)
-                results = [worker.apply(data, on_rows=self._store_rows) for _, _, data in group]
-                together = combine([decoded_of(inbox_id, data) for inbox_id, _, data in group])
-                if decode_state_vector(results[-1].state_vector) != expected_state(together, state):
-                    worker.close()
-                    raise UpdateRejectedError("the updates moved a client's clock further than their content "
-                                              "justifies, or left part of it pending", code="UPDATE_CLOCK_JUMP")
-                for (inbox_id, origin, data), result in zip(group, results, strict=True):
-                    self._worker_at = self._integrate_checked(data, origin, result)
-                    self._store.release(inbox_id)
-                    self._decoded.pop(inbox_id, None)
-                    done[inbox_id] = ApplyResult("integrated", changed=tuple(r[0] for r in result.rows))
+                with self._closing_on_failure(worker):
+                    results = [worker.apply(data, on_rows=self._store_rows) for _, _, data in group]
+                    together = combine([decoded_of(inbox_id, data) for inbox_id, _, data in group])
+                    if decode_state_vector(results[-1].state_vector) != expected_state(together, state):
+                        raise UpdateRejectedError("the updates moved a client's clock further than their content "
+                                                  "justifies, or left part of it pending", code="UPDATE_CLOCK_JUMP")
+                    for (inbox_id, origin, data), result in zip(group, results, strict=True):
+                        self._worker_at = self._integrate_checked(data, origin, result)
+                        self._store.release(inbox_id)
+                        self._decoded.pop(inbox_id, None)
+                        done[inbox_id] = ApplyResult("integrated", changed=tuple(r[0] for r in result.rows))
         except UpdateRejectedError as exc:
             with self._store.write():
                 for inbox_id, origin, data in group:
@@ -415,6 +416,16 @@ class UpdateIntegration:
                     self._decoded.pop(inbox_id, None)
                     done[inbox_id] = ApplyResult("refused", exc.code, exc.message)
         return done
+
+    @staticmethod
+    @contextmanager
+    def _closing_on_failure(worker: IntegrationWorker) -> Iterator[None]:
+        """Close ``worker`` when the block raises: its Doc may then hold an update the store does not."""
+        try:
+            yield
+        except BaseException:
+            worker.close()
+            raise
 
     def _store_rows(self, rows: Sequence[Row]) -> None:
         """Store the materialized rows a worker apply produced (in the caller's transaction). A memory that is

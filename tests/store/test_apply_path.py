@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -569,3 +570,29 @@ def test_a_local_write_on_top_of_a_quarantined_update_is_kept_and_its_clocks_are
     late = make_vault("late")
     assert late.apply_update(sink.encode_update(), "sink").status == "integrated"
     assert [m.id for m in late.list()] == [m.id for m in sink.list()] and len(sink.list()) == 13
+
+
+def test_a_store_failure_after_the_worker_applied_leaves_no_stale_worker_behind(
+    make_vault: MakeVault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker applied an update, then logging it failed (a full disk): the transaction rolls back, so the
+    worker's Doc is ahead of the store. Retried, the update must integrate in a fresh worker and its memories
+    show; a reused worker would find nothing touched and store no rows for them."""
+    source, sink = make_vault("a"), make_vault("sink")
+    sink.add("a write of its own, so the sink's worker is not fresh")
+    memory = source.add("arrives while the disk is full")
+    update = source.encode_update()
+    append = sink.store.append_update
+    failures = iter([sqlite3.OperationalError("database or disk is full")])
+
+    def full_disk(*args: Any, **kwargs: Any) -> int:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return append(*args, **kwargs)
+
+    monkeypatch.setattr(sink.store, "append_update", full_disk)
+    with pytest.raises(sqlite3.OperationalError):
+        sink.apply_update(update, "a")
+    assert sink.apply_update(update, "a").status == "integrated"
+    assert sink.get(memory.id).content == memory.content
