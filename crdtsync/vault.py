@@ -41,10 +41,10 @@ from crdtsync.model.records import (
     check_metadata,
     check_source,
     check_tags,
-    new_memory_id,
 )
 from crdtsync.store.db import AuditRow, Store
 from crdtsync.store.integration import ApplyResult
+from crdtsync.store.memories import new_memory_id
 from crdtsync.store.replica import Replica
 from crdtsync.store.secrets_file import VaultSecrets, read_secrets, write_secrets
 from crdtsync.store.worker import DEFAULT_DEADLINE

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
-import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,15 +26,6 @@ REGISTER_FIELDS = ("content", "category", "source", "metadata", "deleted")
 _TAG_RE = re.compile(r"^[^\x00-\x1f]+$")
 
 JSON = dict[str, Any]
-
-
-def new_memory_id(now_ms: int | None = None) -> str:
-    """A fresh UUIDv7 (RFC 9562) string: 48-bit Unix time in milliseconds, then random bits."""
-    ms = int(time.time() * 1000) if now_ms is None else now_ms
-    value = (ms & ((1 << 48) - 1)) << 80 | secrets.randbits(80)
-    value = (value & ~(0xF << 76)) | (0x7 << 76)
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)
-    return str(uuid.UUID(int=value))
 
 
 def utc_now_iso(now: datetime | None = None) -> str:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pycrdt import Map
 
 from crdtsync.errors import UpdateRejectedError, VaultError
-from crdtsync.model.records import Conflict, Memory, new_memory_id
+from crdtsync.model.records import Conflict, Memory
 from crdtsync.model.schema import CONTENT_KINDS, ROOTS, MemoryDoc, WriteContext, registry_entry
 from crdtsync.model.ystate import (
     combine,
@@ -32,6 +32,7 @@ from crdtsync.model.ystate import (
 )
 from crdtsync.model.yupdate import MAX_CLOCK, DecodedUpdate, decode_update
 from crdtsync.store.db import Store
+from crdtsync.store.memories import new_memory_id
 from crdtsync.store.worker import IntegrationWorker, Row, WorkerResult
 
 T = TypeVar("T")

@@ -11,7 +11,10 @@ are declared with the rest of the schema in :mod:`crdtsync.store.db`.
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
+import time
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +26,15 @@ _MEMORY_COLUMNS = (
     "conflicts"
 )
 _UPSERT_SET = ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _MEMORY_COLUMNS.split(",")[1:])
+
+
+def new_memory_id(now_ms: int | None = None) -> str:
+    """A fresh UUIDv7 (RFC 9562) string: 48-bit Unix time in milliseconds, then random bits."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms & ((1 << 48) - 1)) << 80 | secrets.randbits(80)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)
+    return str(uuid.UUID(int=value))
 
 
 #: One row of the ``memories`` table, in :data:`_MEMORY_COLUMNS` order: id, content, category, tags (JSON

@@ -18,8 +18,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from crdtsync.model.records import Conflict, Memory, new_memory_id, utc_now_iso
+from crdtsync.model.records import Conflict, Memory, utc_now_iso
 from crdtsync.model.schema import CLIENT_PREFIX, read_record
+from crdtsync.store.memories import new_memory_id
 from crdtsync.vault import ApplyResult, Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
 
