@@ -431,18 +431,24 @@ class UpdateIntegration:
     def _store_rows(self, rows: Sequence[Row]) -> None:
         """Store the materialized rows a worker apply produced (in the caller's transaction). A memory that is
         level 0 here keeps its local row while the Doc shows it absent (:meth:`MemoryDoc.withdraw` left its
-        record). When another device's concurrent edit brings that record back, both are kept: the local row
-        takes a fresh id and the shared memory shows under its own id, with a conflict on ``deleted``, and an
-        alarm (``MEMORY_LEVEL_CONFLICT``) says so."""
+        record). When another device's concurrent edit brings that record back (or that device imported the same
+        record at level 1), both are kept: the local row takes a fresh id (an audit row each) and the shared
+        memory shows under its own id (after an edit, with a conflict on ``deleted``); one
+        ``MEMORY_LEVEL_CONFLICT`` alarm says so."""
         local = self._store.existing_ids((memory_id for memory_id, _ in rows), level=0)
-        for memory_id in sorted(m for m, row in rows if row is not None and m in local):
-            new_id = new_memory_id()
+        renamed = {memory_id: new_memory_id() for memory_id in sorted(m for m, row in rows if row is not None
+                                                                     and m in local)}
+        for memory_id, new_id in renamed.items():
             self._store.rename_memory(memory_id, new_id)
+            self._store.audit("level-0 copy renamed", code=LEVEL_CONFLICT, memory=memory_id, private_copy=new_id)
             local.discard(memory_id)
+        if renamed:
+            first, private = next(iter(renamed.items()))
             self._store.raise_alarm(LEVEL_CONFLICT, (
-                f"memory {memory_id} was edited on another device while it was level 0 (this device only) here: "
-                f"that edit is shown as memory {memory_id}, with a conflict on `deleted` to resolve, and the copy "
-                f"kept on this device only is now memory {new_id}"), memory=memory_id, private_copy=new_id)
+                f"{len(renamed)} memories that are level 0 (this device only) here came back shared from another "
+                "device, which edited them while they were level 0 here (or imported the same records at level 1). "
+                f"Both are kept: the shared memory under its id, and the copy kept on this device only under a new "
+                f"one (memory {first} -> {private}; `crdtsync log` lists each)"), memory=first, private_copy=private)
         self._store.put_rows(row for memory_id, row in rows if row is not None and memory_id not in local)
         for memory_id, row in rows:
             if row is None and memory_id not in local:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from collections.abc import Callable
@@ -149,6 +150,29 @@ def test_an_edit_made_elsewhere_while_a_memory_moved_to_level_0_is_kept_with_a_c
         assert errors(device.sync()) == []
     assert b.get(memory.id).deleted and memories(a) == memories(b) and b.conflicts() == []
     assert a.get(private.id).content == private.content
+
+
+def test_records_imported_at_level_0_here_and_level_1_elsewhere_are_both_kept_with_one_alarm(
+    folder_pair: tuple[Vault, Vault, str, Path], tmp_path: Path,
+) -> None:
+    """An import derives ids from the records, so one file imported privately on one device and shared on the
+    other names the same memories: both copies stay, the private ones under new ids, with one alarm for the lot
+    and an audit row per memory."""
+    a, b, _, _ = folder_pair
+    rows = [{"content": f"journal entry {n}", "source": f"journal.jsonl#{n}"} for n in range(30)]
+    shared_file, private_file = tmp_path / "shared.jsonl", tmp_path / "private.jsonl"
+    shared_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    private_file.write_text("".join(json.dumps({**row, "level": 0}) + "\n" for row in rows))
+    assert a.import_path(private_file).added == 30 and b.import_path(shared_file).added == 30
+    for device in (b, a):
+        assert errors(device.sync()) == []
+    contents = sorted(m.content for m in a.list() if m.content.startswith("journal"))
+    assert contents == sorted([row["content"] for row in rows] * 2)
+    assert len([m for m in a.list() if m.level == 0]) == 30 and memories(a) == memories(b)
+    assert [x["code"] for x in a.status()["alarms"]] == ["MEMORY_LEVEL_CONFLICT"]
+    renamed = [row for row in a.log(limit=200) if row.op == "level-0 copy renamed"]
+    assert len(renamed) == 30 and {r.detail["private_copy"] for r in renamed} == {
+        m.id for m in a.list() if m.level == 0}
 
 
 def test_a_truncated_object_is_reported_and_read_again_once_whole(
