@@ -433,8 +433,8 @@ class UpdateIntegration:
         level 0 here keeps its local row while the Doc shows it absent (:meth:`MemoryDoc.withdraw` left its
         record). When another device's concurrent edit brings that record back (or that device imported the same
         record at level 1), both are kept: the local row takes a fresh id (an audit row each) and the shared
-        memory shows under its own id (after an edit, with a conflict on ``deleted``); one
-        ``MEMORY_LEVEL_CONFLICT`` alarm says so."""
+        memory shows under its own id (after an edit, with a conflict on ``deleted``); a
+        ``MEMORY_LEVEL_CONFLICT`` alarm for the batch says so."""
         local = self._store.existing_ids((memory_id for memory_id, _ in rows), level=0)
         renamed = {memory_id: new_memory_id() for memory_id in sorted(m for m, row in rows if row is not None
                                                                      and m in local)}
