@@ -136,10 +136,20 @@ class Replica(UpdateIntegration):
                     "folder (`crdtsync join`)."))
             taken = {cid for cid, holder in self._store.leases() if holder and _holder_alive(holder)}
             free = [cid for cid, _ in self._store.leases() if cid not in taken]
-            client_id = free[0] if free else secrets.randbits(32) or 1
+            client_id = free[0] if free else self._fresh_client_id()
             self._store.set_lease(client_id, self._holder)
         self._client_id = client_id
         return client_id
+
+    def _fresh_client_id(self) -> int:
+        """A random non-zero 32-bit Yjs client id, as Yjs picks one, that no device of the registry announced
+        (this device's retired ones included): writing under another device's client id would get this
+        device's envelopes refused and its writes mixed with that device's."""
+        known = {c for entry in (self._stored_registry() or {}).values() for c in entry.get("clients", ())}
+        while True:
+            client_id = secrets.randbits(32)
+            if client_id and client_id not in known:
+                return client_id
 
     def restart(self) -> None:
         """Forget the live Doc, the integration worker and the client id: the next write loads the Doc from the

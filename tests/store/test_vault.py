@@ -152,6 +152,22 @@ def test_client_ids_are_reused_across_runs(tmp_path: Path, make_vault: MakeVault
         assert len(entry["clients"]) == 1
 
 
+def test_a_fresh_client_id_is_never_one_another_device_announced(
+    make_vault: MakeVault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, v = make_vault("a"), make_vault("b")
+    source.add("announces the source's client id")
+    (taken,) = source.devices()[source.device_id]["clients"]
+    v.apply_update(source.encode_update(), "a")
+    with v.store.write():
+        v.store.retire_leases()  # so that the next write takes a fresh client id
+    draws, real = iter([taken, 0, 424242]), replica_module.secrets.randbits
+    monkeypatch.setattr(replica_module.secrets, "randbits", lambda bits: next(draws) if bits == 32 else real(bits))
+    v.add("written under a client id of its own")
+    clients = v.devices()[v.device_id]["clients"]
+    assert 424242 in clients and taken not in clients
+
+
 def test_two_live_openers_write_under_different_client_ids_and_see_each_other(
     tmp_path: Path, make_vault: MakeVault
 ) -> None:
