@@ -353,6 +353,11 @@ def export(
     err.print(f"exported {count} memories to {out_file}")
 
 
+#: How ``conflicts`` shows the candidates of a conflict on ``deleted`` (a delete, or a move to level 0, against an
+#: edit).
+_DELETED_TEXT = {True: "deleted (or moved to level 0)", False: "kept (edited)"}
+
+
 def _conflict_rows(conflicts: list[Conflict]) -> Group:
     """Each conflict as a line ``<memory id>  <field>`` and a table of its candidates, numbered as ``resolve
     --pick`` takes them."""
@@ -365,8 +370,9 @@ def _conflict_rows(conflicts: list[Conflict]) -> Group:
         for column in ("device", "agent", "at"):
             table.add_column(column, overflow="fold")
         for n, cand in enumerate(c.candidates, 1):
-            table.add_row(str(n), json.dumps(cand.value, ensure_ascii=False)[:200], cand.device, cand.agent or "",
-                          _when(cand.at))
+            shown = (_DELETED_TEXT[bool(cand.value)] if c.field == "deleted"
+                     else json.dumps(cand.value, ensure_ascii=False)[:200])
+            table.add_row(str(n), shown, cand.device, cand.agent or "", _when(cand.at))
         parts.extend([table, Text("")])
     return Group(*parts[:-1])
 

@@ -134,6 +134,8 @@ def test_an_edit_made_elsewhere_while_a_memory_moved_to_level_0_is_kept_with_a_c
     assert errors(a.sync()) == [] and errors(b.sync()) == []
     synced = CliRunner().invoke(app, ["--vault", str(a.path), "sync"], env={"CRDTSYNC_PASSPHRASE": PASSPHRASE})
     assert synced.exit_code == 0 and "ALARM [MEMORY_LEVEL_CONFLICT]" in synced.stderr
+    shown = CliRunner().invoke(app, ["--vault", str(b.path), "conflicts"], env={"CRDTSYNC_PASSPHRASE": PASSPHRASE})
+    assert "deleted (or moved to level 0)" in shown.stdout and "kept (edited)" in shown.stdout
     assert memories(a) == memories(b) and a.conflicts() == b.conflicts()
     shared = b.get(memory.id)
     assert shared.content == "my therapist is Dr. Okafor (Tuesdays)" and shared.level == 1
