@@ -384,13 +384,16 @@ class Vault:
     ) -> builtins.list[Any]:
         """Push then pull every relay (or only ``relay``); returns one
         :class:`~crdtsync.mailbox.sync.SyncReport` per relay. Conflicts surfaced by a sync are not errors.
-        ``progress(done, total)`` follows the objects each pull fetches.
+        ``progress(done, total)`` follows the objects each pull fetches. A pull first tries again received
+        updates refused because the integration worker timed out or died (at most three tries each).
 
         Raises:
             NotFoundError: no relay of that name, or no relay at all (``NO_RELAY``).
         """
         relays = _vault_relays.pick_relays(self._store, relay)
         self._replica.ensure_lease_registered()
+        if pull:
+            self._replica.retry_refused()
         return _vault_relays.sync_relays(self, relays, push=push, pull=pull, progress=progress)
 
     @classmethod

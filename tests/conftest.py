@@ -80,6 +80,35 @@ def devices_on_two_relays(root: Path, *, second_on_both: bool) -> tuple[str, str
     return box1, box2
 
 
+_CRASH_ON_APPLY = """
+import os, runpy, sys
+import pycrdt
+marker, flag = bytes.fromhex(os.environ["CRDTSYNC_TEST_MARKER"]), os.environ["CRDTSYNC_TEST_FLAG"]
+original = pycrdt.Doc.apply_update
+def apply_update(self, update):
+    if marker in update and os.path.exists(flag):
+        os._exit(11)  # stands for a segfault, or the OS killing the worker
+    return original(self, update)
+pycrdt.Doc.apply_update = apply_update
+runpy.run_module("crdtsync.store.worker", run_name="__main__")
+"""
+
+
+def crash_workers_applying(marker: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """From here on, every integration worker that applies an update holding ``marker`` (the whole update, or
+    a text in it) dies, as a segfault would, while the returned flag file exists."""
+    import crdtsync.store.worker as worker_module
+
+    flag = tmp_path / "crash-now"
+    script = tmp_path / "crash_on_apply.py"
+    script.write_text(_CRASH_ON_APPLY)
+    monkeypatch.setenv("CRDTSYNC_TEST_MARKER", marker.hex())
+    monkeypatch.setenv("CRDTSYNC_TEST_FLAG", str(flag))
+    monkeypatch.setattr(worker_module, "CHILD_ARGS", (str(script),))
+    flag.touch()
+    return flag
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's S3 server mode on 127.0.0.1 (a real HTTP server, not a mock of boto); sets the AWS variables."""

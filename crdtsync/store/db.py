@@ -37,6 +37,11 @@ STORE_FORMAT = 1
 #: KiB of SQLite page cache per connection, at most.
 CACHE_KIB = 16384
 
+#: Refusals that may not be the update's fault, so the update is tried again at later syncs: the integration
+#: worker timed out or died (a slow or busy device, the OS reclaiming memory, a fault of yrs that depends on the
+#: process: hazard ``hang-2``).
+RETRYABLE = frozenset({"UPDATE_WORKER_TIMEOUT", "UPDATE_WORKER_CRASHED"})
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
 CREATE TABLE IF NOT EXISTS updates (
@@ -51,7 +56,8 @@ CREATE TABLE IF NOT EXISTS inbox (
     at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT, origin TEXT NOT NULL, data BLOB NOT NULL, code TEXT NOT NULL,
-    message TEXT NOT NULL, at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
+    message TEXT NOT NULL, at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    attempts INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS memories (
     id TEXT PRIMARY KEY, content TEXT NOT NULL, category TEXT, tags TEXT NOT NULL, level INTEGER NOT NULL,
     source TEXT, metadata TEXT, created TEXT NOT NULL, updated TEXT NOT NULL, created_by TEXT NOT NULL,
@@ -125,6 +131,7 @@ class Store(MaterializedMemories):
             self.conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self.conn.executescript(_SCHEMA)
             self._drop_insert_trigger()
+            self._add_quarantine_attempts()
         except sqlite3.Error as exc:
             raise VaultError(f"cannot open the vault database {path}: {exc}", code="VAULT_UNREADABLE") from exc
         version = self.get_meta("store_format")
@@ -147,6 +154,13 @@ class Store(MaterializedMemories):
             if self.conn.execute(found).fetchone() is not None:
                 self.conn.execute("DROP TRIGGER memories_ai")
                 self.conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
+
+    def _add_quarantine_attempts(self) -> None:
+        """Migrate a vault written before refused updates were tried again: add ``quarantine.attempts``."""
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(quarantine)")}
+        if "attempts" not in columns:
+            with self.write():
+                self.conn.execute("ALTER TABLE quarantine ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1")
 
     def close(self) -> None:
         """Close the connection. Idempotent."""
@@ -340,11 +354,39 @@ class Store(MaterializedMemories):
         self.conn.execute("DELETE FROM inbox WHERE id = ?", (inbox_id,))
 
     def quarantine(self, data: bytes, *, origin: str, code: str, message: str) -> None:
-        """Keep a refused update with its error code. Call inside :meth:`write`."""
-        self.conn.execute(
-            "INSERT INTO quarantine (origin, data, code, message) VALUES (?, ?, ?, ?)",
-            (origin, data, code, message),
-        )
+        """Keep a refused update with its error code. An update whose row has a code of :data:`RETRYABLE` (it
+        was tried again, :meth:`requeue_quarantined`, or arrived again) keeps that one row, with the new code and
+        message. Call inside :meth:`write`."""
+        marks = ",".join("?" * len(RETRYABLE))
+        again = self.conn.execute(
+            "UPDATE quarantine SET code = ?, message = ?, at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+            f"WHERE length(data) = ? AND data = ? AND code IN ({marks})",
+            (code, message, len(data), data, *sorted(RETRYABLE)))
+        if again.rowcount == 0:
+            self.conn.execute(
+                "INSERT INTO quarantine (origin, data, code, message) VALUES (?, ?, ?, ?)",
+                (origin, data, code, message),
+            )
+
+    def requeue_quarantined(self, *, max_attempts: int) -> list[int]:
+        """Hold again (in the inbox) every refused update whose code is :data:`RETRYABLE` and that was tried
+        fewer than ``max_attempts`` times, counting this try; its quarantine row stays until it integrates
+        (:meth:`forget_quarantined`) or is refused again. Returns the inbox ids. Call inside :meth:`write`."""
+        marks = ",".join("?" * len(RETRYABLE))
+        rows = self.conn.execute(
+            f"SELECT id, origin, data, code, attempts FROM quarantine WHERE code IN ({marks}) AND attempts < ? "
+            "ORDER BY id", (*sorted(RETRYABLE), max_attempts)).fetchall()
+        held = []
+        for quarantine_id, origin, data, code, attempts in rows:
+            self.conn.execute("UPDATE quarantine SET attempts = ? WHERE id = ?", (attempts + 1, quarantine_id))
+            held.append(self.hold(bytes(data), origin=origin,
+                                  waiting=f"tried again after {code} (try {attempts + 1} of {max_attempts})"))
+        return held
+
+    def forget_quarantined(self, data: bytes) -> None:
+        """Drop the quarantine row of an update that has now integrated (a retry that succeeded). Call inside
+        :meth:`write`."""
+        self.conn.execute("DELETE FROM quarantine WHERE length(data) = ? AND data = ?", (len(data), data))
 
     def quarantined(self) -> list[tuple[str, str, str, str]]:
         """Every refused update as (at, origin, code, message), oldest first."""

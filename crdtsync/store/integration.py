@@ -40,6 +40,10 @@ T = TypeVar("T")
 #: Received updates that may wait for missing dependencies at once; past it, an update that would wait too is
 #: refused (UPDATE_INBOX_FULL), or with ``limit_held=False`` left to the caller (the mailbox stops fetching).
 MAX_HELD = 10_000
+#: How many times in all an update refused for a reason that may not be its fault
+#: (:data:`~crdtsync.store.db.RETRYABLE`) is tried: :meth:`UpdateIntegration.retry_refused` tries it once more
+#: per call (a sync calls it once).
+MAX_ATTEMPTS = 3
 #: The alarm raised when another device's edit brings back a memory that is level 0 here (see ``_store_rows``).
 LEVEL_CONFLICT = "MEMORY_LEVEL_CONFLICT"
 
@@ -168,6 +172,23 @@ class UpdateIntegration:
                 results.append(done[outcome])
             else:
                 results.append(ApplyResult("pending" if outcome in held else "integrated"))
+        return results
+
+    def retry_refused(self) -> list[ApplyResult]:
+        """Try again the refused updates whose refusal may not be their fault
+        (:data:`~crdtsync.store.db.RETRYABLE`: the integration worker timed out or died, as on a slow or busy
+        device or when the OS reclaims memory), each once per call and :data:`MAX_ATTEMPTS` times in all; an
+        audit row records what it did. Returns each retried update's outcome: ``"integrated"``, ``"pending"``
+        or ``"refused"`` again."""
+        with self._store.write():
+            requeued = self._store.requeue_quarantined(max_attempts=MAX_ATTEMPTS)
+        if not requeued:
+            return []
+        done = self._drain_inbox()
+        held = {row[0] for row in self._store.held()}
+        results = [done.get(i) or ApplyResult("pending" if i in held else "integrated") for i in requeued]
+        self._store.audit("retry refused", tried=len(results),
+                          integrated=sum(r.status == "integrated" for r in results))
         return results
 
     def _worker_for(self) -> IntegrationWorker:
@@ -470,6 +491,7 @@ class UpdateIntegration:
                 raise UpdateRejectedError("pycrdt refused an update the worker accepted",
                                           code="UPDATE_MALFORMED") from None
         update_id = self._store.append_update(data, origin=origin, local=False)
+        self._store.forget_quarantined(data)  # an update tried again after a refusal (retry_refused)
         if self._doc is not None:
             self._seen = update_id
         registry = self._stored_registry()

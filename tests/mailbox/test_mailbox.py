@@ -22,7 +22,7 @@ from crdtsync.mailbox.backend import open_store
 from crdtsync.mailbox.format import Batch, Head, chunks_of, head_key, log_key, pack_object
 from crdtsync.mailbox.sync import Mailbox
 from crdtsync.vault import Vault
-from tests.conftest import PASSPHRASE, cheap_kdf
+from tests.conftest import PASSPHRASE, cheap_kdf, crash_workers_applying
 
 MakeVault = Callable[..., Vault]
 
@@ -175,6 +175,43 @@ def test_records_imported_at_level_0_here_and_level_1_elsewhere_are_both_kept_wi
     renamed = [row for row in a.log(limit=200) if row.op == "level-0 copy renamed"]
     assert len(renamed) == 30 and {r.detail["private_copy"] for r in renamed} == {
         m.id for m in a.list() if m.level == 0}
+
+
+def test_an_update_refused_because_the_worker_died_is_tried_again_at_the_next_syncs(
+    folder_pair: tuple[Vault, Vault, str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The integration worker dying (the OS reclaiming memory on a phone, a fault of yrs that depends on the
+    process) is not the update's fault: the next syncs try it again, and the writes that waited behind it
+    follow once it integrates."""
+    a, b, _, _ = folder_pair
+    memory = a.add("arrives while the phone is short of memory")
+    assert errors(a.sync()) == []
+    flag = crash_workers_applying(b"short of memory", tmp_path, monkeypatch)
+    assert errors(b.sync()) == ["UPDATE_WORKER_CRASHED"]
+    a.update(memory.id, content="edited on the laptop (short of memory no more)")
+    assert errors(a.sync()) == [] and errors(b.sync()) == []  # tried again: it crashes again; the edit waits
+    assert b.store.held_count() == 1 and len(b.store.quarantined()) == 1
+    flag.unlink()
+    assert errors(b.sync()) == []
+    assert b.get(memory.id).content == "edited on the laptop (short of memory no more)"
+    assert b.store.quarantined() == [] and b.store.held_count() == 0 and memories(a) == memories(b)
+    assert [row.detail for row in b.log() if row.op == "retry refused"] == [
+        {"tried": 1, "integrated": 1}, {"tried": 1, "integrated": 0}]
+
+
+def test_an_update_the_worker_never_survives_is_tried_three_times_in_all(
+    folder_pair: tuple[Vault, Vault, str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b, _, _ = folder_pair
+    a.add("crashes every worker")
+    assert errors(a.sync()) == []
+    crash_workers_applying(b"crashes every worker", tmp_path, monkeypatch)
+    assert errors(b.sync()) == ["UPDATE_WORKER_CRASHED"]
+    for _ in range(3):
+        assert errors(b.sync()) == []
+    assert len([row for row in b.log() if row.op == "retry refused"]) == 2
+    (row,) = b.store.conn.execute("SELECT code, attempts FROM quarantine").fetchall()
+    assert tuple(row) == ("UPDATE_WORKER_CRASHED", 3)
 
 
 def test_a_truncated_object_is_reported_and_read_again_once_whole(

@@ -24,7 +24,7 @@ from crdtsync.model.ystate import decode_state_vector
 from crdtsync.model.yupdate import decode_update
 from crdtsync.store.worker import IntegrationWorker
 from crdtsync.vault import Vault
-from tests.conftest import shared_data
+from tests.conftest import crash_workers_applying, shared_data
 
 MakeVault = Callable[..., Vault]
 POISON_CLOCK = 1 << 31
@@ -452,33 +452,6 @@ def test_a_worker_that_cannot_load_the_stored_state_blames_no_received_update(
     assert sink.get(memory.id).content == "innocent" and sink.store.held() == []
 
 
-_CRASH_ON_LOAD = """
-import os, runpy, sys
-import pycrdt
-marker, flag = bytes.fromhex(os.environ["CRDTSYNC_TEST_MARKER"]), os.environ["CRDTSYNC_TEST_FLAG"]
-original = pycrdt.Doc.apply_update
-def apply_update(self, update):
-    if update == marker and os.path.exists(flag):
-        os._exit(11)  # stands for a segfault that only a later rebuild of the stored state meets
-    return original(self, update)
-pycrdt.Doc.apply_update = apply_update
-runpy.run_module("crdtsync.store.worker", run_name="__main__")
-"""
-
-
-def _crash_whenever_loaded(culprit: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """From here on, every integration worker that applies ``culprit`` dies (as a segfault would)."""
-    import crdtsync.store.worker as worker_module
-
-    flag = tmp_path / "crash-now"
-    script = tmp_path / "crash_on_load.py"
-    script.write_text(_CRASH_ON_LOAD)
-    monkeypatch.setenv("CRDTSYNC_TEST_MARKER", culprit.hex())
-    monkeypatch.setenv("CRDTSYNC_TEST_FLAG", str(flag))
-    monkeypatch.setattr(worker_module, "CHILD_ARGS", (str(script),))
-    flag.touch()
-
-
 def test_a_stored_update_that_breaks_every_rebuild_is_found_and_quarantined(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_vault: MakeVault
 ) -> None:
@@ -500,7 +473,7 @@ def test_a_stored_update_that_breaks_every_rebuild_is_found_and_quarantined(
     dependent = a.encode_update(sv)
     sink.apply_update(dependent, "a")
     sink.add("a local write, so the next received update needs a fresh worker")
-    _crash_whenever_loaded(culprit, tmp_path, monkeypatch)
+    crash_workers_applying(culprit, tmp_path, monkeypatch)
     later = c.add("from c, after the failure")
     assert sink.apply_update(c.encode_update(), "c").status == "integrated"
 
@@ -527,7 +500,7 @@ def test_other_processes_reload_their_doc_and_worker_after_a_stored_update_is_qu
     other = make_vault("sink")
     assert other.apply_update(culprit, "a").status == "integrated"  # its worker and Doc now hold the culprit
     other.add("a write, so that the other process has its Doc loaded")
-    _crash_whenever_loaded(culprit, tmp_path, monkeypatch)
+    crash_workers_applying(culprit, tmp_path, monkeypatch)
     c.add("from c, after the failure")
     assert sink.apply_update(c.encode_update(), "c").status == "integrated"  # the repair runs here
     assert [q[2] for q in sink.store.quarantined()] == ["UPDATE_REBUILD_FAILED"]
@@ -556,7 +529,7 @@ def test_a_local_write_on_top_of_a_quarantined_update_is_kept_and_its_clocks_are
     written = sink.store.last_update_id()
     sink.update(culprit_memory.id, content="edited here, on top of it")
     (edit,) = [data for _, data in sink.store.local_updates_after(written)]
-    _crash_whenever_loaded(culprit, tmp_path, monkeypatch)
+    crash_workers_applying(culprit, tmp_path, monkeypatch)
     assert sink.apply_update(make_vault("c").encode_update(), "c").status == "integrated"  # the repair runs here
     assert [q[2] for q in sink.store.quarantined()] == ["UPDATE_REBUILD_FAILED"]
 
