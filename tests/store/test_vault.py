@@ -257,6 +257,19 @@ def test_full_text_search_stays_exact_through_bulk_stores_edits_and_repeats(make
     assert count.fetchone()[0] == 30  # an edit leaves no stale entry behind in the index
 
 
+def test_opening_a_vault_whose_quarantine_has_no_attempts_column_adds_it(make_vault: MakeVault) -> None:
+    vault = make_vault("a")
+    with vault.store.write():
+        vault.store.quarantine(b"refused bytes", origin="x", code="UPDATE_WORKER_TIMEOUT", message="slow")
+        vault.store.conn.execute("ALTER TABLE quarantine DROP COLUMN attempts")
+    path = vault.path
+    vault.close()
+    with Vault.open(path) as reopened, reopened.store.write():
+        (held,) = reopened.store.requeue_quarantined(max_attempts=3)
+        assert [row[2] for row in reopened.store.held() if row[0] == held] == [b"refused bytes"]
+        assert reopened.store.conn.execute("SELECT attempts FROM quarantine").fetchall()[0][0] == 2
+
+
 def test_opening_a_vault_with_the_old_insert_trigger_drops_it_and_rebuilds_the_index(
     tmp_path: Path, make_vault: MakeVault
 ) -> None:
