@@ -354,6 +354,13 @@ class Vault:
             raise UpdateRejectedError(result.message or "update refused", code=result.code)
         return result
 
+    def retry_refused(self) -> builtins.list[ApplyResult]:
+        """Try again the received updates refused because the integration worker timed out or died
+        (``UPDATE_WORKER_TIMEOUT``, ``UPDATE_WORKER_CRASHED``: a slow or busy device, the OS reclaiming memory),
+        three tries each in all; :meth:`sync` calls it before it pulls. Returns each retried update's outcome
+        (``integrated``, ``pending`` or ``refused`` again)."""
+        return self._replica.retry_refused()
+
     # -- relays and mailbox sync -----------------------------------------------------------------------
 
     def add_relay(self, name: str, url: str) -> None:
@@ -393,7 +400,7 @@ class Vault:
         relays = _vault_relays.pick_relays(self._store, relay)
         self._replica.ensure_lease_registered()
         if pull:
-            self._replica.retry_refused()
+            self.retry_refused()
         return _vault_relays.sync_relays(self, relays, push=push, pull=pull, progress=progress)
 
     @classmethod
