@@ -81,22 +81,27 @@ def devices_on_two_relays(root: Path, *, second_on_both: bool) -> tuple[str, str
 
 
 _CRASH_ON_APPLY = """
-import os, runpy, sys
+import os, runpy, sys, time
 import pycrdt
 marker, flag = bytes.fromhex(os.environ["CRDTSYNC_TEST_MARKER"]), os.environ["CRDTSYNC_TEST_FLAG"]
+stall = float(os.environ["CRDTSYNC_TEST_STALL"])
 original = pycrdt.Doc.apply_update
 def apply_update(self, update):
     if marker in update and os.path.exists(flag):
-        os._exit(11)  # stands for a segfault, or the OS killing the worker
+        if not stall:
+            os._exit(11)  # stands for a segfault, or the OS killing the worker
+        time.sleep(stall)  # stands for a slow or busy device
     return original(self, update)
 pycrdt.Doc.apply_update = apply_update
 runpy.run_module("crdtsync.store.worker", run_name="__main__")
 """
 
 
-def crash_workers_applying(marker: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def crash_workers_applying(marker: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *,
+                           stall: float = 0.0) -> Path:
     """From here on, every integration worker that applies an update holding ``marker`` (the whole update, or
-    a text in it) dies, as a segfault would, while the returned flag file exists."""
+    a text in it) dies, as a segfault would (or with ``stall`` seconds, first sleeps that long), while the
+    returned flag file exists."""
     import crdtsync.store.worker as worker_module
 
     flag = tmp_path / "crash-now"
@@ -104,6 +109,7 @@ def crash_workers_applying(marker: bytes, tmp_path: Path, monkeypatch: pytest.Mo
     script.write_text(_CRASH_ON_APPLY)
     monkeypatch.setenv("CRDTSYNC_TEST_MARKER", marker.hex())
     monkeypatch.setenv("CRDTSYNC_TEST_FLAG", str(flag))
+    monkeypatch.setenv("CRDTSYNC_TEST_STALL", str(stall))
     monkeypatch.setattr(worker_module, "CHILD_ARGS", (str(script),))
     flag.touch()
     return flag

@@ -368,10 +368,11 @@ class Store(MaterializedMemories):
                 (origin, data, code, message),
             )
 
-    def requeue_quarantined(self, *, max_attempts: int) -> list[int]:
+    def requeue_quarantined(self, *, max_attempts: int) -> list[tuple[int, int]]:
         """Hold again (in the inbox) every refused update whose code is :data:`RETRYABLE` and that was tried
-        fewer than ``max_attempts`` times, counting this try; its quarantine row stays until it integrates
-        (:meth:`forget_quarantined`) or is refused again. Returns the inbox ids. Call inside :meth:`write`."""
+        fewer than ``max_attempts`` times; its quarantine row stays until it integrates
+        (:meth:`forget_quarantined`) or is refused again. Returns (inbox id, which try this is: 2 or more) of
+        each. Call inside :meth:`write`."""
         marks = ",".join("?" * len(RETRYABLE))
         rows = self.conn.execute(
             f"SELECT id, origin, data, code, attempts FROM quarantine WHERE code IN ({marks}) AND attempts < ? "
@@ -379,8 +380,9 @@ class Store(MaterializedMemories):
         held = []
         for quarantine_id, origin, data, code, attempts in rows:
             self.conn.execute("UPDATE quarantine SET attempts = ? WHERE id = ?", (attempts + 1, quarantine_id))
-            held.append(self.hold(bytes(data), origin=origin,
-                                  waiting=f"tried again after {code} (try {attempts + 1} of {max_attempts})"))
+            held.append((self.hold(bytes(data), origin=origin,
+                                   waiting=f"tried again after {code} (try {attempts + 1} of {max_attempts})"),
+                         attempts + 1))
         return held
 
     def forget_quarantined(self, data: bytes) -> None:

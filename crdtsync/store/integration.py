@@ -177,16 +177,16 @@ class UpdateIntegration:
     def retry_refused(self) -> list[ApplyResult]:
         """Try again the refused updates whose refusal may not be their fault
         (:data:`~crdtsync.store.db.RETRYABLE`: the integration worker timed out or died, as on a slow or busy
-        device or when the OS reclaims memory), each once per call and :data:`MAX_ATTEMPTS` times in all; an
-        audit row records what it did. Returns each retried update's outcome: ``"integrated"``, ``"pending"``
-        or ``"refused"`` again."""
+        device or when the OS reclaims memory), each once per call and :data:`MAX_ATTEMPTS` times in all, the
+        deadline doubled at each try; an audit row records what it did. Returns each retried update's outcome:
+        ``"integrated"``, ``"pending"`` or ``"refused"`` again."""
         with self._store.write():
             requeued = self._store.requeue_quarantined(max_attempts=MAX_ATTEMPTS)
         if not requeued:
             return []
-        done = self._drain_inbox()
+        done = self._drain_inbox(patience=2.0 ** (max(attempt for _, attempt in requeued) - 1))
         held = {row[0] for row in self._store.held()}
-        results = [done.get(i) or ApplyResult("pending" if i in held else "integrated") for i in requeued]
+        results = [done.get(i) or ApplyResult("pending" if i in held else "integrated") for i, _ in requeued]
         self._store.audit("retry refused", tried=len(results),
                           integrated=sum(r.status == "integrated" for r in results))
         return results
@@ -272,10 +272,11 @@ class UpdateIntegration:
                                 "checked again, memories were re-read from what remains")
         return worker
 
-    def _drain_inbox(self) -> dict[int, ApplyResult]:
+    def _drain_inbox(self, *, patience: float = 1.0) -> dict[int, ApplyResult]:
         """Integrate every held update whose dependencies are present, until no more progress is possible.
         Strict-reader results are cached per inbox id for as long as the update stays held. The worker's state
-        vector (equal to the store's) decides what is missing, so a pull never needs the live Doc."""
+        vector (equal to the store's) decides what is missing, so a pull never needs the live Doc. The worker's
+        deadline is multiplied by ``patience``."""
         done: dict[int, ApplyResult] = {}
         cache = self._decoded
         def decoded_of(inbox_id: int, data: bytes) -> DecodedUpdate:
@@ -315,7 +316,7 @@ class UpdateIntegration:
                             self._store.wait_for(inbox_id, missing.clients())
                             continue
                         with self._closing_on_failure(worker):
-                            result = worker.apply(data, on_rows=self._store_rows)
+                            result = worker.apply(data, on_rows=self._store_rows, patience=patience)
                             if decode_state_vector(result.state_vector) != expected_state(decoded, state):
                                 raise UpdateRejectedError(
                                     "the update moved a client's clock further than its content justifies",
@@ -339,7 +340,7 @@ class UpdateIntegration:
             if not progress and self._store.held_count():
                 group = self._complete_group(decoded_of)
                 if group:
-                    done.update(self._integrate_group(group, decoded_of))
+                    done.update(self._integrate_group(group, decoded_of, patience))
                     progress = True
         self._maybe_compact()
         return done
@@ -410,7 +411,7 @@ class UpdateIntegration:
         return []
 
     def _integrate_group(self, group: list[tuple[int, str, bytes]],
-                         decoded_of: Callable[[int, bytes], DecodedUpdate]) -> dict[int, ApplyResult]:
+                         decoded_of: Callable[[int, bytes], DecodedUpdate], patience: float) -> dict[int, ApplyResult]:
         """Apply a group from :meth:`_complete_group` in the worker one after the other (yrs resolves what each
         left pending), check the clocks once for the whole group, then log each update in that order and
         release them, all in one transaction. A refusal quarantines the whole group with its code."""
@@ -420,7 +421,7 @@ class UpdateIntegration:
                 worker = self._worker_for()
                 state = decode_state_vector(worker.state_vector)
                 with self._closing_on_failure(worker):
-                    results = [worker.apply(data, on_rows=self._store_rows) for _, _, data in group]
+                    results = [worker.apply(data, on_rows=self._store_rows, patience=patience) for _, _, data in group]
                     together = combine([decoded_of(inbox_id, data) for inbox_id, _, data in group])
                     if decode_state_vector(results[-1].state_vector) != expected_state(together, state):
                         raise UpdateRejectedError("the updates moved a client's clock further than their content "

@@ -402,10 +402,12 @@ class IntegrationWorker:
         """
         return self._call(["all", None], deadline=max(self.deadline, 60.0), on_rows=on_rows)
 
-    def apply(self, update: bytes, *, on_rows: Callable[[list[Row]], None] | None = None) -> WorkerResult:
+    def apply(self, update: bytes, *, on_rows: Callable[[list[Row]], None] | None = None,
+              patience: float = 1.0) -> WorkerResult:
         """Apply ``update`` (Yjs v1 bytes that passed the strict reader) in the child and check what it touched
         against schema v1 here, within the deadline plus 0.5 s per MB of update (counting only the time spent
-        waiting for the child). ``on_rows`` receives the checked rows chunk by chunk as they arrive, so that the
+        waiting for the child), times ``patience`` (more than 1 for an update tried again after a timeout).
+        ``on_rows`` receives the checked rows chunk by chunk as they arrive, so that the
         caller can store them while the child reads the next chunk; a later refusal means the caller must
         discard them (roll back its transaction).
 
@@ -415,7 +417,8 @@ class IntegrationWorker:
                 panicked), ``UPDATE_SCHEMA_VIOLATION`` (a touched record or registry entry is not valid
                 schema v1). The worker is closed.
         """
-        result = self._call(["apply", update], deadline=self.deadline + len(update) / 2e6, on_rows=on_rows)
+        result = self._call(["apply", update], deadline=(self.deadline + len(update) / 2e6) * patience,
+                            on_rows=on_rows)
         self.state_vector = result.state_vector
         return result
 

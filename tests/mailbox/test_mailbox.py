@@ -199,6 +199,23 @@ def test_an_update_refused_because_the_worker_died_is_tried_again_at_the_next_sy
         {"tried": 1, "integrated": 1}, {"tried": 1, "integrated": 0}]
 
 
+def test_an_update_that_timed_out_is_tried_again_with_twice_the_deadline(
+    folder_pair: tuple[Vault, Vault, str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy phone takes longer than the deadline: the next sync tries the update again with the deadline
+    doubled, and it integrates."""
+    a, b, _, _ = folder_pair
+    b.close()
+    memory = a.add("integrates slowly on a busy phone")
+    assert errors(a.sync()) == []
+    flag = crash_workers_applying(b"slowly on a busy phone", tmp_path, monkeypatch, stall=1.5)
+    with Vault.open(b.path, deadline=1.0) as phone:
+        assert errors(phone.sync()) == ["UPDATE_WORKER_TIMEOUT"]
+        assert errors(phone.sync()) == []
+        flag.unlink()
+        assert phone.get(memory.id).content == memory.content and phone.store.quarantined() == []
+
+
 def test_an_update_the_worker_never_survives_is_tried_three_times_in_all(
     folder_pair: tuple[Vault, Vault, str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -265,7 +265,8 @@ def test_opening_a_vault_whose_quarantine_has_no_attempts_column_adds_it(make_va
     path = vault.path
     vault.close()
     with Vault.open(path) as reopened, reopened.store.write():
-        (held,) = reopened.store.requeue_quarantined(max_attempts=3)
+        ((held, attempt),) = reopened.store.requeue_quarantined(max_attempts=3)
+        assert attempt == 2
         assert [row[2] for row in reopened.store.held() if row[0] == held] == [b"refused bytes"]
         assert reopened.store.conn.execute("SELECT attempts FROM quarantine").fetchall()[0][0] == 2
 
