@@ -357,8 +357,8 @@ class Vault:
     def retry_refused(self) -> builtins.list[ApplyResult]:
         """Try again the received updates refused because the integration worker timed out or died
         (``UPDATE_WORKER_TIMEOUT``, ``UPDATE_WORKER_CRASHED``: a slow or busy device, the OS reclaiming memory),
-        three tries each in all; :meth:`sync` calls it before it pulls. Returns each retried update's outcome
-        (``integrated``, ``pending`` or ``refused`` again)."""
+        three tries each in all, the deadline doubled at each; :meth:`sync` calls it before it pulls. Returns
+        each retried update's outcome (``integrated``, ``pending`` or ``refused`` again)."""
         return self._replica.retry_refused()
 
     # -- relays and mailbox sync -----------------------------------------------------------------------
