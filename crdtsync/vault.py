@@ -445,8 +445,11 @@ class Vault:
         conflicts, relays (pending push and pull, last sync, last error) and the known devices (as of the last
         sync or registry read). ``held`` lists each held update with what it waits for: ``{origin, since,
         waits_for: [{client (Yjs client id), device (its device id, None when no registration of it reached
-        this device)}]}``. Answers from SQLite without loading the Doc."""
+        this device)}]}``; ``refused`` the newest 20 refused updates, oldest first: ``{at, origin, code,
+        message, tries}`` (a refusal with code ``UPDATE_WORKER_TIMEOUT`` or ``UPDATE_WORKER_CRASHED`` is tried
+        again by the next syncs, up to three tries). Answers from SQLite without loading the Doc."""
         count, size = self._store.updates_since_snapshot()
+        quarantined = self._store.quarantined()
         registry = json.loads(self._store.get_meta("registry") or "{}")
         writer = {client: device for device, entry in registry.items() for client in entry.get("clients", ())}
         held = [{"origin": h["origin"], "since": h["since"],
@@ -460,7 +463,9 @@ class Vault:
             "log": {"updates_since_snapshot": count, "bytes_since_snapshot": size},
             "held_updates": len(held),
             "held": held,
-            "quarantined_updates": len(self._store.quarantined()),
+            "quarantined_updates": len(quarantined),
+            "refused": [{"at": at, "origin": origin, "code": code, "message": message, "tries": tries}
+                        for at, origin, code, message, tries in quarantined[-20:]],
             "conflicts": len(self._store.conflicts()),
             "alarms": self._store.alarms(),
             "relays": self.relays(),

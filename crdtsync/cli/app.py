@@ -469,6 +469,9 @@ def status(
               f"{counts['conflicted']} with conflicts")
     out.print(f"received updates waiting for others: {info['held_updates']}; "
               f"refused: {info['quarantined_updates']}; conflicts: {info['conflicts']}")
+    for refused in info["refused"]:
+        out.print(f"refused {_when(refused['at'])} from {refused['origin']} [{refused['code']}], "
+                  f"tried {refused['tries']}x: {refused['message']}")
     waited = _waited_for(info)
     if waited:
         out.print("they wait for writes of " + "; ".join(waited) + ". A device's writes reach this one only "

@@ -390,10 +390,10 @@ class Store(MaterializedMemories):
         :meth:`write`."""
         self.conn.execute("DELETE FROM quarantine WHERE length(data) = ? AND data = ?", (len(data), data))
 
-    def quarantined(self) -> list[tuple[str, str, str, str]]:
-        """Every refused update as (at, origin, code, message), oldest first."""
-        rows = self.conn.execute("SELECT at, origin, code, message FROM quarantine ORDER BY id")
-        return [(r[0], r[1], r[2], r[3]) for r in rows]
+    def quarantined(self) -> list[tuple[str, str, str, str, int]]:
+        """Every refused update as (at, origin, code, message, tries so far), oldest first."""
+        rows = self.conn.execute("SELECT at, origin, code, message, attempts FROM quarantine ORDER BY id")
+        return [(r[0], r[1], r[2], r[3], int(r[4])) for r in rows]
 
     # -- leases, relays, cursors, audit -----------------------------------------------------------------
 

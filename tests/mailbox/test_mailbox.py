@@ -227,8 +227,10 @@ def test_an_update_the_worker_never_survives_is_tried_three_times_in_all(
     for _ in range(3):
         assert errors(b.sync()) == []
     assert len([row for row in b.log() if row.op == "retry refused"]) == 2
-    (row,) = b.store.conn.execute("SELECT code, attempts FROM quarantine").fetchall()
-    assert tuple(row) == ("UPDATE_WORKER_CRASHED", 3)
+    (refused,) = b.status()["refused"]
+    assert (refused["origin"], refused["code"], refused["tries"]) == (a.device_id, "UPDATE_WORKER_CRASHED", 3)
+    shown = CliRunner().invoke(app, ["--vault", str(b.path), "status"], env={"CRDTSYNC_PASSPHRASE": PASSPHRASE})
+    assert f"from {a.device_id} [UPDATE_WORKER_CRASHED], tried 3x" in " ".join(shown.stdout.split())
 
 
 def test_a_truncated_object_is_reported_and_read_again_once_whole(
