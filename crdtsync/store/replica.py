@@ -61,9 +61,12 @@ def _process_start(pid: int) -> str:
 
 
 def _holder_alive(holder: str) -> bool:
+    """Whether the process that holds a lease (``"pid:start:token"``) may still run. Outside POSIX it is taken
+    as alive: Windows has no signal 0, and ``os.kill`` there terminates the process it is given. A lease of a
+    process that died is then never taken over, and the next process writes under a fresh client id."""
     pid_text, start, _token = holder.split(":", 2)
     pid = int(pid_text)
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name != "posix":
         return True
     try:
         os.kill(pid, 0)

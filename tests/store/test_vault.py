@@ -168,6 +168,24 @@ def test_a_fresh_client_id_is_never_one_another_device_announced(
     assert 424242 in clients and taken not in clients
 
 
+def test_a_lease_holder_is_checked_with_signal_0_on_posix_and_never_signalled_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On Windows ``os.kill`` terminates the process whatever the signal: the holder of a lease must never be
+    signalled there."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    holder = f"{dead.stdout.strip()}::token"
+    assert not replica_module._holder_alive(holder)  # a pid that exited (reused within this test: unlikely)
+
+    def terminate(pid: int, sig: int) -> None:
+        raise AssertionError("os.kill called outside POSIX")
+
+    monkeypatch.setattr(replica_module.os, "name", "nt")
+    monkeypatch.setattr(replica_module.os, "kill", terminate)
+    assert replica_module._holder_alive(holder)
+
+
 def test_two_live_openers_write_under_different_client_ids_and_see_each_other(
     tmp_path: Path, make_vault: MakeVault
 ) -> None:
