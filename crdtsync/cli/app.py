@@ -113,6 +113,19 @@ def sync_summary(report: Mapping[str, Any]) -> str:
             f"{report.get('conflicts', 0)} conflicts")
 
 
+#: Characters a terminal may act on, shown escaped in text output: C0 controls but tab and newline, DEL, C1
+#: controls, and the bidirectional overrides and isolates that can make text read other than it is ("Trojan
+#: Source", CVE-2021-42574). Memories, tags, device names and agents come from other devices and imports: an
+#: ``ESC`` in them would otherwise reach the terminal (clear the screen, set the title, fake output).
+_UNSAFE = {c: f"\\x{c:02x}" for c in [*range(0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)]} | {
+    c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
+
+
+def _plain(value: object) -> str:
+    """``value`` as text safe to print to a terminal (see :data:`_UNSAFE`); JSON output needs none of this."""
+    return str(value).translate(_UNSAFE)
+
+
 def _memory_table(memories: list[Memory]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
     table.add_column("id", no_wrap=True)  # whole, to copy into `show`, `edit`, `rm`
@@ -121,12 +134,13 @@ def _memory_table(memories: list[Memory]) -> Table:
         table.add_column(column, overflow="fold", max_width=20)
     table.add_column("updated", overflow="fold")
     for m in memories:
-        content = Text(m.content[:200])
+        content = Text(_plain(m.content[:200]))
         if m.conflicts:
             content.append(" (conflict)", style="red")
         if m.level == 0:
             content.append(" (level 0)", style="dim")
-        table.add_row(m.id, content, m.category or "", ", ".join(sorted(m.tags)), _when(m.updated, seconds=False))
+        table.add_row(_plain(m.id), content, _plain(m.category or ""), _plain(", ".join(sorted(m.tags))),
+                      _when(m.updated, seconds=False))
     return table
 
 
@@ -148,7 +162,7 @@ def _print_memory(memory: Memory, as_json: bool) -> None:
             value = ", ".join(map(str, value))
         elif isinstance(value, dict):
             value = json.dumps(value, ensure_ascii=False)
-        out.print(Text.assemble((key, "bold"), f": {value if value is not None else ''}"))
+        out.print(Text.assemble((key, "bold"), f": {_plain(value) if value is not None else ''}"))
 
 
 def _passphrase(confirm: bool) -> str:
@@ -363,7 +377,7 @@ def _conflict_rows(conflicts: list[Conflict]) -> Group:
     --pick`` takes them."""
     parts: list[Any] = []
     for c in conflicts:
-        parts.append(Text.assemble((c.memory_id, "bold"), "  ", (c.field, "yellow")))
+        parts.append(Text.assemble((_plain(c.memory_id), "bold"), "  ", (c.field, "yellow")))
         table = Table(box=None, pad_edge=False, padding=(0, 2, 0, 0))
         table.add_column("#", justify="right")
         table.add_column("value", overflow="fold", ratio=1, min_width=12)
@@ -372,7 +386,7 @@ def _conflict_rows(conflicts: list[Conflict]) -> Group:
         for n, cand in enumerate(c.candidates, 1):
             shown = (_DELETED_TEXT[bool(cand.value)] if c.field == "deleted"
                      else json.dumps(cand.value, ensure_ascii=False)[:200])
-            table.add_row(str(n), shown, cand.device, cand.agent or "", _when(cand.at))
+            table.add_row(str(n), _plain(shown), _plain(cand.device), _plain(cand.agent or ""), _when(cand.at))
         parts.extend([table, Text("")])
     return Group(*parts[:-1])
 
@@ -443,7 +457,7 @@ def devices(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
         table.add_column(column)
     for device_id, info in sorted(registry.items()):
         mark = " (this device)" if device_id == me else ""
-        table.add_row(device_id + mark, str(info.get("name", "")), _when(str(info.get("added_at", ""))),
+        table.add_row(device_id + mark, _plain(info.get("name", "")), _plain(_when(str(info.get("added_at", "")))),
                       str(len(info.get("clients", []))))
     out.print(table)
 
@@ -464,14 +478,14 @@ def status(
         _emit_json(info)
         return
     counts = info["memories"]
-    out.print(f"vault {info['vault']} — device {info['device_name']} ({info['device_id']})")
+    out.print(f"vault {_plain(info['vault'])} — device {_plain(info['device_name'])} ({info['device_id']})")
     out.print(f"memories: {counts['live']} live ({counts['local_only']} level 0), {counts['deleted']} deleted, "
               f"{counts['conflicted']} with conflicts")
     out.print(f"received updates waiting for others: {info['held_updates']}; "
               f"refused: {info['quarantined_updates']}; conflicts: {info['conflicts']}")
     for refused in info["refused"]:
-        out.print(f"refused {_when(refused['at'])} from {refused['origin']} [{refused['code']}], "
-                  f"tried {refused['tries']}x: {refused['message']}")
+        out.print(f"refused {_when(refused['at'])} from {_plain(refused['origin'])} [{refused['code']}], "
+                  f"tried {refused['tries']}x: {_plain(refused['message'])}")
     waited = _waited_for(info)
     if waited:
         out.print("they wait for writes of " + "; ".join(waited) + ". A device's writes reach this one only "
@@ -482,12 +496,12 @@ def status(
                   f"pending push {r['pending_push']}, pending pull {r['pending_pull']}"
                   + (f", last error {r['last_error']}" if r["last_error"] else ""))
     for alarm in info["alarms"]:
-        err.print(Text.assemble(("ALARM", "bold red"), f" [{alarm['code']}] {alarm['at']}: {alarm['message']}"))
+        err.print(Text.assemble(("ALARM", "bold red"), f" [{alarm['code']}] {alarm['at']}: {_plain(alarm['message'])}"))
     if clear_alarms:
         out.print(f"alarms cleared: {info['alarms_cleared']}")
     for device_id, entry in sorted(info["devices"].items()):
         mark = " (this device)" if device_id == info["device_id"] else ""
-        out.print(f"device {device_id}{mark}: {entry.get('name', '')}")
+        out.print(f"device {device_id}{mark}: {_plain(entry.get('name', ''))}")
 
 
 def _waited_for(info: Mapping[str, Any]) -> list[str]:
@@ -502,7 +516,7 @@ def _waited_for(info: Mapping[str, Any]) -> list[str]:
             device = wait["device"]
             if device in senders:
                 continue
-            label = (f"device {device} ({devices.get(device, {}).get('name', '')})" if device
+            label = (f"device {device} ({_plain(devices.get(device, {}).get('name', ''))})" if device
                      else f"Yjs client {wait['client']} of a device not known here")
             named[label] = None
     return list(named)
@@ -528,5 +542,5 @@ def log(
         detail = sync_summary(r.detail) if r.op == "sync" else ", ".join(
             f"{key} {json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value}"
             for key, value in r.detail.items())
-        table.add_row(_when(r.at), r.op, r.peer or "", detail, r.code or "")
+        table.add_row(_when(r.at), r.op, _plain(r.peer or ""), _plain(detail), r.code or "")
     out.print(table)

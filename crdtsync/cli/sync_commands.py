@@ -16,6 +16,7 @@ from crdtsync.cli.app import (
     _guard,
     _open,
     _passphrase,
+    _plain,
     _progress,
     _vault_path,
     app,
@@ -89,14 +90,15 @@ def _run_sync(vault: Path | None, relay: str | None, as_json: bool, *, push: boo
         for r in data:
             out.print(f"{r['relay']}: {sync_summary(r)}, {r['seconds']} s")
             for e in r["errors"]:
-                err.print(Text.assemble((r["relay"], "yellow"), f" {e['device']} [{e['code']}]: {e['message']}"))
+                err.print(Text.assemble((r["relay"], "yellow"),
+                                        f" {e['device']} [{e['code']}]: {_plain(e['message'])}"))
         if any(r["conflicts"] for r in data):
             err.print("conflicts need you: `crdtsync conflicts`, then `crdtsync resolve`")
         if held:
             err.print(f"{held} received updates wait for writes no relay has brought yet: `crdtsync status` "
                       "shows whose")
         for alarm in raised:
-            err.print(Text.assemble(("ALARM", "bold red"), f" [{alarm['code']}]: {alarm['message']}"))
+            err.print(Text.assemble(("ALARM", "bold red"), f" [{alarm['code']}]: {_plain(alarm['message'])}"))
     if any(r["errors"] for r in data):
         raise typer.Exit(8)
 

@@ -826,3 +826,32 @@ def test_commands_leave_no_json_mode_behind(fresh: Path) -> None:
     ok(cli(fresh, "--json", "list"))
     assert_fails(cli(fresh, "show", "no-such-id"), 4, "NOT_FOUND")
 
+
+
+# -- terminal safety --------------------------------------------------------------------------------------
+
+_HOSTILE = "evil \x1b]0;pwned\x07 \x1b[2J \x9b31m \u202egnp.exe"
+_RAW = ("\x1b", "\x07", "\x9b", "\u202e")
+
+
+def test_text_output_never_hands_control_characters_to_the_terminal(tmp_path: Path) -> None:
+    """Memories, tags, device names and agents come from other devices and imports: an ESC, a C1 control or a
+    bidirectional override in them is shown escaped in text output (and kept as it is in JSON)."""
+    with Vault.open(new_vault(tmp_path / "a", _HOSTILE), agent=_HOSTILE) as a, \
+            Vault.open(new_vault(tmp_path / "b", "b")) as b:
+        memory = a.add(_HOSTILE, category=_HOSTILE, tags=["\u202egnp.exe \x9b31m"])
+        b.apply_update(a.encode_update(), "a")
+        state = a.state_vector()
+        a.update(memory.id, content=_HOSTILE + " one")
+        b.update(memory.id, content=_HOSTILE + " two")
+        a.apply_update(b.encode_update(state), "b")
+        assert [c.field for c in a.conflicts()] == ["content"]
+    home = tmp_path / "a"
+    for args in (["list"], ["show", memory.id], ["search", "evil"], ["conflicts"], ["status"], ["devices"],
+                 ["log"]):
+        result = ok(cli(home, *args))
+        shown = result.stdout + result.stderr
+        assert not any(raw in shown for raw in _RAW), args
+    assert "\\x1b]0;pwned\\x07" in ok(cli(home, "show", memory.id)).stdout
+    assert "\\u202egnp.exe" in ok(cli(home, "devices")).stdout
+    assert stdout_json(ok(cli(home, "show", memory.id, "--json")))["category"] == _HOSTILE
