@@ -436,7 +436,8 @@ def check_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, lis
 
     Raises:
         ValueError: the record is malformed: a missing or wrongly typed ``created`` stamp, a register entry of
-            the wrong shape or type, or a tag entry that is not ``true``.
+            the wrong shape or type, a tag entry that is not ``true``, or a tag name :func:`check_tags` refuses
+            (empty, a control character, longer than 1 KiB).
     """
     stamp = record.get("created")
     if not isinstance(stamp, list) or len(stamp) != 2 or not all(isinstance(x, str) for x in stamp):
@@ -451,6 +452,10 @@ def check_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, lis
             if raw is not True or "@" not in key:
                 raise ValueError(f"tag entry {key!r} is not true")
             tags.add(key[len(TAG_PREFIX) :].rsplit("@", 1)[0])
+    try:
+        check_tags(tags)
+    except InvalidInputError as exc:
+        raise ValueError(exc.message) from None
     if "content" not in registers:
         return None
     values: dict[str, Any] = dict.fromkeys(REGISTER_FIELDS)

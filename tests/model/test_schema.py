@@ -223,6 +223,9 @@ def test_writing_an_unknown_memory_or_field_raises() -> None:
         {"created": ["t", "A"], "content@1": ["x"], "t:tag@1": "yes"},
         {"created": ["t", "A"], "content@1": ["x"], "t:tag": True},
         {"created": ["t", "A"], "content@1": ["x"], "metadata@2": ["[1]"]},
+        {"created": ["t", "A"], "content@1": ["x"], "t:@1": True},
+        {"created": ["t", "A"], "content@1": ["x"], "t:\x1b[2J@1": True},
+        {"created": ["t", "A"], "content@1": ["x"], f"t:{'x' * 1025}@1": True},
     ],
 )
 def test_malformed_records_read_as_none(record: dict[str, object]) -> None:
