@@ -61,6 +61,8 @@ TAG_PREFIX = "t:"
 CONTENT_KINDS = frozenset({"any", "deleted", "type:map"})
 _REGISTER_SET = frozenset(REGISTER_FIELDS)
 CLIENT_PREFIX = "c:"
+#: The longest memory id a record may have, in characters (crdtsync writes 36-character UUIDs).
+MAX_MEMORY_ID = 128
 
 OpIdFactory = Callable[[], str]
 
@@ -437,8 +439,11 @@ def check_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, lis
     Raises:
         ValueError: the record is malformed: a missing or wrongly typed ``created`` stamp, a register entry of
             the wrong shape or type, a tag entry that is not ``true``, or a tag name :func:`check_tags` refuses
-            (empty, a control character, longer than 1 KiB).
+            (empty, a control character, longer than 1 KiB), or a memory id that is empty, longer than
+            :data:`MAX_MEMORY_ID` characters or holds a control character (crdtsync writes UUIDs).
     """
+    if not 0 < len(memory_id) <= MAX_MEMORY_ID or not memory_id.isprintable():
+        raise ValueError("a memory id must be 1 to 128 printable characters")
     stamp = record.get("created")
     if not isinstance(stamp, list) or len(stamp) != 2 or not all(isinstance(x, str) for x in stamp):
         raise ValueError("missing or wrongly typed created stamp")

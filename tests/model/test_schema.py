@@ -235,6 +235,12 @@ def test_malformed_records_read_as_none(record: dict[str, object]) -> None:
             check_record("m", record)
 
 
+@pytest.mark.parametrize("memory_id", ["", "x" * 129, "evil\x1b[2J", "line\nbreak"])
+def test_a_record_under_an_id_no_device_writes_is_malformed(memory_id: str) -> None:
+    with pytest.raises(ValueError):
+        check_record(memory_id, {"created": ["t", "A"], "content@1": ["x"]})
+
+
 @pytest.mark.parametrize("record", [
     {"created": ["t", "A"]},
     {"created": ["t", "A"], "category@1": ["work"], "t:tag@1": True, "deleted@2": [False, "B", "t2"]},
