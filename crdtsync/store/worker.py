@@ -33,7 +33,9 @@ from typing import Any
 import msgpack
 from pycrdt import Doc, Map
 
+from crdtsync.crypto.keys import is_device_id
 from crdtsync.errors import UpdateRejectedError
+from crdtsync.model.records import MAX_LABEL_BYTES
 from crdtsync.model.schema import CLIENT_PREFIX, ROOT_DEVICES, ROOT_MEMORIES, ROOT_VAULT, check_record
 from crdtsync.store.memories import MemoryRow, memory_row
 
@@ -111,11 +113,13 @@ def check_records(entries: Sequence[_Entry]) -> list[Row]:
 
 
 def check_registry(entries: Sequence[_Entry], vault_text: str) -> dict[str, dict[str, Any]]:
-    """Schema-v1 check of touched device registry entries (``[device_id, is_map, JSON text or None]``) and of
-    the ``vault`` root's JSON text; returns the entries as plain values by device id. Raises
-    UpdateRejectedError ``UPDATE_SCHEMA_VIOLATION``."""
+    """Schema-v1 check of touched device registry entries (``[device_id, is_map, JSON text or None]``: keyed by
+    a device id, fields of at most 1 KiB) and of the ``vault`` root's JSON text; returns the entries as plain
+    values by device id. Raises UpdateRejectedError ``UPDATE_SCHEMA_VIOLATION``."""
     checked: dict[str, dict[str, Any]] = {}
     for device_id, is_map, text in entries:
+        if not is_device_id(device_id):
+            raise _violation(f"registry key {device_id[:40]!r} is not a device id")
         if text is None:
             raise _violation(f"device {device_id} was removed from the registry")
         entry = json.loads(text)
@@ -125,8 +129,8 @@ def check_registry(entries: Sequence[_Entry], vault_text: str) -> dict[str, dict
             if key.startswith(CLIENT_PREFIX):
                 if value is not True or not key[len(CLIENT_PREFIX) :].isdigit():
                     raise _violation(f"registry entry {device_id} has a bad client id {key!r}")
-            elif key not in _REGISTRY_TEXT_FIELDS or not isinstance(value, str):
-                raise _violation(f"registry entry {device_id} has a bad field {key!r}")
+            elif key not in _REGISTRY_TEXT_FIELDS or not isinstance(value, str) or len(value) > MAX_LABEL_BYTES:
+                raise _violation(f"registry entry {device_id} has a bad field {key[:40]!r}")
         checked[device_id] = entry
     vault = json.loads(vault_text)
     if vault and (vault.get("schema") != 1 or not isinstance(vault.get("name", ""), str)):

@@ -22,7 +22,7 @@ import crdtsync.store.replica as replica_module
 from crdtsync.errors import NotFoundError, UpdateRejectedError, VaultError
 from crdtsync.model.ystate import decode_state_vector
 from crdtsync.model.yupdate import decode_update
-from crdtsync.store.worker import IntegrationWorker
+from crdtsync.store.worker import IntegrationWorker, check_registry
 from crdtsync.vault import Vault
 from tests.conftest import crash_workers_applying, shared_data
 
@@ -407,6 +407,18 @@ def test_a_corrupted_worker_cannot_make_the_parent_hang_allocate_or_accept_a_bad
             worker.apply(b"\x00\x00")
         assert info.value.code == code
         assert not worker.alive and time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("entry", [
+    ["not-a-device-id", True, '{"name": "phone"}'],
+    ["0123456789abcdef", True, json.dumps({"name": "x" * 1025})],
+    ["0123456789abcdef", True, '{"name": "phone", "colour": "red"}'],
+])
+def test_a_registry_entry_outside_schema_v1_is_a_violation(entry: list[object]) -> None:
+    assert check_registry([["0123456789abcdef", True, '{"name": "phone"}']], "{}")
+    with pytest.raises(UpdateRejectedError) as info:
+        check_registry([entry], "{}")
+    assert info.value.code == "UPDATE_SCHEMA_VIOLATION"
 
 
 def test_a_worker_slower_to_start_than_the_stall_timeout_still_integrates(
