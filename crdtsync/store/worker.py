@@ -133,7 +133,9 @@ def check_registry(entries: Sequence[_Entry], vault_text: str) -> dict[str, dict
                 raise _violation(f"registry entry {device_id} has a bad field {key[:40]!r}")
         checked[device_id] = entry
     vault = json.loads(vault_text)
-    if vault and (vault.get("schema") != 1 or not isinstance(vault.get("name", ""), str)):
+    name = vault.get("name", "") if isinstance(vault, dict) else None
+    if name is None or (vault and (vault.get("schema") != 1 or not isinstance(name, str)
+                                   or len(name) > MAX_LABEL_BYTES)):
         raise _violation("the vault root is not schema 1")
     return checked
 

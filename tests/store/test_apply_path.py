@@ -421,6 +421,15 @@ def test_a_registry_entry_outside_schema_v1_is_a_violation(entry: list[object]) 
     assert info.value.code == "UPDATE_SCHEMA_VIOLATION"
 
 
+@pytest.mark.parametrize("vault", ['{"schema": 2, "name": "v"}', json.dumps({"schema": 1, "name": "x" * 1025}),
+                                   '{"schema": 1, "name": 5}', "[1]"])
+def test_a_vault_root_outside_schema_v1_is_a_violation(vault: str) -> None:
+    assert check_registry([], '{"schema": 1, "name": "memories"}') == {}
+    with pytest.raises(UpdateRejectedError) as info:
+        check_registry([], vault)
+    assert info.value.code == "UPDATE_SCHEMA_VIOLATION"
+
+
 def test_a_worker_slower_to_start_than_the_stall_timeout_still_integrates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_vault: MakeVault
 ) -> None:
