@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from crdtsync.errors import InvalidInputError
@@ -117,11 +118,29 @@ def check_tags(tags: object) -> frozenset[str]:
         raise InvalidInputError("tags must be a list of strings")
     out = set()
     for tag in tags:
-        if not isinstance(tag, str) or not tag or not _TAG_RE.match(tag):
-            raise InvalidInputError(f"invalid tag {tag!r}: tags are non-empty strings without control characters")
-        check_label("tag", tag)
+        if not (isinstance(tag, str) and _valid_tag(tag)):
+            _check_tag(tag)  # raises, saying what is wrong
         out.add(tag)
     return frozenset(out)
+
+
+def _check_tag(tag: object) -> None:
+    """Raise ``InvalidInputError`` unless ``tag`` is a non-empty string without control characters of at most
+    :data:`MAX_LABEL_BYTES` bytes of UTF-8."""
+    if not isinstance(tag, str) or not tag or not _TAG_RE.match(tag):
+        raise InvalidInputError(f"invalid tag {tag!r}: tags are non-empty strings without control characters")
+    check_label("tag", tag)
+
+
+@lru_cache(maxsize=4096)
+def _valid_tag(tag: str) -> bool:
+    """:func:`_check_tag` as a cached test: a vault has few distinct tags, and a first sync checks every record
+    it receives."""
+    try:
+        _check_tag(tag)
+    except InvalidInputError:
+        return False
+    return True
 
 
 def check_level(level: object) -> int:

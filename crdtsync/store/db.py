@@ -388,7 +388,8 @@ class Store(MaterializedMemories):
     def forget_quarantined(self, data: bytes) -> None:
         """Drop the quarantine row of an update that has now integrated (a retry that succeeded). Call inside
         :meth:`write`."""
-        self.conn.execute("DELETE FROM quarantine WHERE length(data) = ? AND data = ?", (len(data), data))
+        if self.conn.execute("SELECT 1 FROM quarantine LIMIT 1").fetchone():  # else skip binding a large blob
+            self.conn.execute("DELETE FROM quarantine WHERE length(data) = ? AND data = ?", (len(data), data))
 
     def quarantined(self) -> list[tuple[str, str, str, str, int]]:
         """Every refused update as (at, origin, code, message, tries so far), oldest first."""
