@@ -30,7 +30,7 @@ from crdtsync._vault_import import IMPORT_BATCH as IMPORT_BATCH
 from crdtsync._vault_import import ImportReport as ImportReport
 from crdtsync.crypto.header import KdfParams, VaultHeader, create_header
 from crdtsync.crypto.keys import DeviceKeys, new_vault_id, new_vault_key
-from crdtsync.errors import UpdateRejectedError, VaultError
+from crdtsync.errors import CrdtsyncError, UpdateRejectedError, VaultError
 from crdtsync.model.records import (
     Conflict,
     Memory,
@@ -399,9 +399,16 @@ class Vault:
         """
         relays = _vault_relays.pick_relays(self._store, relay)
         self._replica.ensure_lease_registered()
+        failed: dict[str, str] | None = None
         if pull:
-            self.retry_refused()
-        return _vault_relays.sync_relays(self, relays, push=push, pull=pull, progress=progress)
+            try:
+                self.retry_refused()
+            except CrdtsyncError as exc:  # reported like a relay's error: the relays still sync
+                failed = {"device": "", "code": exc.code, "message": f"trying refused updates again: {exc.message}"}
+        reports = _vault_relays.sync_relays(self, relays, push=push, pull=pull, progress=progress)
+        if failed is not None:
+            reports[0].errors.insert(0, failed)
+        return reports
 
     @classmethod
     def join(

@@ -216,6 +216,23 @@ def test_an_update_that_timed_out_is_tried_again_with_twice_the_deadline(
         assert phone.get(memory.id).content == memory.content and phone.store.quarantined() == []
 
 
+def test_a_retry_that_fails_is_reported_and_the_relays_still_sync(
+    folder_pair: tuple[Vault, Vault, str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Trying a refused update again needs a worker loaded with the vault's state; when even that fails (here
+    this device's own write crashes every worker: VAULT_REBUILD_FAILED), the sync reports it and goes on."""
+    a, b, _, _ = folder_pair
+    a.add("zebra, from the laptop")
+    assert errors(a.sync()) == []
+    crash_workers_applying(b"zebra", tmp_path, monkeypatch)
+    assert errors(b.sync()) == ["UPDATE_WORKER_CRASHED"]
+    b.add("zebra, written on the phone")
+    reports = b.sync()
+    assert reports[0].errors[0]["code"] == "VAULT_REBUILD_FAILED"
+    assert reports[0].errors[0]["message"].startswith("trying refused updates again")
+    assert reports[0].objects_up >= 1  # the push still ran
+
+
 def test_an_update_the_worker_never_survives_is_tried_three_times_in_all(
     folder_pair: tuple[Vault, Vault, str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
