@@ -369,13 +369,14 @@ class Store(MaterializedMemories):
             )
 
     def requeue_quarantined(self, *, max_attempts: int) -> list[tuple[int, int]]:
-        """Hold again (in the inbox) every refused update whose code is :data:`RETRYABLE` and that was tried
-        fewer than ``max_attempts`` times; its quarantine row stays until it integrates
-        (:meth:`forget_quarantined`) or is refused again. Returns (inbox id, which try this is: 2 or more) of
-        each. Call inside :meth:`write`."""
+        """Hold again (in the inbox) every refused update whose code is :data:`RETRYABLE`, that was tried fewer
+        than ``max_attempts`` times and is not held already (a retry that waits for other updates); its row
+        stays until it integrates (:meth:`forget_quarantined`) or is refused again. Returns (inbox id, which try
+        this is: 2 or more) of each. Call inside :meth:`write`."""
         marks = ",".join("?" * len(RETRYABLE))
         rows = self.conn.execute(
-            f"SELECT id, origin, data, code, attempts FROM quarantine WHERE code IN ({marks}) AND attempts < ? "
+            f"SELECT id, origin, data, code, attempts FROM quarantine q WHERE code IN ({marks}) AND attempts < ? "
+            "AND NOT EXISTS (SELECT 1 FROM inbox i WHERE length(i.data) = length(q.data) AND i.data = q.data) "
             "ORDER BY id", (*sorted(RETRYABLE), max_attempts)).fetchall()
         held = []
         for quarantine_id, origin, data, code, attempts in rows:

@@ -275,6 +275,15 @@ def test_full_text_search_stays_exact_through_bulk_stores_edits_and_repeats(make
     assert count.fetchone()[0] == 30  # an edit leaves no stale entry behind in the index
 
 
+def test_a_refused_update_already_held_again_is_not_held_twice(make_vault: MakeVault) -> None:
+    vault = make_vault("a")
+    with vault.store.write():
+        vault.store.quarantine(b"update bytes", origin="x", code="UPDATE_WORKER_CRASHED", message="died")
+        assert len(vault.store.requeue_quarantined(max_attempts=3)) == 1
+        assert vault.store.requeue_quarantined(max_attempts=3) == []  # still held: waits for another update
+        assert vault.store.held_count() == 1
+
+
 def test_opening_a_vault_whose_quarantine_has_no_attempts_column_adds_it(make_vault: MakeVault) -> None:
     vault = make_vault("a")
     with vault.store.write():
