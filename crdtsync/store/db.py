@@ -387,10 +387,12 @@ class Store(MaterializedMemories):
         return held
 
     def forget_quarantined(self, data: bytes) -> None:
-        """Drop the quarantine row of an update that has now integrated (a retry that succeeded). Call inside
-        :meth:`write`."""
+        """Drop the :data:`RETRYABLE` quarantine row of an update that has now integrated (a retry that
+        succeeded); a refusal for another reason stays on record. Call inside :meth:`write`."""
         if self.conn.execute("SELECT 1 FROM quarantine LIMIT 1").fetchone():  # else skip binding a large blob
-            self.conn.execute("DELETE FROM quarantine WHERE length(data) = ? AND data = ?", (len(data), data))
+            marks = ",".join("?" * len(RETRYABLE))
+            self.conn.execute(f"DELETE FROM quarantine WHERE length(data) = ? AND data = ? AND code IN ({marks})",
+                              (len(data), data, *sorted(RETRYABLE)))
 
     def quarantined(self) -> list[tuple[str, str, str, str, int]]:
         """Every refused update as (at, origin, code, message, tries so far), oldest first."""

@@ -284,6 +284,16 @@ def test_a_refused_update_already_held_again_is_not_held_twice(make_vault: MakeV
         assert vault.store.held_count() == 1
 
 
+def test_an_update_that_integrates_clears_only_a_refusal_that_was_not_its_fault(make_vault: MakeVault) -> None:
+    vault = make_vault("a")
+    with vault.store.write():
+        vault.store.quarantine(b"foreign", origin="x", code="UPDATE_FOREIGN_CLIENT", message="not its clients")
+        vault.store.quarantine(b"crashed", origin="y", code="UPDATE_WORKER_CRASHED", message="died")
+        vault.store.forget_quarantined(b"foreign")  # the same bytes integrated when their owner sent them
+        vault.store.forget_quarantined(b"crashed")
+    assert [q[2] for q in vault.store.quarantined()] == ["UPDATE_FOREIGN_CLIENT"]
+
+
 def test_opening_a_vault_whose_quarantine_has_no_attempts_column_adds_it(make_vault: MakeVault) -> None:
     vault = make_vault("a")
     with vault.store.write():
