@@ -61,6 +61,11 @@ def update(store: Store, replica: Replica, memory_id: str, fields: dict[str, Any
     if "deleted" in changes:
         raise InvalidInputError("use delete() or restore()", code="INVALID_FIELD")
     if level != memory.level:
+        if level == 0 and memory.conflicts:
+            raise InvalidInputError(
+                f"memory {memory_id} has conflicts on {', '.join(memory.conflicts)}: moving it to level 0 would "
+                f"drop the other candidates from every device; `crdtsync conflicts` shows them, resolve first",
+                code="MEMORY_CONFLICTED")
         return _move_level(store, replica, memory, level, changes, add_tags, remove_tags)
     if memory.level == 0:
         updated = _apply_local(memory, changes, add_tags, remove_tags, replica.device_id)

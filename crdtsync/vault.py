@@ -235,7 +235,8 @@ class Vault:
         Raises:
             NotFoundError: no such memory.
             InvalidInputError: a bad value, an unknown field (``INVALID_FIELD``) or a deleted memory
-                (``MEMORY_DELETED``: restore it first).
+                (``MEMORY_DELETED``: restore it first), or a move to level 0 of a memory with conflicts
+                (``MEMORY_CONFLICTED``: it would drop the other candidates; resolve first).
         """
         return _vault_memories.update(self._store, self._replica, memory_id, fields)
 

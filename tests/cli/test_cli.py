@@ -738,6 +738,16 @@ def test_resolve_pick_out_of_range_exits_3(shared_conflict: ConflictVault) -> No
     assert_fails(result, 3, "INVALID_INPUT")
 
 
+def test_moving_a_conflicted_memory_to_level_0_is_refused_until_resolved(conflict_vault: ConflictVault) -> None:
+    """The move withdraws every entry from the shared Doc: the candidates not shown would be gone for good."""
+    path, memory_id = conflict_vault.path, conflict_vault.memory_id
+    assert_fails(cli(path, "edit", memory_id, "--level", "0"), 3, "MEMORY_CONFLICTED")
+    shown = stdout_json(ok(cli(path, "show", memory_id, "--json")))
+    assert (shown["level"], shown["conflicts"]) == (1, ["content"])
+    ok(cli(path, "resolve", memory_id, "--field", "content", "--pick", "1"))
+    assert stdout_json(ok(cli(path, "edit", memory_id, "--level", "0", "--json")))["level"] == 0
+
+
 def test_resolve_unknown_field_exits_3_invalid_field(shared_conflict: ConflictVault) -> None:
     result = cli(shared_conflict.path, "resolve", shared_conflict.memory_id, "--field", "colour", "--value", "x")
     assert_fails(result, 3, "INVALID_FIELD")

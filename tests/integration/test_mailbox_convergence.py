@@ -96,8 +96,8 @@ def _run_program(root: Path, url: str, program: list[tuple[Any, ...]]) -> None:
                     dev.delete(target)
                 elif kind == "restore":
                     dev.restore(target)
-                elif kind == "level" and not current.deleted:
-                    dev.update(target, level=step[3])
+                elif kind == "level" and not current.deleted and not (step[3] == 0 and current.conflicts):
+                    dev.update(target, level=step[3])  # a conflicted memory is resolved before it goes to 0
         memories = _settle_and_compare(vaults)
         kept_private = {m.id for v in vaults for m in v.list(include_deleted=True) if m.level == 0}
         assert set(added) <= {m["id"] for m in memories} | kept_private
