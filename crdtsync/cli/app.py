@@ -259,6 +259,10 @@ def edit(
     if level == 0 and before.level == 1:
         err.print(Text("moved to level 0: your other devices drop it at their next sync (what they already "
                        "received stays in their history until it is compacted)", style="yellow"))
+    settled = [f for f in before.conflicts if f in fields or f == "deleted"]  # every edit rewrites `deleted`
+    if settled:
+        err.print(Text(f"this edit settled the conflict on {', '.join(settled)}: its value replaces every "
+                       "candidate (`crdtsync conflicts` showed them)", style="yellow"))
     _print_memory(memory, as_json)
 
 

@@ -738,6 +738,14 @@ def test_resolve_pick_out_of_range_exits_3(shared_conflict: ConflictVault) -> No
     assert_fails(result, 3, "INVALID_INPUT")
 
 
+def test_an_edit_of_a_field_in_conflict_says_that_it_settled_it(conflict_vault: ConflictVault) -> None:
+    edited = ok(cli(conflict_vault.path, "edit", conflict_vault.memory_id, "--content", "Standup at 9:50"))
+    assert "settled the conflict on content" in edited.stderr
+    assert stdout_json(ok(cli(conflict_vault.path, "conflicts", "--json"))) == []
+    again = ok(cli(conflict_vault.path, "edit", conflict_vault.memory_id, "--category", "work"))
+    assert "settled" not in again.stderr
+
+
 def test_moving_a_conflicted_memory_to_level_0_is_refused_until_resolved(conflict_vault: ConflictVault) -> None:
     """The move withdraws every entry from the shared Doc: the candidates not shown would be gone for good."""
     path, memory_id = conflict_vault.path, conflict_vault.memory_id
