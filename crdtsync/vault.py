@@ -230,7 +230,9 @@ class Vault:
         (moving to 0 withdraws it from the shared Doc: the other devices drop it at their next sync, though what
         was synced before stays in their update logs and the mailbox until compaction; an edit another device
         made concurrently brings it back there as a conflict on ``deleted``, and this device's copy then takes a
-        new id, with a ``MEMORY_LEVEL_CONFLICT`` alarm).
+        new id, with a ``MEMORY_LEVEL_CONFLICT`` alarm). A write to a field in conflict settles it: its value
+        replaces every candidate this replica sees (and every edit rewrites ``deleted``, settling a conflict
+        there too), as :meth:`resolve` does.
 
         Raises:
             NotFoundError: no such memory.
