@@ -316,7 +316,8 @@ class Vault:
         raises for a bad update (it is quarantined with its code). ``allowed_clients`` (one entry per update)
         limits the Yjs client ids an update may write under (``UPDATE_FOREIGN_CLIENT``). Past
         :data:`crdtsync.store.integration.MAX_HELD` held updates, one that would wait too is refused
-        (``UPDATE_INBOX_FULL``) unless ``limit_held`` is False."""
+        (``UPDATE_INBOX_FULL``) unless ``limit_held`` is False. An update refused because the worker timed out
+        or died is tried again by :meth:`retry_refused`."""
         return self._replica.apply_updates(updates, on_stored=on_stored, allowed_clients=allowed_clients,
                                            limit_held=limit_held)
 
