@@ -272,10 +272,15 @@ class Store(MaterializedMemories):
         ).fetchone()
         return int(row[0]), int(row[1])
 
-    def save_snapshot(self, upto: int, data: bytes, *, keep_local_after: int) -> None:
+    def save_snapshot(self, upto: int, data: bytes, *, keep_local_after: int, carry: Iterable[int] = ()) -> None:
         """Store a snapshot of the Doc as of update ``upto`` and drop the log rows it covers, except this
-        device's own rows with id > ``keep_local_after`` (not yet pushed to every relay). Older snapshots go.
-        Call inside :meth:`write`."""
+        device's own rows with id > ``keep_local_after`` (not yet pushed to every relay). The rows ``carry``
+        (updates the snapshot does not hold: pending in the Doc) are logged again after it, under new ids, so
+        that loading replays them. Older snapshots go. Call inside :meth:`write`."""
+        for update_id in carry:
+            self.conn.execute("INSERT INTO updates (origin, local, data, at) SELECT origin, local, data, at "
+                              "FROM updates WHERE id = ?", (update_id,))
+            self.conn.execute("DELETE FROM updates WHERE id = ?", (update_id,))
         self.conn.execute("INSERT INTO snapshots (upto, data) VALUES (?, ?)", (upto, data))
         self.conn.execute(
             "DELETE FROM updates WHERE id <= ? AND NOT (local = 1 AND id > ?)", (upto, keep_local_after)

@@ -39,7 +39,7 @@ T = TypeVar("T")
 COMPACT_AFTER_UPDATES = 2000
 COMPACT_AFTER_BYTES = 32 * 1024 * 1024
 COMPACT_MIN_UPDATES = 64
-#: The alarm raised when compaction is postponed because a logged update is pending in the Doc.
+#: The alarm raised when compaction carries logged updates that are pending in the Doc past its snapshot.
 PENDING_ALARM = "VAULT_UPDATES_PENDING"
 _CHECKED_GENERATION_META = "log_checked_generation"
 _EMPTY_UPDATE = b"\x00\x00"
@@ -337,35 +337,36 @@ class Replica(UpdateIntegration):
             if self._store.held_count():
                 return
             doc = self._current_doc()
-            if self._log_pending(doc):
-                return
+            pending = self._pending_in_log(doc)
             keep_after = min(
                 (int(v) for v in self._store.cursors("push").values()), default=self._store.last_update_id()
             )
-            self._store.save_snapshot(self._seen, doc.doc.get_update(), keep_local_after=keep_after)
+            self._store.save_snapshot(self._seen, doc.doc.get_update(), keep_local_after=keep_after, carry=pending)
+            if pending:
+                self._seen = self._store.last_update_id()  # the live Doc holds the carried updates (pending)
 
-    def _log_pending(self, doc: MemoryDoc) -> bool:
-        """Whether an update logged since the last snapshot has structs the live Doc does not hold. That can
-        only follow a change of state generation (a received update taken out by a repair, unpushed writes
-        dropped by a rebase): a logged update that depended on what left stays pending in yrs, and
-        ``Doc.get_update`` leaves it out, so a snapshot taken now would lose it. Checked once per generation
-        (decoding the log since the snapshot); raises the ``VAULT_UPDATES_PENDING`` alarm when so. Call inside a
-        write transaction."""
+    def _pending_in_log(self, doc: MemoryDoc) -> list[int]:
+        """The ids of the updates logged since the last snapshot that have structs the live Doc does not hold:
+        yrs keeps them pending (they wait for a struct the log lacks, as after a repair took a received update
+        out) and ``Doc.get_update`` leaves them out, so a compaction carries them past its snapshot
+        (:meth:`Store.save_snapshot`). They can only follow a change of state generation: the log is decoded
+        then, and at every compaction while some remain, with the ``VAULT_UPDATES_PENDING`` alarm. Call inside
+        a write transaction."""
         generation = self._store.state_generation()
         if int(self._store.get_meta(_CHECKED_GENERATION_META) or 0) == generation:
-            return False
+            return []
         state = decode_state_vector(doc.doc.get_state())
         waiting = [update_id for update_id, data in self._store.updates_after(self._store.snapshot_upto())
                    if any(ranges[-1][1] > state.get(client, 0)
                           for client, ranges in decode_update(data, max_run=MAX_CLOCK).structs.items())]
         if waiting:
             self._store.raise_alarm(PENDING_ALARM, (
-                f"{len(waiting)} logged updates (the first is update {waiting[0]}) wait for writes this vault no "
-                "longer holds, so the log is not compacted: a snapshot now would leave them out. The memories "
-                "they change show as they were before them"))
-            return True
-        self._store.set_meta(_CHECKED_GENERATION_META, str(generation))
-        return False
+                f"{len(waiting)} logged updates wait for writes this vault no longer holds (taken out by a repair): "
+                "the memories they change show as they were before them. Compaction carries them forward, so "
+                "they are not lost"))
+        else:
+            self._store.set_meta(_CHECKED_GENERATION_META, str(generation))
+        return waiting
 
     def ensure_lease_registered(self) -> None:
         """Hold a client-id lease and make sure the registry announces it (once per Vault object, and again when

@@ -538,9 +538,10 @@ def test_a_local_write_on_top_of_a_quarantined_update_is_kept_and_its_clocks_are
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_vault: MakeVault
 ) -> None:
     """This device edited a memory that a received update created; a later rebuild quarantines that update. The
-    edit stays in the log, pending in yrs, which leaves it out of ``Doc.get_update``: the log is not compacted
-    while so (an alarm says why), and later writes take a fresh client id instead of reusing the edit's clocks
-    (the Doc's clock of the edit's client stays behind the log)."""
+    edit stays in the log, pending in yrs, which leaves it out of ``Doc.get_update``: compactions carry it past
+    their snapshot (an alarm says why), so the log stays bounded and the edit is never lost, and later writes
+    take a fresh client id instead of reusing the edit's clocks (the Doc's clock of the edit's client stays
+    behind the log)."""
     monkeypatch.setattr(replica_module, "COMPACT_AFTER_UPDATES", 10)
     a, sink = make_vault("a"), make_vault("sink")
     culprit_memory = a.add("the record whose update later breaks every rebuild")
@@ -555,15 +556,21 @@ def test_a_local_write_on_top_of_a_quarantined_update_is_kept_and_its_clocks_are
     assert [q[2] for q in sink.store.quarantined()] == ["UPDATE_REBUILD_FAILED"]
 
     written = sink.store.last_update_id()
-    for i in range(12):
+    for i in range(25):
         sink.add(f"written after the repair {i}")
-    assert sink.store.latest_snapshot() is None and edit in [data for _, data in sink.store.updates_after(0)]
+    snapshot = sink.store.latest_snapshot()
+    assert snapshot is not None and snapshot[0] > written  # compaction ran, twice
+    assert sink.store.updates_since_snapshot()[0] < 12
+    assert edit in [data for _, data in sink.store.updates_after(snapshot[0])]  # carried past it
     assert "VAULT_UPDATES_PENDING" in [alarm["code"] for alarm in sink.status()["alarms"]]
-    after = [decode_update(data) for _, data in sink.store.local_updates_after(written)]
+    after = [decode_update(data) for i, data in sink.store.local_updates_after(written) if data != edit]
     assert set(decode_update(edit).structs).isdisjoint(c for update in after for c in update.structs)
-    late = make_vault("late")
-    assert late.apply_update(sink.encode_update(), "sink").status == "integrated"
-    assert [m.id for m in late.list()] == [m.id for m in sink.list()] and len(sink.list()) == 13
+    sink.close()
+    with Vault.open(sink.path) as reopened:
+        assert edit in [data for _, data in reopened.store.updates_after(0)]
+        late = make_vault("late")
+        assert late.apply_update(reopened.encode_update(), "sink").status == "integrated"
+        assert [m.id for m in late.list()] == [m.id for m in reopened.list()] and len(reopened.list()) == 26
 
 
 def test_a_store_failure_after_the_worker_applied_leaves_no_stale_worker_behind(
