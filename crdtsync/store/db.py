@@ -37,6 +37,23 @@ STORE_FORMAT = 1
 #: KiB of SQLite page cache per connection, at most.
 CACHE_KIB = 16384
 
+def _storage_error(exc: sqlite3.Error) -> VaultError | None:
+    """The coded error for an SQLite failure that is the storage's, not the program's (by SQLite's primary
+    result code: SQLITE_FULL 13, SQLITE_READONLY 8, SQLITE_IOERR 10), or None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary == 13:
+        return VaultError("the disk holding the vault is full: nothing of this write was stored, the vault is as "
+                          "it was; free some space and try again", code="VAULT_DISK_FULL")
+    if primary == 8:
+        return VaultError(f"the vault's database cannot be written ({exc}): nothing of this write was stored",
+                          code="VAULT_UNWRITABLE")
+    if primary == 10:
+        return VaultError(f"the disk failed while writing the vault ({exc}): nothing of this write was stored",
+                          code="IO_ERROR")
+    return None
+
+
 #: Refusals that may not be the update's fault, so the update is tried again at later syncs: the integration
 #: worker timed out or died (a slow or busy device, the OS reclaiming memory, a fault of yrs that depends on the
 #: process: hazard ``hang-2``).
@@ -169,7 +186,13 @@ class Store(MaterializedMemories):
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction (``BEGIN IMMEDIATE``), committed durably when the block exits normally. Nested
-        use joins the outer transaction."""
+        use joins the outer transaction. On failure nothing of it is stored.
+
+        Raises:
+            VaultError: ``VAULT_LOCKED`` (another process holds the vault past the busy timeout),
+                ``VAULT_DISK_FULL``, ``VAULT_UNWRITABLE`` (a read-only database) or ``IO_ERROR`` (the disk
+                failed) when SQLite reports so, in the block or at commit.
+        """
         if self._depth:
             self._depth += 1
             try:
@@ -184,16 +207,31 @@ class Store(MaterializedMemories):
         self._depth = 1
         try:
             yield self.conn
-        except BaseException:
-            self._depth = 0
-            self._after_commit.clear()
-            self.conn.execute("ROLLBACK")
+        except BaseException as exc:
+            self._abandon()
+            coded = _storage_error(exc) if isinstance(exc, sqlite3.Error) else None
+            if coded is not None:
+                raise coded from exc
             raise
         self._depth = 0
-        self.conn.execute("COMMIT")
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._abandon()
+            coded = _storage_error(exc)
+            if coded is None:
+                raise
+            raise coded from exc
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             callback()
+
+    def _abandon(self) -> None:
+        """Roll the current transaction back (SQLite may have done so already, as on a full disk)."""
+        self._depth = 0
+        self._after_commit.clear()
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once the current :meth:`write` transaction (the outermost one) has committed; it is

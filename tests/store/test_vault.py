@@ -222,6 +222,23 @@ def test_another_process_sees_writes_and_its_writes_are_seen(tmp_path: Path, mak
     assert v.update(mine.id, add_tags=["t"]).content == "edited by the other process"
 
 
+def test_a_full_disk_is_a_coded_error_and_the_vault_stays_as_it_was(tmp_path: Path, make_vault: MakeVault) -> None:
+    """SQLite reports SQLITE_FULL when a write needs a page past ``max_page_count``, as it does on a full disk
+    (a phone's storage): the write fails whole with ``VAULT_DISK_FULL`` and what was stored is kept."""
+    v = make_vault("a")
+    kept = v.add("written before the disk filled")
+    rows = tmp_path / "big.jsonl"
+    rows.write_text("".join(json.dumps({"content": f"memory {n} " + "x" * 300}) + "\n" for n in range(500)))
+    (pages,) = v.store.conn.execute("PRAGMA page_count").fetchone()
+    v.store.conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+    with pytest.raises(VaultError) as info:
+        v.import_path(rows)
+    assert info.value.code == "VAULT_DISK_FULL"
+    assert [m.id for m in v.list()] == [kept.id] and not v.store.conn.in_transaction
+    v.store.conn.execute("PRAGMA max_page_count = 1073741823")
+    assert v.import_path(rows).added == 500 and len(v.list()) == 501
+
+
 def test_compaction_bounds_the_log_and_loses_nothing(
     tmp_path: Path, make_vault: MakeVault, monkeypatch: pytest.MonkeyPatch
 ) -> None:
