@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -12,17 +13,26 @@ TMP_PREFIX = ".tmp-"
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never a torn one:
-    a temporary name in the same folder (created with ``mode``), fsync, rename over ``path``, fsync of the
-    folder. Creates missing parent folders. Raises ``OSError`` as the OS reports it."""
+    a temporary name in the same folder (created with ``mode``), every byte written (``os.write`` may write
+    part of them, as on a disk that fills up), fsync, rename over ``path``, fsync of the folder. Creates missing
+    parent folders. On failure the temporary file is removed and ``path`` is as it was. Raises ``OSError`` as
+    the OS reports it (``ENOSPC`` for a full disk)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TMP_PREFIX}{secrets.token_hex(6)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            left = memoryview(data)
+            while left:
+                left = left[os.write(fd, left):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
