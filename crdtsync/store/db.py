@@ -49,8 +49,8 @@ def _storage_error(exc: sqlite3.Error) -> VaultError | None:
         return VaultError(f"the vault's database cannot be written ({exc}): nothing of this write was stored",
                           code="VAULT_UNWRITABLE")
     if primary == 10:
-        return VaultError(f"the disk failed while writing the vault ({exc}): nothing of this write was stored",
-                          code="IO_ERROR")
+        return VaultError(f"the vault's disk failed ({exc}; a full disk does this too): nothing was stored; "
+                          "free some space or check the disk, and try again", code="IO_ERROR")
     return None
 
 
@@ -150,7 +150,9 @@ class Store(MaterializedMemories):
             self._drop_insert_trigger()
             self._add_quarantine_attempts()
         except sqlite3.Error as exc:
-            raise VaultError(f"cannot open the vault database {path}: {exc}", code="VAULT_UNREADABLE") from exc
+            coded = _storage_error(exc) or VaultError(f"cannot open the vault database {path}: {exc}",
+                                                      code="VAULT_UNREADABLE")
+            raise coded from exc
         version = self.get_meta("store_format")
         if version is None:
             self.set_meta("store_format", str(STORE_FORMAT))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -237,6 +238,20 @@ def test_a_full_disk_is_a_coded_error_and_the_vault_stays_as_it_was(tmp_path: Pa
     assert [m.id for m in v.list()] == [kept.id] and not v.store.conn.in_transaction
     v.store.conn.execute("PRAGMA max_page_count = 1073741823")
     assert v.import_path(rows).added == 500 and len(v.list()) == 501
+
+
+@pytest.mark.parametrize(("result_code", "code"), [
+    (13, "VAULT_DISK_FULL"), (8, "VAULT_UNWRITABLE"), (10 | 19 << 8, "IO_ERROR"), (1, None)])
+def test_sqlite_failures_of_the_storage_map_to_codes_by_primary_result_code(result_code: int, code: str | None,
+                                                                           ) -> None:
+    """SQLITE_FULL, SQLITE_READONLY and SQLITE_IOERR (here extended: SQLITE_IOERR_SHMSIZE, what a full tmpfs
+    gives when a vault is opened) are the storage's; any other SQLite error is the program's and stays one."""
+    from crdtsync.store.db import _storage_error
+
+    error = sqlite3.OperationalError("from SQLite")
+    error.sqlite_errorcode = result_code  # type: ignore[attr-defined]
+    coded = _storage_error(error)
+    assert (coded.code if coded else None) == code
 
 
 def test_compaction_bounds_the_log_and_loses_nothing(
