@@ -101,19 +101,18 @@ def split_unknown_deletes(
 ) -> tuple[bytes, DecodedUpdate, bytes]:
     """Split a Yjs v1 update whose only missing dependencies are delete ranges of structs not known here.
 
-    Returns ``(known, rest)``: ``known`` is ``data``'s structs, byte for byte, with the part of the delete set
-    that names structs present here (``state``, client -> next clock) or in the update itself; ``rest`` is an
-    update without structs holding the other delete ranges. Applied in that order they do what ``data`` does:
-    Yjs keeps deletes of unknown structs pending in the same way. ``known`` can integrate now and ``rest``
-    waits for those structs. This breaks waits that go round in a circle: a device's snapshot carries the whole
-    delete set its Doc knows, so it can delete a newer struct of a second device whose next update refers to
-    a struct in the snapshot.
+    Returns ``(known, known_decoded, rest)``: ``known`` is ``data``'s structs, byte for byte, with the part of
+    the delete set that names structs present here (``state``, client -> next clock) or in the update itself;
+    ``known_decoded`` is what the strict reader reads from ``known`` (``decoded`` with those delete ranges);
+    ``rest`` is an update without structs holding the other delete ranges. Applied in that order they do
+    what ``data`` does: Yjs keeps deletes of unknown structs pending in the same way. ``known`` can integrate
+    now and ``rest`` waits for those structs. This breaks waits that go round in a circle: a device's
+    snapshot carries the whole delete set its Doc knows, so it can delete a newer struct of a second device
+    whose next update refers to a struct in the snapshot.
 
     Args:
-        data: the update bytes ``decoded`` was read from (:func:`crdtsync.model.yupdate.decode_update`).
-
-    Returns ``known``, what the strict reader reads from it (``decoded`` with the known delete ranges), and
-    ``rest``; both decode with the strict reader.
+        data: the Yjs v1 update bytes ``decoded`` was read from (:func:`crdtsync.model.yupdate.decode_update`);
+            both parts decode with the strict reader. Raises nothing.
     """
     known: dict[int, list[tuple[int, int]]] = {}
     rest: dict[int, list[tuple[int, int]]] = {}

@@ -102,12 +102,12 @@ def check_records(entries: Sequence[_Entry]) -> list[Row]:
             rows.append((memory_id, None))
             continue
         if not is_map:
-            raise _violation(f"memory {memory_id} is not a Map")
+            raise _violation(f"memory {memory_id[:40]!r} is not a Map")
         record = json.loads(text)
         try:
             read = check_record(memory_id, record)
         except ValueError as exc:
-            raise _violation(f"memory {memory_id} is not a valid v1 record: {exc}") from None
+            raise _violation(f"memory {memory_id[:40]!r} is not a valid v1 record: {exc}") from None
         rows.append((memory_id, None if read is None else memory_row(*read)))
     return rows
 
