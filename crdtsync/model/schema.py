@@ -238,7 +238,10 @@ class MemoryDoc:
         survivor_stamp = survivor.get("created")
         same_creation = isinstance(survivor_stamp, list) and survivor_stamp[:1] == stamp[:1]
         wrote = False
-        registers = _registers(lost, str(stamp[0]), str(stamp[1])) or {}
+        try:
+            registers = _read_entries(lost, str(stamp[0]), str(stamp[1]))[0]
+        except ValueError:
+            registers = {}
         with self.doc.transaction():
             for field in REGISTER_FIELDS:
                 for at, device, op_id, value, agent in registers.get(field, ()):
@@ -364,19 +367,22 @@ def _finite(text: str) -> float:
     return value
 
 
-def _read_value(field: str, raw: Any) -> Any:
-    """The value of a stored register entry, validated as :func:`check_field` would validate the decoded value
-    (``metadata`` is stored as compact JSON text). Raises InvalidInputError, ValueError or TypeError."""
-    if field == "metadata":
-        if raw is None:
-            return None
-        if not isinstance(raw, str) or len(raw.encode("utf-8")) > MAX_METADATA_BYTES:
-            raise ValueError("metadata must be JSON text of at most MAX_METADATA_BYTES bytes")
-        value = _METADATA_JSON.decode(raw)
-        if not isinstance(value, dict):
-            raise ValueError("metadata must be a JSON object")
-        return value
-    return check_field(field, raw)
+def _read_metadata(raw: Any) -> Any:
+    """Stored metadata (compact JSON text, or None) read back and validated as :func:`check_metadata` would."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or len(raw.encode("utf-8")) > MAX_METADATA_BYTES:
+        raise ValueError("metadata must be JSON text of at most MAX_METADATA_BYTES bytes")
+    value = _METADATA_JSON.decode(raw)
+    if not isinstance(value, dict):
+        raise ValueError("metadata must be a JSON object")
+    return value
+
+
+def _read_deleted(raw: Any) -> bool:
+    if not isinstance(raw, bool):
+        raise ValueError("deleted must be true or false")
+    return raw
 
 
 def _reject_constant(name: str) -> Any:
@@ -385,45 +391,66 @@ def _reject_constant(name: str) -> Any:
 
 #: Reads stored metadata text: like ``json.loads``, but NaN, Infinity and overflowing numbers are refused.
 _METADATA_JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite)
+#: The value of a stored register entry by field, validated as :func:`check_field` validates the decoded value
+#: (``metadata`` is stored as compact JSON text). Each raises InvalidInputError, ValueError or TypeError.
+_READ_VALUE: dict[str, Callable[[Any], Any]] = {
+    "content": check_content, "category": check_category, "source": check_source, "metadata": _read_metadata,
+    "deleted": _read_deleted,
+}
 
 
-#: One register entry as :func:`_registers` reads it: ``(at, device, op_id, value, agent)``. Tuples in this order
-#: sort by (time, device, op id), the order that settles a register; op ids are unique within one register.
+#: One register entry as :func:`_read_entries` reads it: ``(at, device, op_id, value, agent)``. Tuples in this
+#: order sort by (time, device, op id), the order that settles a register; op ids are unique within one register.
 _RegisterEntry = tuple[str, str, str, Any, "str | None"]
+_MALFORMED_ENTRY = "a register entry of the wrong shape or type"
 
 
-def _registers(record: Mapping[str, Any], created: str, creator: str) -> dict[str, list[_RegisterEntry]] | None:
-    """Every register's current entries by field name, each list sorted by (time, device, op id); ``None`` when
-    an entry is malformed. One pass over the record's keys; no object per entry (this runs once per received
-    record: 100k times on a first sync)."""
-    out: dict[str, list[_RegisterEntry]] = {}
+def _read_entries(record: Mapping[str, Any], created: str, creator: str) -> tuple[
+        dict[str, list[_RegisterEntry]], set[str]]:
+    """Every register's current entries by field name, each list sorted by (time, device, op id), and the tag
+    names present. One pass over the record's keys with no object per entry: this runs once per received record,
+    100k times on a first sync. Keys of neither kind are left alone.
+
+    Raises:
+        ValueError: a register entry of the wrong shape or type, or a tag entry that is not ``true`` or has no op
+            id. Tag names are not checked here.
+    """
+    registers: dict[str, list[_RegisterEntry]] = {}
+    tags: set[str] = set()
     for key, raw in record.items():
+        if key.startswith(TAG_PREFIX):
+            tag, at_sign, _ = key[len(TAG_PREFIX) :].rpartition("@")
+            if raw is not True or not at_sign:
+                raise ValueError(f"tag entry {key[:40]!r} is not true")
+            tags.add(tag)
+            continue
         field, at_sign, op_id = key.partition("@")
-        if not at_sign or field not in _REGISTER_SET:
+        read = _READ_VALUE.get(field) if at_sign else None
+        if read is None:
             continue
         if not isinstance(raw, list):
             if op_id:  # only the creating entry is stored bare (no field value is a list)
-                return None
+                raise ValueError(_MALFORMED_ENTRY)
             by, at, agent = creator, created, None
         elif len(raw) == 1:
             by, at, agent, raw = creator, created, None, raw[0]
         elif len(raw) in (3, 4):
             by, at, agent, raw = raw[1], raw[2], raw[3] if len(raw) == 4 else None, raw[0]
             if not isinstance(by, str) or not isinstance(at, str) or not (agent is None or isinstance(agent, str)):
-                return None
+                raise ValueError(_MALFORMED_ENTRY)
         else:
-            return None
+            raise ValueError(_MALFORMED_ENTRY)
         try:
-            value = _read_value(field, raw)
+            value = read(raw)
         except (InvalidInputError, ValueError, TypeError, RecursionError):
-            return None
-        entries = out.get(field)
+            raise ValueError(_MALFORMED_ENTRY) from None
+        entries = registers.get(field)
         if entries is None:
-            out[field] = [(at, by, op_id, value, agent)]
+            registers[field] = [(at, by, op_id, value, agent)]
         else:
             entries.append((at, by, op_id, value, agent))
             entries.sort()
-    return out
+    return registers, tags
 
 
 def check_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, list[Conflict]] | None:
@@ -445,25 +472,18 @@ def check_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, lis
     if not 0 < len(memory_id) <= MAX_MEMORY_ID or not memory_id.isprintable():
         raise ValueError("a memory id must be 1 to 128 printable characters")
     stamp = record.get("created")
-    if not isinstance(stamp, list) or len(stamp) != 2 or not all(isinstance(x, str) for x in stamp):
+    if not isinstance(stamp, list) or len(stamp) != 2 or not isinstance(stamp[0], str) \
+            or not isinstance(stamp[1], str):
         raise ValueError("missing or wrongly typed created stamp")
     created, created_by = stamp
-    registers = _registers(record, created, created_by)
-    if registers is None:
-        raise ValueError("a register entry of the wrong shape or type")
-    tags = set()
-    for key, raw in record.items():
-        if key.startswith(TAG_PREFIX):
-            if raw is not True or "@" not in key:
-                raise ValueError(f"tag entry {key!r} is not true")
-            tags.add(key[len(TAG_PREFIX) :].rsplit("@", 1)[0])
+    registers, tag_names = _read_entries(record, created, created_by)
     try:
-        check_tags(tags)
+        tags = check_tags(tag_names)
     except InvalidInputError as exc:
         raise ValueError(exc.message) from None
     if "content" not in registers:
         return None
-    values: dict[str, Any] = dict.fromkeys(REGISTER_FIELDS)
+    values: dict[str, Any] = {}
     conflicts: list[Conflict] = []
     updated, updated_by = created, created_by
     for field in REGISTER_FIELDS:  # a fixed order: yrs may list a Map's keys in another order on each replica
@@ -477,22 +497,10 @@ def check_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, lis
             conflicts.append(Conflict(memory_id=memory_id, field=field, candidates=candidates))
         if (at, device) > (updated, updated_by):
             updated, updated_by = at, device
-    deleted_conflict = any(c.field == "deleted" for c in conflicts)
-    memory = Memory(
-        id=memory_id,
-        content=values["content"],
-        category=values["category"],
-        tags=frozenset(tags),
-        level=1,
-        source=values["source"],
-        metadata=values["metadata"],
-        created=created,
-        updated=updated,
-        created_by=created_by,
-        updated_by=updated_by,
-        deleted=bool(values["deleted"]) and not deleted_conflict,
-        conflicts=tuple(c.field for c in conflicts),
-    )
+    deleted = bool(values.get("deleted")) and not any(c.field == "deleted" for c in conflicts)
+    memory = Memory(memory_id, values["content"], values.get("category"), tags, 1, values.get("source"),
+                    values.get("metadata"), created, updated, created_by, updated_by, deleted,
+                    tuple(c.field for c in conflicts))
     return memory, conflicts
 
 
