@@ -15,6 +15,7 @@ from crdtsync.errors import CryptoError, MailboxError, NotFoundError
 from crdtsync.store.db import Store
 
 if TYPE_CHECKING:
+    from crdtsync.mailbox.sync import Progress
     from crdtsync.vault import Vault
 
 
@@ -101,15 +102,15 @@ def find_vault(url: str, passphrase: str) -> tuple[VaultHeader, dict[int, bytes]
                        "`crdtsync relay add NAME URL` first", code="MAILBOX_NO_VAULT")
 
 
-def first_sync(vault: Vault, relay_name: str, url: str) -> None:
-    """A joining device's first sync: save ``url`` as relay ``relay_name``, pull everything, then push the
-    device's registration.
+def first_sync(vault: Vault, relay_name: str, url: str, progress: Progress | None = None) -> None:
+    """A joining device's first sync: save ``url`` as relay ``relay_name``, pull everything (``progress(done,
+    total)`` follows the objects fetched), then push the device's registration.
 
     Raises:
         MailboxError: the sync reported an error (its code; running ``crdtsync sync`` again retries).
     """
     vault.store.add_relay(relay_name, url)
-    reports = vault.sync(relay_name, push=False)
+    reports = vault.sync(relay_name, push=False, progress=progress)
     reports += vault.sync(relay_name, pull=False)
     errors = [e for r in reports for e in r.errors]
     if errors:

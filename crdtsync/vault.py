@@ -423,11 +423,13 @@ class Vault:
         passphrase: str | None = None,
         device_name: str | None = None,
         relay_name: str = "default",
+        progress: Callable[[int, int], None] | None = None,
     ) -> Path:
         """Join the vault published at mailbox ``url`` as a new device in folder ``path``: find the vault
         header under the URL, unwrap the vault keys with ``passphrase`` (default env ``CRDTSYNC_PASSPHRASE``),
         create this device's keys, register it (knowing the passphrase admits it), save the URL as relay
-        ``relay_name``, pull everything and push the registration. Leaves nothing open; returns the folder.
+        ``relay_name``, pull everything and push the registration. ``progress(done, total)`` follows the objects
+        the pull fetches, as in :meth:`sync`. Leaves nothing open; returns the folder.
 
         Raises:
             CryptoError: ``PASSPHRASE_REQUIRED``, ``WRONG_PASSPHRASE``.
@@ -446,7 +448,7 @@ class Vault:
                                                        current_epoch=max(epochs)))
         _vault_create.create_store(cls, folder, keys, header, vault_name="", device_name=device_name, founder=False)
         with cls.open(folder) as vault:
-            _vault_relays.first_sync(vault, relay_name, url)
+            _vault_relays.first_sync(vault, relay_name, url, progress)
         return folder
 
     # -- status and audit -------------------------------------------------------------------------------

@@ -136,8 +136,11 @@ def join(
     """Join a vault from its mailbox URL with the passphrase, then pull everything."""
     path = _vault_path(vault)
     with _guard(as_json):
-        folder = Vault.join(path, url, passphrase=_passphrase(confirm=False), device_name=device_name,
-                            relay_name=relay)
+        passphrase = _passphrase(confirm=False)
+        with _progress() as bar:
+            task = bar.add_task("pulling", total=None)
+            folder = Vault.join(path, url, passphrase=passphrase, device_name=device_name, relay_name=relay,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
         with Vault.open(folder) as v:
             count = len(v.list())
             device = v.device_id

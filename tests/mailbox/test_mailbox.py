@@ -70,6 +70,21 @@ def test_a_joined_device_holds_everything_and_edits_flow_both_ways(folder_pair: 
     assert set(a.devices()) == set(b.devices()) and len(a.devices()) == 2
 
 
+def test_join_reports_progress_over_every_object_it_fetches(tmp_path: Path) -> None:
+    box = tmp_path / "box"
+    with new_device(tmp_path, "laptop") as a:
+        a.add_relay("box", box.as_uri())
+        for text in ("oolong", "sencha", "hojicha"):
+            a.add(text)
+            assert errors(a.sync()) == []
+    seen: list[tuple[int, int]] = []
+    Vault.join(tmp_path / "phone", box.as_uri(), passphrase=PASSPHRASE, progress=lambda d, t: seen.append((d, t)))
+    assert seen[0] == (0, 3) and seen[-1] == (3, 3)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    with Vault.open(tmp_path / "phone") as b:
+        assert sorted(m.content for m in b.list()) == ["hojicha", "oolong", "sencha"]
+
+
 def test_concurrent_edits_surface_the_same_conflict_and_resolution_syncs(
     folder_pair: tuple[Vault, Vault, str, Path],
 ) -> None:
