@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -24,12 +25,45 @@ from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from crdtsync.errors import CrdtsyncError, CryptoError, InvalidInputError, VaultError, exit_status
 from crdtsync.model.records import Conflict, Memory
 from crdtsync.vault import Vault
 
+#: Exit status when whoever reads stdout closed it early (``crdtsync export | head``): 128 + SIGPIPE, what a shell
+#: reports for ``cat`` in the same place. Nothing is printed: the reader chose to stop.
+EXIT_STDOUT_CLOSED = 141
+
+
+class _Commands(TyperGroup):
+    """The command group; a command whose stdout was closed under it exits :data:`EXIT_STDOUT_CLOSED` quietly
+    (click would exit 1, the status of an internal error here). SIGPIPE keeps Python's default (ignored), so
+    a closed socket to the integration worker or a store stays an error the code handles."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            if not _stdout_closed():
+                raise
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+            raise typer.Exit(EXIT_STDOUT_CLOSED) from None
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll reports an error or a hang-up on it)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="crdtsync",
     help="Keep your AI-assistant memories in sync across your devices, end-to-end encrypted.",
     no_args_is_help=True,
@@ -75,6 +109,8 @@ def _guard(as_json: bool = False) -> Iterator[None]:
         yield
     except CrdtsyncError as exc:
         _fail(exc, as_json or _state["json"])
+    except BrokenPipeError:
+        raise  # stdout closed under us (see _Commands); not a fault of the vault or its files
     except OSError as exc:
         _fail(VaultError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), code="IO_ERROR"),
               as_json or _state["json"])

@@ -218,6 +218,23 @@ def test_subprocess_export_to_stdout_prints_only_jsonl(home: Path) -> None:
     assert memory["id"] in {row["id"] for row in rows}
 
 
+def test_subprocess_export_whose_reader_stops_early_exits_141_quietly(fresh: Path, tmp_path: Path) -> None:
+    """``crdtsync export | head -1``: the reader closes the pipe while the export still writes (1.5 MB here,
+    far more than a pipe holds). It stops with 128 + SIGPIPE, as ``cat`` would, and prints nothing."""
+    path = write_jsonl(tmp_path / "many.jsonl", [{"content": f"pipe {i} " + "x" * 1000} for i in range(1500)])
+    ok(cli(fresh, "import", str(path)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRDTSYNC_")}
+    env.update({"CRDTSYNC_HOME": str(fresh), "CRDTSYNC_PASSPHRASE": PASSPHRASE})
+    with subprocess.Popen([str(CRDTSYNC), "export"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL) as process:
+        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout.read(10)
+        process.stdout.close()
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=60) == 141, stderr
+    assert stderr == ""
+
+
 def test_subprocess_import_json_prints_only_the_report(home: Path, tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "piped.jsonl", [{"content": "Piped import, line 1"}, {"content": ""}])
     process = run_crdtsync(home, "import", str(path), "--json")
