@@ -8,6 +8,7 @@ with the status of :func:`crdtsync.errors.exit_status`; no traceback reaches the
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
@@ -27,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from crdtsync._fs import atomic_write
 from crdtsync.errors import CrdtsyncError, CryptoError, InvalidInputError, VaultError, exit_status
 from crdtsync.model.records import Conflict, Memory
 from crdtsync.vault import Vault
@@ -395,15 +397,17 @@ def export(
     out_file: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
     vault: VaultOpt = None,
 ) -> None:
-    """Export every live memory as JSONL (import reads it back)."""
+    """Export every live memory as JSONL (import reads it back). ``--out`` writes the file whole or not at all,
+    readable by its owner only: it holds every memory in clear."""
     with _open(vault) as v:
         if out_file is None:
             v.export_jsonl(sys.stdout)
             return
-        tmp = out_file.with_name(out_file.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            count = v.export_jsonl(fh)
-        tmp.replace(out_file)
+        if not out_file.parent.is_dir():
+            raise VaultError(f"cannot write {out_file}: there is no folder {out_file.parent}", code="IO_ERROR")
+        text = io.StringIO()
+        count = v.export_jsonl(text)
+        atomic_write(out_file, text.getvalue().encode("utf-8"), mode=0o600)
     err.print(f"exported {count} memories to {out_file}")
 
 
