@@ -59,7 +59,6 @@ TAG_PREFIX = "t:"
 #: The content kinds (:attr:`crdtsync.model.yupdate.DecodedUpdate.kinds`) a schema-v1 update may carry: Any
 #: values, deleted content and Maps. A received update with any other kind is refused before a Doc sees it.
 CONTENT_KINDS = frozenset({"any", "deleted", "type:map"})
-_REGISTER_SET = frozenset(REGISTER_FIELDS)
 CLIENT_PREFIX = "c:"
 #: The longest memory id a record may have, in characters (crdtsync writes 36-character UUIDs).
 MAX_MEMORY_ID = 128

@@ -404,7 +404,7 @@ class Replica(UpdateIntegration):
                 logged = [data for _, data in self._store.local_updates_after(0)]
                 return merge_updates(*logged) if logged else _EMPTY_UPDATE
             registry = self._stored_registry() if self._doc is None else None
-            if registry is not None:
+            if registry is not None and set(registry) <= {self.device_id}:  # no other device known: cheap check
                 merged = merge_updates(*(data for _, data in self._stored_updates()))
                 own = registry.get(self.device_id, {}).get("clients", ())
                 if set(decode_state_vector(get_state(merged))) <= set(own):

@@ -218,13 +218,18 @@ def test_a_compacted_vault_written_only_here_gives_its_contribution_without_load
     reopened.state_vector()  # loads the Doc: the contribution now comes from it
     assert _doc_content(merged) == _doc_content(reopened.own_contribution())
 
+    stranger: Doc[Any] = Doc(client_id=4242)  # a client no registered device announced
+    stranger.get("vault", type=Map)["name"] = "renamed elsewhere"
+    assert reopened.apply_update(stranger.get_update(), "test").status == "integrated"
     b = make_vault("b")
-    reopened.apply_update(b.encode_update(), "b")
-    reopened.close()
-    with_b = make_vault("a")
-    without_b = with_b.own_contribution()
-    assert with_b.doc_loaded  # another device's structs: only the Doc can leave them out
-    assert set(_doc_content(without_b)[1]) == set(_doc_content(merged)[1])
+    for source in (None, b):
+        if source is not None:
+            reopened.apply_update(source.encode_update(), "b")
+        reopened.close()
+        reopened = make_vault("a")
+        contribution = reopened.own_contribution()
+        assert reopened.doc_loaded  # another writer's structs: only the Doc leaves them out
+        assert set(_doc_content(contribution)[1]) == set(_doc_content(merged)[1])
 
 
 def test_two_contributions_that_wait_on_each_other_both_integrate(make_vault: MakeVault) -> None:
