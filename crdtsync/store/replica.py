@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pycrdt import Doc, get_state, merge_updates
+from pycrdt import Doc, merge_updates
 
 from crdtsync.crypto.keys import DeviceKeys
 from crdtsync.errors import VaultError
@@ -393,22 +393,14 @@ class Replica(UpdateIntegration):
 
     def own_contribution(self) -> bytes:
         """A Yjs v1 update holding every struct this device wrote (under any of its client ids) and the deletes
-        it made or knows: what a first push to a new relay, or a mailbox snapshot, sends. While the Doc is not
-        loaded it comes without loading it when it can: while the log was never compacted, the merge of this
-        device's logged updates (a device that just joined pushes its registration cheaply); while the stored
-        state holds no struct of another device (a vault that has only been written here, such as a large first
-        import before its first push), the merge of that state. Otherwise it is read from the Doc, with the Doc's
-        whole delete set."""
+        it made or knows: what a first push to a new relay, or a mailbox snapshot, sends. While the log was
+        never compacted and the Doc is not loaded, that is the merge of this device's logged updates (no Doc
+        load: a device that just joined pushes its registration cheaply); otherwise it is read from the Doc,
+        with the Doc's whole delete set."""
         with self._store.write():
             if self._doc is None and self._store.snapshot_upto() == 0:
                 logged = [data for _, data in self._store.local_updates_after(0)]
                 return merge_updates(*logged) if logged else _EMPTY_UPDATE
-            registry = self._stored_registry() if self._doc is None else None
-            if registry is not None and set(registry) <= {self.device_id}:  # no other device known: cheap check
-                merged = merge_updates(*(data for _, data in self._stored_updates()))
-                own = registry.get(self.device_id, {}).get("clients", ())
-                if set(decode_state_vector(get_state(merged))) <= set(own):
-                    return merged
             doc = self._current_doc()
             own = set(doc.registry().get(self.device_id, {}).get("clients", ()))
             state = decode_state_vector(doc.doc.get_state())

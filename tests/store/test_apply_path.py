@@ -191,47 +191,6 @@ def test_one_devices_contribution_applies_before_the_device_that_replaced_its_co
     assert joiner.store.quarantined() == [] and joiner.list() == a.list()
 
 
-def _doc_content(update: bytes) -> tuple[Any, dict[int, int]]:
-    """What an update holds once applied to an empty Doc: every root as plain values, and the state vector."""
-    doc: Doc[Any] = Doc()
-    doc.apply_update(update)
-    roots = {name: doc.get(name, type=Map).to_py() for name in ("memories", "devices", "vault")}
-    return roots, decode_state_vector(doc.get_state())
-
-
-def test_a_compacted_vault_written_only_here_gives_its_contribution_without_loading_the_doc(
-    make_vault: MakeVault, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A large first import compacts the log before the first push: the contribution is then the merge of the
-    stored snapshot and later updates (no Doc load), and holds what the Doc path gives. Once the vault holds
-    another device's structs, the Doc path leaves them out."""
-    monkeypatch.setattr(replica_module, "COMPACT_AFTER_UPDATES", 10)
-    a = make_vault("a")
-    ids = [a.add(f"memory {i}", tags=["t"]).id for i in range(25)]
-    a.update(ids[0], content="edited", remove_tags=["t"])
-    a.delete(ids[1])
-    assert a.store.snapshot_upto() > 0
-    a.close()
-    reopened = make_vault("a")
-    merged = reopened.own_contribution()
-    assert not reopened.doc_loaded
-    reopened.state_vector()  # loads the Doc: the contribution now comes from it
-    assert _doc_content(merged) == _doc_content(reopened.own_contribution())
-
-    stranger: Doc[Any] = Doc(client_id=4242)  # a client no registered device announced
-    stranger.get("vault", type=Map)["name"] = "renamed elsewhere"
-    assert reopened.apply_update(stranger.get_update(), "test").status == "integrated"
-    b = make_vault("b")
-    for source in (None, b):
-        if source is not None:
-            reopened.apply_update(source.encode_update(), "b")
-        reopened.close()
-        reopened = make_vault("a")
-        contribution = reopened.own_contribution()
-        assert reopened.doc_loaded  # another writer's structs: only the Doc leaves them out
-        assert set(_doc_content(contribution)[1]) == set(_doc_content(merged)[1])
-
-
 def test_two_contributions_that_wait_on_each_other_both_integrate(make_vault: MakeVault) -> None:
     """a writes a memory; b tags it and removes the tag again, so b's tag entry (inside a's record Map) is
     deleted. a's contribution carries the whole delete set a knows, b's deleted entry included; b's carries
