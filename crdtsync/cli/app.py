@@ -111,9 +111,9 @@ def _guard(as_json: bool = False) -> Iterator[None]:
         yield
     except CrdtsyncError as exc:
         _fail(exc, as_json or _state["json"])
-    except BrokenPipeError:
-        raise  # stdout closed under us (see _Commands); not a fault of the vault or its files
     except OSError as exc:
+        if isinstance(exc, BrokenPipeError) and _stdout_closed():
+            raise  # our reader stopped (see _Commands): not a fault of the vault or its files
         _fail(VaultError(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), code="IO_ERROR"),
               as_json or _state["json"])
     except KeyboardInterrupt:

@@ -235,6 +235,16 @@ def test_subprocess_export_whose_reader_stops_early_exits_141_quietly(fresh: Pat
     assert stderr == ""
 
 
+def test_a_broken_pipe_that_is_not_stdout_is_an_io_error(fresh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a closed stdout ends a command quietly; a pipe or socket of the command's own that breaks is an
+    error it reports."""
+    def broken(*args: object, **kwargs: object) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(Vault, "list", broken)
+    assert_fails(cli(fresh, "list"), 5, "IO_ERROR")
+
+
 def test_subprocess_import_json_prints_only_the_report(home: Path, tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "piped.jsonl", [{"content": "Piped import, line 1"}, {"content": ""}])
     process = run_crdtsync(home, "import", str(path), "--json")
