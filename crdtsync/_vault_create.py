@@ -23,11 +23,12 @@ DB_NAME = "vault.db"
 KEYS_NAME = "keys"
 
 
-def vacant_folder(path: str | os.PathLike[str]) -> Path:
-    """The folder ``path`` (``~`` expanded), which must hold no vault yet (``VaultError`` ``VAULT_EXISTS``)."""
+def vacant_folder(path: str | os.PathLike[str], *, advice: str = "") -> Path:
+    """The folder ``path`` (``~`` expanded), which must hold no vault yet (``VaultError`` ``VAULT_EXISTS``, its
+    message ending with ``advice``)."""
     folder = Path(path).expanduser()
     if (folder / DB_NAME).exists() or (folder / KEYS_NAME).exists():
-        raise VaultError(f"{folder} already holds a vault", code="VAULT_EXISTS")
+        raise VaultError(f"{folder} already holds a vault{advice}", code="VAULT_EXISTS")
     return folder
 
 

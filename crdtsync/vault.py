@@ -395,8 +395,9 @@ class Vault:
     ) -> builtins.list[Any]:
         """Push then pull every relay (or only ``relay``); returns one
         :class:`~crdtsync.mailbox.sync.SyncReport` per relay. Conflicts surfaced by a sync are not errors.
-        ``progress(done, total)`` follows the objects each pull fetches. A pull first tries again received
-        updates refused because the integration worker timed out or died (at most three tries each).
+        ``progress(done, total)`` follows the objects each pull fetches. A pull first integrates received
+        updates stored but never tried (a process killed in between, as a join the OS stopped), then tries again
+        those refused because the integration worker timed out or died (at most three tries each).
 
         Raises:
             NotFoundError: no relay of that name, or no relay at all (``NO_RELAY``).
@@ -404,14 +405,18 @@ class Vault:
         relays = _vault_relays.pick_relays(self._store, relay)
         self._replica.ensure_lease_registered()
         failed: dict[str, str] | None = None
+        resumed: set[str] = set()
         if pull:
             try:
+                resumed.update(m for result in self._replica.resume_held().values() for m in result.changed)
                 self.retry_refused()
             except CrdtsyncError as exc:  # reported like a relay's error: the relays still sync
-                failed = {"device": "", "code": exc.code, "message": f"trying refused updates again: {exc.message}"}
+                failed = {"device": "", "code": exc.code,
+                          "message": f"integrating received updates again: {exc.message}"}
         reports = _vault_relays.sync_relays(self, relays, push=push, pull=pull, progress=progress)
         if failed is not None:
             reports[0].errors.insert(0, failed)
+        reports[0].memories_changed.update(resumed)  # counted once, with the first relay
         return reports
 
     @classmethod
@@ -438,7 +443,8 @@ class Vault:
             InvalidInputError: a device name that is not a valid label.
         """
         check_label("device name", device_name)
-        folder = _vault_create.vacant_folder(path)
+        folder = _vault_create.vacant_folder(path, advice=(
+            "; if a join into it was interrupted, `crdtsync sync` there finishes it"))
         passphrase = _vault_create.required_passphrase(
             passphrase, "joining needs the vault's passphrase: pass it or set CRDTSYNC_PASSPHRASE")
         header, epochs = _vault_relays.find_vault(url, passphrase)

@@ -58,6 +58,8 @@ def _storage_error(exc: sqlite3.Error) -> VaultError | None:
 #: worker timed out or died (a slow or busy device, the OS reclaiming memory, a fault of yrs that depends on the
 #: process: hazard ``hang-2``).
 RETRYABLE = frozenset({"UPDATE_WORKER_TIMEOUT", "UPDATE_WORKER_CRASHED"})
+#: The ``waiting`` of a held update no integration has tried yet.
+UNTRIED = "not yet tried"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB);
@@ -383,7 +385,7 @@ class Store(MaterializedMemories):
         two updates that together do what it did (:func:`crdtsync.model.ystate.split_unknown_deletes`). Call
         inside :meth:`write`."""
         (origin,) = self.conn.execute("SELECT origin FROM inbox WHERE id = ?", (inbox_id,)).fetchone()
-        self.conn.execute("UPDATE inbox SET data = ?, waiting = ? WHERE id = ?", (first, "not yet tried", inbox_id))
+        self.conn.execute("UPDATE inbox SET data = ?, waiting = ? WHERE id = ?", (first, UNTRIED, inbox_id))
         self.hold(rest, origin=origin, waiting="deletes of structs not here yet")
 
     def held_origins(self) -> set[str]:
@@ -393,6 +395,10 @@ class Store(MaterializedMemories):
     def held_count(self) -> int:
         """How many received updates wait for dependencies."""
         return int(self.conn.execute("SELECT count(*) FROM inbox").fetchone()[0])
+
+    def untried_count(self) -> int:
+        """How many held updates were never tried (``waiting`` is still ``"not yet tried"``)."""
+        return int(self.conn.execute("SELECT count(*) FROM inbox WHERE waiting = ?", (UNTRIED,)).fetchone()[0])
 
     def release(self, inbox_id: int) -> None:
         """Drop a held update (it integrated or was quarantined). Call inside :meth:`write`."""

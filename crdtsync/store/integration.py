@@ -31,7 +31,7 @@ from crdtsync.model.ystate import (
     split_unknown_deletes,
 )
 from crdtsync.model.yupdate import MAX_CLOCK, DecodedUpdate, decode_update
-from crdtsync.store.db import Store
+from crdtsync.store.db import UNTRIED, Store
 from crdtsync.store.memories import new_memory_id
 from crdtsync.store.worker import IntegrationWorker, Row, WorkerResult
 
@@ -143,7 +143,7 @@ class UpdateIntegration:
                     self._store.quarantine(bytes(data), origin=origin, code=exc.code, message=exc.message)
                     outcomes.append(ApplyResult("refused", exc.code, exc.message))
                     continue
-                inbox_id = self._store.hold(bytes(data), origin=origin, waiting="not yet tried")
+                inbox_id = self._store.hold(bytes(data), origin=origin, waiting=UNTRIED)
                 self._decoded[inbox_id] = decoded
                 outcomes.append(inbox_id)
             if on_stored is not None:
@@ -173,6 +173,19 @@ class UpdateIntegration:
             else:
                 results.append(ApplyResult("pending" if outcome in held else "integrated"))
         return results
+
+    def resume_held(self) -> dict[int, ApplyResult]:
+        """Integrate the received updates that were stored in the inbox but never tried: a process killed between
+        storing an update and integrating it (a join or sync that the OS or kill -9 stopped) leaves them there,
+        and the relay's cursor has moved past them, so no pull brings them again. Returns the outcomes by inbox id
+        (none when every held update was tried: those wait for updates still to come, which trigger them).
+
+        Raises:
+            VaultError: ``VAULT_REBUILD_FAILED`` as :meth:`apply_updates` can.
+        """
+        if not self._store.untried_count():
+            return {}
+        return self._drain_inbox()
 
     def retry_refused(self) -> list[ApplyResult]:
         """Try again the refused updates whose refusal may not be their fault

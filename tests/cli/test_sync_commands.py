@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.cli.test_cli import assert_fails, cli, new_vault, ok, run_crdtsync, stdout_json
+from tests.cli.test_cli import assert_fails, cli, flat, new_vault, ok, run_crdtsync, stdout_json
 
 
 def contents(home: Path) -> list[str]:
@@ -77,4 +77,6 @@ def test_join_with_a_wrong_passphrase_or_no_vault_fails_cleanly_and_leaves_no_fo
     assert_fails(cli(intruder, "join", str(box), env={"CRDTSYNC_PASSPHRASE": "not it"}), 6, "WRONG_PASSPHRASE")
     assert_fails(cli(intruder, "join", str(tmp_path / "nothing"), "--json"), 8, "MAILBOX_NO_VAULT", as_json=True)
     assert not intruder.exists()
-    assert_fails(cli(laptop, "join", str(box)), 5, "VAULT_EXISTS")
+    exists = cli(laptop, "join", str(box))
+    assert_fails(exists, 5, "VAULT_EXISTS")
+    assert flat("if a join into it was interrupted, `crdtsync sync` there finishes it") in flat(exists.stderr)

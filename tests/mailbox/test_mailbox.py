@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 import crdtsync.mailbox.format as format_module
 import crdtsync.mailbox.objects as objects_module
 import crdtsync.mailbox.sync as sync_module
+import crdtsync.store.integration as integration_module
 from crdtsync.cli.app import app
 from crdtsync.crypto.envelope import KIND_HEAD, KIND_UPDATE, seal
 from crdtsync.errors import CryptoError, MailboxError, NotFoundError
@@ -231,6 +232,34 @@ def test_an_update_that_timed_out_is_tried_again_with_twice_the_deadline(
         assert phone.get(memory.id).content == memory.content and phone.store.quarantined() == []
 
 
+def test_an_update_stored_by_a_pull_killed_before_integrating_it_integrates_at_the_next_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A join or pull stores what it fetched and advances the relay's cursor in one transaction, then integrates.
+    Killed in between (a phone's OS stopping a long join), the update stays in the inbox untried and no pull
+    fetches it again: the next sync integrates it."""
+    box = tmp_path / "box"
+    with new_device(tmp_path, "laptop") as a:
+        memory = a.add("written before the phone joined")
+        a.add_relay("box", box.as_uri())
+        assert errors(a.sync()) == []
+
+    def killed(self: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # what the process sees of a kill, as far as this test can go
+
+    monkeypatch.setattr(integration_module.UpdateIntegration, "_drain_inbox", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Vault.join(tmp_path / "phone", box.as_uri(), passphrase=PASSPHRASE)
+    monkeypatch.undo()
+    with Vault.open(tmp_path / "phone") as phone:
+        assert phone.store.held_count() == 1 and phone.list() == []
+        (report,) = phone.sync()
+        assert report.errors == [] and report.objects_down == 0  # the cursor had moved past it
+        assert memory.id in report.memories_changed
+        assert phone.get(memory.id).content == "written before the phone joined"
+        assert phone.store.held_count() == 0
+
+
 def test_a_retry_that_fails_is_reported_and_the_relays_still_sync(
     folder_pair: tuple[Vault, Vault, str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -244,7 +273,7 @@ def test_a_retry_that_fails_is_reported_and_the_relays_still_sync(
     b.add("zebra, written on the phone")
     reports = b.sync()
     assert reports[0].errors[0]["code"] == "VAULT_REBUILD_FAILED"
-    assert reports[0].errors[0]["message"].startswith("trying refused updates again")
+    assert reports[0].errors[0]["message"].startswith("integrating received updates again")
     assert reports[0].objects_up >= 1  # the push still ran
 
 
