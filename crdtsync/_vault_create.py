@@ -51,10 +51,11 @@ def make_folder(folder: Path) -> None:
 
 
 def create_store(vault_type: type[Vault], folder: Path, keys: DeviceKeys, header: VaultHeader, *, vault_name: str,
-                 device_name: str | None, founder: bool) -> None:
-    """Create ``folder``'s store for a new device (``keys``) of the vault ``header`` describes: its metadata,
-    the ``vault`` root (``founder`` only: a joining device receives it) and this device's registry entry with its
-    first client id. Leaves nothing open."""
+                 device_name: str | None, founder: bool, relay: tuple[str, str] | None = None) -> None:
+    """Create ``folder``'s store for a new device (``keys``) of the vault ``header`` describes: its metadata and
+    ``relay`` (name, URL: the mailbox a joining device came from) in one transaction, so that a store never lacks
+    them, then the ``vault`` root (``founder`` only: a joining device receives it) and this device's registry
+    entry with its first client id. Leaves nothing open."""
     store = Store(folder / DB_NAME)
     try:
         with store.write():
@@ -62,6 +63,8 @@ def create_store(vault_type: type[Vault], folder: Path, keys: DeviceKeys, header
             store.set_meta("device_id", keys.device_id)
             store.set_meta("device_name", device_name or socket.gethostname())
             store.set_meta("vault_name", vault_name)
+            if relay is not None:
+                store.add_relay(*relay)
         vault = vault_type(folder, store, agent=None, deadline=DEFAULT_DEADLINE)
         replica = vault._replica
         try:

@@ -102,14 +102,13 @@ def find_vault(url: str, passphrase: str) -> tuple[VaultHeader, dict[int, bytes]
                        "`crdtsync relay add NAME URL` first", code="MAILBOX_NO_VAULT")
 
 
-def first_sync(vault: Vault, relay_name: str, url: str, progress: Progress | None = None) -> None:
-    """A joining device's first sync: save ``url`` as relay ``relay_name``, pull everything (``progress(done,
+def first_sync(vault: Vault, relay_name: str, progress: Progress | None = None) -> None:
+    """A joining device's first sync through the relay it was created with: pull everything (``progress(done,
     total)`` follows the objects fetched), then push the device's registration.
 
     Raises:
         MailboxError: the sync reported an error (its code; running ``crdtsync sync`` again retries).
     """
-    vault.store.add_relay(relay_name, url)
     reports = vault.sync(relay_name, push=False, progress=progress)
     reports += vault.sync(relay_name, pull=False)
     errors = [e for r in reports for e in r.errors]

@@ -452,9 +452,10 @@ class Vault:
         keys = DeviceKeys.generate()
         write_secrets(folder / KEYS_NAME, VaultSecrets(device=keys, vault_id=header.vault_id, epochs=epochs,
                                                        current_epoch=max(epochs)))
-        _vault_create.create_store(cls, folder, keys, header, vault_name="", device_name=device_name, founder=False)
+        _vault_create.create_store(cls, folder, keys, header, vault_name="", device_name=device_name, founder=False,
+                                   relay=(relay_name, url))
         with cls.open(folder) as vault:
-            _vault_relays.first_sync(vault, relay_name, url, progress)
+            _vault_relays.first_sync(vault, relay_name, progress)
         return folder
 
     # -- status and audit -------------------------------------------------------------------------------

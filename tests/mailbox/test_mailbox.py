@@ -12,13 +12,14 @@ import msgpack
 import pytest
 from typer.testing import CliRunner
 
+import crdtsync._vault_relays as relays_module
 import crdtsync.mailbox.format as format_module
 import crdtsync.mailbox.objects as objects_module
 import crdtsync.mailbox.sync as sync_module
 import crdtsync.store.integration as integration_module
 from crdtsync.cli.app import app
 from crdtsync.crypto.envelope import KIND_HEAD, KIND_UPDATE, seal
-from crdtsync.errors import CryptoError, MailboxError, NotFoundError
+from crdtsync.errors import CryptoError, MailboxError, NotFoundError, VaultError
 from crdtsync.mailbox.backend import open_store
 from crdtsync.mailbox.format import Batch, Head, chunks_of, head_key, log_key, pack_object
 from crdtsync.mailbox.sync import Mailbox
@@ -258,6 +259,33 @@ def test_an_update_stored_by_a_pull_killed_before_integrating_it_integrates_at_t
         assert memory.id in report.memories_changed
         assert phone.get(memory.id).content == "written before the phone joined"
         assert phone.store.held_count() == 0
+
+
+def test_a_join_killed_before_its_first_sync_is_finished_by_sync(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The joining device's store is created with its relay in one transaction: however early the join is
+    stopped once the store exists, `sync` in that folder finishes it (a second `join` refuses the folder)."""
+    box = tmp_path / "box"
+    with new_device(tmp_path, "laptop") as a:
+        memory = a.add("written before the phone joined")
+        a.add_relay("box", box.as_uri())
+        assert errors(a.sync()) == []
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(relays_module, "first_sync", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Vault.join(tmp_path / "phone", box.as_uri(), passphrase=PASSPHRASE, relay_name="box")
+    monkeypatch.undo()
+    with pytest.raises(VaultError) as again:
+        Vault.join(tmp_path / "phone", box.as_uri(), passphrase=PASSPHRASE)
+    assert again.value.code == "VAULT_EXISTS" and "`crdtsync sync` there finishes it" in again.value.message
+    with Vault.open(tmp_path / "phone") as phone:
+        assert [r["name"] for r in phone.relays()] == ["box"]
+        assert errors(phone.sync()) == []
+        assert phone.get(memory.id).content == "written before the phone joined"
+        assert len(phone.devices()) == 2
 
 
 def test_a_retry_that_fails_is_reported_and_the_relays_still_sync(
