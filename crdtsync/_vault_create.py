@@ -1,6 +1,11 @@
 """Creating a vault folder for :class:`crdtsync.vault.Vault`: the checks shared by ``init`` and ``join`` (an
 empty place, a passphrase), the folder itself (mode 0700) and the store a new device starts with (its metadata,
 the vault root for the founding device, and the device's first client-id lease announced in the registry).
+
+A folder holds a vault once the store's creating transaction has committed: the device's key file is written
+inside that transaction (under SQLite's write lock), so a vault never lacks its keys, and a creation stopped
+before the commit (killed, or out of disk) leaves a key file and maybe a store with no device in it, which the
+next ``init`` or ``join`` simply replaces: no device was ever created from them.
 """
 
 from __future__ import annotations
@@ -11,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from crdtsync.crypto.header import VaultHeader
-from crdtsync.crypto.keys import DeviceKeys
 from crdtsync.errors import CryptoError, VaultError
 from crdtsync.store.db import Store
+from crdtsync.store.secrets_file import VaultSecrets, write_secrets
 from crdtsync.store.worker import DEFAULT_DEADLINE
 
 if TYPE_CHECKING:
@@ -25,11 +30,26 @@ KEYS_NAME = "keys"
 
 def vacant_folder(path: str | os.PathLike[str], *, advice: str = "") -> Path:
     """The folder ``path`` (``~`` expanded), which must hold no vault yet (``VaultError`` ``VAULT_EXISTS``, its
-    message ending with ``advice``)."""
+    message ending with ``advice``; ``VAULT_UNREADABLE`` for a store that cannot be read). What an interrupted
+    ``init`` or ``join`` left there does not count (see the module docstring)."""
     folder = Path(path).expanduser()
-    if (folder / DB_NAME).exists() or (folder / KEYS_NAME).exists():
-        raise VaultError(f"{folder} already holds a vault{advice}", code="VAULT_EXISTS")
+    if (folder / DB_NAME).exists():
+        store = Store(folder / DB_NAME)
+        try:
+            _refuse_created(store, folder, advice)
+        finally:
+            store.close()
     return folder
+
+
+def created(store: Store) -> bool:
+    """Whether ``store``'s creating transaction committed (it holds a device)."""
+    return store.get_meta("device_id") is not None
+
+
+def _refuse_created(store: Store, folder: Path, advice: str) -> None:
+    if created(store):
+        raise VaultError(f"{folder} already holds a vault{advice}", code="VAULT_EXISTS")
 
 
 def required_passphrase(passphrase: str | None, missing: str) -> str:
@@ -50,28 +70,40 @@ def make_folder(folder: Path) -> None:
                          code="VAULT_UNWRITABLE") from None
 
 
-def create_store(vault_type: type[Vault], folder: Path, keys: DeviceKeys, header: VaultHeader, *, vault_name: str,
-                 device_name: str | None, founder: bool, relay: tuple[str, str] | None = None) -> None:
-    """Create ``folder``'s store for a new device (``keys``) of the vault ``header`` describes: its metadata and
-    ``relay`` (name, URL: the mailbox a joining device came from) in one transaction, so that a store never lacks
-    them, then the ``vault`` root (``founder`` only: a joining device receives it) and this device's registry
-    entry with its first client id. Leaves nothing open."""
+def create_store(vault_type: type[Vault], folder: Path, secrets: VaultSecrets, header: VaultHeader, *,
+                 vault_name: str, device_name: str | None, founder: bool, relay: tuple[str, str] | None = None) -> None:
+    """Create ``folder``'s store and key file for a new device (``secrets``) of the vault ``header`` describes,
+    in one transaction: the key file, the store's metadata, ``relay`` (name, URL: the mailbox a joining device
+    came from), the ``vault`` root (``founder`` only: a joining device receives it) and this device's registry
+    entry with its first client id. Stopped at any point, it leaves a vault whole or none (see the module
+    docstring). Leaves nothing open.
+
+    Raises:
+        VaultError: ``VAULT_EXISTS`` (another process created a vault there first), ``VAULT_UNWRITABLE`` (the key
+            file cannot be written) and the store's errors.
+    """
     store = Store(folder / DB_NAME)
     try:
         with store.write():
+            _refuse_created(store, folder, "")
+            try:
+                write_secrets(folder / KEYS_NAME, secrets)
+            except OSError as exc:
+                raise VaultError(f"cannot write the key file in {folder}: {exc.strerror or exc}",
+                                 code="VAULT_UNWRITABLE") from None
             store.set_meta("vault_header", header.to_json())
-            store.set_meta("device_id", keys.device_id)
+            store.set_meta("device_id", secrets.device.device_id)
             store.set_meta("device_name", device_name or socket.gethostname())
             store.set_meta("vault_name", vault_name)
             if relay is not None:
                 store.add_relay(*relay)
-        vault = vault_type(folder, store, agent=None, deadline=DEFAULT_DEADLINE)
-        replica = vault._replica
-        try:
-            if founder:
-                replica.local_write(lambda d: d.set_vault_info(vault_name), ())
-            replica.ensure_lease_registered()
-        finally:
-            replica.release_lease()
+            vault = vault_type(folder, store, agent=None, deadline=DEFAULT_DEADLINE)
+            replica = vault._replica
+            try:
+                if founder:
+                    replica.local_write(lambda d: d.set_vault_info(vault_name), ())
+                replica.ensure_lease_registered()
+            finally:
+                replica.release_lease()
     finally:
         store.close()

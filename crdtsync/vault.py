@@ -46,7 +46,7 @@ from crdtsync.store.db import AuditRow, Store
 from crdtsync.store.integration import ApplyResult
 from crdtsync.store.memories import new_memory_id
 from crdtsync.store.replica import Replica
-from crdtsync.store.secrets_file import VaultSecrets, read_secrets, write_secrets
+from crdtsync.store.secrets_file import VaultSecrets, read_secrets
 from crdtsync.store.worker import DEFAULT_DEADLINE
 
 
@@ -99,12 +99,11 @@ class Vault:
             "a vault needs a passphrase (it admits your other devices): pass one or set CRDTSYNC_PASSPHRASE",
         )
         _vault_create.make_folder(folder)
-        keys = DeviceKeys.generate()
         vault_id, vault_key = new_vault_id(), new_vault_key()
         header = create_header(vault_id, vault_key, passphrase, kdf or KdfParams.new())
-        write_secrets(folder / KEYS_NAME, VaultSecrets(device=keys, vault_id=vault_id, epochs={0: vault_key}))
-        _vault_create.create_store(cls, folder, keys, header, vault_name=name or "memories", device_name=device_name,
-                                   founder=True)
+        secrets = VaultSecrets(device=DeviceKeys.generate(), vault_id=vault_id, epochs={0: vault_key})
+        _vault_create.create_store(cls, folder, secrets, header, vault_name=name or "memories",
+                                   device_name=device_name, founder=True)
         return folder
 
     @classmethod
@@ -118,7 +117,8 @@ class Vault:
             deadline: seconds one received update may take to integrate before it is refused.
 
         Raises:
-            VaultError: ``VAULT_NOT_FOUND`` (no vault there: run ``crdtsync init``), ``VAULT_UNREADABLE``,
+            VaultError: ``VAULT_NOT_FOUND`` (no vault there, or only what an interrupted ``init`` or ``join``
+                left: run it again), ``VAULT_UNREADABLE``,
                 ``VAULT_FORMAT``.
         """
         folder = Path(path).expanduser()
@@ -126,6 +126,10 @@ class Vault:
         if not (folder / DB_NAME).exists():
             raise VaultError(f"no vault in {folder}; create one with `crdtsync init`", code="VAULT_NOT_FOUND")
         store = Store(folder / DB_NAME)
+        if not _vault_create.created(store):
+            store.close()
+            raise VaultError(f"no vault in {folder}: an `init` or `join` there stopped before it created one; "
+                             "run it again", code="VAULT_NOT_FOUND")
         return cls(folder, store, agent=agent, deadline=deadline)
 
     def __enter__(self) -> Vault:
@@ -449,11 +453,10 @@ class Vault:
             passphrase, "joining needs the vault's passphrase: pass it or set CRDTSYNC_PASSPHRASE")
         header, epochs = _vault_relays.find_vault(url, passphrase)
         _vault_create.make_folder(folder)
-        keys = DeviceKeys.generate()
-        write_secrets(folder / KEYS_NAME, VaultSecrets(device=keys, vault_id=header.vault_id, epochs=epochs,
-                                                       current_epoch=max(epochs)))
-        _vault_create.create_store(cls, folder, keys, header, vault_name="", device_name=device_name, founder=False,
-                                   relay=(relay_name, url))
+        secrets = VaultSecrets(device=DeviceKeys.generate(), vault_id=header.vault_id, epochs=epochs,
+                               current_epoch=max(epochs))
+        _vault_create.create_store(cls, folder, secrets, header, vault_name="", device_name=device_name,
+                                   founder=False, relay=(relay_name, url))
         with cls.open(folder) as vault:
             _vault_relays.first_sync(vault, relay_name, progress)
         return folder

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map
 
+from crdtsync.errors import VaultError
 from crdtsync.imports import ImportRecord, read_import
 from crdtsync.model.schema import read_record
 from crdtsync.vault import Vault
@@ -265,6 +266,76 @@ def test_every_acknowledged_write_survives_kill_9_at_random_points(tmp_path: Pat
             assert_store_matches_doc(vault)
             assert_takes_a_new_write(vault)
     assert len(acked) > WRITE_ROUNDS, "the children acknowledged too few writes to test anything"
+
+
+# -- killed while creating a vault -----------------------------------------------------------------------
+
+INIT_SCRIPT = """
+import sys, time
+from pathlib import Path
+import crdtsync.store.secrets_file as secrets_file
+from crdtsync.crypto.header import KdfParams
+from crdtsync.vault import Vault
+
+written = secrets_file.atomic_write
+
+def announced(path, data, **kwargs):  # a kill aimed at "keys" lands after the key file, before the store commits
+    written(path, data, **kwargs)
+    print("keys", flush=True)
+    time.sleep(float(sys.argv[2]))
+
+secrets_file.atomic_write = announced
+
+def main() -> None:
+    root = Path(sys.argv[1])
+    print("ready", flush=True)
+    for i in range(1000):
+        Vault.init(root / f"v{i}", passphrase="pw", kdf=KdfParams.new(iterations=1, lanes=1, memory_cost=8 * 1024))
+        print(f"ack {i}", flush=True)
+
+if __name__ == "__main__":
+    main()
+"""
+
+INIT_ROUNDS = 6
+
+
+def assert_whole_vault(path: Path) -> None:
+    """``path`` opens as a vault whose key file belongs to its device, and takes a write."""
+    with Vault.open(path) as vault:
+        assert vault.secrets.device.device_id == vault.device_id
+        assert_takes_a_new_write(vault)
+
+
+def test_a_vault_creation_killed_at_any_point_leaves_a_whole_vault_or_one_init_can_redo(tmp_path: Path) -> None:
+    """``init`` (and ``join``, which creates its folder the same way) killed with SIGKILL: every acknowledged
+    vault is whole, and the one being created is either whole or refused by ``open`` as unfinished and created
+    by the next ``init`` (before, a kill after the key file was written left a folder ``init`` refused)."""
+    script = tmp_path / "creator.py"
+    script.write_text(INIT_SCRIPT)
+    rng = random.Random(11)
+    unfinished = 0
+    for round_no in range(INIT_ROUNDS):
+        root = tmp_path / f"round{round_no}"
+        aimed = round_no % 2 == 0
+        with running(script, str(root), "0.5" if aimed else "0") as child:
+            if aimed:
+                assert child.wait_for(lambda line: line == "keys", CHILD_START_TIMEOUT), child_failure(child)
+            else:
+                time.sleep(rng.uniform(0.05, 0.5))
+        acked = {int(line.split()[1]) for line in child.lines if line.startswith("ack ")}
+        for folder in sorted(root.iterdir()) if root.exists() else []:
+            if int(folder.name[1:]) in acked:
+                assert_whole_vault(folder)
+                continue
+            try:
+                assert_whole_vault(folder)  # killed after its commit, before the child printed the ack
+            except VaultError as exc:
+                assert exc.code == "VAULT_NOT_FOUND" and "run it again" in exc.message, exc
+                unfinished += 1
+                new_vault(folder)
+                assert_whole_vault(folder)
+    assert unfinished >= INIT_ROUNDS // 2, "the kills aimed between key file and store missed"
 
 
 # -- killed during a bulk import -------------------------------------------------------------------------

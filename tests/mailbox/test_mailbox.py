@@ -17,6 +17,7 @@ import crdtsync.mailbox.format as format_module
 import crdtsync.mailbox.objects as objects_module
 import crdtsync.mailbox.sync as sync_module
 import crdtsync.store.integration as integration_module
+import crdtsync.store.replica as replica_module
 from crdtsync.cli.app import app
 from crdtsync.crypto.envelope import KIND_HEAD, KIND_UPDATE, seal
 from crdtsync.errors import CryptoError, MailboxError, NotFoundError, VaultError
@@ -286,6 +287,34 @@ def test_a_join_killed_before_its_first_sync_is_finished_by_sync(tmp_path: Path,
         assert errors(phone.sync()) == []
         assert phone.get(memory.id).content == "written before the phone joined"
         assert len(phone.devices()) == 2
+
+
+def test_a_join_stopped_before_its_store_committed_is_redone_by_join(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A join stopped after writing the device's key file but before the store's creating transaction
+    committed leaves no vault: ``open`` says so, and the next ``join`` replaces the leftovers."""
+    box = tmp_path / "box"
+    with new_device(tmp_path, "laptop") as a:
+        memory = a.add("written before the phone joined")
+        a.add_relay("box", box.as_uri())
+        assert errors(a.sync()) == []
+
+    def stopped(self: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(replica_module.Replica, "ensure_lease_registered", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        Vault.join(tmp_path / "phone", box.as_uri(), passphrase=PASSPHRASE, relay_name="box")
+    monkeypatch.undo()
+    assert {p.name for p in (tmp_path / "phone").iterdir()} >= {"keys", "vault.db"}
+    with pytest.raises(VaultError) as unfinished:
+        Vault.open(tmp_path / "phone")
+    assert unfinished.value.code == "VAULT_NOT_FOUND" and "run it again" in unfinished.value.message
+    Vault.join(tmp_path / "phone", box.as_uri(), passphrase=PASSPHRASE, relay_name="box")
+    with Vault.open(tmp_path / "phone") as phone:
+        assert phone.secrets.device.device_id == phone.device_id
+        assert phone.get(memory.id).content == "written before the phone joined"
+        assert [r["name"] for r in phone.relays()] == ["box"] and len(phone.devices()) == 2
 
 
 def test_a_retry_that_fails_is_reported_and_the_relays_still_sync(

@@ -16,8 +16,11 @@ from pycrdt import Doc
 
 import crdtsync._vault_import as import_module
 import crdtsync.store.replica as replica_module
+from crdtsync._vault_create import create_store
+from crdtsync.crypto.keys import DeviceKeys, new_vault_key
 from crdtsync.errors import CryptoError, InvalidInputError, NotFoundError, VaultError
 from crdtsync.model.schema import MemoryDoc
+from crdtsync.store.secrets_file import VaultSecrets
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
 
@@ -136,6 +139,24 @@ def test_init_refuses_an_existing_vault_and_a_missing_passphrase(
     with pytest.raises(VaultError) as missing:
         Vault.open(tmp_path / "nothing-here")
     assert missing.value.code == "VAULT_NOT_FOUND"
+
+
+def test_a_second_creation_racing_into_the_same_folder_is_refused_without_touching_the_first(
+    tmp_path: Path,
+) -> None:
+    """Two ``init`` runs that both found the folder vacant: the one whose transaction comes second is refused
+    inside it (``VAULT_EXISTS``), before it writes its key file over the first vault's."""
+    folder = Vault.init(tmp_path / "v", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    keys_before = (folder / "keys").read_bytes()
+    with Vault.open(folder) as vault:
+        header = vault.header
+    rival = VaultSecrets(device=DeviceKeys.generate(), vault_id=header.vault_id, epochs={0: new_vault_key()})
+    with pytest.raises(VaultError) as refused:
+        create_store(Vault, folder, rival, header, vault_name="rival", device_name=None, founder=True)
+    assert refused.value.code == "VAULT_EXISTS"
+    assert (folder / "keys").read_bytes() == keys_before
+    with Vault.open(folder) as vault:
+        assert vault.secrets.device.device_id == vault.device_id
 
 
 def test_key_file_is_private(tmp_path: Path, make_vault: MakeVault) -> None:
