@@ -255,9 +255,10 @@ class Vault:
         """Undo a delete (a write of ``deleted=false``). Raises ``NotFoundError``."""
         return _vault_memories.set_deleted(self._store, self._replica, memory_id, False)
 
-    def conflicts(self) -> builtins.list[Conflict]:
-        """Every field of every memory that holds several different concurrent values. Answers from SQLite."""
-        return self._store.conflicts()
+    def conflicts(self, memory_id: str | None = None) -> builtins.list[Conflict]:
+        """Every field of every memory (or of memory ``memory_id`` only) that holds several different
+        concurrent values, ordered by memory id then field. Answers from SQLite."""
+        return self._store.conflicts(memory_id)
 
     def resolve(self, memory_id: str, field: str, value: Any) -> Memory:
         """Settle a conflict by writing ``value`` to ``field`` (an ordinary write that syncs like any edit).
@@ -327,7 +328,8 @@ class Vault:
 
     def devices(self) -> dict[str, dict[str, Any]]:
         """The device registry replicated in the Doc: ``{device_id: {name, sign_pk, kx_pk, added_by, added_at,
-        clients}}``. Loads the Doc."""
+        clients}}``. Answers from the copy the store keeps exact; loads the Doc only when this process already
+        has it loaded or a vault written by an older version lacks that copy."""
         return self._replica.devices()
 
     def rebase_unpushed(self, updates: Sequence[tuple[int, bytes]], relay: str) -> None:
@@ -473,7 +475,7 @@ class Vault:
         again by the next syncs, up to three tries). Answers from SQLite without loading the Doc."""
         count, size = self._store.updates_since_snapshot()
         quarantined = self._store.quarantined()
-        registry = json.loads(self._store.get_meta("registry") or "{}")
+        registry = self._known_registry()
         writer = {client: device for device, entry in registry.items() for client in entry.get("clients", ())}
         held = [{"origin": h["origin"], "since": h["since"],
                  "waits_for": [{"client": c, "device": writer.get(c)} for c in h["clients"]]}
@@ -494,6 +496,16 @@ class Vault:
             "relays": self.relays(),
             "devices": registry,
         }
+
+    def _known_registry(self) -> dict[str, dict[str, Any]]:
+        """The device registry as of the last sync or registry read, from SQLite (no Doc, no write lock)."""
+        registry: dict[str, dict[str, Any]] = json.loads(self._store.get_meta("registry") or "{}")
+        return registry
+
+    def device_names(self) -> dict[str, str]:
+        """``{device_id: name}`` of the devices this one knows (as of its last sync or registry read), for
+        display: answers from SQLite without loading the Doc or waiting for another process's write."""
+        return {device: str(entry.get("name", "")) for device, entry in self._known_registry().items()}
 
     def clear_alarms(self, code: str | None = None) -> int:
         """Acknowledge the persistent alarms ``status`` shows (``DEVICE_RESTORED``, ``MAILBOX_FORK``...): those

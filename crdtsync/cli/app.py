@@ -191,16 +191,38 @@ def _print_memories(memories: list[Memory], as_json: bool) -> None:
         out.print(_memory_table(memories))
 
 
-def _print_memory(memory: Memory, as_json: bool) -> None:
+def _device(device: str, names: Mapping[str, str], *, short: bool = False) -> str:
+    """A device as text output shows it: ``name (id)`` when its name is known, else its id; ``short``: the
+    name alone when no other known device has it."""
+    name = names.get(device)
+    if not name:
+        return device
+    if short and sum(1 for other in names.values() if other == name) == 1:
+        return name
+    return f"{name} ({device})"
+
+
+def _print_memory(memory: Memory, as_json: bool, v: Vault | None = None) -> None:
+    """Print ``memory``: its JSON object, or one ``field: value`` line per field with devices named, and, when
+    ``v`` (the open vault) is given and the memory has conflicts, their candidates as ``conflicts`` shows them."""
     if as_json:
         _emit_json(memory.to_json())
         return
+    names = v.device_names() if v is not None else {}
     for key, value in memory.to_json().items():
         if isinstance(value, list):
             value = ", ".join(map(str, value))
         elif isinstance(value, dict):
             value = json.dumps(value, ensure_ascii=False)
+        elif key in ("created_by", "updated_by") and value:
+            value = _device(value, names)
         out.print(Text.assemble((key, "bold"), f": {_plain(value) if value is not None else ''}"))
+    found = v.conflicts(memory.id) if v is not None and memory.conflicts else []
+    if found:
+        field = found[0].field if len(found) == 1 else "F"
+        out.print(Text(f"\nconflicting values (keep one: crdtsync resolve {memory.id} --field {field} --pick N)",
+                       style="yellow"))
+        out.print(_conflict_rows(found, names))
 
 
 def _passphrase(confirm: bool) -> str:
@@ -294,14 +316,14 @@ def edit(
             raise_invalid("nothing to change: give --content, --category, --tag, --untag, --level or --source")
         before = v.get(memory_id)
         memory = v.update(memory_id, **fields)
-    if level == 0 and before.level == 1:
-        err.print(Text("moved to level 0: your other devices drop it at their next sync (what they already "
-                       "received stays in their history until it is compacted)", style="yellow"))
-    settled = [f for f in before.conflicts if f in fields or f == "deleted"]  # every edit rewrites `deleted`
-    if settled:
-        err.print(Text(f"this edit settled the conflict on {', '.join(settled)}: its value replaces every "
-                       "candidate (`crdtsync conflicts` showed them)", style="yellow"))
-    _print_memory(memory, as_json)
+        if level == 0 and before.level == 1:
+            err.print(Text("moved to level 0: your other devices drop it at their next sync (what they already "
+                           "received stays in their history until it is compacted)", style="yellow"))
+        settled = [f for f in before.conflicts if f in fields or f == "deleted"]  # every edit rewrites `deleted`
+        if settled:
+            err.print(Text(f"this edit settled the conflict on {', '.join(settled)}: its value replaces every "
+                           "candidate (`crdtsync conflicts` showed them)", style="yellow"))
+        _print_memory(memory, as_json, v)
 
 
 def raise_invalid(message: str) -> NoReturn:
@@ -332,8 +354,7 @@ def show(memory_id: Annotated[str, typer.Argument(metavar="ID")], vault: VaultOp
          as_json: JsonOpt = False) -> None:
     """Show one memory."""
     with _open(vault, as_json) as v:
-        memory = v.get(memory_id)
-    _print_memory(memory, as_json)
+        _print_memory(v.get(memory_id), as_json, v)
 
 
 @app.command("list")
@@ -416,9 +437,9 @@ def export(
 _DELETED_TEXT = {True: "deleted (or moved to level 0)", False: "kept (edited)"}
 
 
-def _conflict_rows(conflicts: list[Conflict]) -> Group:
+def _conflict_rows(conflicts: list[Conflict], names: Mapping[str, str]) -> Group:
     """Each conflict as a line ``<memory id>  <field>`` and a table of its candidates, numbered as ``resolve
-    --pick`` takes them."""
+    --pick`` takes them, with their devices named (``names``: device id to name)."""
     parts: list[Any] = []
     for c in conflicts:
         parts.append(Text.assemble((_plain(c.memory_id), "bold"), "  ", (c.field, "yellow")))
@@ -430,7 +451,8 @@ def _conflict_rows(conflicts: list[Conflict]) -> Group:
         for n, cand in enumerate(c.candidates, 1):
             shown = (_DELETED_TEXT[bool(cand.value)] if c.field == "deleted"
                      else json.dumps(cand.value, ensure_ascii=False)[:200])
-            table.add_row(str(n), _plain(shown), _plain(cand.device), _plain(cand.agent or ""), _when(cand.at))
+            table.add_row(str(n), _plain(shown), _plain(_device(cand.device, names, short=True)),
+                          _plain(cand.agent or ""), _when(cand.at))
         parts.extend([table, Text("")])
     return Group(*parts[:-1])
 
@@ -440,12 +462,12 @@ def conflicts(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
     """Show fields edited concurrently to different values (resolve picks one)."""
     with _open(vault, as_json) as v:
         found = v.conflicts()
-    if as_json:
-        _emit_json([c.to_json() for c in found])
-    elif not found:
-        err.print("no conflicts")
-    else:
-        out.print(_conflict_rows(found))
+        if as_json:
+            _emit_json([c.to_json() for c in found])
+        elif not found:
+            err.print("no conflicts")
+        else:
+            out.print(_conflict_rows(found, v.device_names()))
 
 
 @app.command()
@@ -466,7 +488,7 @@ def resolve(
         chosen: Any = value
         if pick is not None:
             v.get(memory_id)
-            matching = [c for c in v.conflicts() if c.memory_id == memory_id and c.field == field]
+            matching = [c for c in v.conflicts(memory_id) if c.field == field]
             if not matching:
                 raise_invalid(f"memory {memory_id} has no conflict on {field}")
             if not 1 <= pick <= len(matching[0].candidates):
@@ -475,9 +497,18 @@ def resolve(
         elif field == "metadata":
             chosen = _parse_json_value(value or "")
         elif field == "deleted":
-            chosen = (value or "").lower() in ("true", "1", "yes")
-        memory = v.resolve(memory_id, field, chosen)
-    _print_memory(memory, as_json)
+            chosen = _parse_deleted(value or "")
+        _print_memory(v.resolve(memory_id, field, chosen), as_json, v)
+
+
+_DELETED_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _parse_deleted(text: str) -> bool:
+    """``--value`` of ``resolve --field deleted``: true/yes/1 keeps the delete, false/no/0 keeps the memory."""
+    if text.lower() not in _DELETED_WORDS:
+        raise_invalid("--value for deleted must be true (keep the delete) or false (keep the memory)")
+    return _DELETED_WORDS[text.lower()]
 
 
 def _parse_json_value(text: str) -> Any:

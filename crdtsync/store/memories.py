@@ -218,10 +218,14 @@ class MaterializedMemories:
             params.append(limit)
         return [_row_to_memory(r) for r in self.conn.execute(sql, params)]
 
-    def conflicts(self) -> list[Conflict]:
-        """Every conflict of every memory, ordered by memory id then field."""
+    def conflicts(self, memory_id: str | None = None) -> list[Conflict]:
+        """Every conflict of every memory (of ``memory_id`` only, when given), ordered by memory id then field."""
+        sql = "SELECT conflicts FROM memories WHERE conflicts != '[]'"
+        params: tuple[str, ...] = ()
+        if memory_id is not None:
+            sql, params = sql + " AND id = ?", (memory_id,)
         out: list[Conflict] = []
-        for (raw,) in self.conn.execute("SELECT conflicts FROM memories WHERE conflicts != '[]' ORDER BY id"):
+        for (raw,) in self.conn.execute(sql + " ORDER BY id", params):
             out.extend(_conflicts_from_json(raw))
         return out
 

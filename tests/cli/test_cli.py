@@ -725,12 +725,52 @@ def test_conflicts_text_numbers_the_candidates_as_resolve_pick_takes_them(tmp_pa
     assert lines[0].split() == [memory.id, "category"]
     rows = {line.split()[0]: line for line in lines[1:] if line[:1].isdigit()}
     assert sorted(rows) == ["1", "2"]
+    names = {"health": "a", "appointments": "b"}
     for n, candidate in enumerate(conflict.candidates, 1):
-        assert f'"{candidate.value}"' in rows[str(n)] and devices[candidate.value] in rows[str(n)]
+        assert f'"{candidate.value}"' in rows[str(n)]
+        assert rows[str(n)].split('"')[2].split()[0] == names[candidate.value]  # the device, by name
         assert ("claude-code" in rows[str(n)]) == (candidate.value == "appointments")
+    shown_text = ok(cli(tmp_path / "a", "show", memory.id)).stdout
+    assert f"created_by: a ({devices['health']})" in shown_text
+    assert flat(f"crdtsync resolve {memory.id} --field category --pick N") in flat(shown_text)
+    shown_rows = {line.split()[0]: line for line in shown_text.splitlines() if line.split()[:1] in (["1"], ["2"])}
+    assert sorted(shown_rows) == ["1", "2"] and all(rows[n] in shown_rows[n] for n in rows)
     ok(cli(tmp_path / "a", "resolve", memory.id, "--field", "category", "--pick", "2"))
     shown = stdout_json(ok(cli(tmp_path / "a", "show", memory.id, "--json")))
     assert shown["category"] == conflict.candidates[1].value
+    assert "conflicting values" not in ok(cli(tmp_path / "a", "show", memory.id)).stdout
+
+
+def conflict_between(tmp_path: Path, first: str, second: str, *, delete: bool = False) -> tuple[Path, str, str]:
+    """Vault ``a`` (device named ``first``) holding a conflict with a device named ``second``: concurrent
+    categories, or with ``delete`` an edit on ``a`` against a delete on the other. Returns a's folder, the memory
+    id and the other device's id."""
+    with Vault.open(new_vault(tmp_path / "a", first)) as a, Vault.open(new_vault(tmp_path / "b", second)) as b:
+        memory = a.add("Dentist on Tuesday")
+        b.apply_update(a.encode_update(), "a")
+        state = a.state_vector()
+        a.update(memory.id, category="health")
+        if delete:
+            b.delete(memory.id)
+        else:
+            b.update(memory.id, category="appointments")
+        a.apply_update(b.encode_update(state), "b")
+        assert len(a.conflicts()) == 1
+        return tmp_path / "a", memory.id, b.device_id
+
+
+def test_conflicts_text_tells_two_devices_of_one_name_apart_by_id(tmp_path: Path) -> None:
+    path, _, other = conflict_between(tmp_path, "laptop", "laptop")
+    assert flat(f"laptop ({other})") in flat(ok(cli(path, "conflicts")).stdout)
+
+
+def test_resolve_deleted_takes_yes_or_no_and_refuses_anything_else(tmp_path: Path) -> None:
+    path, memory_id, _ = conflict_between(tmp_path, "a", "b", delete=True)
+    assert stdout_json(ok(cli(path, "conflicts", "--json")))[0]["field"] == "deleted"
+    assert_fails(cli(path, "resolve", memory_id, "--field", "deleted", "--value", "ture"), 3, "INVALID_INPUT")
+    assert len(stdout_json(ok(cli(path, "conflicts", "--json")))) == 1
+    kept = stdout_json(ok(cli(path, "resolve", memory_id, "--field", "deleted", "--value", "No", "--json")))
+    assert (kept["deleted"], kept["conflicts"]) == (False, [])
 
 
 def test_list_text_keeps_each_id_whole_on_one_line(fresh: Path) -> None:
