@@ -21,7 +21,8 @@ from typing import Annotated, Any, NoReturn
 
 import platformdirs
 import typer
-from rich import box
+from rich import box, filesize
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -146,9 +147,14 @@ def sync_summary(report: Mapping[str, Any]) -> str:
     """One line of what a sync moved, from :meth:`crdtsync.mailbox.sync.SyncReport.to_json` (also the detail of
     a sync's audit row)."""
     up, down = report.get("up", {}), report.get("down", {})
-    return (f"up {up.get('objects', 0)} objects ({up.get('bytes', 0)} B), down {down.get('objects', 0)} objects "
-            f"({down.get('bytes', 0)} B), {report.get('memories_changed', 0)} memories changed, "
-            f"{report.get('conflicts', 0)} conflicts")
+    return (f"up {_count(up.get('objects', 0), 'object')} ({filesize.decimal(up.get('bytes', 0))}), "
+            f"down {_count(down.get('objects', 0), 'object')} ({filesize.decimal(down.get('bytes', 0))}), "
+            f"{_count(report.get('memories_changed', 0), 'memory', 'memories')} changed, "
+            f"{_count(report.get('conflicts', 0), 'conflict')}")
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 #: Characters a terminal may act on, shown escaped in text output: C0 controls but tab and newline, DEL, C1
@@ -164,21 +170,42 @@ def _plain(value: object) -> str:
     return str(value).translate(_UNSAFE)
 
 
+#: Terminal columns from which ``list`` and ``search`` add a column: (width, column). Below the first only the
+#: id and the content are shown (a phone in portrait).
+_WIDE_COLUMNS = ((90, "category"), (110, "tags"), (130, "updated"))
+
+
 def _memory_table(memories: list[Memory]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
-    table.add_column("id", no_wrap=True)  # whole, to copy into `show`, `edit`, `rm`
-    table.add_column("content", overflow="fold", ratio=3)
-    for column in ("category", "tags"):
-        table.add_column(column, overflow="fold", max_width=20)
-    table.add_column("updated", overflow="fold")
+    """One line per memory, however narrow the terminal (a phone's): the id whole (to copy into ``show``,
+    ``edit``, ``rm``), the start of the content (a conflict or level 0 marked before it), then, as the width
+    allows (:data:`_WIDE_COLUMNS`), category, tags and the update time, cut with an ellipsis (``show`` has every
+    field whole)."""
+    extra = [column for width, column in _WIDE_COLUMNS if out.width >= width]
+    rows = []
     for m in memories:
-        content = Text(_plain(m.content[:200]))
+        content = Text()
         if m.conflicts:
-            content.append(" (conflict)", style="red")
+            content.append("(conflict) ", style="red")
         if m.level == 0:
-            content.append(" (level 0)", style="dim")
-        table.add_row(_plain(m.id), content, _plain(m.category or ""), _plain(", ".join(sorted(m.tags))),
-                      _when(m.updated, seconds=False))
+            content.append("(level 0) ", style="dim")
+        content.append(_plain(" ".join(m.content[:300].split())))
+        cells = {"category": _plain(m.category or ""), "tags": _plain(", ".join(sorted(m.tags))),
+                 "updated": _when(m.updated, seconds=False)}
+        rows.append((_plain(m.id), content, *(cells[column] for column in extra)))
+    # Cells that may not wrap count whole toward a column's minimum width: fix each column's width so that the
+    # content column takes what is left and cuts its text.
+    widths = [max(len(column), *(cell_len(row[i]) for row in rows)) for i, column in enumerate(extra, 2)]
+    widths = [min(width, 16) if column != "updated" else width for width, column in zip(widths, extra, strict=True)]
+    id_width = max(cell_len(row[0]) for row in rows)
+    gaps = 2 * (1 + len(widths))  # between two columns: the left one's right padding and the box's divider
+    content_width = max(10, out.width - id_width - sum(widths) - gaps)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("id", overflow="fold", width=id_width)  # whole even when longer than a UUID (a peer's)
+    table.add_column("content", no_wrap=True, overflow="ellipsis", max_width=content_width)
+    for column, width in zip(extra, widths, strict=True):
+        table.add_column(column, no_wrap=True, overflow="ellipsis", width=width)
+    for row in rows:
+        table.add_row(*row)
     return table
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.cells import cell_len
 from typer.testing import CliRunner, Result
 
 from crdtsync.cli.app import app
@@ -778,6 +779,27 @@ def test_list_text_keeps_each_id_whole_on_one_line(fresh: Path) -> None:
     lines = ok(cli(fresh, "list")).stdout.splitlines()
     assert any(line.split()[:1] == [memory["id"]] for line in lines)
     assert max(len(line) for line in lines) <= 80
+
+
+@pytest.mark.parametrize(("columns", "headers"), [(50, ["id", "content"]), (100, ["id", "content", "category"]),
+                                                  (160, ["id", "content", "category", "tags", "updated"])])
+def test_list_and_search_show_one_line_per_memory_at_any_terminal_width(
+    fresh: Path, columns: int, headers: list[str],
+) -> None:
+    """A phone's terminal is 50 columns wide: each memory stays on one line with its id whole and its text cut
+    (``show`` has it whole), and wider terminals add category, tags and the update time."""
+    long_one = add_json(fresh, "Multi-line\nnotes about the garden, with far more text than fits " * 4,
+                        "--category", "a category longer than sixteen", "--tag", "garden", "--tag", "notes")
+    short = add_json(fresh, "Tea 🍵 garden", "--level", "0")
+    env = {"COLUMNS": str(columns)}
+    for command in (["list"], ["search", "garden"]):
+        lines = run_crdtsync(fresh, *command, env=env).stdout.splitlines()
+        assert lines[0].split() == headers
+        assert max(cell_len(line) for line in lines) <= columns
+        rows = {line.split()[0]: line for line in lines[2:]}
+        assert sorted(rows) == sorted([long_one["id"], short["id"]]), lines
+        assert rows[long_one["id"]].split()[1] == "Multi-line" and "…" in rows[long_one["id"]]
+        assert "(level 0) Tea 🍵 garden" in rows[short["id"]] if columns > 50 else "(level 0)" in rows[short["id"]]
 
 
 @pytest.mark.parametrize("pick", [1, 2])
