@@ -181,7 +181,8 @@ def _memory_table(memories: list[Memory]) -> Table:
     allows (:data:`_WIDE_COLUMNS`), category, tags and the update time, cut with an ellipsis (``show`` has every
     field whole)."""
     extra = [column for width, column in _WIDE_COLUMNS if out.width >= width]
-    rows = []
+    contents: list[Text] = []
+    cells: list[list[str]] = []  # id, then the extra columns
     for m in memories:
         content = Text()
         if m.conflicts:
@@ -189,14 +190,15 @@ def _memory_table(memories: list[Memory]) -> Table:
         if m.level == 0:
             content.append("(level 0) ", style="dim")
         content.append(_plain(" ".join(m.content[:300].split())))
-        cells = {"category": _plain(m.category or ""), "tags": _plain(", ".join(sorted(m.tags))),
-                 "updated": _when(m.updated, seconds=False)}
-        rows.append((_plain(m.id), content, *(cells[column] for column in extra)))
+        contents.append(content)
+        by_column = {"category": _plain(m.category or ""), "tags": _plain(", ".join(sorted(m.tags))),
+                     "updated": _when(m.updated, seconds=False)}
+        cells.append([_plain(m.id), *(by_column[column] for column in extra)])
     # Cells that may not wrap count whole toward a column's minimum width: fix each column's width so that the
     # content column takes what is left and cuts its text.
-    widths = [max(len(column), *(cell_len(row[i]) for row in rows)) for i, column in enumerate(extra, 2)]
+    widths = [max(len(column), *(cell_len(row[i]) for row in cells)) for i, column in enumerate(extra, 1)]
     widths = [min(width, 16) if column != "updated" else width for width, column in zip(widths, extra, strict=True)]
-    id_width = max(cell_len(row[0]) for row in rows)
+    id_width = max(cell_len(row[0]) for row in cells)
     gaps = 2 * (1 + len(widths))  # between two columns: the left one's right padding and the box's divider
     content_width = max(10, out.width - id_width - sum(widths) - gaps)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
@@ -204,8 +206,8 @@ def _memory_table(memories: list[Memory]) -> Table:
     table.add_column("content", no_wrap=True, overflow="ellipsis", max_width=content_width)
     for column, width in zip(extra, widths, strict=True):
         table.add_column(column, no_wrap=True, overflow="ellipsis", width=width)
-    for row in rows:
-        table.add_row(*row)
+    for row, content in zip(cells, contents, strict=True):
+        table.add_row(row[0], content, *row[1:])
     return table
 
 
