@@ -7,12 +7,12 @@ Tables (README.md "Local store" documents them):
 - ``snapshots``: full Doc state as of an update id (compaction; opening = newest snapshot + later updates).
 - ``inbox``: received updates that passed the strict reader but wait for what they depend on, outside yrs.
 - ``quarantine``: refused updates with their stable error code, kept for inspection.
-- ``memories`` (+ ``memories_fts``, an FTS5 index: :meth:`Store.put_memories` indexes new rows, triggers
-  re-index updated and deleted ones): the materialized current records, written in the same transaction as
-  the update that changes them, so reads never load the Doc; level-0 memories live only here
-  (``level = 0``) and never enter the Doc. Their row format and every query over them are
-  :mod:`crdtsync.store.memories` (:class:`~crdtsync.store.memories.MaterializedMemories`, a mixin of
-  :class:`Store`).
+- ``memories`` (+ ``memories_fts``, an FTS5 index of content, category, tags and the candidates of those in
+  conflict: :meth:`Store.put_memories` indexes new rows, triggers re-index updated and deleted ones): the
+  materialized current records, written in the same transaction as the update that changes them, so reads
+  never load the Doc; level-0 memories live only here (``level = 0``) and never enter the Doc. Their row
+  format and every query over them are :mod:`crdtsync.store.memories`
+  (:class:`~crdtsync.store.memories.MaterializedMemories`, a mixin of :class:`Store`).
 - ``leases``: the Yjs client ids of this device and which live process holds each.
 - ``relays``, ``cursors``, ``audit``, ``meta``.
 
@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from crdtsync.errors import InvalidInputError, NotFoundError, VaultError
-from crdtsync.store.memories import MaterializedMemories
+from crdtsync.store.memories import FULL_TEXT_SCHEMA, MaterializedMemories, alternatives, conflicts_from_json
 
-STORE_FORMAT = 1
+#: 2: ``memories_fts`` also indexes the candidates of fields in conflict (a vault of format 1 is migrated when
+#: opened; crdtsync versions that know only format 1 refuse it, since they would index rows without them).
+STORE_FORMAT = 2
 #: KiB of SQLite page cache per connection, at most.
 CACHE_KIB = 16384
 
@@ -80,21 +82,10 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS memories (
     id TEXT PRIMARY KEY, content TEXT NOT NULL, category TEXT, tags TEXT NOT NULL, level INTEGER NOT NULL,
     source TEXT, metadata TEXT, created TEXT NOT NULL, updated TEXT NOT NULL, created_by TEXT NOT NULL,
-    updated_by TEXT NOT NULL, deleted INTEGER NOT NULL, conflicts TEXT NOT NULL);
+    updated_by TEXT NOT NULL, deleted INTEGER NOT NULL, conflicts TEXT NOT NULL,
+    alternatives TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS memories_live ON memories (deleted, created);
 CREATE INDEX IF NOT EXISTS memories_conflicted ON memories (id) WHERE conflicts != '[]';
-CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
-    content, category, tags, content='memories', content_rowid='rowid', tokenize='unicode61');
-CREATE TRIGGER IF NOT EXISTS memories_ad AFTER DELETE ON memories BEGIN
-    INSERT INTO memories_fts (memories_fts, rowid, content, category, tags)
-    VALUES ('delete', old.rowid, old.content, old.category, old.tags);
-END;
-CREATE TRIGGER IF NOT EXISTS memories_au AFTER UPDATE ON memories BEGIN
-    INSERT INTO memories_fts (memories_fts, rowid, content, category, tags)
-    VALUES ('delete', old.rowid, old.content, old.category, old.tags);
-    INSERT INTO memories_fts (rowid, content, category, tags)
-    VALUES (new.rowid, new.content, new.category, new.tags);
-END;
 CREATE TABLE IF NOT EXISTS leases (
     client_id INTEGER PRIMARY KEY, holder TEXT, acquired TEXT);
 CREATE TABLE IF NOT EXISTS relays (
@@ -149,32 +140,51 @@ class Store(MaterializedMemories):
             # they are used, so a small vault costs no more.
             self.conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             self.conn.executescript(_SCHEMA)
-            self._drop_insert_trigger()
+            version = self.get_meta("store_format")
+            if version is not None and int(version) > STORE_FORMAT:
+                self.conn.close()
+                raise VaultError(
+                    f"{path} was written by a newer crdtsync (store format {int(version)}); upgrade crdtsync",
+                    code="VAULT_FORMAT",
+                )
+            self._ensure_full_text_index()
             self._add_quarantine_attempts()
+            if version != str(STORE_FORMAT):
+                self.set_meta("store_format", str(STORE_FORMAT))
         except sqlite3.Error as exc:
             coded = _storage_error(exc) or VaultError(f"cannot open the vault database {path}: {exc}",
                                                       code="VAULT_UNREADABLE")
             raise coded from exc
-        version = self.get_meta("store_format")
-        if version is None:
-            self.set_meta("store_format", str(STORE_FORMAT))
-        elif int(version) > STORE_FORMAT:
-            raise VaultError(
-                f"{path} was written by a newer crdtsync (store format {int(version)}); upgrade crdtsync",
-                code="VAULT_FORMAT",
-            )
 
-    def _drop_insert_trigger(self) -> None:
-        """Migrate a vault written before :meth:`put_memories` indexed new rows itself: drop its per-row insert
-        trigger and rebuild the full-text index, which also clears the stale entries that ``INSERT OR REPLACE``
-        (it fires no delete trigger) left behind."""
-        found = "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'memories_ai'"
-        if self.conn.execute(found).fetchone() is None:
+    def _ensure_full_text_index(self) -> None:
+        """Create ``memories_fts`` and its triggers (:data:`~crdtsync.store.memories.FULL_TEXT_SCHEMA`) in a new
+        vault. In a vault of store format 1 (its index lacks the candidates of conflicts, and the first versions
+        also indexed through a per-row insert trigger), add and fill ``memories.alternatives``, replace the index
+        and its triggers, and rebuild it from the rows: in one transaction, once, whichever process opens the
+        vault first."""
+        if self._full_text_index_current():
             return
         with self.write():
-            if self.conn.execute(found).fetchone() is not None:
-                self.conn.execute("DROP TRIGGER memories_ai")
-                self.conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
+            if self._full_text_index_current():  # another process migrated it meanwhile
+                return
+            for name in ("memories_ai", "memories_ad", "memories_au"):
+                self.conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+            self.conn.execute("DROP TABLE IF EXISTS memories_fts")
+            if "alternatives" not in {row[1] for row in self.conn.execute("PRAGMA table_info(memories)")}:
+                self.conn.execute("ALTER TABLE memories ADD COLUMN alternatives TEXT NOT NULL DEFAULT ''")
+                conflicted = self.conn.execute("SELECT id, conflicts FROM memories WHERE conflicts != '[]'")
+                self.conn.executemany("UPDATE memories SET alternatives = ? WHERE id = ?",
+                                      [(alternatives(conflicts_from_json(raw)), memory_id)
+                                       for memory_id, raw in conflicted.fetchall()])
+            for statement in FULL_TEXT_SCHEMA:
+                self.conn.execute(statement)
+            self.conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
+
+    def _full_text_index_current(self) -> bool:
+        """Whether ``memories_fts`` exists, indexes ``alternatives`` and no per-row insert trigger is left."""
+        if self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'memories_ai'").fetchone() is not None:
+            return False
+        return "alternatives" in {row[1] for row in self.conn.execute("PRAGMA table_info(memories_fts)")}
 
     def _add_quarantine_attempts(self) -> None:
         """Migrate a vault written before refused updates were tried again: add ``quarantine.attempts``."""

@@ -24,9 +24,26 @@ from crdtsync.store.search import CONTAINS, fts_query, like_pattern, symbol_term
 
 _MEMORY_COLUMNS = (
     "id, content, category, tags, level, source, metadata, created, updated, created_by, updated_by, deleted, "
-    "conflicts"
+    "conflicts, alternatives"
 )
+_ROW_WIDTH = len(_MEMORY_COLUMNS.split(","))
 _UPSERT_SET = ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _MEMORY_COLUMNS.split(",")[1:])
+
+
+_INDEXED = "content, category, tags, alternatives"
+#: The full-text index of the materialized rows and the triggers that re-index a row updated or deleted
+#: (:meth:`MaterializedMemories.put_rows` indexes new rows itself), created by :class:`crdtsync.store.db.Store`
+#: in a new vault or in place of a format-1 index.
+FULL_TEXT_SCHEMA = (
+    f"CREATE VIRTUAL TABLE memories_fts USING fts5({_INDEXED}, content='memories', content_rowid='rowid', "
+    "tokenize='unicode61')",
+    f"CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN INSERT INTO memories_fts (memories_fts, rowid, "
+    f"{_INDEXED}) VALUES ('delete', old.rowid, old.content, old.category, old.tags, old.alternatives); END",
+    f"CREATE TRIGGER memories_au AFTER UPDATE ON memories BEGIN INSERT INTO memories_fts (memories_fts, rowid, "
+    f"{_INDEXED}) VALUES ('delete', old.rowid, old.content, old.category, old.tags, old.alternatives); "
+    f"INSERT INTO memories_fts (rowid, {_INDEXED}) VALUES (new.rowid, new.content, new.category, new.tags, "
+    "new.alternatives); END",
+)
 
 
 def new_memory_id(now_ms: int | None = None) -> str:
@@ -40,9 +57,8 @@ def new_memory_id(now_ms: int | None = None) -> str:
 
 #: One row of the ``memories`` table, in :data:`_MEMORY_COLUMNS` order: id, content, category, tags (JSON
 #: array, sorted), level, source, metadata (JSON text or None), created, updated, created_by, updated_by,
-#: deleted (0 or 1), conflicts (JSON array of :meth:`Conflict.to_json`).
+#: deleted (0 or 1), conflicts (JSON array of :meth:`Conflict.to_json`), alternatives (:func:`alternatives`).
 MemoryRow = tuple[Any, ...]
-ROW_WIDTH = 13
 #: The JSON of the row's tags, metadata and conflicts columns (built once: ``json.dumps`` with options builds an
 #: encoder on every call).
 _ROW_JSON = json.JSONEncoder(ensure_ascii=False)
@@ -53,6 +69,17 @@ def _tags_json(tags: frozenset[str]) -> str:
     """The tags column: a JSON array of the tags, sorted. Cached: a vault has few distinct tag sets, and a
     first sync or an import builds 100k rows."""
     return _ROW_JSON.encode(sorted(tags))
+
+
+def alternatives(conflicts: Iterable[Conflict]) -> str:
+    """The ``alternatives`` column that ``memories_fts`` indexes beside content, category and tags: every
+    candidate value of a content or category conflict, one per line ('' without one), so that a search finds a
+    memory by a value it may yet be resolved to."""
+    return "\n".join(str(candidate.value) for conflict in conflicts if conflict.field in _SEARCHED_FIELDS
+                     for candidate in conflict.candidates if candidate.value is not None)
+
+
+_SEARCHED_FIELDS = ("content", "category")
 
 
 def memory_row(memory: Memory, conflicts: list[Conflict]) -> MemoryRow:
@@ -71,6 +98,7 @@ def memory_row(memory: Memory, conflicts: list[Conflict]) -> MemoryRow:
         memory.updated_by,
         int(memory.deleted),
         _ROW_JSON.encode([c.to_json() for c in conflicts]) if conflicts else "[]",
+        alternatives(conflicts) if conflicts else "",
     )
 
 
@@ -92,7 +120,8 @@ def _row_to_memory(row: sqlite3.Row) -> Memory:
     )
 
 
-def _conflicts_from_json(raw: str) -> list[Conflict]:
+def conflicts_from_json(raw: str) -> list[Conflict]:
+    """The conflicts of a row's ``conflicts`` column (JSON text)."""
     return [
         Conflict(
             memory_id=c["memory_id"],
@@ -132,13 +161,12 @@ class MaterializedMemories:
             return
         (before,) = self.conn.execute("SELECT coalesce(max(rowid), 0) FROM memories").fetchone()
         self.conn.executemany(
-            f"INSERT INTO memories ({_MEMORY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            f"INSERT INTO memories ({_MEMORY_COLUMNS}) VALUES ({','.join('?' * _ROW_WIDTH)}) "
             f"ON CONFLICT (id) DO UPDATE SET {_UPSERT_SET}",
             latest.values(),
         )
         self.conn.execute(
-            "INSERT INTO memories_fts (rowid, content, category, tags) "
-            "SELECT rowid, content, category, tags FROM memories WHERE rowid > ?",
+            f"INSERT INTO memories_fts (rowid, {_INDEXED}) SELECT rowid, {_INDEXED} FROM memories WHERE rowid > ?",
             (before,),
         )
 
@@ -191,9 +219,11 @@ class MaterializedMemories:
     def search(self, query: str, *, limit: int | None = 50) -> list[Memory]:
         """Live memories matching every word of ``query``, at most ``limit`` of them (None: no limit).
 
-        Words unicode61 indexes (they hold a letter or a digit) match whole words of content, category or tags
+        Words unicode61 indexes (they hold a letter or a digit) match whole words of content, category, tags
+        or a candidate value of a content or category conflict (a value the memory may yet be resolved to)
         through FTS5, the last word of ``query`` also as a prefix. Words it does not (emoji, symbols,
-        punctuation: ``🍵``, ``❤️``, ``→``, ``++``) match as substrings of content, category or one tag, with
+        punctuation: ``🍵``, ``❤️``, ``→``, ``++``) match as substrings of content, category, one tag or those
+        candidates, with
         ``%`` and ``_`` taken literally and case folded as SQLite's ``LIKE`` does (ASCII only, and such words
         hold no ASCII letter). When ``query`` has an indexed word, results are best first (bm25, then id); with
         symbol words alone, newest created first, then id (a scan of the live memories). Blank: ``[]``.
@@ -204,7 +234,7 @@ class MaterializedMemories:
             return []
         columns = ", ".join("m." + c.strip() for c in _MEMORY_COLUMNS.split(","))
         where = " AND ".join(["m.deleted = 0", *[CONTAINS] * len(symbols)])
-        params: list[Any] = [p for term in symbols for p in [like_pattern(term)] * 3]
+        params: list[Any] = [p for term in symbols for p in [like_pattern(term)] * 4]
         if match:
             sql = (
                 f"SELECT {columns} FROM memories_fts f JOIN memories m ON m.rowid = f.rowid "
@@ -226,7 +256,7 @@ class MaterializedMemories:
             sql, params = sql + " AND id = ?", (memory_id,)
         out: list[Conflict] = []
         for (raw,) in self.conn.execute(sql + " ORDER BY id", params):
-            out.extend(_conflicts_from_json(raw))
+            out.extend(conflicts_from_json(raw))
         return out
 
     def counts(self) -> dict[str, int]:

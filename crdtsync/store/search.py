@@ -64,9 +64,10 @@ def fts_query(text: str) -> str:
 #: Emoji variation selectors (text and emoji presentation), dropped from symbol terms.
 _VARIATION_SELECTORS = str.maketrans("", "", "\ufe0e\ufe0f")
 
-#: One symbol term found in content, category or a tag; bind the ``LIKE`` pattern three times.
+#: One symbol term found in content, category, a conflict candidate of those, or a tag; bind the ``LIKE``
+#: pattern four times.
 CONTAINS = (
-    "(m.content LIKE ? ESCAPE '\\' OR m.category LIKE ? ESCAPE '\\' OR "
+    "(m.content LIKE ? ESCAPE '\\' OR m.category LIKE ? ESCAPE '\\' OR m.alternatives LIKE ? ESCAPE '\\' OR "
     "EXISTS (SELECT 1 FROM json_each(m.tags) WHERE json_each.value LIKE ? ESCAPE '\\'))"
 )
 

@@ -385,6 +385,84 @@ def test_opening_a_vault_with_the_old_insert_trigger_drops_it_and_rebuilds_the_i
         _fts_integrity(reopened)
 
 
+def content_conflict(make_vault: MakeVault, mine: str, theirs: str) -> tuple[Vault, str]:
+    """Vault ``a`` holding a content conflict between ``mine`` (its own edit) and ``theirs`` (b's)."""
+    a, b = make_vault("a"), make_vault("b")
+    memory = a.add("Tea order for the office")
+    b.apply_update(a.encode_update(), "a")
+    state = a.state_vector()
+    a.update(memory.id, content=mine)
+    b.update(memory.id, content=theirs)
+    a.apply_update(b.encode_update(state), "b")
+    assert [c.field for c in a.conflicts()] == ["content"]
+    return a, memory.id
+
+
+def test_search_finds_a_memory_by_any_candidate_of_a_conflict_until_it_is_resolved(make_vault: MakeVault) -> None:
+    """The value shown is one candidate; a search for another (a word or a symbol of it) finds the memory too,
+    and stops finding it once the conflict is resolved the other way."""
+    a, memory_id = content_conflict(make_vault, "Prefers oolong, no sugar", "Prefers sencha 🍵")
+    shown = a.get(memory_id).content
+    for query in ("oolong", "sencha", "sencha 🍵", "🍵", "prefers sug"):
+        assert [m.id for m in a.search(query)] == [memory_id], (query, shown)
+    a.resolve(memory_id, "content", "Prefers oolong, no sugar")
+    assert a.search("sencha") == [] and a.search("🍵") == []
+    assert [m.id for m in a.search("oolong")] == [memory_id]
+    _fts_integrity(a)
+
+
+def _downgrade_to_store_format_1(vault: Vault) -> None:
+    """Rewrite ``vault``'s full-text index as store format 1 had it (no ``alternatives``)."""
+    conn = vault.store.conn
+    with vault.store.write():
+        for statement in ("DROP TRIGGER memories_ad", "DROP TRIGGER memories_au", "DROP TABLE memories_fts",
+                          "ALTER TABLE memories DROP COLUMN alternatives"):
+            conn.execute(statement)
+        conn.execute("CREATE VIRTUAL TABLE memories_fts USING fts5(content, category, tags, content='memories', "
+                     "content_rowid='rowid', tokenize='unicode61')")
+        conn.execute("CREATE TRIGGER memories_au AFTER UPDATE ON memories BEGIN INSERT INTO memories_fts "
+                     "(memories_fts, rowid, content, category, tags) VALUES ('delete', old.rowid, old.content, "
+                     "old.category, old.tags); INSERT INTO memories_fts (rowid, content, category, tags) VALUES "
+                     "(new.rowid, new.content, new.category, new.tags); END")
+        conn.execute("INSERT INTO memories_fts (memories_fts) VALUES ('rebuild')")
+        vault.store.set_meta("store_format", "1")
+
+
+def test_opening_a_store_format_1_vault_indexes_the_candidates_of_its_conflicts(make_vault: MakeVault) -> None:
+    a, memory_id = content_conflict(make_vault, "Prefers oolong, no sugar", "Prefers sencha")
+    a.add("sencha in the cupboard")
+    path = a.path
+    _downgrade_to_store_format_1(a)
+    a.close()
+    with Vault.open(path) as reopened:
+        assert reopened.store.get_meta("store_format") == "2"
+        assert {m.content for m in reopened.search("sencha")} >= {"sencha in the cupboard"}
+        assert memory_id in {m.id for m in reopened.search("sencha")}
+        assert memory_id in {m.id for m in reopened.search("oolong")}
+        _fts_integrity(reopened)
+        reopened.resolve(memory_id, "content", "Prefers oolong, no sugar")
+        assert memory_id not in {m.id for m in reopened.search("sencha")}
+        _fts_integrity(reopened)
+
+
+def test_a_vault_of_a_newer_store_format_is_refused_untouched(make_vault: MakeVault) -> None:
+    vault = make_vault("a")
+    vault.add("written by a future version")
+    path = vault.path
+    _downgrade_to_store_format_1(vault)  # an index this version would migrate...
+    vault.store.set_meta("store_format", "3")  # ...in a vault a newer version wrote
+    vault.close()
+    with pytest.raises(VaultError) as refused:
+        Vault.open(path)
+    assert refused.value.code == "VAULT_FORMAT"
+    conn = sqlite3.connect(path / "vault.db")
+    try:
+        assert "alternatives" not in {row[1] for row in conn.execute("PRAGMA table_info(memories)")}
+        assert conn.execute("SELECT value FROM meta WHERE key = 'store_format'").fetchone()[0] == "3"
+    finally:
+        conn.close()
+
+
 def test_an_import_commits_in_batches_bounded_by_records_and_by_content(
     make_vault: MakeVault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
