@@ -30,7 +30,7 @@ from crdtsync._vault_import import IMPORT_BATCH as IMPORT_BATCH
 from crdtsync._vault_import import ImportReport as ImportReport
 from crdtsync.crypto.header import KdfParams, VaultHeader, create_header
 from crdtsync.crypto.keys import DeviceKeys, new_vault_id, new_vault_key
-from crdtsync.errors import CrdtsyncError, UpdateRejectedError, VaultError
+from crdtsync.errors import CrdtsyncError, InvalidInputError, NotFoundError, UpdateRejectedError, VaultError
 from crdtsync.model.records import (
     Conflict,
     Memory,
@@ -49,6 +49,8 @@ from crdtsync.store.replica import Replica
 from crdtsync.store.secrets_file import VaultSecrets, read_secrets
 from crdtsync.store.worker import DEFAULT_DEADLINE
 
+#: Fewest characters of an id that :meth:`Vault.match_id` takes as a prefix.
+MIN_ID_PREFIX = 4
 
 class Vault:
     """One replica of a memory vault, stored in a folder on this device.
@@ -217,6 +219,27 @@ class Vault:
             NotFoundError: no such memory (code ``NOT_FOUND``).
         """
         return _vault_memories.require(self._store, memory_id)
+
+    def match_id(self, given: str) -> str:
+        """The id of the memory that ``given`` names: its whole id, or (for people typing ids, as git takes a
+        commit) a prefix of at least MIN_ID_PREFIX characters that starts exactly one memory's id, deleted and
+        level-0 memories included. Answers from SQLite. The other methods take whole ids only.
+
+        Raises:
+            NotFoundError: no memory has that id or an id starting with it (code ``NOT_FOUND``).
+            InvalidInputError: ``AMBIGUOUS_ID`` when several ids start with it (the message names some).
+        """
+        if self._store.ids_starting_with(given, 1) == [given]:
+            return given
+        found = self._store.ids_starting_with(given, 6) if len(given) >= MIN_ID_PREFIX else []
+        if not found:
+            raise NotFoundError(f"no memory with id {given}" + (
+                f" (an id prefix needs at least {MIN_ID_PREFIX} characters)" if len(given) < MIN_ID_PREFIX else
+                "") + "; `crdtsync list` shows the ids")
+        if len(found) > 1:
+            shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+            raise InvalidInputError(f"{given} starts several ids ({shown}): give more of it", code="AMBIGUOUS_ID")
+        return found[0]
 
     def list(self, *, limit: int | None = None, include_deleted: bool = False) -> list[Memory]:
         """Every live memory (or the newest ``limit``), newest created first. Answers from SQLite."""

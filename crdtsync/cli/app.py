@@ -84,6 +84,8 @@ VaultOpt = Annotated[
                  show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+_ID_HELP = "A memory id, or its first characters (at least 4) when they start no other id."
+IdArg = Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP, show_default=False)]
 _state: dict[str, Any] = {"vault": None, "json": False, "agent": None}
 
 
@@ -321,7 +323,7 @@ def add(
 
 @app.command()
 def edit(
-    memory_id: Annotated[str, typer.Argument(metavar="ID")],
+    memory_id: IdArg,
     content: Annotated[str | None, typer.Option()] = None,
     category: Annotated[str | None, typer.Option("--category", "-c")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Add a tag (repeatable).")] = None,
@@ -343,6 +345,7 @@ def edit(
             fields["remove_tags"] = untag
         if not fields:
             raise_invalid("nothing to change: give --content, --category, --tag, --untag, --level or --source")
+        memory_id = v.match_id(memory_id)
         before = v.get(memory_id)
         memory = v.update(memory_id, **fields)
         if level == 0 and before.level == 1:
@@ -361,29 +364,29 @@ def raise_invalid(message: str) -> NoReturn:
 
 
 @app.command()
-def rm(memory_id: Annotated[str, typer.Argument(metavar="ID")], vault: VaultOpt = None,
+def rm(memory_id: IdArg, vault: VaultOpt = None,
        as_json: JsonOpt = False) -> None:
     """Delete a memory (restore undoes it)."""
     with _open(vault, as_json) as v:
-        memory = v.delete(memory_id)
+        memory = v.delete(v.match_id(memory_id))
     _print_memory(memory, True) if as_json else out.print(f"deleted {memory.id}")
 
 
 @app.command()
-def restore(memory_id: Annotated[str, typer.Argument(metavar="ID")], vault: VaultOpt = None,
+def restore(memory_id: IdArg, vault: VaultOpt = None,
             as_json: JsonOpt = False) -> None:
     """Undo the delete of a memory."""
     with _open(vault, as_json) as v:
-        memory = v.restore(memory_id)
+        memory = v.restore(v.match_id(memory_id))
     _print_memory(memory, True) if as_json else out.print(f"restored {memory.id}")
 
 
 @app.command()
-def show(memory_id: Annotated[str, typer.Argument(metavar="ID")], vault: VaultOpt = None,
+def show(memory_id: IdArg, vault: VaultOpt = None,
          as_json: JsonOpt = False) -> None:
     """Show one memory."""
     with _open(vault, as_json) as v:
-        _print_memory(v.get(memory_id), as_json, v)
+        _print_memory(v.get(v.match_id(memory_id)), as_json, v)
 
 
 @app.command("list")
@@ -501,7 +504,7 @@ def conflicts(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
 
 @app.command()
 def resolve(
-    memory_id: Annotated[str, typer.Argument(metavar="MEMORY_ID")],
+    memory_id: Annotated[str, typer.Argument(metavar="MEMORY_ID", help=_ID_HELP, show_default=False)],
     field: Annotated[str, typer.Option("--field", "-f", help="content, category, source, metadata or deleted.")],
     value: Annotated[str | None, typer.Option("--value", help="The value to keep.")] = None,
     pick: Annotated[
@@ -514,9 +517,9 @@ def resolve(
     with _open(vault, as_json) as v:
         if (value is None) == (pick is None):
             raise_invalid("give exactly one of --value or --pick")
+        memory_id = v.match_id(memory_id)
         chosen: Any = value
         if pick is not None:
-            v.get(memory_id)
             matching = [c for c in v.conflicts(memory_id) if c.field == field]
             if not matching:
                 raise_invalid(f"memory {memory_id} has no conflict on {field}")

@@ -170,6 +170,13 @@ class MaterializedMemories:
             (before,),
         )
 
+    def ids_starting_with(self, prefix: str, limit: int) -> list[str]:
+        """Up to ``limit`` memory ids (deleted and level-0 ones too) that start with ``prefix``, in id order (a
+        range scan of the primary key)."""
+        rows = self.conn.execute("SELECT id FROM memories WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                                 (prefix, prefix + "\U0010ffff", limit))
+        return [memory_id for (memory_id,) in rows if memory_id.startswith(prefix)]
+
     def existing_ids(self, memory_ids: Iterable[str], *, level: int | None = None) -> set[str]:
         """Which of ``memory_ids`` have a materialized row (deleted or not), of ``level`` when given."""
         ids = list(memory_ids)

@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -966,3 +966,48 @@ def test_text_output_never_hands_control_characters_to_the_terminal(tmp_path: Pa
     assert "\\x1b]0;pwned\\x07" in ok(cli(home, "show", memory.id)).stdout
     assert "\\u202egnp.exe" in ok(cli(home, "devices")).stdout
     assert stdout_json(ok(cli(home, "show", memory.id, "--json")))["category"] == _HOSTILE
+
+
+# -- ids by their first characters -------------------------------------------------------------------------
+
+
+def test_commands_take_a_memory_id_by_its_first_characters(fresh: Path) -> None:
+    """A person on a phone types the start of an id, as with git: show, edit, rm, restore and resolve take any
+    prefix of at least 4 characters that starts one id only; a prefix that starts several names them."""
+    first, second = add_json(fresh, "Walks the dog at seven"), add_json(fresh, "Feeds the cat at eight")
+    shared = first["id"][: next(i for i, (a, b) in enumerate(zip(first["id"], second["id"], strict=True)) if a != b)]
+    assert len(shared) >= 4  # UUIDv7 ids made a moment apart share their leading time bits
+    own = first["id"][: len(shared) + 1]
+    assert stdout_json(ok(cli(fresh, "show", own, "--json")))["id"] == first["id"]
+    edited = stdout_json(ok(cli(fresh, "edit", own, "--content", "Walks the dog at six", "--json")))
+    assert (edited["id"], edited["content"]) == (first["id"], "Walks the dog at six")
+    ok(cli(fresh, "rm", own))
+    assert stdout_json(ok(cli(fresh, "show", first["id"], "--json")))["deleted"] is True
+    assert stdout_json(ok(cli(fresh, "restore", own, "--json")))["deleted"] is False
+    ambiguous = cli(fresh, "show", shared, "--json")
+    assert_fails(ambiguous, 3, "AMBIGUOUS_ID", as_json=True)
+    message = stdout_json(ambiguous)["error"]["message"]
+    assert first["id"] in message and second["id"] in message
+    assert_fails(cli(fresh, "rm", shared), 3, "AMBIGUOUS_ID")
+    assert stdout_json(ok(cli(fresh, "show", second["id"], "--json")))["deleted"] is False
+    short = cli(fresh, "show", first["id"][:3])
+    assert_fails(short, 4, "NOT_FOUND")
+    assert flat("at least 4 characters") in flat(short.stderr)
+
+
+def test_resolve_takes_an_id_by_its_first_characters(conflict_vault: ConflictVault) -> None:
+    prefix = conflict_vault.memory_id[:13]
+    resolved = stdout_json(ok(cli(conflict_vault.path, "resolve", prefix, "--field", "content", "--pick", "1",
+                                  "--json")))
+    assert (resolved["id"], resolved["conflicts"]) == (conflict_vault.memory_id, [])
+
+
+def test_a_whole_id_wins_over_the_longer_ids_it_starts(fresh: Path) -> None:
+    """Ids from other devices can be any printable text: one may be the start of another."""
+    with Vault.open(fresh) as vault:
+        memory = vault.add("template")
+        with vault.store.write():
+            vault.store.put_memories([(replace(memory, id="abcd", content="short id"), []),
+                                      (replace(memory, id="abcdef", content="longer id"), [])])
+        assert vault.match_id("abcd") == "abcd" and vault.match_id("abcde") == "abcdef"
+    assert stdout_json(ok(cli(fresh, "show", "abcd", "--json")))["content"] == "short id"
