@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -30,8 +31,11 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from crdtsync._fs import atomic_write
+from crdtsync.crypto.envelope import VERSION as ENVELOPE_VERSION
 from crdtsync.errors import CrdtsyncError, CryptoError, InvalidInputError, VaultError, exit_status
+from crdtsync.mailbox.format import ROOT as MAILBOX_ROOT
 from crdtsync.model.records import Conflict, Memory
+from crdtsync.store.db import STORE_FORMAT
 from crdtsync.vault import Vault
 
 #: Exit status when whoever reads stdout closed it early (``crdtsync export | head``): 128 + SIGPIPE, what a shell
@@ -266,6 +270,15 @@ def _passphrase(confirm: bool) -> str:
     return str(typer.prompt("Vault passphrase", hide_input=True, confirmation_prompt=confirm))
 
 
+def _print_version(asked: bool) -> None:
+    """``--version``: this crdtsync, the pycrdt it runs on and the formats it writes, for bug reports."""
+    if not asked:
+        return
+    out.print(f"crdtsync {package_version('crdtsync')} (pycrdt {package_version('pycrdt')}, envelope "
+              f"v{ENVELOPE_VERSION}, mailbox {MAILBOX_ROOT}, store format {STORE_FORMAT})")
+    raise typer.Exit()
+
+
 @app.callback()
 def _root(
     vault: VaultOpt = None,
@@ -275,6 +288,9 @@ def _root(
         typer.Option("--agent", help="Label writes with the agent making them, e.g. claude-code "
                      "(default: $CRDTSYNC_AGENT); shown with conflict candidates."),
     ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
 ) -> None:
     """Keep your AI-assistant memories in sync across your devices, end-to-end encrypted."""
     _state["vault"] = vault

@@ -8,6 +8,7 @@ Argon2id parameters through the Python API.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -1011,3 +1012,10 @@ def test_a_whole_id_wins_over_the_longer_ids_it_starts(fresh: Path) -> None:
                                       (replace(memory, id="abcdef", content="longer id"), [])])
         assert vault.match_id("abcd") == "abcd" and vault.match_id("abcde") == "abcdef"
     assert stdout_json(ok(cli(fresh, "show", "abcd", "--json")))["content"] == "short id"
+
+
+def test_version_names_crdtsync_pycrdt_and_the_formats(tmp_path: Path) -> None:
+    result = ok(cli(tmp_path / "no-vault-needed", "--version"))
+    assert result.stdout.split()[:2] == ["crdtsync", importlib.metadata.version("crdtsync")]
+    assert f"pycrdt {importlib.metadata.version('pycrdt')}" in result.stdout and "store format 2" in result.stdout
+    assert not (tmp_path / "no-vault-needed").exists()
