@@ -76,6 +76,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # help paragraphs reflow to the terminal's width
 )
 # markup=False: memory text, paths and messages are printed literally, whatever brackets they hold; styles
 # are applied with rich.text.Text instead.
@@ -305,8 +306,9 @@ def init(
     device_name: Annotated[str | None, typer.Option(help="Name of this device (default: host name).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create a vault on this device. Asks for the passphrase that admits your other devices
-    (or reads CRDTSYNC_PASSPHRASE)."""
+    """Create a vault on this device.
+
+    Asks for the passphrase that admits your other devices (or reads CRDTSYNC_PASSPHRASE)."""
     path = _vault_path(vault)
     with _guard(as_json):
         folder = Vault.init(path, name=name, device_name=device_name, passphrase=_passphrase(confirm=True))
@@ -425,8 +427,10 @@ def search(
     vault: VaultOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Full-text search over content, category and tags (every word must match; emoji and symbols match as
-    literal text)."""
+    """Full-text search over content, category and tags.
+
+    Every word must match, the last also as a prefix; emoji and symbols match as literal text. The candidates
+    of a content or category conflict are searched too."""
     with _open(vault, as_json) as v:
         memories = v.search(query, limit=limit)
     _print_memories(memories, as_json)
@@ -466,8 +470,9 @@ def export(
     out_file: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
     vault: VaultOpt = None,
 ) -> None:
-    """Export every live memory as JSONL (import reads it back). ``--out`` writes the file whole or not at all,
-    readable by its owner only: it holds every memory in clear."""
+    """Export every live memory as JSONL (import reads it back).
+
+    --out writes the file whole or not at all, readable by its owner only: it holds every memory in clear."""
     with _open(vault) as v:
         if out_file is None:
             v.export_jsonl(sys.stdout)

@@ -108,8 +108,10 @@ RelayOpt = Annotated[str | None, typer.Option("--relay", help="Only this relay (
 
 @app.command()
 def sync(relay: RelayOpt = None, vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
-    """Push then pull every relay. Exits 0 when it completed, even if it surfaced conflicts; 8 when a relay
-    or an object failed (the rest still synced; the next sync retries)."""
+    """Push then pull every relay.
+
+    Exits 0 when it completed, even if it surfaced conflicts; 8 when a relay or an object failed (the rest still
+    synced; the next sync retries)."""
     _run_sync(vault, relay, as_json, push=True, pull=True)
 
 
