@@ -401,7 +401,8 @@ class Vault:
         devices can ``join`` with the same URL).
 
         Raises:
-            InvalidInputError: ``RELAY_EXISTS``. MailboxError: the URL is unsupported or the store refuses.
+            InvalidInputError: ``RELAY_EXISTS``; ``RELAY_OVERLAPS_VAULT`` (a folder relay that holds the vault
+                folder or lies inside it). MailboxError: the URL is unsupported or the store refuses.
         """
         _vault_relays.add_relay(self, name, url)
 
@@ -469,11 +470,13 @@ class Vault:
             CryptoError: ``PASSPHRASE_REQUIRED``, ``WRONG_PASSPHRASE``.
             MailboxError: ``MAILBOX_NO_VAULT`` (no vault under that URL) and store errors.
             VaultError: ``VAULT_EXISTS``.
-            InvalidInputError: a device name that is not a valid label.
+            InvalidInputError: a device name that is not a valid label; ``RELAY_OVERLAPS_VAULT`` (the vault
+                folder would be inside the relay folder, or the relay inside it).
         """
         check_label("device name", device_name)
         folder = _vault_create.vacant_folder(path, advice=(
             "; if a join into it was interrupted, `crdtsync sync` there finishes it"))
+        _vault_relays.check_apart(folder, url)
         passphrase = _vault_create.required_passphrase(
             passphrase, "joining needs the vault's passphrase: pass it or set CRDTSYNC_PASSPHRASE")
         header, epochs = _vault_relays.find_vault(url, passphrase)

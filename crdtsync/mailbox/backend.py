@@ -209,6 +209,15 @@ class BlobStore:
             self._retry(lambda: self.fs.rm_file(path))
 
 
+def local_folder(url: str) -> Path | None:
+    """The folder a ``file://`` URL or a plain path names (``~`` expanded, symlinks resolved), or None for a URL
+    of another scheme."""
+    parsed = urlparse(url)
+    if (parsed.scheme or "file") != "file":
+        return None
+    return Path(parsed.path if parsed.scheme else url).expanduser().resolve()
+
+
 def open_store(url: str, **options: Any) -> BlobStore:
     """A :class:`BlobStore` for a mailbox URL: ``file:///path`` or a plain path, ``memory://name``,
     ``s3://bucket/prefix`` (needs the ``s3`` extra; ``AWS_ENDPOINT_URL`` etc. configure it).
@@ -216,11 +225,11 @@ def open_store(url: str, **options: Any) -> BlobStore:
     Raises:
         MailboxError: ``MAILBOX_UNSUPPORTED_URL`` for another scheme or a missing backend package.
     """
+    folder = local_folder(url)
+    if folder is not None:
+        return BlobStore(url, fsspec.filesystem("file"), str(folder), **options)
     parsed = urlparse(url)
-    scheme = parsed.scheme or "file"
-    if scheme == "file":
-        root = str(Path(parsed.path if parsed.scheme else url).expanduser().resolve())
-        return BlobStore(url, fsspec.filesystem("file"), root, **options)
+    scheme = parsed.scheme
     if scheme == "memory":
         return BlobStore(url, fsspec.filesystem("memory"), "/" + (parsed.netloc + parsed.path).strip("/"),
                          **options)

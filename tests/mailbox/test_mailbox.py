@@ -20,7 +20,7 @@ import crdtsync.store.integration as integration_module
 import crdtsync.store.replica as replica_module
 from crdtsync.cli.app import app
 from crdtsync.crypto.envelope import KIND_HEAD, KIND_UPDATE, seal
-from crdtsync.errors import CryptoError, MailboxError, NotFoundError, VaultError
+from crdtsync.errors import CryptoError, InvalidInputError, MailboxError, NotFoundError, VaultError
 from crdtsync.mailbox.backend import open_store
 from crdtsync.mailbox.format import Batch, Head, chunks_of, head_key, log_key, pack_object
 from crdtsync.mailbox.sync import Mailbox
@@ -287,6 +287,30 @@ def test_a_join_killed_before_its_first_sync_is_finished_by_sync(tmp_path: Path,
         assert errors(phone.sync()) == []
         assert phone.get(memory.id).content == "written before the phone joined"
         assert len(phone.devices()) == 2
+
+
+def test_a_folder_relay_and_the_vault_folder_may_not_hold_one_another(tmp_path: Path) -> None:
+    """A vault inside the folder that Dropbox or Syncthing carries would travel in clear, keys included:
+    ``join`` refuses it before asking anything of the mailbox, and ``relay add`` refuses a relay that holds the
+    vault or lies inside it (a plain path, a file:// URL, or through a symlink)."""
+    box = tmp_path / "box"
+    with new_device(tmp_path, "laptop") as a:
+        a.add("laptop memory")
+        for url in (str(tmp_path), (tmp_path / "laptop").as_uri(), str(tmp_path / "laptop" / "box")):
+            with pytest.raises(InvalidInputError) as refused:
+                a.add_relay("bad", url)
+            assert refused.value.code == "RELAY_OVERLAPS_VAULT"
+        assert a.relays() == []
+        a.add_relay("box", box.as_uri())
+        assert errors(a.sync()) == []
+    (tmp_path / "link").symlink_to(box)
+    for folder in (box / "phone", tmp_path / "link" / "phone", box):
+        with pytest.raises(InvalidInputError) as inside:
+            Vault.join(folder, box.as_uri(), passphrase=PASSPHRASE)
+        assert inside.value.code == "RELAY_OVERLAPS_VAULT" and "in clear" in inside.value.message
+    assert sorted(p.name for p in box.iterdir()) == ["crdtsync-v1"]
+    with joined(tmp_path, "phone", str(tmp_path / "link")) as phone:
+        assert [m.content for m in phone.list()] == ["laptop memory"]
 
 
 def test_a_join_stopped_before_its_store_committed_is_redone_by_join(tmp_path: Path,
