@@ -8,11 +8,10 @@ backend.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crdtsync.crypto.header import VaultHeader, unwrap_vault_keys
-from crdtsync.errors import CryptoError, InvalidInputError, MailboxError, NotFoundError
+from crdtsync.errors import CryptoError, MailboxError, NotFoundError
 from crdtsync.store.db import Store
 
 if TYPE_CHECKING:
@@ -20,38 +19,10 @@ if TYPE_CHECKING:
     from crdtsync.vault import Vault
 
 
-def check_apart(folder: Path, url: str) -> None:
-    """Refuse a folder relay ``url`` that holds the vault folder ``folder`` or lies inside it.
-
-    Whatever carries the relay folder (Dropbox, Syncthing, a USB stick) would carry a vault inside it, its
-    memories and private keys in clear; a relay inside the vault folder would put the mailbox where the vault's
-    private files are, and a backup or copy of the one would take the other.
-
-    Raises:
-        InvalidInputError: ``RELAY_OVERLAPS_VAULT``.
-    """
-    from crdtsync.mailbox.backend import local_folder
-
-    relay = local_folder(url)
-    if relay is None:
-        return
-    vault = folder.expanduser().resolve()
-    if vault == relay or relay in vault.parents:
-        raise InvalidInputError(
-            f"the vault folder {vault} is {'' if vault == relay else 'inside '}the relay folder {relay}: whatever "
-            "carries the relay would "
-            "carry your memories and private keys in clear; keep the vault outside it (--vault or "
-            "CRDTSYNC_HOME)", code="RELAY_OVERLAPS_VAULT")
-    if vault in relay.parents:
-        raise InvalidInputError(
-            f"the relay folder {relay} is inside the vault folder {vault}: give the relay a folder of its own, "
-            "outside the vault", code="RELAY_OVERLAPS_VAULT")
-
-
 def add_relay(vault: Vault, name: str, url: str) -> None:
     """Save ``url`` as relay ``name`` of ``vault`` and publish the vault header there; on failure the relay
     is forgotten again (see :meth:`crdtsync.vault.Vault.add_relay`)."""
-    from crdtsync.mailbox.backend import open_store
+    from crdtsync.mailbox.backend import check_apart, open_store
     from crdtsync.mailbox.sync import Mailbox
 
     check_apart(vault.path, url)

@@ -476,7 +476,9 @@ class Vault:
         check_label("device name", device_name)
         folder = _vault_create.vacant_folder(path, advice=(
             "; if a join into it was interrupted, `crdtsync sync` there finishes it"))
-        _vault_relays.check_apart(folder, url)
+        from crdtsync.mailbox.backend import check_apart  # the storage backends load on first use
+
+        check_apart(folder, url)
         passphrase = _vault_create.required_passphrase(
             passphrase, "joining needs the vault's passphrase: pass it or set CRDTSYNC_PASSPHRASE")
         header, epochs = _vault_relays.find_vault(url, passphrase)

@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 import fsspec
 
 from crdtsync._fs import TMP_PREFIX, atomic_write
-from crdtsync.errors import MailboxError
+from crdtsync.errors import InvalidInputError, MailboxError
 
 T = TypeVar("T")
 #: Largest object read from a store, in bytes (a log object holds at most a few envelopes of 4 MiB each).
@@ -216,6 +216,32 @@ def local_folder(url: str) -> Path | None:
     if (parsed.scheme or "file") != "file":
         return None
     return Path(parsed.path if parsed.scheme else url).expanduser().resolve()
+
+
+def check_apart(folder: Path, url: str) -> None:
+    """Refuse a folder relay ``url`` that holds the vault folder ``folder`` or lies inside it.
+
+    Whatever carries the relay folder (Dropbox, Syncthing, a USB stick) would carry a vault inside it, its
+    memories and private keys in clear; a relay inside the vault folder would put the mailbox where the vault's
+    private files are, and a backup or copy of the one would take the other.
+
+    Raises:
+        InvalidInputError: ``RELAY_OVERLAPS_VAULT``.
+    """
+    relay = local_folder(url)
+    if relay is None:
+        return
+    vault = folder.expanduser().resolve()
+    if vault == relay or relay in vault.parents:
+        raise InvalidInputError(
+            f"the vault folder {vault} is {'' if vault == relay else 'inside '}the relay folder {relay}: whatever "
+            "carries the relay would "
+            "carry your memories and private keys in clear; keep the vault outside it (--vault or "
+            "CRDTSYNC_HOME)", code="RELAY_OVERLAPS_VAULT")
+    if vault in relay.parents:
+        raise InvalidInputError(
+            f"the relay folder {relay} is inside the vault folder {vault}: give the relay a folder of its own, "
+            "outside the vault", code="RELAY_OVERLAPS_VAULT")
 
 
 def open_store(url: str, **options: Any) -> BlobStore:

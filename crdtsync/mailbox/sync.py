@@ -42,7 +42,7 @@ from crdtsync.crypto.envelope import (
 )
 from crdtsync.crypto.keys import is_device_id
 from crdtsync.errors import CrdtsyncError, MailboxError, VaultError
-from crdtsync.mailbox.backend import BlobStore
+from crdtsync.mailbox.backend import BlobStore, check_apart
 from crdtsync.mailbox.format import (
     Batch,
     Head,
@@ -443,6 +443,7 @@ def sync_relay(vault: Vault, store: BlobStore, relay: str, *, push: bool = True,
     ops_before = store.stats.operations
     mailbox = Mailbox(vault, store, relay)
     try:
+        check_apart(vault.path, store.url)  # a relay saved before crdtsync refused such a pair
         with FileLock(sync_lock_path(vault.path, relay), timeout=SYNC_LOCK_SECONDS):
             if push:
                 mailbox.push(report)

@@ -311,6 +311,11 @@ def test_a_folder_relay_and_the_vault_folder_may_not_hold_one_another(tmp_path: 
     assert sorted(p.name for p in box.iterdir()) == ["crdtsync-v1"]
     with joined(tmp_path, "phone", str(tmp_path / "link")) as phone:
         assert [m.content for m in phone.list()] == ["laptop memory"]
+        with phone.store.write():  # a relay saved by a version that did not refuse it
+            phone.store.add_relay("inner", (tmp_path / "phone" / "box").as_uri())
+        (report,) = phone.sync(relay="inner")
+        assert [e["code"] for e in report.errors] == ["RELAY_OVERLAPS_VAULT"]
+        assert not (tmp_path / "phone" / "box").exists()
 
 
 def test_a_join_stopped_before_its_store_committed_is_redone_by_join(tmp_path: Path,
