@@ -22,7 +22,9 @@ Several processes may open the same file; each sees the others' commits.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -112,6 +114,24 @@ class AuditRow:
     code: str | None
 
 
+def _keep_private(path: Path) -> None:
+    """Make the database file ``path`` readable by its owner only (it holds every memory in clear): create it
+    with mode 0600 when missing, so that SQLite's WAL and shared-memory files, which take its mode, are 0600 too;
+    narrow a wider mode (a vault written by a version that left it 0644) on it and on those files, where this
+    user may (a read-only file or filesystem is left as it is: SQLite reports what it cannot write). POSIX only.
+
+    Raises:
+        OSError: the file cannot be created or opened, as the OS reports it.
+    """
+    if os.name != "posix":
+        return
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(OSError):
+            if name.stat().st_mode & 0o077:
+                os.chmod(name, 0o600)
+
+
 class Store(MaterializedMemories):
     """One open connection to a vault's SQLite file. The methods over the materialized memories (``put_rows``,
     ``memory``, ``memories``, ``search``, ``counts``...) come from the mixin
@@ -129,6 +149,11 @@ class Store(MaterializedMemories):
         self.path = path
         self._depth = 0
         self._after_commit: list[Callable[[], None]] = []
+        try:
+            _keep_private(path)
+        except OSError as exc:
+            raise VaultError(f"cannot open the vault database {path}: {exc.strerror or exc}",
+                             code="VAULT_UNREADABLE") from None
         try:
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout, check_same_thread=False)
             self.conn.row_factory = sqlite3.Row

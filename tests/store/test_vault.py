@@ -159,6 +159,23 @@ def test_a_second_creation_racing_into_the_same_folder_is_refused_without_touchi
         assert vault.secrets.device.device_id == vault.device_id
 
 
+def test_the_database_and_its_wal_are_private_even_in_a_shared_folder(tmp_path: Path) -> None:
+    """The store holds every memory in clear: 0600 from its creation (SQLite gives the WAL and shared-memory
+    files the database's mode), whatever the folder's mode, and narrowed on open when an older version left it
+    0644."""
+    folder = tmp_path / "existing"
+    folder.mkdir(mode=0o755)
+    Vault.init(folder, passphrase=PASSPHRASE, kdf=cheap_kdf())
+    db_files = [folder / "vault.db", folder / "vault.db-wal", folder / "vault.db-shm"]
+    with Vault.open(folder) as vault:
+        vault.add("private")
+        assert [f.stat().st_mode & 0o777 for f in db_files] == [0o600] * 3
+    (folder / "vault.db").chmod(0o644)
+    with Vault.open(folder) as vault:
+        vault.add("still private")
+        assert [f.stat().st_mode & 0o777 for f in db_files] == [0o600] * 3
+
+
 def test_key_file_is_private(tmp_path: Path, make_vault: MakeVault) -> None:
     make_vault()
     assert (tmp_path / "a" / "keys").stat().st_mode & 0o777 == 0o600
