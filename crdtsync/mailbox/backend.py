@@ -233,11 +233,11 @@ def check_apart(folder: Path, url: str) -> None:
         return
     vault = folder.expanduser().resolve()
     if vault == relay or relay in vault.parents:
+        where = "the relay folder" if vault == relay else "inside the relay folder"
         raise InvalidInputError(
-            f"the vault folder {vault} is {'' if vault == relay else 'inside '}the relay folder {relay}: whatever "
-            "carries the relay would "
-            "carry your memories and private keys in clear; keep the vault outside it (--vault or "
-            "CRDTSYNC_HOME)", code="RELAY_OVERLAPS_VAULT")
+            f"the vault folder {vault} is {where} {relay}: whatever carries the relay would carry your memories "
+            "and private keys in clear; keep the vault outside it (--vault or CRDTSYNC_HOME)",
+            code="RELAY_OVERLAPS_VAULT")
     if vault in relay.parents:
         raise InvalidInputError(
             f"the relay folder {relay} is inside the vault folder {vault}: give the relay a folder of its own, "
