@@ -322,7 +322,7 @@ def init(
 
 @app.command()
 def add(
-    text: Annotated[str, typer.Argument(help="The memory's content.")],
+    text: Annotated[str, typer.Argument(help="The memory's content; - reads it from standard input.")],
     category: Annotated[str | None, typer.Option("--category", "-c")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="A tag (repeatable).")] = None,
     level: Annotated[int, typer.Option(help="1: all devices; 0: this device only.")] = 1,
@@ -332,7 +332,7 @@ def add(
 ) -> None:
     """Add a memory."""
     with _open(vault, as_json) as v:
-        memory = v.add(text, category=category, tags=tag or (), level=level, source=source)
+        memory = v.add(_text_or_stdin(text), category=category, tags=tag or (), level=level, source=source)
     if as_json:
         _print_memory(memory, True)
     else:
@@ -342,7 +342,7 @@ def add(
 @app.command()
 def edit(
     memory_id: IdArg,
-    content: Annotated[str | None, typer.Option()] = None,
+    content: Annotated[str | None, typer.Option(help="New content; - reads it from standard input.")] = None,
     category: Annotated[str | None, typer.Option("--category", "-c")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Add a tag (repeatable).")] = None,
     untag: Annotated[list[str] | None, typer.Option("--untag", help="Remove a tag (repeatable).")] = None,
@@ -353,10 +353,11 @@ def edit(
 ) -> None:
     """Edit a memory's content, category, tags, level or source."""
     fields: dict[str, Any] = {}
-    for key, value in (("content", content), ("category", category), ("source", source), ("level", level)):
-        if value is not None:
-            fields[key] = value
     with _open(vault, as_json) as v:
+        for key, value in (("content", None if content is None else _text_or_stdin(content)),
+                           ("category", category), ("source", source), ("level", level)):
+            if value is not None:
+                fields[key] = value
         if tag:
             fields["add_tags"] = tag
         if untag:
@@ -374,6 +375,18 @@ def edit(
             err.print(Text(f"this edit settled the conflict on {', '.join(settled)}: its value replaces every "
                            "candidate (`crdtsync conflicts` showed them)", style="yellow"))
         _print_memory(memory, as_json, v)
+
+
+def _text_or_stdin(text: str) -> str:
+    """``text``, or for ``-`` all of standard input (UTF-8; one trailing newline dropped, as ``echo`` and a
+    heredoc add one). Raises InvalidInputError when standard input is not UTF-8."""
+    if text != "-":
+        return text
+    try:
+        data = sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"standard input is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    return data[:-1] if data.endswith("\n") else data
 
 
 def raise_invalid(message: str) -> NoReturn:

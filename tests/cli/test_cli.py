@@ -1019,3 +1019,18 @@ def test_version_names_crdtsync_pycrdt_and_the_formats(tmp_path: Path) -> None:
     assert result.stdout.split()[:2] == ["crdtsync", importlib.metadata.version("crdtsync")]
     assert f"pycrdt {importlib.metadata.version('pycrdt')}" in result.stdout and "store format 2" in result.stdout
     assert not (tmp_path / "no-vault-needed").exists()
+
+
+def test_add_and_edit_read_the_content_from_standard_input_for_a_dash(fresh: Path) -> None:
+    """What an agent or a script pipes in needs no shell quoting: ``add -`` and ``edit --content -``."""
+    env = {"CRDTSYNC_HOME": str(fresh), "CRDTSYNC_PASSPHRASE": PASSPHRASE, "CRDTSYNC_AGENT": None}
+    text = 'Line one with "quotes" and $HOME\nline two 🍵\n'
+    added = runner.invoke(app, ["add", "-", "--json"], input=text, env=env, catch_exceptions=False)
+    memory = stdout_json(ok(added))
+    assert memory["content"] == text[:-1]  # the newline echo or a heredoc adds is dropped, one only
+    edited = runner.invoke(app, ["edit", memory["id"], "--content", "-", "--json"], input="replaced\n\n",
+                           env=env, catch_exceptions=False)
+    assert stdout_json(ok(edited))["content"] == "replaced\n"
+    binary = runner.invoke(app, ["add", "-"], input=b"\xff\xfe not text", env=env, catch_exceptions=False)
+    assert_fails(binary, 3, "INVALID_INPUT")
+    assert [m["content"] for m in stdout_json(ok(cli(fresh, "list", "--json")))] == ["replaced\n"]
