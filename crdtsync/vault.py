@@ -229,6 +229,8 @@ class Vault:
             NotFoundError: no memory has that id or an id starting with it (code ``NOT_FOUND``).
             InvalidInputError: ``AMBIGUOUS_ID`` when several ids start with it (the message names some).
         """
+        if not given.isprintable():  # a lone surrogate too (an argument that was not UTF-8): SQLite cannot bind it
+            raise NotFoundError(f"no memory with id {given!r}: ids are printable text")
         if self._store.ids_starting_with(given, 1) == [given]:
             return given
         found = self._store.ids_starting_with(given, 6) if len(given) >= MIN_ID_PREFIX else []

@@ -133,6 +133,18 @@ def conflicts_from_json(raw: str) -> list[Conflict]:
     ]
 
 
+def _past_prefix(prefix: str) -> str | None:
+    """The least string greater than every string that starts with ``prefix`` (None: there is none, the prefix
+    being empty or all U+10FFFF): its last character that can grow, grown by one code point (surrogates, which
+    no UTF-8 text holds, skipped), the rest dropped."""
+    for i in range(len(prefix) - 1, -1, -1):
+        code = ord(prefix[i])
+        if code < 0x10FFFF:
+            grown = 0xE000 if 0xD800 <= code + 1 <= 0xDFFF else code + 1
+            return prefix[:i] + chr(grown)
+    return None
+
+
 class MaterializedMemories:
     """Mixin of :class:`crdtsync.store.db.Store`: its methods over the ``memories`` table (and its full-text
     index). It holds no state of its own; it uses the store's connection ``conn``, and the writes expect to run
@@ -171,11 +183,16 @@ class MaterializedMemories:
         )
 
     def ids_starting_with(self, prefix: str, limit: int) -> list[str]:
-        """Up to ``limit`` memory ids (deleted and level-0 ones too) that start with ``prefix``, in id order (a
-        range scan of the primary key)."""
-        rows = self.conn.execute("SELECT id FROM memories WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-                                 (prefix, prefix + "\U0010ffff", limit))
-        return [memory_id for (memory_id,) in rows if memory_id.startswith(prefix)]
+        """Up to ``limit`` memory ids (deleted and level-0 ones too) that start with ``prefix``, in id order: a
+        range scan of the primary key, from ``prefix`` to the first string past every string it starts (SQLite
+        compares text as UTF-8 bytes, which orders as code points do)."""
+        end = _past_prefix(prefix)
+        if end is None:
+            rows = self.conn.execute("SELECT id FROM memories WHERE id >= ? ORDER BY id LIMIT ?", (prefix, limit))
+        else:
+            rows = self.conn.execute("SELECT id FROM memories WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                                     (prefix, end, limit))
+        return [memory_id for (memory_id,) in rows]
 
     def existing_ids(self, memory_ids: Iterable[str], *, level: int | None = None) -> set[str]:
         """Which of ``memory_ids`` have a materialized row (deleted or not), of ``level`` when given."""

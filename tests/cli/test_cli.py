@@ -24,6 +24,7 @@ from rich.cells import cell_len
 from typer.testing import CliRunner, Result
 
 from crdtsync.cli.app import app
+from crdtsync.errors import NotFoundError
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
 
@@ -1011,6 +1012,9 @@ def test_a_whole_id_wins_over_the_longer_ids_it_starts(fresh: Path) -> None:
             vault.store.put_memories([(replace(memory, id="abcd", content="short id"), []),
                                       (replace(memory, id="abcdef", content="longer id"), [])])
         assert vault.match_id("abcd") == "abcd" and vault.match_id("abcde") == "abcdef"
+        for unprintable in ("abcd\udcff", "abc\x00d"):  # an argument that was not UTF-8; a control character
+            with pytest.raises(NotFoundError):
+                vault.match_id(unprintable)
     assert stdout_json(ok(cli(fresh, "show", "abcd", "--json")))["content"] == "short id"
 
 

@@ -6,12 +6,15 @@ import json
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pycrdt import Doc
 
 import crdtsync._vault_import as import_module
@@ -19,7 +22,9 @@ import crdtsync.store.replica as replica_module
 from crdtsync._vault_create import create_store
 from crdtsync.crypto.keys import DeviceKeys, new_vault_key
 from crdtsync.errors import CryptoError, InvalidInputError, NotFoundError, VaultError
+from crdtsync.model.records import Memory
 from crdtsync.model.schema import MemoryDoc
+from crdtsync.store.db import Store
 from crdtsync.store.secrets_file import VaultSecrets
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
@@ -174,6 +179,28 @@ def test_the_database_and_its_wal_are_private_even_in_a_shared_folder(tmp_path: 
     with Vault.open(folder) as vault:
         vault.add("still private")
         assert [f.stat().st_mode & 0o777 for f in db_files] == [0o600] * 3
+
+
+@settings(max_examples=150, deadline=None)
+@given(ids=st.sets(st.text(alphabet="ab\u00e9\ud7ff\ue000\U0010fffd\U0010ffff", min_size=1, max_size=5),
+                   max_size=12),
+       prefixes=st.lists(st.text(alphabet="ab\u00e9\ud7ff\ue000\U0010fffd\U0010ffff", max_size=4), max_size=6))
+def test_ids_starting_with_a_prefix_are_exactly_those_python_finds(ids: set[str], prefixes: list[str]) -> None:
+    """The primary-key range scan behind ``match_id`` against ``str.startswith``, with the code points where
+    the range's end has to skip (U+D7FF before the surrogates, U+10FFFF at the top)."""
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(Path(folder) / "vault.db")
+        try:
+            template = Memory(id="x", content="c", category=None, tags=frozenset(), level=1, source=None,
+                              metadata=None, created="2026-01-01T00:00:00.000Z", updated="2026-01-01T00:00:00.000Z",
+                              created_by="d", updated_by="d", deleted=False)
+            with store.write():
+                store.put_memories([(replace(template, id=memory_id), []) for memory_id in ids])
+            for prefix in [*prefixes, *ids]:
+                expected = sorted(i for i in ids if i.startswith(prefix))
+                assert store.ids_starting_with(prefix, 100) == expected, prefix
+        finally:
+            store.close()
 
 
 def test_key_file_is_private(tmp_path: Path, make_vault: MakeVault) -> None:
