@@ -41,8 +41,9 @@ from crdtsync.model.records import (
     check_metadata,
     check_source,
     check_tags,
+    utf8_size,
 )
-from crdtsync.store.db import AuditRow, Store
+from crdtsync.store.db import AuditRow, Store, check_relay
 from crdtsync.store.integration import ApplyResult
 from crdtsync.store.memories import new_memory_id
 from crdtsync.store.replica import Replica
@@ -250,7 +251,14 @@ class Vault:
     def search(self, query: str, *, limit: int | None = 50) -> builtins.list[Memory]:
         """Live memories whose content, category or tags contain every word of ``query`` (full-text, best match
         first; the last word also matches as a prefix; words of only emoji or symbols match as literal
-        substrings), at most ``limit`` (None: all). Answers from SQLite (:meth:`Store.search`)."""
+        substrings), at most ``limit`` (None: all); the candidates of a content or category conflict count too.
+        Answers from SQLite (:meth:`Store.search`).
+
+        Raises:
+            InvalidInputError: ``query`` holds a lone surrogate (not Unicode text: a command-line argument that
+                was not UTF-8).
+        """
+        utf8_size("search text", query)
         return self._store.search(query, limit=limit)
 
     def update(self, memory_id: str, **fields: Any) -> Memory:
@@ -476,6 +484,7 @@ class Vault:
                 folder would be inside the relay folder, or the relay inside it).
         """
         check_label("device name", device_name)
+        check_relay(relay_name, url)
         folder = _vault_create.vacant_folder(path, advice=(
             "; if a join into it was interrupted, `crdtsync sync` there finishes it"))
         from crdtsync.mailbox.backend import check_apart  # the storage backends load on first use

@@ -33,11 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from crdtsync.errors import InvalidInputError, NotFoundError, VaultError
+from crdtsync.model.records import check_label, utf8_size
 from crdtsync.store.memories import FULL_TEXT_SCHEMA, MaterializedMemories, alternatives, conflicts_from_json
 
 #: 2: ``memories_fts`` also indexes the candidates of fields in conflict (a vault of format 1 is migrated when
 #: opened; crdtsync versions that know only format 1 refuse it, since they would index rows without them).
 STORE_FORMAT = 2
+#: Longest relay URL, in bytes of UTF-8.
+MAX_URL_BYTES = 4096
 #: KiB of SQLite page cache per connection, at most.
 CACHE_KIB = 16384
 
@@ -130,6 +133,22 @@ def _keep_private(path: Path) -> None:
         with contextlib.suppress(OSError):
             if name.stat().st_mode & 0o077:
                 os.chmod(name, 0o600)
+
+
+def _check_relay_name(name: str) -> None:
+    """A relay name: a non-empty label (:func:`~crdtsync.model.records.check_label`). Raises InvalidInputError."""
+    if not name:
+        raise InvalidInputError("a relay needs a name")
+    check_label("relay name", name)
+
+
+def check_relay(name: str, url: str) -> None:
+    """A relay ``name`` (a non-empty label) and ``url`` (non-empty, at most MAX_URL_BYTES of UTF-8) that the
+    store can hold. Raises InvalidInputError, for text that is not Unicode too (a command-line argument that was
+    not UTF-8)."""
+    _check_relay_name(name)
+    if not url or utf8_size("relay URL", url) > MAX_URL_BYTES:
+        raise InvalidInputError(f"a relay URL must be non-empty and at most {MAX_URL_BYTES} bytes")
 
 
 class Store(MaterializedMemories):
@@ -522,7 +541,10 @@ class Store(MaterializedMemories):
         return retired
 
     def add_relay(self, name: str, url: str) -> None:
-        """Save a relay (a mailbox URL under a short name). Raises ``InvalidInputError`` (``RELAY_EXISTS``)."""
+        """Save a relay (a mailbox URL under a short name). Raises ``InvalidInputError``: ``RELAY_EXISTS``, or a
+        name or URL that is empty or not Unicode text (a command-line argument that was not UTF-8), or a name over
+        the label limit."""
+        check_relay(name, url)
         with self.write():
             if self.conn.execute("SELECT 1 FROM relays WHERE name = ?", (name,)).fetchone():
                 raise InvalidInputError(f"a relay named {name!r} exists; remove it first", code="RELAY_EXISTS")
@@ -532,7 +554,9 @@ class Store(MaterializedMemories):
             )
 
     def remove_relay(self, name: str) -> None:
-        """Forget a relay and its cursors. Raises ``NotFoundError`` when there is none of that name."""
+        """Forget a relay and its cursors. Raises ``NotFoundError`` when there is none of that name,
+        ``InvalidInputError`` for a name no relay can have (see :meth:`add_relay`)."""
+        _check_relay_name(name)
         with self.write():
             if self.conn.execute("DELETE FROM relays WHERE name = ?", (name,)).rowcount == 0:
                 raise NotFoundError(f"no relay named {name!r}; `crdtsync relay list` shows them")

@@ -1038,3 +1038,22 @@ def test_add_and_edit_read_the_content_from_standard_input_for_a_dash(fresh: Pat
     binary = runner.invoke(app, ["add", "-"], input=b"\xff\xfe not text", env=env, catch_exceptions=False)
     assert_fails(binary, 3, "INVALID_INPUT")
     assert [m["content"] for m in stdout_json(ok(cli(fresh, "list", "--json")))] == ["replaced\n"]
+
+
+@pytest.mark.parametrize("args", [
+    ["search", "tea \udcff"],
+    ["relay", "add", "box\udcff", "/tmp/somewhere"],
+    ["relay", "add", "box", "/tmp/some\udcffwhere"],
+    ["relay", "rm", "box\udcff"],
+    ["add", "tea \udcff"],
+    ["join", "/tmp/some\udcffwhere"],
+], ids=["search", "relay-name", "relay-url", "relay-rm", "add", "join-url"])
+def test_an_argument_that_is_not_utf8_is_invalid_input_without_traceback(fresh: Path, args: list[str]) -> None:
+    """A shell passes arguments as bytes; Python hands bytes that are not UTF-8 over as lone surrogates, which
+    SQLite and pycrdt cannot take: each command says so with INVALID_INPUT (exit 3) and stores nothing."""
+    home = fresh if args[0] != "join" else fresh.parent / "joining"
+    result = run_crdtsync(home, *args)
+    assert_fails(result, 3, "INVALID_INPUT")
+    assert "not valid Unicode" in result.stderr
+    assert not (fresh.parent / "joining").exists()
+    assert stdout_json(ok(cli(fresh, "list", "--json"))) == []
