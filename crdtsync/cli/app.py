@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -275,9 +276,17 @@ def _print_version(asked: bool) -> None:
     """``--version``: this crdtsync, the pycrdt it runs on and the formats it writes, for bug reports."""
     if not asked:
         return
-    out.print(f"crdtsync {package_version('crdtsync')} (pycrdt {package_version('pycrdt')}, envelope "
-              f"v{ENVELOPE_VERSION}, mailbox {MAILBOX_ROOT}, store format {STORE_FORMAT})")
+    out.print(f"crdtsync {_installed('crdtsync')} (pycrdt {_installed('pycrdt')}, envelope v{ENVELOPE_VERSION}, "
+              f"mailbox {MAILBOX_ROOT}, store format {STORE_FORMAT})")
     raise typer.Exit()
+
+
+def _installed(package: str) -> str:
+    """The installed version of ``package``, or "(not installed)" (run from a source tree)."""
+    try:
+        return package_version(package)
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 @app.callback()
