@@ -480,7 +480,8 @@ class Vault:
             CryptoError: ``PASSPHRASE_REQUIRED``, ``WRONG_PASSPHRASE``.
             MailboxError: ``MAILBOX_NO_VAULT`` (no vault under that URL) and store errors.
             VaultError: ``VAULT_EXISTS``.
-            InvalidInputError: a device name that is not a valid label; ``RELAY_OVERLAPS_VAULT`` (the vault
+            InvalidInputError: a device name, relay name or URL that is not valid (too long, empty, not
+                Unicode text); ``RELAY_OVERLAPS_VAULT`` (the vault
                 folder would be inside the relay folder, or the relay inside it).
         """
         check_label("device name", device_name)
