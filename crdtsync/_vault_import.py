@@ -37,10 +37,11 @@ class ImportReport:
 
 def import_path(
     store: Store, replica: Replica, path: str | os.PathLike[str], *, format: str | None,
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int], None] | None, name: str | None = None,
 ) -> ImportReport:
     """Import the file or folder ``path`` into the vault of ``store`` and ``replica`` and record the import in
-    the audit log (see :meth:`crdtsync.vault.Vault.import_path`)."""
+    the audit log (see :meth:`crdtsync.vault.Vault.import_path`); ``name`` stands for the path in problem
+    locations and in the log."""
     from crdtsync.imports import ImportProblem, read_import
 
     report = ImportReport()
@@ -48,7 +49,10 @@ def import_path(
     handled = chars = 0
     for item in read_import(Path(path), format=format):
         if isinstance(item, ImportProblem):
-            report.problems.append((item.location, item.code, item.message))
+            location = item.location
+            if name is not None and location.startswith(str(path)):
+                location = name + location[len(str(path)):]
+            report.problems.append((location, item.code, item.message))
             continue
         batch.append(item)
         chars += len(item.content)
@@ -61,7 +65,7 @@ def import_path(
     if progress:
         progress(handled)
     store.audit("import", added=report.added, skipped=report.skipped, problems=len(report.problems),
-                path=str(path))
+                path=name or str(path))
     return report
 
 

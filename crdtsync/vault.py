@@ -307,16 +307,18 @@ class Vault:
 
     def import_path(
         self, path: str | os.PathLike[str], *, format: str | None = None,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[int], None] | None = None, name: str | None = None,
     ) -> ImportReport:
         """Import memories from a file or folder (formats in :mod:`crdtsync.imports`). Idempotent: a record
         whose stable id is already here is skipped. Bad records are reported, the rest imports. ``progress``
-        is called with the number of records handled after each batch.
+        is called with the number of records handled after each batch. ``name`` stands for ``path`` in the
+        problems' locations and the audit log (``-`` for a copy of standard input).
 
         Raises:
             ImportFormatError: the path is missing or of no known format (``IMPORT_UNKNOWN_FORMAT``).
         """
-        return _vault_import.import_path(self._store, self._replica, path, format=format, progress=progress)
+        return _vault_import.import_path(self._store, self._replica, path, format=format, progress=progress,
+                                         name=name)
 
     def export_jsonl(self, out: IO[str]) -> int:
         """Write every live memory as JSONL (the format :mod:`crdtsync.imports` reads back); returns the count."""

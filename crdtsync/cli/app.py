@@ -12,7 +12,9 @@ import io
 import json
 import os
 import select
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -463,9 +465,23 @@ def _progress() -> Progress:
                     console=err, transient=True)
 
 
+@contextmanager
+def _spooled_stdin(path: Path) -> Iterator[Path]:
+    """``path``; for ``-``, a copy of standard input in a private temporary folder (the importer reads a file
+    twice: once to tell its format), removed afterwards."""
+    if str(path) != "-":
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="crdtsync-import-") as folder:  # mode 0700
+        spooled = Path(folder) / "stdin"
+        with spooled.open("wb") as copy:
+            shutil.copyfileobj(sys.stdin.buffer, copy)
+        yield spooled
+
+
 @app.command("import")
 def import_(
-    path: Annotated[Path, typer.Argument(metavar="FILE_OR_DIR")],
+    path: Annotated[Path, typer.Argument(metavar="FILE_OR_DIR", help="What to import; - reads standard input.")],
     format: Annotated[str | None, typer.Option(help="jsonl, json-array, mem0, openmemory, memory-files, locomo "
                                                      "(default: detected).")] = None,
     vault: VaultOpt = None,
@@ -474,9 +490,10 @@ def import_(
     """Import memories (JSONL, JSON, mem0, OpenMemory, a folder of memory files, LoCoMo). Idempotent."""
     from crdtsync.imports import count_hint
 
-    with _open(vault, as_json) as v, _progress() as bar:
-        task = bar.add_task("importing", total=count_hint(path))
-        report = v.import_path(path, format=format, progress=lambda n: bar.update(task, completed=n))
+    with _open(vault, as_json) as v, _progress() as bar, _spooled_stdin(path) as source:
+        task = bar.add_task("importing", total=count_hint(source))
+        report = v.import_path(source, format=format, progress=lambda n: bar.update(task, completed=n),
+                               name="-" if source != path else None)
     if as_json:
         _emit_json({"added": report.added, "skipped": report.skipped,
                     "problems": [{"location": p[0], "code": p[1], "message": p[2]} for p in report.problems]})

@@ -1057,3 +1057,20 @@ def test_an_argument_that_is_not_utf8_is_invalid_input_without_traceback(fresh: 
     assert "not valid Unicode" in result.stderr
     assert not (fresh.parent / "joining").exists()
     assert stdout_json(ok(cli(fresh, "list", "--json"))) == []
+
+
+def test_import_dash_reads_standard_input_in_any_format(fresh: Path) -> None:
+    """``mem0 ... | crdtsync import -``: the input is told apart by its content as a file is, problems and the
+    log name it ``-``, and importing the same input again adds nothing."""
+    env = {"CRDTSYNC_HOME": str(fresh), "CRDTSYNC_PASSPHRASE": PASSPHRASE, "CRDTSYNC_AGENT": None}
+    mem0 = json.dumps({"results": [{"id": "m-1", "memory": "Likes hiking on Sundays", "hash": "h1",
+                                    "metadata": None, "created_at": "2024-05-01T10:00:00Z", "updated_at": None}]})
+    jsonl = '{"content": "Piped in as JSONL"}\nnot json\n'
+    reports = [stdout_json(ok(runner.invoke(app, ["import", "-", "--json"], input=text, env=env,
+                                            catch_exceptions=False))) for text in (mem0, jsonl, mem0)]
+    assert [(r["added"], r["skipped"]) for r in reports] == [(1, 0), (1, 0), (0, 1)]
+    assert reports[1]["problems"] == [{"location": "-:2", "code": "IMPORT_MALFORMED",
+                                       "message": reports[1]["problems"][0]["message"]}]
+    assert sorted(m["content"] for m in stdout_json(ok(cli(fresh, "list", "--json")))) == [
+        "Likes hiking on Sundays", "Piped in as JSONL"]
+    assert {row["path"] for row in stdout_json(ok(cli(fresh, "log", "--json"))) if row["op"] == "import"} == {"-"}
