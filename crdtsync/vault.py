@@ -244,9 +244,17 @@ class Vault:
             raise InvalidInputError(f"{given} starts several ids ({shown}): give more of it", code="AMBIGUOUS_ID")
         return found[0]
 
-    def list(self, *, limit: int | None = None, include_deleted: bool = False) -> list[Memory]:
-        """Every live memory (or the newest ``limit``), newest created first. Answers from SQLite."""
-        return self._store.memories(limit=limit, include_deleted=include_deleted)
+    def list(self, *, limit: int | None = None, include_deleted: bool = False, category: str | None = None,
+             tags: Iterable[str] = ()) -> list[Memory]:
+        """Every live memory (or the newest ``limit``), newest created first; with ``category`` only the
+        memories of that category, with ``tags`` only those holding every one of them (exact names). Answers
+        from SQLite.
+
+        Raises:
+            InvalidInputError: a category or tag that is not valid text (see :func:`check_category`).
+        """
+        return self._store.memories(limit=limit, include_deleted=include_deleted,
+                                    category=check_category(category), tags=check_tags(tags))
 
     def search(self, query: str, *, limit: int | None = 50) -> builtins.list[Memory]:
         """Live memories whose content, category or tags contain every word of ``query`` (full-text, best match

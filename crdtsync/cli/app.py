@@ -435,12 +435,15 @@ def show(memory_id: IdArg, vault: VaultOpt = None,
 def list_(
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many (newest first).")] = None,
     deleted: Annotated[bool, typer.Option("--deleted", help="Include deleted memories.")] = False,
+    category: Annotated[str | None, typer.Option("--category", "-c", help="Only this category.")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Only memories with this tag (repeatable: "
+                                                  "all of them).")] = None,
     vault: VaultOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List memories, newest first (every live memory unless --limit)."""
+    """List memories, newest first (every live memory unless --limit, --category or --tag)."""
     with _open(vault, as_json) as v:
-        memories = v.list(limit=limit, include_deleted=deleted)
+        memories = v.list(limit=limit, include_deleted=deleted, category=category, tags=tag or ())
     _print_memories(memories, as_json)
 
 

@@ -230,14 +230,23 @@ class MaterializedMemories:
         row = self.conn.execute("SELECT level FROM memories WHERE id = ?", (memory_id,)).fetchone()
         return None if row is None else int(row[0])
 
-    def memories(self, *, limit: int | None = None, include_deleted: bool = False) -> list[Memory]:
-        """Materialized memories, newest created first; live ones only unless ``include_deleted``."""
-        where = "" if include_deleted else "WHERE deleted = 0"
+    def memories(self, *, limit: int | None = None, include_deleted: bool = False, category: str | None = None,
+                 tags: Iterable[str] = ()) -> list[Memory]:
+        """Materialized memories, newest created first; live ones only unless ``include_deleted``; of
+        ``category`` only and holding every one of ``tags``, when given (exact, case-sensitive)."""
+        conditions: list[str] = [] if include_deleted else ["deleted = 0"]
+        params: list[Any] = []
+        if category is not None:
+            conditions.append("category = ?")
+            params.append(category)
+        for tag in dict.fromkeys(tags):
+            conditions.append("EXISTS (SELECT 1 FROM json_each(memories.tags) WHERE json_each.value = ?)")
+            params.append(tag)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         sql = f"SELECT {_MEMORY_COLUMNS} FROM memories {where} ORDER BY created DESC, id"
-        params: tuple[int, ...] = ()
         if limit is not None:
             sql += " LIMIT ?"
-            params = (limit,)
+            params.append(limit)
         return [_row_to_memory(r) for r in self.conn.execute(sql, params)]
 
     def search(self, query: str, *, limit: int | None = 50) -> list[Memory]:

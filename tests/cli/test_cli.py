@@ -1074,3 +1074,22 @@ def test_import_dash_reads_standard_input_in_any_format(fresh: Path) -> None:
     assert sorted(m["content"] for m in stdout_json(ok(cli(fresh, "list", "--json")))) == [
         "Likes hiking on Sundays", "Piped in as JSONL"]
     assert {row["path"] for row in stdout_json(ok(cli(fresh, "log", "--json"))) if row["op"] == "import"} == {"-"}
+
+
+def test_list_filters_by_category_and_by_every_tag_given(fresh: Path) -> None:
+    tea = add_json(fresh, "Oolong in the morning", "--category", "prefs", "--tag", "drinks", "--tag", "tea")
+    coffee = add_json(fresh, "No coffee after noon", "--category", "prefs", "--tag", "drinks")
+    trip = add_json(fresh, "Lisbon trip in May", "--category", "travel", "--tag", "tea")
+    add_json(fresh, "Tea-less memory", "--category", "Prefs")  # categories match exactly, case included
+
+    def listed(*args: str) -> list[str]:
+        return [m["id"] for m in stdout_json(ok(cli(fresh, "list", *args, "--json")))]
+
+    assert listed("--category", "prefs") == [coffee["id"], tea["id"]]
+    assert listed("--tag", "tea") == [trip["id"], tea["id"]]
+    assert listed("--tag", "tea", "--tag", "drinks") == [tea["id"]]
+    assert listed("--category", "travel", "--tag", "drinks") == []
+    assert listed("-c", "prefs", "--limit", "1") == [coffee["id"]]
+    ok(cli(fresh, "rm", coffee["id"]))
+    assert listed("--category", "prefs", "--deleted") == [coffee["id"], tea["id"]]
+    assert_fails(cli(fresh, "list", "--tag", "bad\ttag"), 3, "INVALID_INPUT")
