@@ -521,10 +521,25 @@ def export(
             return
         if not out_file.parent.is_dir():
             raise VaultError(f"cannot write {out_file}: there is no folder {out_file.parent}", code="IO_ERROR")
+        _refuse_relay_folder(v, out_file)
         text = io.StringIO()
         count = v.export_jsonl(text)
         atomic_write(out_file, text.getvalue().encode("utf-8"), mode=0o600)
     err.print(f"exported {count} memories to {out_file}")
+
+
+def _refuse_relay_folder(v: Vault, path: Path) -> None:
+    """Refuse an export file inside the folder of one of ``v``'s relays, which a sync tool carries: it holds
+    every memory in clear (InvalidInputError ``EXPORT_INTO_RELAY``)."""
+    from crdtsync.mailbox.backend import local_folder  # the storage backends load on first use
+
+    target = path.expanduser().resolve()
+    for relay in v.relays():
+        folder = local_folder(relay["url"])
+        if folder is not None and folder in target.parents:
+            raise InvalidInputError(
+                f"{path} is inside the folder of relay {relay['name']} ({folder}): whatever carries that folder "
+                "would carry every memory in clear; export somewhere else", code="EXPORT_INTO_RELAY")
 
 
 #: How ``conflicts`` shows the candidates of a conflict on ``deleted`` (a delete, or a move to level 0, against an

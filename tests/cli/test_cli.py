@@ -632,6 +632,20 @@ def test_export_into_a_missing_folder_reports_an_error_without_traceback(fresh: 
     assert not missing.exists()
 
 
+def test_export_into_a_relay_folder_is_refused(fresh: Path, tmp_path: Path) -> None:
+    """A sync tool carries the relay folder: an export there would put every memory in clear beside the
+    ciphertext."""
+    add_json(fresh, "Kept out of the shared folder")
+    box = tmp_path / "box"
+    ok(cli(fresh, "relay", "add", "box", str(box)))
+    (box / "backups").mkdir()
+    for inside in (box / "export.jsonl", box / "backups" / "export.jsonl"):
+        assert_fails(cli(fresh, "export", "--out", str(inside)), 3, "EXPORT_INTO_RELAY")
+        assert not inside.exists()
+    ok(cli(fresh, "export", "--out", str(tmp_path / "export.jsonl")))
+    assert "Kept out of the shared folder" in (tmp_path / "export.jsonl").read_text(encoding="utf-8")
+
+
 def test_export_then_import_into_a_fresh_vault_round_trips_ids_and_content(fresh: Path, tmp_path: Path) -> None:
     source_rows = [
         {"content": "Round trip: prefers oolong 🍵", "category": "prefs", "tags": ["drinks", "茶"],
