@@ -256,18 +256,20 @@ class Vault:
         return self._store.memories(limit=limit, include_deleted=include_deleted,
                                     category=check_category(category), tags=check_tags(tags))
 
-    def search(self, query: str, *, limit: int | None = 50) -> builtins.list[Memory]:
+    def search(self, query: str, *, limit: int | None = 50, category: str | None = None,
+               tags: Iterable[str] = ()) -> builtins.list[Memory]:
         """Live memories whose content, category or tags contain every word of ``query`` (full-text, best match
         first; the last word also matches as a prefix; words of only emoji or symbols match as literal
         substrings), at most ``limit`` (None: all); the candidates of a content or category conflict count too.
-        Answers from SQLite (:meth:`Store.search`).
+        ``category`` and ``tags`` narrow the results as they narrow :meth:`list`. Answers from SQLite
+        (:meth:`Store.search`).
 
         Raises:
             InvalidInputError: ``query`` holds a lone surrogate (not Unicode text: a command-line argument that
-                was not UTF-8).
+                was not UTF-8), or a category or tag is not valid.
         """
         utf8_size("search text", query)
-        return self._store.search(query, limit=limit)
+        return self._store.search(query, limit=limit, category=check_category(category), tags=check_tags(tags))
 
     def update(self, memory_id: str, **fields: Any) -> Memory:
         """Edit a memory. Accepted keywords: ``content``, ``category``, ``source``, ``metadata`` (register

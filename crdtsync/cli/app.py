@@ -451,6 +451,9 @@ def list_(
 def search(
     query: str,
     limit: Annotated[int, typer.Option(min=1, help="At most this many results.")] = 50,
+    category: Annotated[str | None, typer.Option("--category", "-c", help="Only this category.")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Only memories with this tag (repeatable: "
+                                                  "all of them).")] = None,
     vault: VaultOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -459,7 +462,7 @@ def search(
     Every word must match, the last also as a prefix; emoji and symbols match as literal text. The candidates
     of a content or category conflict are searched too."""
     with _open(vault, as_json) as v:
-        memories = v.search(query, limit=limit)
+        memories = v.search(query, limit=limit, category=category, tags=tag or ())
     _print_memories(memories, as_json)
 
 

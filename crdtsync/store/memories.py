@@ -145,6 +145,20 @@ def _past_prefix(prefix: str) -> str | None:
     return None
 
 
+def _filters(table: str, category: str | None, tags: Iterable[str]) -> tuple[list[str], list[Any]]:
+    """SQL conditions (and their parameters) on the rows of ``table`` (a name or alias of ``memories``): of
+    ``category``, when given, and holding every one of ``tags`` (exact names)."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if category is not None:
+        conditions.append(f"{table}.category = ?")
+        params.append(category)
+    for tag in dict.fromkeys(tags):
+        conditions.append(f"EXISTS (SELECT 1 FROM json_each({table}.tags) WHERE json_each.value = ?)")
+        params.append(tag)
+    return conditions, params
+
+
 class MaterializedMemories:
     """Mixin of :class:`crdtsync.store.db.Store`: its methods over the ``memories`` table (and its full-text
     index). It holds no state of its own; it uses the store's connection ``conn``, and the writes expect to run
@@ -234,14 +248,9 @@ class MaterializedMemories:
                  tags: Iterable[str] = ()) -> list[Memory]:
         """Materialized memories, newest created first; live ones only unless ``include_deleted``; of
         ``category`` only and holding every one of ``tags``, when given (exact, case-sensitive)."""
-        conditions: list[str] = [] if include_deleted else ["deleted = 0"]
-        params: list[Any] = []
-        if category is not None:
-            conditions.append("category = ?")
-            params.append(category)
-        for tag in dict.fromkeys(tags):
-            conditions.append("EXISTS (SELECT 1 FROM json_each(memories.tags) WHERE json_each.value = ?)")
-            params.append(tag)
+        conditions, params = _filters("memories", category, tags)
+        if not include_deleted:
+            conditions.insert(0, "deleted = 0")
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         sql = f"SELECT {_MEMORY_COLUMNS} FROM memories {where} ORDER BY created DESC, id"
         if limit is not None:
@@ -249,8 +258,10 @@ class MaterializedMemories:
             params.append(limit)
         return [_row_to_memory(r) for r in self.conn.execute(sql, params)]
 
-    def search(self, query: str, *, limit: int | None = 50) -> list[Memory]:
-        """Live memories matching every word of ``query``, at most ``limit`` of them (None: no limit).
+    def search(self, query: str, *, limit: int | None = 50, category: str | None = None,
+               tags: Iterable[str] = ()) -> list[Memory]:
+        """Live memories matching every word of ``query``, at most ``limit`` of them (None: no limit), of
+        ``category`` only and holding every one of ``tags`` when given (as :meth:`memories` filters).
 
         Words unicode61 indexes (they hold a letter or a digit) match whole words of content, category, tags
         or a candidate value of a content or category conflict (a value the memory may yet be resolved to)
@@ -266,8 +277,9 @@ class MaterializedMemories:
         if not match and not symbols:
             return []
         columns = ", ".join("m." + c.strip() for c in _MEMORY_COLUMNS.split(","))
-        where = " AND ".join(["m.deleted = 0", *[CONTAINS] * len(symbols)])
-        params: list[Any] = [p for term in symbols for p in [like_pattern(term)] * 4]
+        filters, filter_params = _filters("m", category, tags)
+        where = " AND ".join(["m.deleted = 0", *[CONTAINS] * len(symbols), *filters])
+        params: list[Any] = [*(p for term in symbols for p in [like_pattern(term)] * 4), *filter_params]
         if match:
             sql = (
                 f"SELECT {columns} FROM memories_fts f JOIN memories m ON m.rowid = f.rowid "

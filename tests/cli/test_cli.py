@@ -1107,3 +1107,17 @@ def test_list_filters_by_category_and_by_every_tag_given(fresh: Path) -> None:
     ok(cli(fresh, "rm", coffee["id"]))
     assert listed("--category", "prefs", "--deleted") == [coffee["id"], tea["id"]]
     assert_fails(cli(fresh, "list", "--tag", "bad\ttag"), 3, "INVALID_INPUT")
+
+
+def test_search_narrows_by_category_and_tags_like_list(fresh: Path) -> None:
+    tea = add_json(fresh, "Oolong tea 🍵 in the morning", "--category", "prefs", "--tag", "drinks")
+    add_json(fresh, "Tea 🍵 ceremony in Kyoto", "--category", "travel", "--tag", "drinks")
+    add_json(fresh, "Green tea 🍵 gift", "--category", "prefs")
+
+    def found(*args: str) -> list[str]:
+        return sorted(m["id"] for m in stdout_json(ok(cli(fresh, "search", *args, "--json"))))
+
+    assert len(found("tea")) == 3
+    for query in ("tea", "🍵"):  # through FTS5, and through the symbol path
+        assert found(query, "--category", "prefs", "--tag", "drinks") == [tea["id"]]
+        assert found(query, "-c", "travel", "-t", "gifts") == []
