@@ -53,6 +53,7 @@ from crdtsync.store.worker import DEFAULT_DEADLINE
 #: Fewest characters of an id that :meth:`Vault.match_id` takes as a prefix.
 MIN_ID_PREFIX = 4
 
+
 class Vault:
     """One replica of a memory vault, stored in a folder on this device.
 
@@ -493,8 +494,8 @@ class Vault:
             MailboxError: ``MAILBOX_NO_VAULT`` (no vault under that URL) and store errors.
             VaultError: ``VAULT_EXISTS``.
             InvalidInputError: a device name, relay name or URL that is not valid (too long, empty, not
-                Unicode text); ``RELAY_OVERLAPS_VAULT`` (the vault
-                folder would be inside the relay folder, or the relay inside it).
+                Unicode text); ``RELAY_OVERLAPS_VAULT`` (the vault folder would be inside the relay folder, or
+                the relay inside it).
         """
         check_label("device name", device_name)
         check_relay(relay_name, url)

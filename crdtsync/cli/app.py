@@ -534,12 +534,11 @@ def export(
 def _refuse_relay_folder(v: Vault, path: Path) -> None:
     """Refuse an export file inside the folder of one of ``v``'s relays, which a sync tool carries: it holds
     every memory in clear (InvalidInputError ``EXPORT_INTO_RELAY``)."""
-    from crdtsync.mailbox.backend import local_folder  # the storage backends load on first use
+    from crdtsync.mailbox.backend import relay_holding  # the storage backends load on first use
 
-    target = path.expanduser().resolve()
     for relay in v.relays():
-        folder = local_folder(relay["url"])
-        if folder is not None and folder in target.parents:
+        folder = relay_holding(relay["url"], path)
+        if folder is not None:
             raise InvalidInputError(
                 f"{path} is inside the folder of relay {relay['name']} ({folder}): whatever carries that folder "
                 "would carry every memory in clear; export somewhere else", code="EXPORT_INTO_RELAY")

@@ -218,6 +218,14 @@ def local_folder(url: str) -> Path | None:
     return Path(parsed.path if parsed.scheme else url).expanduser().resolve()
 
 
+def relay_holding(url: str, path: Path) -> Path | None:
+    """The folder of folder relay ``url`` when ``path`` (``~`` expanded, symlinks resolved) is that folder or
+    lies inside it; None otherwise, and for a URL of another scheme."""
+    relay = local_folder(url)
+    target = path.expanduser().resolve()
+    return relay if relay is not None and (relay == target or relay in target.parents) else None
+
+
 def check_apart(folder: Path, url: str) -> None:
     """Refuse a folder relay ``url`` that holds the vault folder ``folder`` or lies inside it.
 
@@ -228,17 +236,16 @@ def check_apart(folder: Path, url: str) -> None:
     Raises:
         InvalidInputError: ``RELAY_OVERLAPS_VAULT``.
     """
-    relay = local_folder(url)
-    if relay is None:
-        return
     vault = folder.expanduser().resolve()
-    if vault == relay or relay in vault.parents:
+    relay = relay_holding(url, vault)
+    if relay is not None:
         where = "the relay folder" if vault == relay else "inside the relay folder"
         raise InvalidInputError(
             f"the vault folder {vault} is {where} {relay}: whatever carries the relay would carry your memories "
             "and private keys in clear; keep the vault outside it (--vault or CRDTSYNC_HOME)",
             code="RELAY_OVERLAPS_VAULT")
-    if vault in relay.parents:
+    relay = local_folder(url)
+    if relay is not None and vault in relay.parents:
         raise InvalidInputError(
             f"the relay folder {relay} is inside the vault folder {vault}: give the relay a folder of its own, "
             "outside the vault", code="RELAY_OVERLAPS_VAULT")

@@ -71,15 +71,16 @@ def _tags_json(tags: frozenset[str]) -> str:
     return _ROW_JSON.encode(sorted(tags))
 
 
+#: The fields whose conflict candidates the full-text index holds (:func:`alternatives`).
+_SEARCHED_FIELDS = ("content", "category")
+
+
 def alternatives(conflicts: Iterable[Conflict]) -> str:
     """The ``alternatives`` column that ``memories_fts`` indexes beside content, category and tags: every
     candidate value of a content or category conflict, one per line ('' without one), so that a search finds a
     memory by a value it may yet be resolved to."""
     return "\n".join(str(candidate.value) for conflict in conflicts if conflict.field in _SEARCHED_FIELDS
                      for candidate in conflict.candidates if candidate.value is not None)
-
-
-_SEARCHED_FIELDS = ("content", "category")
 
 
 def memory_row(memory: Memory, conflicts: list[Conflict]) -> MemoryRow:
@@ -267,10 +268,10 @@ class MaterializedMemories:
         or a candidate value of a content or category conflict (a value the memory may yet be resolved to)
         through FTS5, the last word of ``query`` also as a prefix. Words it does not (emoji, symbols,
         punctuation: ``🍵``, ``❤️``, ``→``, ``++``) match as substrings of content, category, one tag or those
-        candidates, with
-        ``%`` and ``_`` taken literally and case folded as SQLite's ``LIKE`` does (ASCII only, and such words
-        hold no ASCII letter). When ``query`` has an indexed word, results are best first (bm25, then id); with
-        symbol words alone, newest created first, then id (a scan of the live memories). Blank: ``[]``.
+        candidates, with ``%`` and ``_`` taken literally and case folded as SQLite's ``LIKE`` does (ASCII only,
+        and such words hold no ASCII letter). When ``query`` has an indexed word, results are best first (bm25,
+        then id); with symbol words alone, newest created first, then id (a scan of the live memories). Blank:
+        ``[]``.
         Raises nothing for any text: FTS5 syntax in ``query`` is plain words."""
         match = fts_query(query)
         symbols = symbol_terms(query)
