@@ -22,6 +22,10 @@ shared with ``bench/mailbox.py``. Scenarios:
     time to read every value back, ``get_deep_value()``, is shown too).
 ``crdtsync_import``
     ``Vault.import_path`` of the corpus (written to JSONL beforehand, untimed) into a fresh vault.
+``import_required`` (information only)
+    The import's work outside Python, timed alone: its record Maps written with the yrs calls crdtsync makes,
+    and its materialized rows stored in SQLite (rows, FTS5 index, one fsync'd commit per import batch). A
+    lower bound of ``crdtsync_import`` on the machine, whatever its Python costs.
 ``crdtsync_read``
     A fresh process: ``Vault.open``, ``get`` (show), ``list(limit=20)``, ``search`` (several words), checking
     that the Doc was not loaded (``not vault.doc_loaded``); then ``state_vector()`` (the first operation that
@@ -249,6 +253,61 @@ def scenario_crdtsync_import(work: Path, params: Result) -> Result:
     out["vault_mb"] = harness.folder_mb(path)
     if watch is not None:
         out["breakdown"] = watch.snapshot()
+    return out
+
+
+def scenario_import_required(work: Path, params: Result) -> Result:
+    """For information: the import's work that is not Python, timed alone on what the import computes.
+
+    ``doc_writes_s``: the import's record Maps written into a fresh Doc with the yrs calls ``MemoryDoc.add``
+    makes (``insert_map_prelim``, then ``insert`` per key), one transaction per import batch, from the key/value
+    dicts that ``add`` wrote (read back untimed). ``sqlite_s``: the import's materialized rows (built untimed
+    with ``memory_row``) stored with ``Store.put_rows`` in a fresh vault, one fsync'd write transaction per
+    import batch: row inserts, the FTS5 index, commits. Every Python step of the import (reading and checking
+    the file, building records and rows, encoding values) is left out, so their sum is a lower bound of the
+    import on this machine."""
+    from pycrdt import Doc, Map
+
+    from crdtsync._vault_import import IMPORT_BATCH
+    from crdtsync.imports import ImportProblem, read_import
+    from crdtsync.model.records import Memory
+    from crdtsync.model.schema import MemoryDoc, WriteContext
+    from crdtsync.store.memories import memory_row
+    from crdtsync.vault import Vault
+
+    records = [r for r in read_import(work / "corpus.jsonl", format=None) if not isinstance(r, ImportProblem)]
+    ctx = WriteContext(device="0" * 16, at="2026-01-01T00:00:00.000Z", new_op_id=lambda: "x")
+    source_doc = MemoryDoc(Doc())
+    with source_doc.doc.transaction():
+        for rec in records:
+            source_doc.add(rec.id, ctx, content=rec.content, category=rec.category, tags=rec.tags,
+                           source=rec.source, metadata=rec.metadata, created=rec.created)
+    written = [(rec.id, source_doc.memories[rec.id].to_py()) for rec in records]
+    rows = [memory_row(Memory(id=rec.id, content=rec.content, category=rec.category, tags=rec.tags,
+                              source=rec.source, metadata=rec.metadata, created=rec.created or ctx.at,
+                              updated=rec.created or ctx.at, created_by=ctx.device, updated_by=ctx.device), [])
+            for rec in records]
+    del source_doc, records
+    out: Result = {"records": len(rows), "batch": IMPORT_BATCH}
+    doc: Doc[Any] = Doc()
+    memories: Map[Any] = doc.get("memories", type=Map)
+    with timed(out, "doc_writes_s"):
+        for start in range(0, len(written), IMPORT_BATCH):
+            with doc.transaction() as txn:
+                raw_txn, raw_map = txn._txn, memories.integrated
+                for memory_id, record in written[start:start + IMPORT_BATCH]:
+                    record_map = raw_map.insert_map_prelim(raw_txn, memory_id)
+                    for key, value in record.items():
+                        record_map.insert(raw_txn, key, value)
+    path = work / "required-vault"
+    Vault.init(path, name="bench", device_name="bench", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    with Vault.open(path) as vault:
+        store = vault._store
+        with timed(out, "sqlite_s"):
+            for start in range(0, len(rows), IMPORT_BATCH):
+                with store.write():
+                    store.put_rows(rows[start:start + IMPORT_BATCH])
+    out["total_s"] = out["doc_writes_s"] + out["sqlite_s"]
     return out
 
 
@@ -483,6 +542,7 @@ SCENARIOS: dict[str, Callable[[Path, Result], Result]] = {
     "loro_insert": scenario_loro_insert,
     "loro_load": scenario_loro_load,
     "crdtsync_import": scenario_crdtsync_import,
+    "import_required": scenario_import_required,
     "crdtsync_read": scenario_crdtsync_read,
     "crdtsync_add": scenario_crdtsync_add,
     "crdtsync_apply": scenario_crdtsync_apply,
@@ -532,6 +592,11 @@ def targets(r: Result) -> list[Result]:
 
     relative("bulk import vs floor insert", _get(r, "crdtsync_import", "import_s"),
              _get(r, "floor_insert", "insert_s"), 3, "s")
+    info = _get(r, "import_required", "total_s")
+    floor = _get(r, "floor_insert", "insert_s")
+    rows.append({"target": "(information) the import's yrs writes + SQLite alone vs floor insert", "value": info,
+                 "unit": "s", "limit": "<= 3x floor", "reference": floor, "ratio": _ratio(info, floor),
+                 "verdict": None})
     relative("Doc load vs floor update apply", _get(r, "crdtsync_read", "doc_load_s"),
              _get(r, "floor_load", "load_s"), 3, "s")
     relative("encoded size vs floor", _get(r, "crdtsync_read", "encoded_bytes"),
@@ -693,6 +758,13 @@ def report_tables(r: Result, console: Any) -> None:
         console.print(harness.breakdown_table("Where the import's time goes (wrapped calls)", imp["breakdown"],
                                               lambda seconds: _fmt(seconds, "s"),
                                               total=("total import", imp["import_s"])))
+    need = s.get("import_required", {})
+    if "error" not in need and need:
+        floor = _get(s, "floor_insert", "insert_s")
+        console.print(f"the import's work outside Python, timed alone (a lower bound of the import): yrs writes "
+                      f"{_fmt(need['doc_writes_s'], 's')} + SQLite rows, FTS5 and commits {_fmt(need['sqlite_s'], 's')}"
+                      f" = {_fmt(need['total_s'], 's')}, {_fmt(_ratio(need['total_s'], floor))}x the floor's insert"
+                      f" (the target allows 3x)")
     console.print(f"corpus: {r['corpus']['records']:,} records, JSONL {r['corpus']['jsonl_mb']:.1f} MiB, built in "
                   f"{r['corpus']['seconds']:.1f} s (untimed); vault folder after import "
                   f"{_fmt(_get(s, 'crdtsync_import', 'vault_mb'), 'MiB')}; whole run {r['wall_s']:.0f} s; load average"
@@ -707,6 +779,7 @@ def _rate(s: Result, scenario: str, key: str) -> float | None:
 
 
 ORDER = ("floor_insert", "floor_load", "nested_insert", "loro_insert", "loro_load", "crdtsync_import",
+         "import_required",
          "crdtsync_read", "crdtsync_add", "crdtsync_apply")
 
 
