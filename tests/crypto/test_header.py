@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from typing import Any
 
 import pytest
@@ -78,9 +77,7 @@ def test_default_kdf_parameters_are_rfc_9106_interactive_and_work(vault_id: byte
         4,
         16,
     )
-    started = time.perf_counter()
     header = create_header(vault_id, vault_key, PASSPHRASE, kdf)
-    assert time.perf_counter() - started < 10
     assert unwrap_vault_key(header, PASSPHRASE, 0) == vault_key
 
 

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -680,7 +679,8 @@ def test_an_edit_inside_a_dropped_record_stays_a_candidate_when_the_survivor_bri
 # -- a device offline for 1,000 pushes ------------------------------------------------------------------
 
 OFFLINE_PUSHES = 1000
-#: Seconds a device may take to integrate the 1,000 pushes it missed, in any order (in order it takes ~1 s).
+#: Seconds after which a catch-up of the 1,000 pushes delivered in reverse counts as hung (it takes a few seconds);
+#: a hang guard, not a speed target (bench/ measures speed).
 CATCH_UP_BUDGET = 30.0
 
 
@@ -712,13 +712,10 @@ def thousand_pushes(vault: Vault) -> Pushes:
 def test_a_device_offline_for_1000_pushes_catches_up_from_one_batch(make_vault: MakeVault) -> None:
     source, offline = make_vault("a"), make_vault("b")
     pushes = thousand_pushes(source)
-    started = time.monotonic()
     results = offline.apply_updates([(u, "a") for u in pushes.updates])
-    elapsed = time.monotonic() - started
     assert [r.status for r in results] == ["integrated"] * len(pushes.updates)
     assert offline.store.held_count() == 0
     assert listing(offline) == pushes.expected
-    assert elapsed < CATCH_UP_BUDGET, f"catching up in order took {elapsed:.1f} s"
 
 
 CATCH_UP_SCRIPT = textwrap.dedent(
