@@ -44,6 +44,18 @@ def honest_updates(tmp_path: Path) -> list[bytes]:
         source.update(ids[2], metadata={"n": 1, "nested": [1, 2, {"x": "y"}]})
         updates = [data for _, data in source.local_updates_after(0)]
         updates.append(source.encode_update())
+    # A second device that saw all of it writes on top: its updates name the first device's structs (origins,
+    # parents, delete sets), so mutants also exercise cross-client references.
+    Vault.init(tmp_path / "peer", name="src", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    with Vault.open(tmp_path / "peer") as peer:
+        peer.apply_updates([(u, "source") for u in updates])
+        before = peer.store.local_updates_after(0)[-1][0]
+        peer.update(ids[0], content="the peer's " + turns[0]["text"], add_tags=["peer"])
+        peer.update(ids[3], remove_tags=["locomo"], category="peer")
+        peer.delete(ids[4])
+        peer.restore(ids[1])
+        updates.extend(data for _, data in peer.local_updates_after(before))
+        updates.append(peer.encode_update())
     return updates
 
 
