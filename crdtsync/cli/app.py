@@ -94,6 +94,10 @@ VaultOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
 _ID_HELP = "A memory id, or its first characters (at least 4) when they start no other id."
 IdArg = Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP, show_default=False)]
+#: ``list`` and ``search`` filters.
+CategoryFilter = Annotated[str | None, typer.Option("--category", "-c", help="Only this category.")]
+TagFilter = Annotated[list[str] | None, typer.Option("--tag", "-t", help="Only memories with this tag "
+                                                     "(repeatable: all of them).")]
 _state: dict[str, Any] = {"vault": None, "json": False, "agent": None}
 
 
@@ -435,9 +439,8 @@ def show(memory_id: IdArg, vault: VaultOpt = None,
 def list_(
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many (newest first).")] = None,
     deleted: Annotated[bool, typer.Option("--deleted", help="Include deleted memories.")] = False,
-    category: Annotated[str | None, typer.Option("--category", "-c", help="Only this category.")] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Only memories with this tag (repeatable: "
-                                                  "all of them).")] = None,
+    category: CategoryFilter = None,
+    tag: TagFilter = None,
     vault: VaultOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -451,9 +454,8 @@ def list_(
 def search(
     query: str,
     limit: Annotated[int, typer.Option(min=1, help="At most this many results.")] = 50,
-    category: Annotated[str | None, typer.Option("--category", "-c", help="Only this category.")] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Only memories with this tag (repeatable: "
-                                                  "all of them).")] = None,
+    category: CategoryFilter = None,
+    tag: TagFilter = None,
     vault: VaultOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
