@@ -280,7 +280,8 @@ class MaterializedMemories:
         columns = ", ".join("m." + c.strip() for c in _MEMORY_COLUMNS.split(","))
         filters, filter_params = _filters("m", category, tags)
         where = " AND ".join(["m.deleted = 0", *[CONTAINS] * len(symbols), *filters])
-        params: list[Any] = [*(p for term in symbols for p in [like_pattern(term)] * 4), *filter_params]
+        params: list[Any] = [*(p for term in symbols for p in [like_pattern(term)] * CONTAINS.count("?")),
+                              *filter_params]
         if match:
             sql = (
                 f"SELECT {columns} FROM memories_fts f JOIN memories m ON m.rowid = f.rowid "

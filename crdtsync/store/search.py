@@ -65,7 +65,7 @@ def fts_query(text: str) -> str:
 _VARIATION_SELECTORS = str.maketrans("", "", "\ufe0e\ufe0f")
 
 #: One symbol term found in content, category, a conflict candidate of those, or a tag; bind the ``LIKE``
-#: pattern four times.
+#: pattern once per ``?``.
 CONTAINS = (
     "(m.content LIKE ? ESCAPE '\\' OR m.category LIKE ? ESCAPE '\\' OR m.alternatives LIKE ? ESCAPE '\\' OR "
     "EXISTS (SELECT 1 FROM json_each(m.tags) WHERE json_each.value LIKE ? ESCAPE '\\'))"
