@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from crdtsync._hardening import disable_core_dumps
 from crdtsync.crypto.header import VaultHeader
 from crdtsync.errors import CryptoError, VaultError
 from crdtsync.store.db import Store
@@ -54,7 +55,8 @@ def _refuse_created(store: Store, folder: Path, advice: str) -> None:
 
 def required_passphrase(passphrase: str | None, missing: str) -> str:
     """``passphrase``, else env ``CRDTSYNC_PASSPHRASE``; ``CryptoError`` ``PASSPHRASE_REQUIRED`` with the message
-    ``missing`` when neither is given."""
+    ``missing`` when neither is given. Turns core dumps off in this process (it holds the passphrase)."""
+    disable_core_dumps()
     chosen = passphrase if passphrase is not None else os.environ.get("CRDTSYNC_PASSPHRASE")
     if not chosen:
         raise CryptoError(missing, code="PASSPHRASE_REQUIRED")

@@ -83,8 +83,7 @@ def devices_on_two_relays(root: Path, *, second_on_both: bool) -> tuple[str, str
 _CRASH_ON_APPLY = """
 import os, runpy, sys, time
 import pycrdt
-marker, flag = bytes.fromhex(os.environ["CRDTSYNC_TEST_MARKER"]), os.environ["CRDTSYNC_TEST_FLAG"]
-stall = float(os.environ["CRDTSYNC_TEST_STALL"])
+marker, flag, stall = bytes.fromhex({marker!r}), {flag!r}, {stall!r}
 original = pycrdt.Doc.apply_update
 def apply_update(self, update):
     if marker in update and os.path.exists(flag):
@@ -101,15 +100,13 @@ def crash_workers_applying(marker: bytes, tmp_path: Path, monkeypatch: pytest.Mo
                            stall: float = 0.0) -> Path:
     """From here on, every integration worker that applies an update holding ``marker`` (the whole update, or
     a text in it) dies, as a segfault would (or with ``stall`` seconds, first sleeps that long), while the
-    returned flag file exists."""
+    returned flag file exists. (The worker starts with a scrubbed environment, so the script carries its
+    settings in its text.)"""
     import crdtsync.store.worker as worker_module
 
     flag = tmp_path / "crash-now"
     script = tmp_path / "crash_on_apply.py"
-    script.write_text(_CRASH_ON_APPLY)
-    monkeypatch.setenv("CRDTSYNC_TEST_MARKER", marker.hex())
-    monkeypatch.setenv("CRDTSYNC_TEST_FLAG", str(flag))
-    monkeypatch.setenv("CRDTSYNC_TEST_STALL", str(stall))
+    script.write_text(_CRASH_ON_APPLY.format(marker=marker.hex(), flag=str(flag), stall=float(stall)))
     monkeypatch.setattr(worker_module, "CHILD_ARGS", (str(script),))
     flag.touch()
     return flag

@@ -43,6 +43,9 @@ STORE_FORMAT = 2
 MAX_URL_BYTES = 4096
 #: KiB of SQLite page cache per connection, at most.
 CACHE_KIB = 16384
+#: Bytes the WAL file keeps after a checkpoint resets it (``PRAGMA journal_size_limit``): none, so frames
+#: holding text since deleted do not stay in the file.
+WAL_SIZE_LIMIT = 0
 
 def _storage_error(exc: sqlite3.Error) -> VaultError | None:
     """The coded error for an SQLite failure that is the storage's, not the program's (by SQLite's primary
@@ -178,6 +181,11 @@ class Store(MaterializedMemories):
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
+            # Deleted rows (an edited or removed memory's old text, a withdrawn level-0 record) are overwritten
+            # with zeros instead of lingering in free pages; the WAL is cut back after each checkpoint, so
+            # their old frames do not linger there either.
+            self.conn.execute("PRAGMA secure_delete=ON")
+            self.conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             # A page cache of up to 16 MiB (SQLite's default is 2 MiB): a bulk write (an import, a first pull)
             # inserts ids in random order, and a cache the memories index does not fit in spills dirty pages to
             # the WAL mid-transaction. 100k rows in 10k-row transactions: 2.1 s -> 1.5 s. Pages are allocated as

@@ -16,6 +16,7 @@ from pathlib import Path
 import msgpack
 
 from crdtsync._fs import atomic_write
+from crdtsync._hardening import disable_core_dumps
 from crdtsync.crypto.keys import DeviceKeys
 from crdtsync.errors import CryptoError
 
@@ -67,7 +68,9 @@ class VaultSecrets:
 
 
 def write_secrets(path: Path, secrets: VaultSecrets) -> None:
-    """Write ``secrets`` to ``path`` atomically with mode 0600 (see the module docstring)."""
+    """Write ``secrets`` to ``path`` atomically with mode 0600 (see the module docstring). Turns core dumps off
+    in this process first (it holds the keys)."""
+    disable_core_dumps()
     atomic_write(path, secrets.to_bytes(), mode=0o600)
 
 
@@ -78,6 +81,7 @@ def read_secrets(path: Path) -> VaultSecrets:
         CryptoError: ``KEY_MISSING`` (no file), ``KEY_PERMISSIONS`` (readable by group or others: fix with
             ``chmod 600``), ``KEY_CORRUPT``.
     """
+    disable_core_dumps()  # from here on this process holds the keys
     try:
         info = path.stat()
         data = path.read_bytes()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -33,6 +34,7 @@ from typing import Any
 import msgpack
 from pycrdt import Doc, Map
 
+from crdtsync._hardening import disable_core_dumps, worker_environment
 from crdtsync.crypto.keys import is_device_id
 from crdtsync.errors import UpdateRejectedError
 from crdtsync.model.records import MAX_LABEL_BYTES
@@ -258,6 +260,7 @@ def _pack(*message: Any) -> bytes:
 
 
 def _serve(conn: Connection) -> None:  # pragma: no cover - runs in the child process
+    disable_core_dumps()  # it holds the vault's decrypted memories
     scratch = ScratchDoc()
     conn.send_bytes(_pack("ready"))
     while True:
@@ -313,7 +316,7 @@ class IntegrationWorker:
             self._proc = subprocess.Popen(
                 [sys.executable, *CHILD_ARGS, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, env=worker_environment(os.environ),
             )
             self._conn = Connection(mine.detach())
         self.alive = True
