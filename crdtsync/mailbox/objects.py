@@ -28,6 +28,7 @@ from crdtsync.mailbox.format import (
     part_key,
     unpack_object,
 )
+from crdtsync.model.authorship import registered_key
 
 if TYPE_CHECKING:
     from crdtsync.vault import Vault
@@ -73,10 +74,7 @@ class SealedObjects:
         return envelopes
 
     def _sender_key(self, device_id: str, epoch: int) -> bytes | None:
-        entry = self.registry().get(device_id)
-        if entry is None or "sign_pk" not in entry:
-            return None
-        return bytes.fromhex(entry["sign_pk"])
+        return registered_key(self.registry(), device_id)
 
     def _open(self, data: bytes, device_id: str, kind: int, what: str) -> tuple[bytes, bool]:
         opened = open_envelope(data, vault_id=self.vault_id, epoch_keys=self.epochs, sender_key=self._sender_key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -33,6 +33,24 @@ def utc_now_iso(now: datetime | None = None) -> str:
     """``now`` (default: the current time) as ISO-8601 UTC with millisecond precision and a ``Z`` suffix."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+#: A stored time: exactly what :func:`utc_now_iso` writes (24 characters).
+_STORED_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+#: Seconds a time claimed by a writer may lie ahead of the reading device's clock and still be believed: more
+#: than any clock kept by NTP drifts, less than what would let a writer win a conflict's display for long.
+MAX_CLOCK_SKEW = 600.0
+
+
+def is_stored_time(value: object) -> bool:
+    """Whether ``value`` is a time exactly as :func:`utc_now_iso` writes it (ISO-8601 UTC, milliseconds, ``Z``)."""
+    return isinstance(value, str) and _STORED_TIME.fullmatch(value) is not None
+
+
+def believable_until(now: datetime | None = None) -> str:
+    """The latest claimed time a device believes: ``now`` (default: the current time) plus
+    :data:`MAX_CLOCK_SKEW`, as :func:`utc_now_iso` writes it (stored times of that form compare as strings)."""
+    return utc_now_iso((now or datetime.now(UTC)) + timedelta(seconds=MAX_CLOCK_SKEW))
 
 
 def normalize_timestamp(value: str) -> str:
@@ -186,7 +204,9 @@ class Candidate:
     Attributes:
         value: the value this write set (``str``, a JSON object, ``bool`` for ``deleted``, or ``None``).
         device: ``device_id`` of the writer.
-        at: the writer's wall-clock time, ISO-8601 UTC (shown to people, never used for ordering).
+        at: the writer's wall-clock time, ISO-8601 UTC, as it claimed it; a time further ahead of the reading
+            device's clock than :data:`MAX_CLOCK_SKEW` (or not a time at all) is not believed: it is shown as
+            the memory's creation time and ranks below every believable candidate.
         agent: the writing agent (``--agent`` / ``CRDTSYNC_AGENT``) when one was given.
     """
 

@@ -48,6 +48,7 @@ from crdtsync.model.records import (
     check_metadata,
     check_source,
     check_tags,
+    is_stored_time,
 )
 
 SCHEMA_VERSION = 1
@@ -64,6 +65,8 @@ CLIENT_PREFIX = "c:"
 MAX_MEMORY_ID = 128
 
 OpIdFactory = Callable[[], str]
+#: How a record's creation time that is not believed (far ahead of the reader's clock, or not a time) is shown.
+UNBELIEVED_TIME = "1970-01-01T00:00:00.000Z"
 
 
 @dataclass(frozen=True)
@@ -224,11 +227,13 @@ class MemoryDoc:
         (the same file imported on both before they sync), Y.Map keeps one record Map and drops the other with
         every edit made inside it. ``lost`` is the dropped record as this replica held it just before
         (``Map.to_py()``). Every register entry it held is re-added to the surviving record with its original
-        value, device, time and agent (equal values included, so that a later edit that never saw them cannot
+        value, time and agent (equal values included, so that a later edit that never saw them cannot
         silently remove them), never deleting the survivor's entries: a divergence surfaces as a conflict
         instead of vanishing. Its creating entries are skipped when they are the same creation as the
         survivor's (the same value in the survivor's creating entry, or the same ``created`` time: the same
-        imported record). Its tags are re-added. Returns whether anything was written."""
+        imported record). Its tags are re-added. The re-added entries are this device's writes (``ctx.device``):
+        a device writes only under its own name (README "What a hostile device can do"). Returns whether anything
+        was written."""
         record = self.memories.get(memory_id)
         stamp = lost.get("created")
         if not isinstance(record, Map) or not (isinstance(stamp, list) and len(stamp) == 2):
@@ -243,14 +248,14 @@ class MemoryDoc:
             registers = {}
         with self.doc.transaction():
             for field in REGISTER_FIELDS:
-                for at, device, op_id, value, agent in registers.get(field, ()):
+                for _, at, _, op_id, value, agent in registers.get(field, ()):
                     if op_id == "":
                         created_as = survivor.get(f"{field}@")
                         created_value = created_as[0] if isinstance(created_as, list) else created_as
                         if same_creation or (f"{field}@" in survivor and
                                              _decode_value(field, created_value) == value):
                             continue
-                    entry: list[Any] = [_encode_value(field, value), device, at]
+                    entry: list[Any] = [_encode_value(field, value), ctx.device, at]
                     if agent is not None:
                         entry.append(agent)
                     record[f"{field}@{ctx.new_op_id()}"] = entry
@@ -303,13 +308,13 @@ class MemoryDoc:
         """Every memory id in the Doc, deleted ones included."""
         return list(self.memories.keys())
 
-    def read(self, memory_id: str) -> tuple[Memory, list[Conflict]] | None:
+    def read(self, memory_id: str, bound: str | None = None) -> tuple[Memory, list[Conflict]] | None:
         """The current state of one memory and its conflicts, or ``None`` when the Doc has no such record or
-        the record is not a valid v1 record (see :func:`read_record`)."""
+        the record is not a valid v1 record (see :func:`read_record`, which takes ``bound``)."""
         record = self.memories.get(memory_id)
         if not isinstance(record, Map):
             return None
-        return read_record(memory_id, record.to_py() or {})
+        return read_record(memory_id, record.to_py() or {}, bound)
 
     # -- registry and vault ------------------------------------------------------------------------------
 
@@ -398,17 +403,21 @@ _READ_VALUE: dict[str, Callable[[Any], Any]] = {
 }
 
 
-#: One register entry as :func:`_read_entries` reads it: ``(at, device, op_id, value, agent)``. Tuples in this
-#: order sort by (time, device, op id), the order that settles a register; op ids are unique within one register.
-_RegisterEntry = tuple[str, str, str, Any, "str | None"]
+#: One register entry as :func:`_read_entries` reads it: ``(believed, at, device, op_id, value, agent)``. Tuples in
+#: this order sort by (believed, time, device, op id), the order that settles a register: a candidate whose claimed
+#: time is not believed ranks below every other; op ids are unique within one register.
+_RegisterEntry = tuple[bool, str, str, str, Any, "str | None"]
 _MALFORMED_ENTRY = "a register entry of the wrong shape or type"
 
 
-def _read_entries(record: Mapping[str, Any], created: str, creator: str) -> tuple[
+def _read_entries(record: Mapping[str, Any], created: str, creator: str, bound: str | None = None) -> tuple[
         dict[str, list[_RegisterEntry]], set[str]]:
-    """Every register's current entries by field name, each list sorted by (time, device, op id), and the tag
-    names present. One pass over the record's keys with no object per entry: this runs once per received record,
-    100k times on a first sync. Keys of neither kind are left alone.
+    """Every register's current entries by field name, each list sorted by (believed, time, device, op id), and
+    the tag names present. One pass over the record's keys with no object per entry: this runs once per received
+    record, 100k times on a first sync. Keys of neither kind are left alone. With ``bound`` (a stored time, see
+    :func:`crdtsync.model.records.believable_until`), a claimed time later than it, or that is not a stored time,
+    is not believed: the entry reads with the record's ``created`` time as its own (a time that does not move with
+    the reader's clock, so every reading shows the same) and ranks below the believed ones.
 
     Raises:
         ValueError: a register entry of the wrong shape or type, or a tag entry that is not ``true`` or has no op
@@ -443,24 +452,31 @@ def _read_entries(record: Mapping[str, Any], created: str, creator: str) -> tupl
             value = read(raw)
         except (InvalidInputError, ValueError, TypeError, RecursionError):
             raise ValueError(_MALFORMED_ENTRY) from None
+        believed = bound is None or (at <= bound and is_stored_time(at))
+        entry = (believed, at if believed else created, by, op_id, value, agent)
         entries = registers.get(field)
         if entries is None:
-            registers[field] = [(at, by, op_id, value, agent)]
+            registers[field] = [entry]
         else:
-            entries.append((at, by, op_id, value, agent))
+            entries.append(entry)
             entries.sort()
     return registers, tags
 
 
-def check_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, list[Conflict]] | None:
-    """Interpret one record Map (as plain Python, from ``Map.to_py()``) under schema v1.
+def check_record(memory_id: str, record: Mapping[str, Any], bound: str | None = None,
+                 ) -> tuple[Memory, list[Conflict]] | None:
+    """Interpret one record Map (as plain Python, from ``Map.to_py()``) under schema v1. ``bound`` is the latest
+    claimed time the reading device believes (:func:`crdtsync.model.records.believable_until`; None believes
+    every time): a later one, or one that is not a time, is shown as the record's creation time (a creation
+    time not believed as :data:`UNBELIEVED_TIME`) and never settles a conflict.
 
     Returns the memory and its conflicts, or ``None`` when the record is well formed but incomplete: it holds
     no live content entry. One device's part of the Doc can be such a partial view: its snapshot or first push
     carries the whole delete set its Doc knows, so a content entry it wrote and another device replaced is
     deleted there, while the replacing entry comes with that other device's update. Such a record shows as
-    absent until the rest arrives. The settled value of a field in conflict is its latest candidate (by time,
-    then device, then op id), so every replica shows the same value.
+    absent until the rest arrives. The settled value of a field in conflict is its latest believed candidate (by
+    time, then device, then op id), so every replica shows the same value (while the writers' clocks are within
+    :data:`crdtsync.model.records.MAX_CLOCK_SKEW` of the readers').
 
     Raises:
         ValueError: the record is malformed: a missing or wrongly typed ``created`` stamp, a register entry of
@@ -475,7 +491,9 @@ def check_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, lis
             or not isinstance(stamp[1], str):
         raise ValueError("missing or wrongly typed created stamp")
     created, created_by = stamp
-    registers, tag_names = _read_entries(record, created, created_by)
+    if bound is not None and not (is_stored_time(created) and created <= bound):
+        created = UNBELIEVED_TIME
+    registers, tag_names = _read_entries(record, created, created_by, bound)
     try:
         tags = check_tags(tag_names)
     except InvalidInputError as exc:
@@ -489,10 +507,10 @@ def check_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, lis
         entries = registers.get(field)
         if not entries:
             continue
-        at, device, _, value, _ = entries[-1]  # the latest by (time, device, op id)
+        _, at, device, _, value, _ = entries[-1]  # the latest by (believed, time, device, op id)
         values[field] = value
-        if len(entries) > 1 and any(entry[3] != value for entry in entries):
-            candidates = tuple(Candidate(value=v, device=d, at=a, agent=agent) for a, d, _, v, agent in entries)
+        if len(entries) > 1 and any(entry[4] != value for entry in entries):
+            candidates = tuple(Candidate(value=v, device=d, at=a, agent=agent) for _, a, d, _, v, agent in entries)
             conflicts.append(Conflict(memory_id=memory_id, field=field, candidates=candidates))
         if (at, device) > (updated, updated_by):
             updated, updated_by = at, device
@@ -503,10 +521,11 @@ def check_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, lis
     return memory, conflicts
 
 
-def read_record(memory_id: str, record: Mapping[str, Any]) -> tuple[Memory, list[Conflict]] | None:
+def read_record(memory_id: str, record: Mapping[str, Any], bound: str | None = None,
+                ) -> tuple[Memory, list[Conflict]] | None:
     """:func:`check_record`, with ``None`` for a malformed record too: the memory and its conflicts when the
     record is complete and well formed, else ``None``."""
     try:
-        return check_record(memory_id, record)
+        return check_record(memory_id, record, bound)
     except ValueError:
         return None

@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pycrdt import Map
 
+from crdtsync.crypto.keys import is_device_id
 from crdtsync.errors import UpdateRejectedError, VaultError
-from crdtsync.model.records import Conflict, Memory
+from crdtsync.model.authorship import FORGERY_CODES, check_registry_change
+from crdtsync.model.records import MAX_CLOCK_SKEW, Conflict, Memory
 from crdtsync.model.schema import CONTENT_KINDS, ROOTS, MemoryDoc, WriteContext, registry_entry
 from crdtsync.model.ystate import (
     combine,
@@ -46,6 +48,13 @@ MAX_HELD = 10_000
 MAX_ATTEMPTS = 3
 #: The alarm raised when another device's edit brings back a memory that is level 0 here (see ``_store_rows``).
 LEVEL_CONFLICT = "MEMORY_LEVEL_CONFLICT"
+
+
+def _authors(origins: Iterable[str]) -> frozenset[str] | None:
+    """The authenticated authors of updates from ``origins``: None when one of them is a local caller's label
+    rather than a device id (nothing to check its writes against)."""
+    authors = frozenset(origins)
+    return authors if all(is_device_id(origin) for origin in authors) else None
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,7 @@ class UpdateIntegration:
         def _current_doc(self) -> MemoryDoc: ...
         def _save_registry(self, registry: Mapping[str, Mapping[str, Any]]) -> None: ...
         def _stored_registry(self) -> dict[str, dict[str, Any]] | None: ...
+        def devices(self) -> dict[str, dict[str, Any]]: ...
         def _maybe_compact(self) -> None: ...
         def ensure_lease_registered(self) -> None: ...
         def context(self) -> WriteContext: ...
@@ -141,6 +151,7 @@ class UpdateIntegration:
                             code="UPDATE_FOREIGN_CLIENT")
                 except UpdateRejectedError as exc:
                     self._store.quarantine(bytes(data), origin=origin, code=exc.code, message=exc.message)
+                    self._alarm_on_forgery(exc, origin)
                     outcomes.append(ApplyResult("refused", exc.code, exc.message))
                     continue
                 inbox_id = self._store.hold(bytes(data), origin=origin, waiting=UNTRIED)
@@ -329,12 +340,15 @@ class UpdateIntegration:
                             self._store.wait_for(inbox_id, missing.clients())
                             continue
                         with self._closing_on_failure(worker):
-                            result = worker.apply(data, on_rows=self._store_rows, patience=patience)
+                            result = worker.apply(data, on_rows=self._store_rows, patience=patience,
+                                                  authors=_authors([origin]))
                             if decode_state_vector(result.state_vector) != expected_state(decoded, state):
                                 raise UpdateRejectedError(
                                     "the update moved a client's clock further than its content justifies",
                                     code="UPDATE_CLOCK_JUMP")
+                            self._check_authorship(origin, result)
                             self._worker_at = self._integrate_checked(data, origin, result)
+                            self._alarm_on_clock_ahead(origin, result)
                         self._store.release(inbox_id)
                         cache.pop(inbox_id, None)
                         done[inbox_id] = ApplyResult("integrated", changed=tuple(r[0] for r in result.rows))
@@ -343,6 +357,7 @@ class UpdateIntegration:
                     with self._store.write():
                         self._store.release(inbox_id)
                         self._store.quarantine(data, origin=origin, code=exc.code, message=exc.message)
+                        self._alarm_on_forgery(exc, origin)
                     cache.pop(inbox_id, None)
                     done[inbox_id] = ApplyResult("refused", exc.code, exc.message)
                     progress = True
@@ -434,13 +449,17 @@ class UpdateIntegration:
                 worker = self._worker_for()
                 state = decode_state_vector(worker.state_vector)
                 with self._closing_on_failure(worker):
-                    results = [worker.apply(data, on_rows=self._store_rows, patience=patience) for _, _, data in group]
+                    authors = _authors([origin for _, origin, _ in group])
+                    results = [worker.apply(data, on_rows=self._store_rows, patience=patience, authors=authors)
+                               for _, _, data in group]
                     together = combine([decoded_of(inbox_id, data) for inbox_id, _, data in group])
                     if decode_state_vector(results[-1].state_vector) != expected_state(together, state):
                         raise UpdateRejectedError("the updates moved a client's clock further than their content "
                                                   "justifies, or left part of it pending", code="UPDATE_CLOCK_JUMP")
                     for (inbox_id, origin, data), result in zip(group, results, strict=True):
+                        self._check_authorship(origin, result)
                         self._worker_at = self._integrate_checked(data, origin, result)
+                        self._alarm_on_clock_ahead(origin, result)
                         self._store.release(inbox_id)
                         self._decoded.pop(inbox_id, None)
                         done[inbox_id] = ApplyResult("integrated", changed=tuple(r[0] for r in result.rows))
@@ -449,9 +468,41 @@ class UpdateIntegration:
                 for inbox_id, origin, data in group:
                     self._store.release(inbox_id)
                     self._store.quarantine(data, origin=origin, code=exc.code, message=exc.message)
+                    self._alarm_on_forgery(exc, origin)
                     self._decoded.pop(inbox_id, None)
                     done[inbox_id] = ApplyResult("refused", exc.code, exc.message)
         return done
+
+    def _check_authorship(self, origin: str, result: WorkerResult) -> None:
+        """Refuse a worker-checked update whose author (``origin``, when it is a device id: the mailbox's
+        authenticated sender) broke the registry's rules (:mod:`crdtsync.model.authorship`). An ``origin`` that
+        is not a device id is a local caller's label (tests, benchmarks): nothing to check it against.
+
+        Raises:
+            UpdateRejectedError: ``UPDATE_REGISTRY_FORGED``, ``UPDATE_CLIENT_CLAIMED``,
+                ``UPDATE_UNREGISTERED_SENDER``.
+        """
+        if not is_device_id(origin):
+            return
+        before = self._stored_registry()
+        if before is None:  # a vault written before the registry copy was kept exact
+            before = self.devices()
+        check_registry_change(origin, before, {d: registry_entry(e) for d, e in result.devices.items()})
+
+    def _alarm_on_clock_ahead(self, origin: str, result: WorkerResult) -> None:
+        """Raise an alarm naming ``origin`` when an update it wrote claims a time this device does not believe."""
+        if result.ahead:
+            self._store.raise_alarm("CLOCK_AHEAD", (
+                f"device {origin} wrote edits dated more than {MAX_CLOCK_SKEW / 60:g} minutes ahead of this device's "
+                "clock. They are kept and shown at that limit, and never win a conflict's display: check that "
+                "device's clock (and this one's)"), device=origin)
+
+    def _alarm_on_forgery(self, refusal: UpdateRejectedError, origin: str) -> None:
+        """Raise a persistent alarm naming ``origin`` when ``refusal`` says a device wrote what it may not."""
+        if refusal.code in FORGERY_CODES:
+            self._store.raise_alarm(refusal.code, f"an update from device {origin} was refused: {refusal.message}. "
+                                    "A device of this vault, or someone holding its key, is writing what it may not: "
+                                    "check `crdtsync devices`", device=origin)
 
     @staticmethod
     @contextmanager

@@ -21,7 +21,7 @@ from pycrdt import Doc, merge_updates
 
 from crdtsync.crypto.keys import DeviceKeys
 from crdtsync.errors import VaultError
-from crdtsync.model.records import Conflict, Memory, utc_now_iso
+from crdtsync.model.records import Conflict, Memory, believable_until, utc_now_iso
 from crdtsync.model.schema import MemoryDoc, WriteContext
 from crdtsync.model.ystate import decode_state_vector, encode_state_vector
 from crdtsync.model.yupdate import MAX_CLOCK, DecodedUpdate, decode_update
@@ -266,7 +266,7 @@ class Replica(UpdateIntegration):
         for memory_id in memory_ids:
             if self._store.memory_level(memory_id) == 0:
                 continue
-            read = doc.read(memory_id)
+            read = doc.read(memory_id, believable_until())
             if read is None:
                 self._store.drop_memory(memory_id)
             else:

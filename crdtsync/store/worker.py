@@ -26,7 +26,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -37,7 +37,8 @@ from pycrdt import Doc, Map
 from crdtsync._hardening import disable_core_dumps, worker_environment
 from crdtsync.crypto.keys import is_device_id
 from crdtsync.errors import UpdateRejectedError
-from crdtsync.model.records import MAX_LABEL_BYTES
+from crdtsync.model.authorship import check_attribution
+from crdtsync.model.records import MAX_LABEL_BYTES, believable_until
 from crdtsync.model.schema import CLIENT_PREFIX, ROOT_DEVICES, ROOT_MEMORIES, ROOT_VAULT, check_record
 from crdtsync.store.memories import MemoryRow, memory_row
 
@@ -71,12 +72,14 @@ class WorkerResult:
     ``rows`` (each memory whose record changed, as read after the apply and checked against schema v1; the
     parent stores these instead of reading its own Doc again), ``devices`` (each device whose registry entry
     changed: the entry as plain values, ``c:<client_id>`` keys included) and ``replaced`` (memory ids whose
-    record Map the update replaced with another: a concurrent creation of one id)."""
+    record Map the update replaced with another: a concurrent creation of one id); ``ahead``: an entry it wrote
+    claims a time further ahead of this device's clock than the skew allowed (kept, shown clamped)."""
 
     state_vector: bytes
     rows: tuple[Row, ...]
     devices: dict[str, dict[str, Any]]
     replaced: frozenset[str] = frozenset()
+    ahead: bool = False
 
     @property
     def changed(self) -> frozenset[str]:
@@ -88,17 +91,35 @@ def _violation(why: str) -> UpdateRejectedError:
     return UpdateRejectedError(why, code="UPDATE_SCHEMA_VIOLATION")
 
 
-def check_records(entries: Sequence[_Entry]) -> list[Row]:
+@dataclass(frozen=True)
+class CheckedRecords:
+    """What :func:`check_records` found: the ``rows``, and whether an entry the update wrote claims a time ahead
+    of this device's clock by more than the skew allowed (``ahead``: it is kept and shown clamped)."""
+
+    rows: list[Row]
+    ahead: bool = False
+
+
+def check_records(entries: Sequence[_Entry], *, authors: frozenset[str] | None = None,
+                  written: Mapping[str, Sequence[str]] | None = None, bound: str | None = None) -> CheckedRecords:
     """Schema-v1 check of touched records as the child read them; returns their rows.
 
     Args:
         entries: ``[memory_id, is_map, JSON text of the record or None when the id left the Doc]`` each.
+        authors: the authenticated author(s) of the update: then what it wrote must be written in their name
+            (:func:`crdtsync.model.authorship.check_attribution`); None for an update of no known author.
+        written: the keys each record gained, as the child reported them (a record not in it was created whole).
+        bound: the latest claimed time believed (default: :func:`believable_until` now).
 
     Raises:
-        UpdateRejectedError: ``UPDATE_SCHEMA_VIOLATION`` when a record is not a Map or is malformed under v1. A
-            well-formed record without a live content entry yet (see :func:`check_record`) reads as absent.
+        UpdateRejectedError: ``UPDATE_SCHEMA_VIOLATION`` when a record is not a Map or is malformed under v1 (a
+            well-formed record without a live content entry yet, see :func:`check_record`, reads as absent);
+            ``UPDATE_AUTHOR_FORGED`` when it wrote in another device's name.
     """
     rows: list[Row] = []
+    bound = bound or believable_until()
+    written = written or {}
+    ahead = False
     for memory_id, is_map, text in entries:
         if text is None:
             rows.append((memory_id, None))
@@ -107,11 +128,13 @@ def check_records(entries: Sequence[_Entry]) -> list[Row]:
             raise _violation(f"memory {memory_id[:40]!r} is not a Map")
         record = json.loads(text)
         try:
-            read = check_record(memory_id, record)
+            read = check_record(memory_id, record, bound)
         except ValueError as exc:
             raise _violation(f"memory {memory_id[:40]!r} is not a valid v1 record: {exc}") from None
+        if authors is not None:
+            ahead = check_attribution(authors, memory_id, record, written.get(memory_id), bound) or ahead
         rows.append((memory_id, None if read is None else memory_row(*read)))
-    return rows
+    return CheckedRecords(rows, ahead)
 
 
 def check_registry(entries: Sequence[_Entry], vault_text: str) -> dict[str, dict[str, Any]]:
@@ -156,6 +179,9 @@ class ScratchDoc:
         self.changed: set[str] = set()
         self.devices_changed: set[str] = set()
         self.replaced: set[str] = set()
+        #: The keys each touched record gained (added or overwritten) in the last apply, or None for a record the
+        #: update created or replaced whole.
+        self.written: dict[str, set[str] | None] = {}
         self.holds_records = False
 
     def load(self, updates: Sequence[bytes]) -> None:
@@ -163,41 +189,50 @@ class ScratchDoc:
         for update in updates:
             self.doc.apply_update(update)
         self.holds_records = len(self.memories) > 0
+        self._clear()
+
+    def _clear(self) -> None:
         self.changed.clear()
         self.devices_changed.clear()
         self.replaced.clear()
+        self.written.clear()
 
-    @staticmethod
-    def _collect(target: set[str], replaced: set[str] | None = None) -> Any:
-        def callback(events: Any) -> None:
-            for event in events:
-                if event.path:
-                    target.add(str(event.path[0]))
-                    continue
-                for key, change in event.keys.items():
-                    target.add(str(key))
-                    if replaced is not None and change.get("action") == "update":
-                        replaced.add(str(key))
+    def _on_devices(self, events: Any) -> None:
+        for event in events:
+            self.devices_changed.update([str(event.path[0])] if event.path else map(str, event.keys))
 
-        return callback
+    def _on_memories(self, events: Any) -> None:
+        for event in events:
+            if event.path:  # keys of one record
+                memory_id = str(event.path[0])
+                self.changed.add(memory_id)
+                keys = self.written.setdefault(memory_id, set())
+                if keys is not None:
+                    keys.update(str(k) for k, change in event.keys.items() if change.get("action") != "delete")
+                continue
+            for key, change in event.keys.items():  # whole records
+                memory_id = str(key)
+                self.changed.add(memory_id)
+                if change.get("action") == "update":
+                    self.replaced.add(memory_id)
+                if change.get("action") != "delete":
+                    self.written[memory_id] = None
 
     def apply(self, update: bytes) -> None:
         """Apply ``update`` (Yjs v1 bytes) and set ``changed``, ``devices_changed`` and ``replaced``. Into a Doc
         that holds no memory record yet (a first pull, a join: the Doc has only this device's registration)
         every key afterwards was touched and none was replaced, so the deep observers, which cost more than the
         apply itself at 100k records, are left out. Raises whatever pycrdt raises (a panic included)."""
-        self.changed.clear()
-        self.devices_changed.clear()
-        self.replaced.clear()
+        self._clear()
         if not self.holds_records:
             self.doc.apply_update(update)
-            self.changed.update(self.memories.keys())
+            self.changed.update(self.memories.keys())  # each created whole: none in ``written``
             self.devices_changed.update(self.devices.keys())
             self.holds_records = bool(self.changed)
             return
         subscriptions = [  # held until unobserved: pycrdt drops an observer whose subscription is collected
-            (self.memories, self.memories.observe_deep(self._collect(self.changed, self.replaced))),
-            (self.devices, self.devices.observe_deep(self._collect(self.devices_changed))),
+            (self.memories, self.memories.observe_deep(self._on_memories)),
+            (self.devices, self.devices.observe_deep(self._on_devices)),
         ]
         try:
             self.doc.apply_update(update)
@@ -223,9 +258,12 @@ class ScratchDoc:
         return out
 
     def report(self) -> Iterator[tuple[Any, ...]]:
-        """The messages that describe what the last :meth:`apply` touched: ``("records", [entry...])`` chunks of
-        at most CHUNK_RECORDS records or CHUNK_BYTES of JSON, then ``("ok", state vector, registry entries,
-        vault root JSON, replaced ids)``. Reads inside one transaction held while the caller consumes them."""
+        """The messages that describe what the last :meth:`apply` touched: ``("written", {memory_id: [key...]})``
+        (the keys each touched record gained; a touched record not named was created or replaced whole), then
+        ``("records", [entry...])`` chunks of at most CHUNK_RECORDS records or CHUNK_BYTES of JSON, then ``("ok",
+        state vector, registry entries, vault root JSON, replaced ids)``. Reads inside one transaction held while
+        the caller consumes them."""
+        yield "written", {memory_id: sorted(keys) for memory_id, keys in self.written.items() if keys is not None}
         with self.doc.transaction():
             chunk: list[_Entry] = []
             size = 0
@@ -248,8 +286,8 @@ class ScratchDoc:
         rows: list[Row] = []
         for message in self.report():
             if message[0] == "records":
-                rows.extend(check_records(message[1]))
-            else:
+                rows.extend(check_records(message[1]).rows)
+            elif message[0] == "ok":
                 check_registry(message[2], message[3])
         return rows
 
@@ -369,22 +407,29 @@ class IntegrationWorker:
         return message
 
     def _call(self, request: list[Any], *, deadline: float, on_rows: Callable[[list[Row]], None] | None = None,
-              ) -> WorkerResult:
+              authors: frozenset[str] | None = None) -> WorkerResult:
         try:
             self._conn.send_bytes(_pack(*request))
         except OSError:
             raise self._fail("the integration worker is gone", "UPDATE_WORKER_CRASHED") from None
         waited = [0.0]
         rows: list[Row] = []
+        written: dict[str, list[str]] = {}
+        bound = believable_until()
+        ahead = False
         while True:
             message = self._receive(deadline, waited)
             try:
                 kind = message[0]
+                if kind == "written":
+                    written = {str(k): [str(key) for key in v] for k, v in message[1].items()}
+                    continue
                 if kind == "records":
-                    chunk = check_records(message[1])
-                    rows.extend(chunk)
+                    checked = check_records(message[1], authors=authors, written=written, bound=bound)
+                    rows.extend(checked.rows)
+                    ahead = ahead or checked.ahead
                     if on_rows is not None:
-                        on_rows(chunk)
+                        on_rows(checked.rows)
                     continue
                 if kind == "error" and message[1] in _WORKER_CODES:
                     raise self._fail(str(message[2]), message[1])
@@ -394,7 +439,7 @@ class IntegrationWorker:
                 entries = check_registry(devices, vault)
                 if not isinstance(state, bytes) or not all(isinstance(k, str) for k in replaced):
                     raise ValueError("state")
-                return WorkerResult(state, tuple(rows), entries, frozenset(replaced))
+                return WorkerResult(state, tuple(rows), entries, frozenset(replaced), ahead)
             except (TypeError, ValueError, IndexError, AttributeError, RecursionError):
                 raise self._fail("the integration worker sent a malformed message",
                                  "UPDATE_WORKER_CRASHED") from None
@@ -412,22 +457,23 @@ class IntegrationWorker:
         return self._call(["all", None], deadline=max(self.deadline, 60.0), on_rows=on_rows)
 
     def apply(self, update: bytes, *, on_rows: Callable[[list[Row]], None] | None = None,
-              patience: float = 1.0) -> WorkerResult:
+              patience: float = 1.0, authors: frozenset[str] | None = None) -> WorkerResult:
         """Apply ``update`` (Yjs v1 bytes that passed the strict reader) in the child and check what it touched
         against schema v1 here, within the deadline plus 0.5 s per MB of update (counting only the time spent
         waiting for the child), times ``patience`` (more than 1 for an update tried again after a timeout).
         ``on_rows`` receives the checked rows chunk by chunk as they arrive, so that the
         caller can store them while the child reads the next chunk; a later refusal means the caller must
-        discard them (roll back its transaction).
+        discard them (roll back its transaction). ``authors``: the device ids of the update's authenticated
+        author (several for a group integrated together): what it wrote must be in their name.
 
         Raises:
             UpdateRejectedError: ``UPDATE_WORKER_TIMEOUT`` (past the deadline), ``UPDATE_WORKER_CRASHED`` (the
                 child died, e.g. SIGSEGV, or sent something malformed), ``UPDATE_MALFORMED`` (pycrdt raised or
                 panicked), ``UPDATE_SCHEMA_VIOLATION`` (a touched record or registry entry is not valid
-                schema v1). The worker is closed.
+                schema v1), ``UPDATE_AUTHOR_FORGED`` (an entry in another device's name). The worker is closed.
         """
         result = self._call(["apply", update], deadline=(self.deadline + len(update) / 2e6) * patience,
-                            on_rows=on_rows)
+                            on_rows=on_rows, authors=authors)
         self.state_vector = result.state_vector
         return result
 

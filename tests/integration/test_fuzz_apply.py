@@ -19,6 +19,7 @@ from typing import Any
 
 from pycrdt import Doc
 
+from crdtsync.model.records import believable_until
 from crdtsync.model.schema import MemoryDoc
 from crdtsync.model.ystate import decode_state_vector
 from crdtsync.vault import Vault
@@ -60,13 +61,14 @@ def honest_updates(tmp_path: Path) -> list[bytes]:
 
 
 def assert_store_matches_doc(vault: Vault) -> None:
-    """The materialized SQLite rows are exactly what the shared Doc holds (read by a fresh pycrdt Doc)."""
+    """The materialized SQLite rows are exactly what the shared Doc holds (read by a fresh pycrdt Doc, believing
+    the claimed times this device believes, as the store does)."""
     doc: Doc[Any] = Doc()
     doc.apply_update(vault.encode_update())
     mdoc = MemoryDoc(doc)
     from_doc = {}
     for memory_id in mdoc.memory_ids():
-        read = mdoc.read(memory_id)
+        read = mdoc.read(memory_id, believable_until())
         if read is not None:
             from_doc[memory_id] = read[0].to_json()
     from_store = {m.id: m.to_json() for m in vault.list(include_deleted=True) if m.level == 1}
