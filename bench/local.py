@@ -88,9 +88,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def cheap_kdf() -> Any:
     """Argon2id parameters cheap enough that vault creation does not matter (it is not measured)."""
-    from crdtsync.crypto.header import KdfParams
+    from crdtsync.crypto.header import MIN_ITERATIONS, MIN_MEMORY_COST_KIB, KdfParams
 
-    return KdfParams.new(iterations=1, lanes=1, memory_cost=8 * 1024)
+    return KdfParams.new(iterations=MIN_ITERATIONS, lanes=1, memory_cost=MIN_MEMORY_COST_KIB)
 
 
 # -- scenarios (each runs in its own child process) ----------------------------------------------------------

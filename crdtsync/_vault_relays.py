@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from crdtsync.crypto.header import VaultHeader, unwrap_vault_keys
-from crdtsync.errors import CryptoError, MailboxError, NotFoundError
+from crdtsync.crypto.header import FINGERPRINT_CHARS, VaultHeader, check_join_kdf, fingerprint, unwrap_vault_keys
+from crdtsync.crypto.keys import vault_tag
+from crdtsync.errors import CryptoError, InvalidInputError, MailboxError, NotFoundError
 from crdtsync.store.db import Store
 
 if TYPE_CHECKING:
@@ -73,34 +74,86 @@ def sync_relays(
             for r in relays]
 
 
-def find_vault(url: str, passphrase: str) -> tuple[VaultHeader, dict[int, bytes]]:
-    """The header of the vault published under mailbox ``url`` that ``passphrase`` opens, and the vault keys
-    it unwraps (epoch to key).
+#: What ``relay add`` appends to a mailbox URL to make a join string: ``URL#vault=<fingerprint>``.
+JOIN_FRAGMENT = "#vault="
+#: Most vault folders a join looks at under one URL (each costs one small GET; no Argon2id).
+MAX_VAULTS_LISTED = 256
+
+
+def join_string(url: str, header: VaultHeader) -> str:
+    """The join string of the vault ``header`` describes at mailbox ``url``: ``url#vault=<fingerprint>``."""
+    return f"{url}{JOIN_FRAGMENT}{fingerprint(header)}"
+
+
+def split_join_string(text: str) -> tuple[str, str | None]:
+    """(mailbox URL, expected vault fingerprint or None) of a join string or a plain mailbox URL.
 
     Raises:
-        CryptoError: ``WRONG_PASSPHRASE`` (a vault is there but the passphrase opens none).
-        MailboxError: ``MAILBOX_NO_VAULT`` (no vault under that URL) and store errors.
+        InvalidInputError: ``INVALID_FINGERPRINT`` when the part after ``#vault=`` is not a fingerprint.
+    """
+    url, found, expected = text.partition(JOIN_FRAGMENT)
+    if not found:
+        return text, None
+    expected = expected.strip().lower()
+    if len(expected) != FINGERPRINT_CHARS or not set(expected) <= set("abcdefghijklmnopqrstuvwxyz234567"):
+        raise InvalidInputError(f"{expected[:40]!r} after {JOIN_FRAGMENT} is not a vault fingerprint (26 letters "
+                                "and digits, as `crdtsync relay add` prints it)", code="INVALID_FINGERPRINT")
+    return url, expected
+
+
+def find_vault(url: str, passphrase: str, expected: str | None = None) -> tuple[VaultHeader, dict[int, bytes]]:
+    """The header of the vault published under mailbox ``url`` and the vault keys ``passphrase`` unwraps from it
+    (epoch to key). Exactly one header is tried, and Argon2id runs once at most: the one vault under the URL, or
+    the one whose fingerprint is ``expected``. Headers that are damaged, or that sit in a folder other than their
+    own vault's tag (copied there as decoys), are passed over. The header must be v2 (key-committing), ask for KDF
+    parameters within :func:`crdtsync.crypto.header.check_join_kdf`'s limits, and the unwrapped keys must match
+    its commitments.
+
+    Raises:
+        CryptoError: ``WRONG_PASSPHRASE``, ``KDF_TOO_WEAK``, ``KDF_TOO_COSTLY``, ``HEADER_OUTDATED`` (a v1
+            header: a device of the vault must sync once with this version first).
+        MailboxError: ``MAILBOX_NO_VAULT`` (no usable vault under that URL, or none with the expected
+            fingerprint), ``MAILBOX_SEVERAL_VAULTS`` (several, and no fingerprint to choose), store errors.
     """
     from crdtsync.mailbox.backend import open_store
     from crdtsync.mailbox.format import ROOT, header_key
 
     store = open_store(url)
-    wrong = False
-    for tag in store.list(ROOT):
+    found: list[VaultHeader] = []
+    passed_over: list[str] = []
+    for tag in sorted(store.list(ROOT))[:MAX_VAULTS_LISTED]:
         data = store.get(header_key(tag))
         if data is None:
             continue
-        header = VaultHeader.from_json(data)
         try:
-            return header, unwrap_vault_keys(header, passphrase)
+            header = VaultHeader.from_json(data)
         except CryptoError as exc:
-            if exc.code != "WRONG_PASSPHRASE":
-                raise
-            wrong = True
-    if wrong:
-        raise CryptoError("the passphrase does not open the vault at that URL", code="WRONG_PASSPHRASE")
-    raise MailboxError(f"no crdtsync vault under {url}; on a device of the vault run "
-                       "`crdtsync relay add NAME URL` first", code="MAILBOX_NO_VAULT")
+            passed_over.append(f"{tag}: {exc.code}")
+            continue
+        if vault_tag(header.vault_id) != tag:
+            passed_over.append(f"{tag}: the header of another vault")
+            continue
+        if expected is None or (header.commits and fingerprint(header) == expected):
+            found.append(header)
+    if not found:
+        why = f" (passed over: {'; '.join(passed_over[:5])})" if passed_over else ""
+        if expected is not None:
+            raise MailboxError(f"no vault with fingerprint {expected} under {url}{why}: check the join string "
+                               "that `crdtsync relay add` printed", code="MAILBOX_NO_VAULT")
+        raise MailboxError(f"no crdtsync vault under {url}{why}; on a device of the vault run "
+                           "`crdtsync relay add NAME URL` first", code="MAILBOX_NO_VAULT")
+    if len(found) > 1:
+        names = ", ".join(fingerprint(h) if h.commits else f"{vault_tag(h.vault_id)} (v1)" for h in found)
+        raise MailboxError(f"{len(found)} vaults are published under {url} ({names}): join with the join string "
+                           "that `crdtsync relay add` printed on a device of yours (URL#vault=<fingerprint>)",
+                           code="MAILBOX_SEVERAL_VAULTS")
+    (header,) = found
+    if not header.commits:
+        raise CryptoError("the vault at that URL still has a v1 header, which a join cannot trust: run `crdtsync "
+                          "sync` once on a device of the vault with this crdtsync (it upgrades the header), then "
+                          "join again", code="HEADER_OUTDATED")
+    check_join_kdf(header.kdf)
+    return header, unwrap_vault_keys(header, passphrase)
 
 
 def first_sync(vault: Vault, relay_name: str, progress: Progress | None = None) -> None:

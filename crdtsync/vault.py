@@ -28,7 +28,7 @@ from crdtsync import _vault_create, _vault_import, _vault_memories, _vault_rebas
 from crdtsync._vault_create import DB_NAME, KEYS_NAME
 from crdtsync._vault_import import IMPORT_BATCH as IMPORT_BATCH
 from crdtsync._vault_import import ImportReport as ImportReport
-from crdtsync.crypto.header import KdfParams, VaultHeader, create_header
+from crdtsync.crypto.header import KdfParams, VaultHeader, create_header, fingerprint, with_commitments
 from crdtsync.crypto.keys import DeviceKeys, new_vault_id, new_vault_key
 from crdtsync.errors import CrdtsyncError, InvalidInputError, NotFoundError, UpdateRejectedError, VaultError
 from crdtsync.model.records import (
@@ -169,8 +169,22 @@ class Vault:
 
     @property
     def header(self) -> VaultHeader:
-        """The public vault header (``vault.json`` in a mailbox): the vault key wrapped under the passphrase."""
-        return VaultHeader.from_json(bytes(self._store.get_meta("vault_header")))
+        """The public vault header (``vault.json`` in a mailbox): the vault key wrapped under the passphrase, as v2
+        (with key commitments). A v1 header stored by an older crdtsync is upgraded with this device's vault keys
+        and stored again."""
+        header = VaultHeader.from_json(bytes(self._store.get_meta("vault_header")))
+        if not header.commits:
+            header = with_commitments(header, self.secrets.epochs)
+            with self._store.write():
+                self._store.set_meta("vault_header", header.to_json())
+        return header
+
+    @property
+    def fingerprint(self) -> str:
+        """The vault's fingerprint (26 characters; :func:`crdtsync.crypto.header.fingerprint`): what a join string
+        carries so that a join accepts this vault and no other. Writes nothing."""
+        header = VaultHeader.from_json(bytes(self._store.get_meta("vault_header")))
+        return fingerprint(header if header.commits else with_commitments(header, self.secrets.epochs))
 
     @property
     def store(self) -> Store:
@@ -489,15 +503,23 @@ class Vault:
         ``relay_name``, pull everything and push the registration. ``progress(done, total)`` follows the objects
         the pull fetches, as in :meth:`sync`. Leaves nothing open; returns the folder.
 
+        ``url`` is a mailbox URL, or a join string ``URL#vault=<fingerprint>`` (what ``relay add`` prints): then
+        only the vault with that fingerprint is joined. Without one, the URL must hold exactly one vault, which is
+        trusted on first use (:attr:`fingerprint` says which). One header is tried, its KDF parameters within
+        limits, its keys checked against its commitments (see :func:`crdtsync._vault_relays.find_vault`).
+
         Raises:
-            CryptoError: ``PASSPHRASE_REQUIRED``, ``WRONG_PASSPHRASE``.
-            MailboxError: ``MAILBOX_NO_VAULT`` (no vault under that URL) and store errors.
+            CryptoError: ``PASSPHRASE_REQUIRED``, ``WRONG_PASSPHRASE``, ``KDF_TOO_WEAK``, ``KDF_TOO_COSTLY``,
+                ``HEADER_OUTDATED``.
+            MailboxError: ``MAILBOX_NO_VAULT`` (no vault, or none with the fingerprint, under that URL),
+                ``MAILBOX_SEVERAL_VAULTS`` and store errors.
             VaultError: ``VAULT_EXISTS``.
             InvalidInputError: a device name, relay name or URL that is not valid (too long, empty, not
-                Unicode text); ``RELAY_OVERLAPS_VAULT`` (the vault folder would be inside the relay folder, or
-                the relay inside it).
+                Unicode text), ``INVALID_FINGERPRINT``; ``RELAY_OVERLAPS_VAULT`` (the vault folder would be inside
+                the relay folder, or the relay inside it).
         """
         check_label("device name", device_name)
+        url, expected = _vault_relays.split_join_string(url)
         check_relay(relay_name, url)
         folder = _vault_create.vacant_folder(path, advice=(
             "; if a join into it was interrupted, `crdtsync sync` there finishes it"))
@@ -506,10 +528,13 @@ class Vault:
         check_apart(folder, url)
         passphrase = _vault_create.required_passphrase(
             passphrase, "joining needs the vault's passphrase: pass it or set CRDTSYNC_PASSPHRASE")
-        header, epochs = _vault_relays.find_vault(url, passphrase)
+        header, epochs = _vault_relays.find_vault(url, passphrase, expected)
         _vault_create.make_folder(folder)
+        # The header is unsigned: whoever knows the passphrase can add epochs to it. A new device seals under the
+        # vault's founding epoch, which every member holds; moving to a later one takes a signed statement of a
+        # member (device revocation).
         secrets = VaultSecrets(device=DeviceKeys.generate(), vault_id=header.vault_id, epochs=epochs,
-                               current_epoch=max(epochs))
+                               current_epoch=min(epochs))
         _vault_create.create_store(cls, folder, secrets, header, vault_name="", device_name=device_name,
                                    founder=False, relay=(relay_name, url))
         with cls.open(folder) as vault:
@@ -519,9 +544,9 @@ class Vault:
     # -- status and audit -------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """A summary for ``crdtsync status``: device, memory counts, log size, updates held or quarantined,
-        conflicts, relays (pending push and pull, last sync, last error) and the known devices (as of the last
-        sync or registry read). ``held`` lists each held update with what it waits for: ``{origin, since,
+        """A summary for ``crdtsync status``: the vault's fingerprint, device, memory counts, log size, updates held
+        or quarantined, conflicts, relays (pending push and pull, last sync, last error) and the known devices (as
+        of the last sync or registry read). ``held`` lists each held update with what it waits for: ``{origin, since,
         waits_for: [{client (Yjs client id), device (its device id, None when no registration of it reached
         this device)}]}``; ``refused`` the newest 20 refused updates, oldest first: ``{at, origin, code,
         message, tries}`` (a refusal with code ``UPDATE_WORKER_TIMEOUT`` or ``UPDATE_WORKER_CRASHED`` is tried
@@ -535,6 +560,7 @@ class Vault:
                 for h in self._store.held_waits()]
         return {
             "vault": str(self.path),
+            "fingerprint": self.fingerprint,
             "device_id": self.device_id,
             "device_name": self._store.get_meta("device_name"),
             "memories": self._store.counts(),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crdtsync.crypto.header import KdfParams
+from crdtsync.crypto.header import MIN_ITERATIONS, MIN_MEMORY_COST_KIB, KdfParams
 from crdtsync.vault import Vault
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -16,8 +16,9 @@ PASSPHRASE = "correct horse battery staple"
 
 
 def cheap_kdf() -> KdfParams:
-    """Argon2id parameters cheap enough for tests (the defaults are used once, in the crypto tests)."""
-    return KdfParams.new(iterations=1, lanes=1, memory_cost=8 * 1024)
+    """The cheapest Argon2id parameters a vault may have (the floor a join accepts: 19 MiB, 2 passes), for tests;
+    the defaults are used once, in the crypto tests."""
+    return KdfParams.new(iterations=MIN_ITERATIONS, lanes=1, memory_cost=MIN_MEMORY_COST_KIB)
 
 
 def shared_data(*parts: str) -> Path:

@@ -667,7 +667,8 @@ def status(
         _emit_json(info)
         return
     counts = info["memories"]
-    out.print(f"vault {_plain(info['vault'])} — device {_plain(info['device_name'])} ({info['device_id']})")
+    out.print(f"vault {_plain(info['vault'])} (fingerprint {info['fingerprint']}) — device "
+              f"{_plain(info['device_name'])} ({info['device_id']})")
     out.print(f"memories: {counts['live']} live ({counts['local_only']} level 0), {counts['deleted']} deleted, "
               f"{counts['conflicted']} with conflicts")
     out.print(f"received updates waiting for others: {info['held_updates']}; "

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from crdtsync._vault_relays import join_string
 from crdtsync.cli.app import (
     JsonOpt,
     VaultOpt,
@@ -38,13 +39,15 @@ def relay_add(
     vault: VaultOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add a mailbox and publish the vault's (encrypted) header there, so other devices can join with the URL."""
+    """Add a mailbox and publish the vault's (encrypted) header there; prints the join string (the URL and the
+    vault's fingerprint) that other devices join with."""
     with _open(vault, as_json) as v:
         v.add_relay(name, url)
+        joining = join_string(url, v.header)
     if as_json:
-        _emit_json({"name": name, "url": url})
+        _emit_json({"name": name, "url": url, "join": joining})
     else:
-        out.print(f"added relay {name} -> {url}; other devices can now run: crdtsync join {url}")
+        out.print(f"added relay {name} -> {url}; other devices can now run: crdtsync join '{joining}'")
 
 
 @relay_app.command("list")
@@ -129,13 +132,14 @@ def pull(relay: RelayOpt = None, vault: VaultOpt = None, as_json: JsonOpt = Fals
 
 @app.command()
 def join(
-    url: Annotated[str, typer.Argument(help="The URL another device gave `crdtsync relay add`.")],
+    url: Annotated[str, typer.Argument(help="The join string (or URL) another device's `relay add` printed.")],
     vault: VaultOpt = None,
     device_name: Annotated[str | None, typer.Option(help="Name of this device (default: host name).")] = None,
     relay: Annotated[str, typer.Option("--relay", help="Name to save the URL under.")] = "default",
     as_json: JsonOpt = False,
 ) -> None:
-    """Join a vault from its mailbox URL with the passphrase, then pull everything."""
+    """Join a vault from its join string (URL#vault=FINGERPRINT, from `relay add`) or mailbox URL with the
+    passphrase, then pull everything."""
     path = _vault_path(vault)
     with _guard(as_json):
         passphrase = _passphrase(confirm=False)
@@ -146,7 +150,8 @@ def join(
         with Vault.open(folder) as v:
             count = len(v.list())
             device = v.device_id
+            vault_fingerprint = v.fingerprint
     if as_json:
-        _emit_json({"vault": str(folder), "device_id": device, "memories": count})
+        _emit_json({"vault": str(folder), "device_id": device, "memories": count, "fingerprint": vault_fingerprint})
     else:
-        out.print(f"joined: {count} memories in {folder} (device {device})")
+        out.print(f"joined vault {vault_fingerprint}: {count} memories in {folder} (device {device})")

@@ -1,27 +1,44 @@
-"""The public vault header ``vault.json`` (v1) and the two ways a vault key is wrapped.
+"""The public vault header ``vault.json`` (v2, reads v1) and the two ways a vault key is wrapped.
 
 ``vault.json`` sits in the mailbox next to the envelopes; anyone who can list the store can read it, so it
 holds no secret in clear and not even the vault's name. It is UTF-8 JSON, byte strings in unpadded
 base64url::
 
     {
-      "format": "crdtsync-vault/1",
+      "format": "crdtsync-vault/2",
       "vault_id": "<16 bytes>",
       "kdf": {"name": "argon2id", "salt": "<16 bytes>", "iterations": 3, "lanes": 4, "memory_cost": 65536},
-      "epochs": {"0": "<60 bytes: nonce (12) + AES-GCM-SIV(KEK, vault key) (32 + 16 tag)>"}
+      "epochs": {"0": "<60 bytes: nonce (12) + AES-GCM-SIV(KEK, vault key) (32 + 16 tag)>"},
+      "commits": {"0": "<32 bytes: key commitment of epoch 0's vault key>"}
     }
+
+Version 1 (``crdtsync-vault/1``, written up to 9204cbf) is the same without ``commits``. It is still read (a
+vault's own stored header, a relay not yet upgraded), never joined: any device of the vault that syncs rewrites
+its relays' v1 header as v2 (it holds the vault keys, which is all the commitments need).
 
 **Passphrase wrapping.** KEK = Argon2id(UTF-8 of the NFC-normalised passphrase, salt, params), 32 bytes; each
 epoch's vault key is sealed with AES-GCM-SIV under the KEK, a random 12-byte nonce, and associated data
-``b"crdtsync-vault/1" + vault_id + epoch (8 bytes big-endian)``, so a wrapped key copied to another vault or
-epoch does not open. Argon2id is slow on purpose (the defaults, RFC 9106's second recommended setting, take
-64 MiB and 0.1 to 0.25 s on one core, measured here): every public function that takes a passphrase derives the
-KEK exactly once, and says so. Whoever can read the store can still guess passphrases offline at that cost per
-guess, so the passphrase must be strong. A hostile store could serve a header with absurd KDF parameters to
-exhaust a device, so the reader caps them (:data:`MAX_MEMORY_COST_KIB`, :data:`MAX_ITERATIONS`,
-:data:`MAX_LANES`). The header is not signed: altering it can only make unwrapping fail
-(``WRONG_PASSPHRASE``), never yield a key the attacker chose, because the attacker cannot wrap under a
-passphrase it does not know.
+``b"crdtsync-vault/1" + vault_id + epoch (8 bytes big-endian)`` (the same in v2), so a wrapped key copied to
+another vault or epoch does not open. Argon2id is slow on purpose (the defaults, RFC 9106's second recommended
+setting, take 64 MiB and 0.1 to 0.25 s on one core, measured here): every public function that takes a
+passphrase derives the KEK exactly once, and says so. Whoever can read the store can still guess passphrases
+offline at that cost per guess, so the passphrase must be strong.
+
+**Key commitment.** AES-GCM-SIV is not key-committing: a 60-byte wrap can be built that opens under two
+passphrases (to two different keys), so a hostile store serving such wraps tests many passphrase guesses per
+header and, when one opens, has a device join a vault of its making. A v2 header therefore carries, per epoch,
+``HMAC-SHA256(vault key, b"crdtsync/v2/key-commit" + vault_id + epoch (8 bytes))``; a key unwrapped from the
+header counts only when it matches (as age commits to its file key with the header MAC). The vault's
+**fingerprint** (:func:`fingerprint`) hashes the vault id with the commitment of its first epoch: ``relay add``
+prints it in the join string (``URL#vault=<fingerprint>``), and a join given it accepts no other vault.
+
+**Limits a joining device applies** (:func:`check_join_kdf`): the KDF parameters may not be weaker than
+:data:`MIN_MEMORY_COST_KIB` and :data:`MIN_ITERATIONS` (OWASP's minimum for Argon2id: 19 MiB, 2 passes; cheaper
+decoys would make guessing cheap for whoever serves them, ``KDF_TOO_WEAK``), nor cost more than
+:data:`MAX_JOIN_KDF_WORK` (memory times passes, ``KDF_TOO_COSTLY``); a join runs Argon2id on one header only.
+The reader's own caps (:data:`MAX_MEMORY_COST_KIB`, :data:`MAX_ITERATIONS`, :data:`MAX_LANES`) bound any header.
+The header is not signed: altering it can only make unwrapping fail (``WRONG_PASSPHRASE``) or, with the
+passphrase, add an epoch; which epoch a device seals under is never read from it.
 
 **Device wrapping** (for revocation: the next epoch's key goes to each remaining device).
 key = HKDF-SHA256(X25519(sender kx, recipient kx), salt=vault_id, info=``b"crdtsync/v1/device-wrap"`` +
@@ -35,13 +52,15 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
+import hmac
 import json
 import os
 import re
 import types
 import unicodedata
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -53,8 +72,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from crdtsync.crypto.keys import KEY_BYTES, MAX_EPOCH, VAULT_ID_BYTES, VAULT_KEY_BYTES, DeviceKeys
 from crdtsync.errors import CryptoError
 
-#: The ``format`` value of a v1 header.
-HEADER_FORMAT = "crdtsync-vault/1"
+#: The ``format`` value of a header this module writes (v2: with key commitments).
+HEADER_FORMAT = "crdtsync-vault/2"
+#: The ``format`` value of a v1 header (no key commitments), still read.
+HEADER_FORMAT_V1 = "crdtsync-vault/1"
 #: Largest ``vault.json`` accepted, in bytes (a header with hundreds of epochs stays far below).
 MAX_HEADER_BYTES = 256 * 1024
 #: Length of an Argon2id salt, in bytes.
@@ -67,10 +88,23 @@ MAX_MEMORY_COST_KIB = 1024 * 1024
 MAX_ITERATIONS = 16
 #: Largest Argon2id parallelism (lanes) accepted.
 MAX_LANES = 64
+#: Weakest Argon2id memory cost a vault may be created or joined with, in KiB (OWASP's minimum: 19 MiB).
+MIN_MEMORY_COST_KIB = 19 * 1024
+#: Fewest Argon2id passes a vault may be created or joined with (OWASP's minimum at 19 MiB).
+MIN_ITERATIONS = 2
+#: Most Argon2id work a join accepts, as memory cost (KiB) times passes: 1 GiB four times, 21x the default.
+MAX_JOIN_KDF_WORK = 4 * 1024 * 1024
+#: Length of a key commitment, in bytes.
+COMMIT_BYTES = 32
+#: Length of a vault fingerprint, in characters (26 base32 characters: 130 bits).
+FINGERPRINT_CHARS = 26
 
 _NONCE_BYTES = 12
 _FORMAT_PREFIX = "crdtsync-vault/"
 _DEVICE_WRAP_DOMAIN = b"crdtsync/v1/device-wrap"
+_WRAP_DOMAIN = HEADER_FORMAT_V1.encode("ascii")
+_COMMIT_DOMAIN = b"crdtsync/v2/key-commit"
+_FINGERPRINT_DOMAIN = b"crdtsync/v2/fingerprint"
 _EPOCH_KEY_RE = re.compile(r"0|[1-9][0-9]{0,19}")
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -110,20 +144,20 @@ class KdfParams:
 
 @dataclasses.dataclass(frozen=True)
 class VaultHeader:
-    """The public header of a vault: its 16-byte ``vault_id``, the ``kdf`` parameters, and ``epochs``, a
-    read-only map from epoch (0 <= epoch < 2^64) to that epoch's vault key wrapped under the passphrase
-    (60 bytes each). ``format`` is always :data:`HEADER_FORMAT`.
+    """The public header of a vault: its 16-byte ``vault_id``, the ``kdf`` parameters, ``epochs``, a read-only
+    map from epoch (0 <= epoch < 2^64) to that epoch's vault key wrapped under the passphrase (60 bytes each),
+    and ``commits``, the 32-byte key commitment of each epoch's key (:func:`key_commitment`): for every epoch in
+    a v2 header, empty in a v1 header.
 
     Raises:
-        ValueError: a field has the wrong shape (a programming error; :meth:`from_json` reports it as
-            ``HEADER_MALFORMED``).
+        ValueError: a field has the wrong shape, or ``commits`` names other epochs than ``epochs`` (a
+            programming error; :meth:`from_json` reports it as ``HEADER_MALFORMED``).
     """
-
-    format: ClassVar[str] = HEADER_FORMAT
 
     vault_id: bytes
     kdf: KdfParams
     epochs: Mapping[int, bytes]
+    commits: Mapping[int, bytes] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_bytes("vault id", self.vault_id, VAULT_ID_BYTES)
@@ -132,21 +166,34 @@ class VaultHeader:
         for epoch, wrapped in self.epochs.items():
             _check_int("epoch", epoch, 0, MAX_EPOCH)
             _check_bytes("wrapped vault key", wrapped, WRAPPED_KEY_BYTES)
+        if self.commits and set(self.commits) != set(self.epochs):
+            raise ValueError("a v2 header commits to every epoch it holds, and to no other")
+        for commit in self.commits.values():
+            _check_bytes("key commitment", commit, COMMIT_BYTES)
         object.__setattr__(self, "epochs", types.MappingProxyType(dict(sorted(self.epochs.items()))))
+        object.__setattr__(self, "commits", types.MappingProxyType(dict(sorted(self.commits.items()))))
+
+    @property
+    def version(self) -> int:
+        """2 when the header commits to its keys, else 1."""
+        return 2 if self.commits else 1
 
     def to_json(self) -> bytes:
-        """The header as ``vault.json`` (UTF-8 JSON, see the module docstring), epochs in ascending order."""
-        document = {
-            "format": HEADER_FORMAT,
+        """The header as ``vault.json`` (UTF-8 JSON, see the module docstring) in its version's format, epochs in
+        ascending order."""
+        document: dict[str, Any] = {
+            "format": HEADER_FORMAT if self.commits else HEADER_FORMAT_V1,
             "vault_id": _b64encode(self.vault_id),
             "kdf": {**dataclasses.asdict(self.kdf), "salt": _b64encode(self.kdf.salt)},
             "epochs": {str(epoch): _b64encode(wrapped) for epoch, wrapped in self.epochs.items()},
         }
+        if self.commits:
+            document["commits"] = {str(epoch): _b64encode(commit) for epoch, commit in self.commits.items()}
         return (json.dumps(document, indent=2) + "\n").encode("utf-8")
 
     @classmethod
     def from_json(cls, data: bytes) -> VaultHeader:
-        """Parse ``vault.json`` strictly: exactly the fields of the module docstring, nothing else.
+        """Parse ``vault.json`` (v2 or v1) strictly: exactly the fields of the module docstring, nothing else.
 
         Raises:
             CryptoError: code ``HEADER_UNSUPPORTED_VERSION`` when ``format`` is ``crdtsync-vault/<other>``
@@ -164,7 +211,8 @@ class VaultHeader:
             raise _malformed("it is not JSON") from None
         if not isinstance(document, dict) or not isinstance(document.get("format"), str):
             raise _malformed("it has no format field")
-        if document["format"] != HEADER_FORMAT:
+        version = {HEADER_FORMAT: 2, HEADER_FORMAT_V1: 1}.get(document["format"])
+        if version is None:
             if document["format"].startswith(_FORMAT_PREFIX):
                 raise CryptoError(
                     f"vault.json has format {document['format']!r}, which this crdtsync cannot read: "
@@ -172,38 +220,117 @@ class VaultHeader:
                     code="HEADER_UNSUPPORTED_VERSION",
                 )
             raise _malformed("its format field is not a crdtsync vault format")
-        _expect_keys(document, {"format", "vault_id", "kdf", "epochs"}, "the header")
-        kdf, epochs = document["kdf"], document["epochs"]
+        fields = {"format", "vault_id", "kdf", "epochs"} | ({"commits"} if version == 2 else set())
+        _expect_keys(document, fields, "the header")
+        kdf = document["kdf"]
         _expect_keys(kdf, {"name", "salt", "iterations", "lanes", "memory_cost"}, "kdf")
-        if not isinstance(epochs, dict):
-            raise _malformed("epochs is not an object")
-        parsed_epochs: dict[int, bytes] = {}
-        for key, wrapped in epochs.items():
-            if not _EPOCH_KEY_RE.fullmatch(key):
-                raise _malformed(f"epoch {key!r} is not a canonical decimal number")
-            parsed_epochs[int(key)] = _b64decode(wrapped, f"epoch {key}")
+        epochs = _epoch_map(document["epochs"], "epochs")
+        commits = _epoch_map(document["commits"], "commits") if version == 2 else {}
+        if version == 2 and set(commits) != set(epochs):
+            raise _malformed("commits must name exactly the epochs")
         try:
             return cls(
                 vault_id=_b64decode(document["vault_id"], "vault_id"),
                 kdf=KdfParams(**{**kdf, "salt": _b64decode(kdf["salt"], "kdf.salt")}),
-                epochs=parsed_epochs,
+                epochs=epochs,
+                commits=commits,
             )
         except ValueError as exc:
             raise _malformed(str(exc)) from None
 
 
+def _epoch_map(value: object, what: str) -> dict[int, bytes]:
+    """``{epoch: bytes}`` from a JSON object of canonical decimal epochs to base64url (``HEADER_MALFORMED``)."""
+    if not isinstance(value, dict):
+        raise _malformed(f"{what} is not an object")
+    parsed: dict[int, bytes] = {}
+    for key, encoded in value.items():
+        if not _EPOCH_KEY_RE.fullmatch(key):
+            raise _malformed(f"{what}: epoch {key!r} is not a canonical decimal number")
+        parsed[int(key)] = _b64decode(encoded, f"{what}.{key}")
+    return parsed
+
+
+def key_commitment(vault_id: bytes, epoch: int, vault_key: bytes) -> bytes:
+    """The 32-byte commitment to ``vault_key`` (32 bytes) of ``epoch`` in vault ``vault_id`` (16 bytes) that a
+    v2 header carries: HMAC-SHA256 keyed with the vault key over ``b"crdtsync/v2/key-commit"`` + vault id +
+    epoch (8 bytes big-endian). Reveals nothing of the key; no other key has the same commitment."""
+    _check_bytes("vault key", vault_key, VAULT_KEY_BYTES)
+    return hmac.new(vault_key, _COMMIT_DOMAIN + vault_id + epoch.to_bytes(8, "big"), hashlib.sha256).digest()
+
+
+def with_commitments(header: VaultHeader, keys: Mapping[int, bytes]) -> VaultHeader:
+    """``header`` as v2: with the key commitment of each of its epochs, computed from ``keys`` (epoch to 32-byte
+    vault key; the holder of the vault keys upgrades a v1 header without the passphrase).
+
+    Raises:
+        ValueError: ``keys`` lacks an epoch of the header (a programming error).
+    """
+    missing = set(header.epochs) - set(keys)
+    if missing:
+        raise ValueError(f"no vault key for epochs {sorted(missing)}")
+    commits = {epoch: key_commitment(header.vault_id, epoch, keys[epoch]) for epoch in header.epochs}
+    return dataclasses.replace(header, commits=commits)
+
+
+def fingerprint(header: VaultHeader) -> str:
+    """The vault's fingerprint: 26 lowercase base32 characters (130 bits) of SHA-256 over
+    ``b"crdtsync/v2/fingerprint"`` + vault id + the key commitment of the header's first epoch. It names one vault
+    and its first key: a vault made by someone else, or a header whose first key was replaced, has another.
+
+    Raises:
+        ValueError: ``header`` is v1 (it has no commitment to name; upgrade it with :func:`with_commitments`).
+    """
+    if not header.commits:
+        raise ValueError("a v1 header has no fingerprint")
+    first = min(header.commits)
+    digest = hashlib.sha256(_FINGERPRINT_DOMAIN + header.vault_id + header.commits[first]).digest()
+    return base64.b32encode(digest).decode("ascii").lower()[:FINGERPRINT_CHARS]
+
+
+def check_kdf_strength(kdf: KdfParams) -> None:
+    """Refuse KDF parameters weaker than :data:`MIN_MEMORY_COST_KIB` and :data:`MIN_ITERATIONS`.
+
+    Raises:
+        CryptoError: ``KDF_TOO_WEAK``.
+    """
+    if kdf.memory_cost < MIN_MEMORY_COST_KIB or kdf.iterations < MIN_ITERATIONS:
+        raise CryptoError(
+            f"Argon2id with {kdf.memory_cost} KiB and {kdf.iterations} passes is below the minimum of "
+            f"{MIN_MEMORY_COST_KIB} KiB and {MIN_ITERATIONS} passes: a passphrase behind it would be cheap to guess. "
+            "A vault header asking for it is refused (a decoy, or a vault made weak on purpose)", code="KDF_TOO_WEAK")
+
+
+def check_join_kdf(kdf: KdfParams) -> None:
+    """What a joining device checks before it runs Argon2id on a header it read from a store: not weaker than
+    :func:`check_kdf_strength` allows, and at most :data:`MAX_JOIN_KDF_WORK` (memory cost times passes).
+
+    Raises:
+        CryptoError: ``KDF_TOO_WEAK`` or ``KDF_TOO_COSTLY``.
+    """
+    check_kdf_strength(kdf)
+    if kdf.memory_cost * kdf.iterations > MAX_JOIN_KDF_WORK:
+        raise CryptoError(
+            f"the vault header asks for Argon2id with {kdf.memory_cost} KiB and {kdf.iterations} passes, more than "
+            f"a join spends ({MAX_JOIN_KDF_WORK} KiB-passes): not joined (a header made to exhaust this device?)",
+            code="KDF_TOO_COSTLY")
+
+
 def create_header(vault_id: bytes, vault_key: bytes, passphrase: str, kdf: KdfParams, epoch: int = 0) -> VaultHeader:
-    """A new header for ``vault_id`` (16 bytes) holding ``vault_key`` (32 bytes) of ``epoch``, wrapped under
+    """A new v2 header for ``vault_id`` (16 bytes) holding ``vault_key`` (32 bytes) of ``epoch``, wrapped under
     ``passphrase`` with ``kdf`` (give it a fresh salt: :meth:`KdfParams.new`). Runs Argon2id once.
 
     Raises:
+        CryptoError: ``KDF_TOO_WEAK`` (see :func:`check_kdf_strength`).
         ValueError: an argument has the wrong length or range (a programming error).
     """
     _check_bytes("vault key", vault_key, VAULT_KEY_BYTES)
     _check_bytes("vault id", vault_id, VAULT_ID_BYTES)
     _check_int("epoch", epoch, 0, MAX_EPOCH)
+    check_kdf_strength(kdf)
     kek = _derive_kek(passphrase, kdf)
-    return VaultHeader(vault_id=vault_id, kdf=kdf, epochs={epoch: _wrap(kek, vault_id, epoch, vault_key)})
+    return VaultHeader(vault_id=vault_id, kdf=kdf, epochs={epoch: _wrap(kek, vault_id, epoch, vault_key)},
+                       commits={epoch: key_commitment(vault_id, epoch, vault_key)})
 
 
 def unwrap_vault_key(header: VaultHeader, passphrase: str, epoch: int) -> bytes:
@@ -233,7 +360,7 @@ def unwrap_vault_keys(header: VaultHeader, passphrase: str) -> dict[int, bytes]:
 
 
 def add_epoch(header: VaultHeader, epoch: int, vault_key: bytes, passphrase: str) -> VaultHeader:
-    """``header`` plus ``vault_key`` (32 bytes) of the new ``epoch``, wrapped under ``passphrase``, which
+    """``header`` (as v2) plus ``vault_key`` (32 bytes) of the new ``epoch``, wrapped under ``passphrase``, which
     must open the epochs already there (so one header never mixes passphrases). Runs Argon2id once.
 
     A revoked device may know the passphrase: when revoking, use :func:`change_passphrase` as well, or the
@@ -248,23 +375,24 @@ def add_epoch(header: VaultHeader, epoch: int, vault_key: bytes, passphrase: str
     if epoch in header.epochs:
         raise ValueError(f"epoch {epoch} is already in the vault header")
     kek = _derive_kek(passphrase, header.kdf)
-    for existing in header.epochs:
-        _unwrap(kek, header, existing)
+    keys = {existing: _unwrap(kek, header, existing) for existing in header.epochs}
     epochs = {**header.epochs, epoch: _wrap(kek, header.vault_id, epoch, vault_key)}
-    return VaultHeader(vault_id=header.vault_id, kdf=header.kdf, epochs=epochs)
+    return with_commitments(VaultHeader(vault_id=header.vault_id, kdf=header.kdf, epochs=epochs),
+                            {**keys, epoch: vault_key})
 
 
 def change_passphrase(header: VaultHeader, old_passphrase: str, new_passphrase: str, kdf: KdfParams) -> VaultHeader:
-    """``header`` with every epoch re-wrapped under ``new_passphrase`` and ``kdf`` (give it a fresh salt;
+    """``header`` (as v2) with every epoch re-wrapped under ``new_passphrase`` and ``kdf`` (give it a fresh salt;
     also the way to raise the KDF cost). Runs Argon2id twice.
 
     Raises:
-        CryptoError: ``WRONG_PASSPHRASE`` when ``old_passphrase`` does not open every epoch.
+        CryptoError: ``WRONG_PASSPHRASE`` when ``old_passphrase`` does not open every epoch; ``KDF_TOO_WEAK``.
     """
+    check_kdf_strength(kdf)
     keys = unwrap_vault_keys(header, old_passphrase)
     kek = _derive_kek(new_passphrase, kdf)
     epochs = {epoch: _wrap(kek, header.vault_id, epoch, key) for epoch, key in keys.items()}
-    return VaultHeader(vault_id=header.vault_id, kdf=kdf, epochs=epochs)
+    return with_commitments(VaultHeader(vault_id=header.vault_id, kdf=kdf, epochs=epochs), keys)
 
 
 def wrap_for_device(vault_key: bytes, epoch: int, vault_id: bytes, recipient_kx_pk: bytes, sender: DeviceKeys) -> bytes:
@@ -336,7 +464,7 @@ def _derive_kek(passphrase: str, kdf: KdfParams) -> bytes:
 
 
 def _wrap_ad(vault_id: bytes, epoch: int) -> bytes:
-    return HEADER_FORMAT.encode("ascii") + vault_id + epoch.to_bytes(8, "big")
+    return _WRAP_DOMAIN + vault_id + epoch.to_bytes(8, "big")
 
 
 def _wrap(kek: bytes, vault_id: bytes, epoch: int, vault_key: bytes) -> bytes:
@@ -345,9 +473,15 @@ def _wrap(kek: bytes, vault_id: bytes, epoch: int, vault_key: bytes) -> bytes:
 
 
 def _unwrap(kek: bytes, header: VaultHeader, epoch: int) -> bytes:
+    """The vault key of ``epoch``; in a v2 header only when it matches the epoch's key commitment (a wrap built
+    to open under several passphrases opens to a key that does not)."""
     wrapped = header.epochs[epoch]
     try:
-        return AESGCMSIV(kek).decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], _wrap_ad(header.vault_id, epoch))
+        key = AESGCMSIV(kek).decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], _wrap_ad(header.vault_id, epoch))
+        if header.commits and not hmac.compare_digest(key_commitment(header.vault_id, epoch, key),
+                                                      header.commits[epoch]):
+            raise InvalidTag
+        return key
     except InvalidTag:
         raise CryptoError(
             "the passphrase does not open this vault (or its vault.json was altered): check the passphrase "

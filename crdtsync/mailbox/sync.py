@@ -40,6 +40,7 @@ from crdtsync.crypto.envelope import (
     KIND_SNAPSHOT,
     KIND_UPDATE,
 )
+from crdtsync.crypto.header import VaultHeader
 from crdtsync.crypto.keys import is_device_id
 from crdtsync.errors import CrdtsyncError, MailboxError, VaultError
 from crdtsync.mailbox.backend import BlobStore, check_apart
@@ -138,11 +139,23 @@ class Mailbox(SealedObjects):
 
     # -- header -----------------------------------------------------------------------------------------
 
-    def publish_header(self) -> None:
-        """Write ``vault.json`` (the public header) unless the mailbox already has one for this vault."""
+    def publish_header(self) -> bool:
+        """Write ``vault.json`` (the public header, v2) unless the mailbox already holds a v2 header of this vault
+        that commits to the vault keys this device holds: a missing, damaged, v1 (written before key commitments)
+        or replaced header is written again. Returns whether it wrote."""
         key = header_key(self.tag)
-        if self.store.get(key) is None:
-            self.store.put(key, self.vault.header.to_json())
+        ours = self.vault.header
+        data = self.store.get(key)
+        if data is not None:
+            try:
+                theirs = VaultHeader.from_json(data)
+            except CrdtsyncError:
+                theirs = None
+            if theirs is not None and theirs.vault_id == ours.vault_id and theirs.commits and all(
+                    theirs.commits.get(epoch) == commit for epoch, commit in ours.commits.items()):
+                return False
+        self.store.put(key, ours.to_json())
+        return True
 
     # -- push -------------------------------------------------------------------------------------------
 
@@ -446,7 +459,9 @@ def sync_relay(vault: Vault, store: BlobStore, relay: str, *, push: bool = True,
         check_apart(vault.path, store.url)  # a relay saved before crdtsync refused such a pair
         with FileLock(sync_lock_path(vault.path, relay), timeout=SYNC_LOCK_SECONDS):
             if push:
-                mailbox.push(report)
+                mailbox.push(report)  # first: it refuses a mailbox that is not there as it was (an unmounted stick)
+                if mailbox.publish_header():
+                    report.objects_up += 1
             if pull:
                 mailbox.pull(report, progress)
                 vault.devices()

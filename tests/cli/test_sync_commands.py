@@ -26,13 +26,18 @@ def test_two_devices_through_a_folder_as_the_readme_walks_them(tmp_path: Path) -
     ok(cli(laptop, "add", "Prefers oolong over green tea", "--category", "prefs", "--tag", "drinks"))
     ok(cli(laptop, "add", "Door code of the flat", "--level", "0"))
     added = ok(cli(laptop, "relay", "add", "box", str(box)))
-    assert f"crdtsync join {box}" in added.stdout
+    join_string = added.stdout.split("crdtsync join ", 1)[1].strip().strip("'")
+    fingerprint = stdout_json(ok(cli(laptop, "relay", "add", "box2", str(tmp_path / "box2"), "--json")))["join"][-26:]
+    ok(cli(laptop, "relay", "rm", "box2"))
+    assert join_string == f"{box}#vault={fingerprint}"
     (first,) = synced(laptop)
     assert first["relay"] == "box" and first["up"]["objects"] >= 1 and first["down"]["objects"] == 0
 
-    joined = run_crdtsync(phone, "join", str(box), "--device-name", "phone")
+    joined = run_crdtsync(phone, "join", join_string, "--device-name", "phone")
     assert joined.returncode == 0 and "Traceback" not in joined.stderr, joined.stderr
-    assert "joined: 1 memories" in joined.stdout
+    assert f"joined vault {fingerprint}: 1 memories" in joined.stdout
+    assert stdout_json(ok(cli(phone, "status", "--json")))["fingerprint"] == fingerprint
+    assert f"(fingerprint {fingerprint})" in ok(cli(laptop, "status")).stdout
     assert contents(phone) == ["Prefers oolong over green tea"]
     assert [r["name"] for r in stdout_json(ok(cli(phone, "relay", "list", "--json")))] == ["default"]
 

@@ -1,4 +1,4 @@
-"""The public vault header (vault.json v1), passphrase wrapping and device wrapping."""
+"""The public vault header (vault.json v2, reading v1), passphrase wrapping and device wrapping."""
 
 from __future__ import annotations
 
@@ -12,20 +12,29 @@ from hypothesis import strategies as st
 
 from crdtsync.crypto.header import (
     MAX_HEADER_BYTES,
+    MIN_ITERATIONS,
+    MIN_MEMORY_COST_KIB,
     KdfParams,
     VaultHeader,
+    _derive_kek,
+    _wrap_ad,
     add_epoch,
     change_passphrase,
+    check_join_kdf,
     create_header,
+    fingerprint,
+    key_commitment,
     unwrap_for_device,
     unwrap_vault_key,
     unwrap_vault_keys,
+    with_commitments,
     wrap_for_device,
 )
 from crdtsync.crypto.keys import DeviceKeys, new_vault_id, new_vault_key
 from crdtsync.errors import CryptoError
+from tests.crypto.salamander import two_key_ciphertext
 
-CHEAP = {"memory_cost": 8, "iterations": 1, "lanes": 1}
+CHEAP = {"memory_cost": MIN_MEMORY_COST_KIB, "iterations": MIN_ITERATIONS, "lanes": 1}
 PASSPHRASE = "correct horse battery staple"
 #: An X25519 point of small order (the all-zero u-coordinate): exchanging with it yields no shared secret.
 LOW_ORDER_POINT = bytes(32)
@@ -178,18 +187,19 @@ def test_json_layout_is_the_documented_one_and_holds_no_secret(header: VaultHead
     text = header.to_json()
     document = json.loads(text)
     assert document == {
-        "format": "crdtsync-vault/1",
+        "format": "crdtsync-vault/2",
         "vault_id": _b64(header.vault_id),
         "kdf": {
             "name": "argon2id",
             "salt": _b64(header.kdf.salt),
-            "iterations": 1,
+            "iterations": MIN_ITERATIONS,
             "lanes": 1,
-            "memory_cost": 8,
+            "memory_cost": MIN_MEMORY_COST_KIB,
         },
         "epochs": {"0": _b64(header.epochs[0])},
+        "commits": {"0": _b64(key_commitment(header.vault_id, 0, vault_key))},
     }
-    assert len(header.epochs[0]) == 60
+    assert len(header.epochs[0]) == 60 and len(header.commits[0]) == 32
     assert _b64(vault_key).encode() not in text and vault_key not in text and PASSPHRASE.encode() not in text
 
 
@@ -205,7 +215,7 @@ def _raises_code(data: bytes, code: str) -> None:
 
 
 def test_newer_format_raises_unsupported_version(header: VaultHeader) -> None:
-    document = {**_document(header), "format": "crdtsync-vault/2", "something": "new"}
+    document = {**_document(header), "format": "crdtsync-vault/3", "something": "new"}
     _raises_code(json.dumps(document).encode(), "HEADER_UNSUPPORTED_VERSION")
 
 
@@ -235,6 +245,9 @@ MUTATIONS: list[tuple[str, Any]] = [
     ("epochs", {str(2**64): None}),
     ("epochs", {"0": "AAAA"}),
     ("epochs", {"0": 0}),
+    ("commits", {}),
+    ("commits", {"1": "AAAA"}),
+    ("commits", {"0": "AAAA"}),
 ]
 
 
@@ -355,3 +368,64 @@ def test_device_wrap_refuses_a_low_order_recipient_key(vault_id: bytes, vault_ke
     with pytest.raises(CryptoError) as caught:
         wrap_for_device(vault_key, 0, vault_id, LOW_ORDER_POINT, DeviceKeys.generate())
     assert _code(caught) == "KEY_INVALID"
+
+
+def _v1(header: VaultHeader) -> VaultHeader:
+    """The header as crdtsync wrote it up to format v1 (no key commitments)."""
+    return VaultHeader(vault_id=header.vault_id, kdf=header.kdf, epochs=header.epochs)
+
+
+def test_a_v1_header_is_read_and_upgraded_to_v2_with_the_vault_keys_alone(header: VaultHeader,
+                                                                          vault_key: bytes) -> None:
+    old = VaultHeader.from_json(_v1(header).to_json())
+    assert json.loads(old.to_json())["format"] == "crdtsync-vault/1" and old.version == 1
+    assert unwrap_vault_key(old, PASSPHRASE, 0) == vault_key
+    upgraded = with_commitments(old, {0: vault_key})
+    assert upgraded == header and upgraded.version == 2
+    with pytest.raises(ValueError):
+        fingerprint(old)
+
+
+def test_a_wrap_that_opens_under_two_passphrases_opens_under_one_only_in_v2(vault_id: bytes,
+                                                                            vault_key: bytes) -> None:
+    """AES-GCM-SIV is not key-committing: a hostile store can build one 60-byte wrap that opens under two
+    passphrases (to two different keys), and so test two guesses per header. The key commitment of v2 makes the
+    header open under the passphrase its commitment was made for only."""
+    kdf = KdfParams.new(**CHEAP)
+    keks = [_derive_kek(p, kdf) for p in (PASSPHRASE, "hunter2")]
+    wrap = two_key_ciphertext(keks[0], keks[1], _wrap_ad(vault_id, 0))
+    v1 = VaultHeader(vault_id=vault_id, kdf=kdf, epochs={0: wrap})
+    opened = [unwrap_vault_key(v1, p, 0) for p in (PASSPHRASE, "hunter2")]
+    assert opened[0] != opened[1]  # v1: both guesses tested with one header
+    v2 = with_commitments(v1, {0: opened[0]})
+    assert unwrap_vault_key(v2, PASSPHRASE, 0) == opened[0]
+    with pytest.raises(CryptoError) as caught:
+        unwrap_vault_key(v2, "hunter2", 0)
+    assert _code(caught) == "WRONG_PASSPHRASE"
+
+
+def test_the_fingerprint_names_the_vault_and_its_first_key(header: VaultHeader, vault_id: bytes) -> None:
+    assert len(fingerprint(header)) == 26
+    assert fingerprint(header) == fingerprint(VaultHeader.from_json(header.to_json()))
+    other_key = create_header(vault_id, new_vault_key(), PASSPHRASE, KdfParams.new(**CHEAP))
+    assert fingerprint(other_key) != fingerprint(header)
+    assert fingerprint(add_epoch(header, 1, new_vault_key(), PASSPHRASE)) == fingerprint(header)
+
+
+@pytest.mark.parametrize("kdf", [{"memory_cost": 8, "iterations": 1, "lanes": 1},
+                                 {"memory_cost": MIN_MEMORY_COST_KIB - 1, "iterations": 3, "lanes": 1},
+                                 {"memory_cost": 64 * 1024, "iterations": 1, "lanes": 4}])
+def test_a_vault_is_never_created_below_the_kdf_floor(vault_id: bytes, vault_key: bytes, kdf: dict[str, int]) -> None:
+    with pytest.raises(CryptoError) as caught:
+        create_header(vault_id, vault_key, PASSPHRASE, KdfParams.new(**kdf))
+    assert _code(caught) == "KDF_TOO_WEAK"
+    with pytest.raises(CryptoError) as caught:
+        check_join_kdf(KdfParams.new(**kdf))
+    assert _code(caught) == "KDF_TOO_WEAK"
+
+
+def test_a_join_refuses_a_kdf_that_would_exhaust_the_device() -> None:
+    check_join_kdf(KdfParams.new())
+    with pytest.raises(CryptoError) as caught:
+        check_join_kdf(KdfParams.new(memory_cost=1024 * 1024, iterations=16, lanes=4))
+    assert _code(caught) == "KDF_TOO_COSTLY"

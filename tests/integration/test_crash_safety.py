@@ -290,7 +290,7 @@ def main() -> None:
     root = Path(sys.argv[1])
     print("ready", flush=True)
     for i in range(1000):
-        Vault.init(root / f"v{i}", passphrase="pw", kdf=KdfParams.new(iterations=1, lanes=1, memory_cost=8 * 1024))
+        Vault.init(root / f"v{i}", passphrase="pw", kdf=KdfParams.new(iterations=2, lanes=1, memory_cost=19 * 1024))
         print(f"ack {i}", flush=True)
 
 if __name__ == "__main__":
