@@ -582,6 +582,7 @@ def conflicts(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
             err.print("no conflicts")
         else:
             out.print(_conflict_rows(found, v.device_names()))
+            err.print("device: the device that signed the write; agent and at: what that device says of it")
 
 
 @app.command()

@@ -738,7 +738,9 @@ def test_conflicts_text_numbers_the_candidates_as_resolve_pick_takes_them(tmp_pa
         a.apply_update(b.encode_update(state), "b")
         (conflict,) = a.conflicts()
         devices = {"health": a.device_id, "appointments": b.device_id}
-    lines = [line.strip() for line in ok(cli(tmp_path / "a", "conflicts")).stdout.splitlines()]
+    listed = ok(cli(tmp_path / "a", "conflicts"))
+    assert "the device that signed the write; agent and at: what that device says" in listed.stderr
+    lines = [line.strip() for line in listed.stdout.splitlines()]
     assert lines[0].split() == [memory.id, "category"]
     rows = {line.split()[0]: line for line in lines[1:] if line[:1].isdigit()}
     assert sorted(rows) == ["1", "2"]
