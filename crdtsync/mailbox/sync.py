@@ -69,6 +69,8 @@ Progress = Callable[[int, int], None]
 SNAPSHOT_EVERY = 256
 #: Seconds a sync waits for another process's sync of the same vault and relay before it reports SYNC_BUSY.
 SYNC_LOCK_SECONDS = 120.0
+#: Seconds a sync trusts that a relay still holds the header it confirmed there (then it reads it again).
+HEADER_RECHECK_SECONDS = 24 * 3600
 #: A pull integrates at most this many log objects, or bytes of updates, per transaction.
 PULL_GROUP = 64
 PULL_GROUP_BYTES = 64 * 1024 * 1024
@@ -139,12 +141,28 @@ class Mailbox(SealedObjects):
 
     # -- header -----------------------------------------------------------------------------------------
 
-    def publish_header(self) -> bool:
+    def publish_header(self, *, again: bool = True) -> bool:
         """Write ``vault.json`` (the public header, v2) unless the mailbox already holds a v2 header of this vault
         that commits to the vault keys this device holds: a missing, damaged, v1 (written before key commitments)
-        or replaced header is written again. Returns whether it wrote."""
+        or replaced header is written again. With ``again`` False, the header is not read when this device
+        confirmed its current header there less than :data:`HEADER_RECHECK_SECONDS` ago (a sync of one edit
+        costs no extra request; a lost or replaced header is healed within that time). Returns whether it
+        wrote."""
         key = header_key(self.tag)
         ours = self.vault.header
+        digest = hashlib.sha256(ours.to_json()).digest()
+        db = self.vault.store
+        now = int(time.time())
+        confirmed = db.get_cursor("header", self.relay) or b""
+        if (not again and confirmed[:32] == digest
+                and 0 <= now - int.from_bytes(confirmed[32:] or b"\0", "big") < HEADER_RECHECK_SECONDS):
+            return False
+        wrote = self._publish(key, ours)
+        with db.write():
+            db.set_cursor("header", self.relay, digest + now.to_bytes(8, "big"))
+        return wrote
+
+    def _publish(self, key: str, ours: VaultHeader) -> bool:
         data = self.store.get(key)
         if data is not None:
             try:
@@ -460,7 +478,7 @@ def sync_relay(vault: Vault, store: BlobStore, relay: str, *, push: bool = True,
         with FileLock(sync_lock_path(vault.path, relay), timeout=SYNC_LOCK_SECONDS):
             if push:
                 mailbox.push(report)  # first: it refuses a mailbox that is not there as it was (an unmounted stick)
-                if mailbox.publish_header():
+                if mailbox.publish_header(again=False):  # a v1 header is upgraded at the first sync
                     report.objects_up += 1
             if pull:
                 mailbox.pull(report, progress)

@@ -29,6 +29,7 @@ from typing import Any
 from crdtsync.crypto.keys import KEY_BYTES, device_id_for
 from crdtsync.errors import UpdateRejectedError
 from crdtsync.model.records import REGISTER_FIELDS, is_stored_time
+from crdtsync.model.schema import EntryAudit
 
 #: Registry fields a device writes once, when it registers; they never change afterwards.
 WRITE_ONCE_FIELDS = ("sign_pk", "kx_pk", "added_by", "added_at")
@@ -135,7 +136,7 @@ def _check_own_entry(author: str, old: Mapping[str, Any], new: Mapping[str, Any]
 
 
 def check_attribution(authors: frozenset[str], memory_id: str, record: Mapping[str, Any],
-                      written: Iterable[str] | None, bound: str) -> bool:
+                      written: Iterable[str] | None, bound: str, audit: EntryAudit | None = None) -> bool:
     """Check the register entries an update wrote into one record against who wrote it: the writer of an entry is
     the authenticated author of the update that carried it (the owner of its Yjs client id), so the device an
     entry names (``by``, and ``created``'s device for a new record) must be that author, and its claimed time a
@@ -148,6 +149,9 @@ def check_attribution(authors: frozenset[str], memory_id: str, record: Mapping[s
         written: the keys of the record the update inserted, or None when the update created (or replaced) the
             whole record.
         bound: the latest claimed time believed here (:func:`crdtsync.model.records.believable_until`).
+        audit: for a record created whole (``written`` None), what :func:`crdtsync.model.schema.check_record`
+            collected of its entries in its own pass over them (100k records on a first sync): then the entries
+            are not read again.
 
     Returns:
         Whether an entry claims a time past ``bound`` (it is kept, shown as ``bound`` and never settles a
@@ -157,6 +161,19 @@ def check_attribution(authors: frozenset[str], memory_id: str, record: Mapping[s
         UpdateRejectedError: ``UPDATE_AUTHOR_FORGED`` (an entry naming another device, or a creating entry
             slipped into an existing record), ``UPDATE_SCHEMA_VIOLATION`` (a claimed time that is not a time).
     """
+    if written is None and audit is not None:
+        stamp = record.get("created")
+        creator, created = (stamp[1], stamp[0]) if isinstance(stamp, list) and len(stamp) == 2 else (None, None)
+        strangers = sorted(map(str, (audit.writers | {creator}) - authors))
+        if strangers:
+            raise UpdateRejectedError(
+                f"an update of {_named(authors)} wrote memory {memory_id[:40]!r} in the name of device "
+                f"{strangers[0][:40]!r}: a device writes only in its own name", code="UPDATE_AUTHOR_FORGED")
+        if audit.bad_time or not is_stored_time(created):
+            raise UpdateRejectedError(
+                f"an update of {_named(authors)} wrote memory {memory_id[:40]!r} with a time that is not an ISO-8601 "
+                "UTC time as crdtsync writes it", code="UPDATE_SCHEMA_VIOLATION")
+        return max(audit.latest, str(created)) > bound
     keys = list(record) if written is None else [key for key in written if key in record]
     created_here = written is None or "created" in keys
     ahead = False

@@ -29,6 +29,7 @@ Every edit also rewrites ``deleted`` to false, so a delete concurrent with an ed
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -410,14 +411,29 @@ _RegisterEntry = tuple[bool, str, str, str, Any, "str | None"]
 _MALFORMED_ENTRY = "a register entry of the wrong shape or type"
 
 
-def _read_entries(record: Mapping[str, Any], created: str, creator: str, bound: str | None = None) -> tuple[
-        dict[str, list[_RegisterEntry]], set[str]]:
+@dataclass
+class EntryAudit:
+    """What :func:`check_record` saw of who wrote a record's register entries, when given one to fill (the
+    attribution check of a received record, :func:`crdtsync.model.authorship.check_attribution`, in the same pass
+    as the schema check): ``writers``, the devices the entries with an explicit ``by`` name; ``bad_time``, whether
+    one of them claims a time that is not a stored time; ``latest``, the latest claimed time of those that are."""
+
+    writers: set[str] = dataclasses.field(default_factory=set)
+    bad_time: bool = False
+    latest: str = ""
+
+
+def _read_entries(record: Mapping[str, Any], created: str, creator: str, bound: str | None = None,
+                  audit: EntryAudit | None = None) -> tuple[dict[str, list[_RegisterEntry]], set[str]]:
     """Every register's current entries by field name, each list sorted by (believed, time, device, op id), and
     the tag names present. One pass over the record's keys with no object per entry: this runs once per received
     record, 100k times on a first sync. Keys of neither kind are left alone. With ``bound`` (a stored time, see
     :func:`crdtsync.model.records.believable_until`), a claimed time later than it, or that is not a stored time,
     is not believed: the entry reads with the record's ``created`` time as its own (a time that does not move with
     the reader's clock, so every reading shows the same) and ranks below the believed ones.
+
+    Entries without by/at take ``created`` and ``creator`` (the caller has already judged ``created``). ``audit``
+    is filled as :class:`EntryAudit` says.
 
     Raises:
         ValueError: a register entry of the wrong shape or type, or a tag entry that is not ``true`` or has no op
@@ -436,6 +452,7 @@ def _read_entries(record: Mapping[str, Any], created: str, creator: str, bound: 
         read = _READ_VALUE.get(field) if at_sign else None
         if read is None:
             continue
+        believed = True
         if not isinstance(raw, list):
             if op_id:  # only the creating entry is stored bare (no field value is a list)
                 raise ValueError(_MALFORMED_ENTRY)
@@ -446,14 +463,22 @@ def _read_entries(record: Mapping[str, Any], created: str, creator: str, bound: 
             by, at, agent, raw = raw[1], raw[2], raw[3] if len(raw) == 4 else None, raw[0]
             if not isinstance(by, str) or not isinstance(at, str) or not (agent is None or isinstance(agent, str)):
                 raise ValueError(_MALFORMED_ENTRY)
+            timed = is_stored_time(at)
+            if audit is not None:
+                audit.writers.add(by)
+                if not timed:
+                    audit.bad_time = True
+                elif at > audit.latest:
+                    audit.latest = at
+            if bound is not None and not (timed and at <= bound):
+                believed, at = False, created
         else:
             raise ValueError(_MALFORMED_ENTRY)
         try:
             value = read(raw)
         except (InvalidInputError, ValueError, TypeError, RecursionError):
             raise ValueError(_MALFORMED_ENTRY) from None
-        believed = bound is None or (at <= bound and is_stored_time(at))
-        entry = (believed, at if believed else created, by, op_id, value, agent)
+        entry = (believed, at, by, op_id, value, agent)
         entries = registers.get(field)
         if entries is None:
             registers[field] = [entry]
@@ -464,11 +489,12 @@ def _read_entries(record: Mapping[str, Any], created: str, creator: str, bound: 
 
 
 def check_record(memory_id: str, record: Mapping[str, Any], bound: str | None = None,
-                 ) -> tuple[Memory, list[Conflict]] | None:
+                 audit: EntryAudit | None = None) -> tuple[Memory, list[Conflict]] | None:
     """Interpret one record Map (as plain Python, from ``Map.to_py()``) under schema v1. ``bound`` is the latest
     claimed time the reading device believes (:func:`crdtsync.model.records.believable_until`; None believes
     every time): a later one, or one that is not a time, is shown as the record's creation time (a creation
-    time not believed as :data:`UNBELIEVED_TIME`) and never settles a conflict.
+    time not believed as :data:`UNBELIEVED_TIME`) and never settles a conflict. ``audit``, when given, is filled
+    in the same pass (:class:`EntryAudit`).
 
     Returns the memory and its conflicts, or ``None`` when the record is well formed but incomplete: it holds
     no live content entry. One device's part of the Doc can be such a partial view: its snapshot or first push
@@ -493,7 +519,7 @@ def check_record(memory_id: str, record: Mapping[str, Any], bound: str | None = 
     created, created_by = stamp
     if bound is not None and not (is_stored_time(created) and created <= bound):
         created = UNBELIEVED_TIME
-    registers, tag_names = _read_entries(record, created, created_by, bound)
+    registers, tag_names = _read_entries(record, created, created_by, bound, audit)
     try:
         tags = check_tags(tag_names)
     except InvalidInputError as exc:

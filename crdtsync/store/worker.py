@@ -39,7 +39,14 @@ from crdtsync.crypto.keys import is_device_id
 from crdtsync.errors import UpdateRejectedError
 from crdtsync.model.authorship import check_attribution
 from crdtsync.model.records import MAX_LABEL_BYTES, believable_until
-from crdtsync.model.schema import CLIENT_PREFIX, ROOT_DEVICES, ROOT_MEMORIES, ROOT_VAULT, check_record
+from crdtsync.model.schema import (
+    CLIENT_PREFIX,
+    ROOT_DEVICES,
+    ROOT_MEMORIES,
+    ROOT_VAULT,
+    EntryAudit,
+    check_record,
+)
 from crdtsync.store.memories import MemoryRow, memory_row
 
 #: Seconds one update may take to apply in the worker before it is killed.
@@ -127,12 +134,14 @@ def check_records(entries: Sequence[_Entry], *, authors: frozenset[str] | None =
         if not is_map:
             raise _violation(f"memory {memory_id[:40]!r} is not a Map")
         record = json.loads(text)
+        keys = written.get(memory_id)
+        audit = EntryAudit() if authors is not None and keys is None else None
         try:
-            read = check_record(memory_id, record, bound)
+            read = check_record(memory_id, record, bound, audit)
         except ValueError as exc:
             raise _violation(f"memory {memory_id[:40]!r} is not a valid v1 record: {exc}") from None
         if authors is not None:
-            ahead = check_attribution(authors, memory_id, record, written.get(memory_id), bound) or ahead
+            ahead = check_attribution(authors, memory_id, record, keys, bound, audit) or ahead
         rows.append((memory_id, None if read is None else memory_row(*read)))
     return CheckedRecords(rows, ahead)
 
