@@ -157,7 +157,7 @@ class Vault:
 
     @property
     def device_id(self) -> str:
-        """This device's id (16 hex chars derived from its signing key)."""
+        """This device's id (32 hex characters derived from its signing key; 16 for a device created up to 9204cbf)."""
         return str(self._store.get_meta("device_id"))
 
     @property

@@ -234,15 +234,21 @@ def _print_memories(memories: list[Memory], as_json: bool) -> None:
         out.print(_memory_table(memories))
 
 
+#: How many characters of a device id a table shows beside a name that two devices share (48 bits, as a short
+#: git hash tells commits apart).
+SHORT_ID_CHARS = 12
+
+
 def _device(device: str, names: Mapping[str, str], *, short: bool = False) -> str:
-    """A device as text output shows it: ``name (id)`` when its name is known, else its id; ``short``: the
-    name alone when no other known device has it."""
+    """A device as text output shows it: ``name (id)`` when its name is known, else its id; ``short`` (a table
+    cell): the name alone when no other known device has it, else the name and the id's first
+    :data:`SHORT_ID_CHARS` characters."""
     name = names.get(device)
     if not name:
-        return device
+        return device[:SHORT_ID_CHARS] if short else device
     if short and sum(1 for other in names.values() if other == name) == 1:
         return name
-    return f"{name} ({device})"
+    return f"{name} ({device[:SHORT_ID_CHARS] if short else device})"
 
 
 def _print_memory(memory: Memory, as_json: bool, v: Vault | None = None) -> None:

@@ -33,7 +33,15 @@ from crdtsync.crypto.header import (
     with_commitments,
     wrap_for_device,
 )
-from crdtsync.crypto.keys import DeviceKeys, device_id_for, new_vault_id, new_vault_key, vault_tag, verify
+from crdtsync.crypto.keys import (
+    DeviceKeys,
+    device_id_for,
+    id_matches,
+    new_vault_id,
+    new_vault_key,
+    vault_tag,
+    verify,
+)
 
 __all__ = [
     "KIND_HEAD",
@@ -55,6 +63,7 @@ __all__ = [
     "create_header",
     "device_id_for",
     "fingerprint",
+    "id_matches",
     "join_chunks",
     "key_commitment",
     "new_vault_id",

@@ -1,10 +1,14 @@
-"""Envelope v1: the sealed, signed unit that leaves a device (the design's "Envelope (v1)").
+"""Envelope v2 (and v1): the sealed, signed unit that leaves a device (the design's "Envelope").
 
 **Wire format.** The canonical msgpack encoding (what ``msgpack.packb`` writes: smallest integer and
 length encodings, byte strings as bin) of the array::
 
-    [magic "CSY1", version 1, vault_id (16 bytes), epoch (0 <= epoch < 2^64), sender device id (16 lowercase
+    [magic "CSY1", version 2, vault_id (16 bytes), epoch (0 <= epoch < 2^64), sender device id (32 lowercase
      hex characters), kind (0 <= kind < 2^16), nonce (12 bytes), ciphertext (bytes), signature (64 bytes)]
+
+Version 1 is the same with a 16-character sender id: what devices created up to 9204cbf write, and still
+write (their id is theirs for good). A device with a 32-character id writes version 2, which crdtsync up to
+9204cbf refuses with ``ENVELOPE_UNSUPPORTED_VERSION`` ("upgrade crdtsync"). Everything below holds for both.
 
 - key: per (epoch, sender) subkey = HKDF-SHA256(vault key, salt=vault_id, info=``b"crdtsync/v1/envelope"``
   + epoch (8 bytes big-endian) + sender device id (ASCII)), 32 bytes, for AES-256-GCM-SIV.
@@ -35,8 +39,8 @@ with these stable codes (nothing else, whatever the bytes):
 
 1. ``ENVELOPE_OVERSIZE``: larger than ``max_size`` (checked before parsing).
 2. ``ENVELOPE_NOT_ENVELOPE``: not a canonical msgpack array starting with the magic and an integer
-   version (for version 1: nine fields of the types and sizes above).
-3. ``ENVELOPE_UNSUPPORTED_VERSION``: a version other than 1 (written by a newer crdtsync).
+   version (nine fields of the types and sizes above, the sender id as wide as its version says).
+3. ``ENVELOPE_UNSUPPORTED_VERSION``: a version other than 1 or 2 (written by a newer crdtsync).
 4. ``ENVELOPE_OTHER_VAULT``: written for another vault id.
 5. ``ENVELOPE_UNKNOWN_EPOCH``: no key for its epoch.
 6. registered sender: ``ENVELOPE_BAD_SIGNATURE`` (against the registered key), then
@@ -64,13 +68,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from crdtsync.crypto.keys import (
+    DEVICE_ID_CHARS,
     KEY_BYTES,
+    LEGACY_DEVICE_ID_CHARS,
     MAX_EPOCH,
     SIGNATURE_BYTES,
     VAULT_ID_BYTES,
     VAULT_KEY_BYTES,
     DeviceKeys,
-    device_id_for,
+    id_matches,
     is_device_id,
     verify,
 )
@@ -87,8 +93,12 @@ MAX_KIND = 0xFFFF
 
 #: The magic string, first field of every envelope.
 MAGIC = "CSY1"
-#: The envelope version this module writes and reads.
-VERSION = 1
+#: The envelope version a device with a 32-character id writes; both versions are read.
+VERSION = 2
+#: The envelope version of a device with a 16-character id (created up to 9204cbf).
+LEGACY_VERSION = 1
+#: The sender id width of each version.
+_SENDER_CHARS = {LEGACY_VERSION: LEGACY_DEVICE_ID_CHARS, VERSION: DEVICE_ID_CHARS}
 #: Largest envelope, in bytes.
 MAX_ENVELOPE_BYTES = 4 * 1024 * 1024
 #: Largest body :func:`seal` accepts, in bytes: a sealed body of this size always fits in an envelope.
@@ -192,7 +202,8 @@ def seal(
     nonce = randbytes(_NONCE_BYTES)
     if len(nonce) != _NONCE_BYTES:
         raise ValueError(f"randbytes returned {len(nonce)} bytes instead of {_NONCE_BYTES}")
-    header: list[Any] = [MAGIC, VERSION, vault_id, epoch, sender.device_id, kind]
+    version = VERSION if len(sender.device_id) == DEVICE_ID_CHARS else LEGACY_VERSION
+    header: list[Any] = [MAGIC, version, vault_id, epoch, sender.device_id, kind]
     plaintext = msgpack.packb([sender.sign_pk, body])
     aead = AESGCMSIV(_subkey(vault_key, vault_id, epoch, sender.device_id))
     ciphertext = aead.encrypt(nonce, plaintext, msgpack.packb(header))
@@ -209,7 +220,7 @@ def peek(data: bytes, *, max_size: int = MAX_ENVELOPE_BYTES) -> EnvelopeHeader:
             (checks 1 to 3 of the module docstring).
     """
     fields = _parse(data, max_size)
-    return EnvelopeHeader(VERSION, fields[2], fields[3], fields[4], fields[5])
+    return EnvelopeHeader(fields[1], fields[2], fields[3], fields[4], fields[5])
 
 
 def open_envelope(
@@ -354,7 +365,7 @@ def _parse(data: bytes, max_size: int) -> list[Any]:
     fields = _unpack_list(data, max_len=16)
     if fields is None or len(fields) < 2 or fields[0] != MAGIC or type(fields[1]) is not int:
         raise not_envelope
-    if fields[1] != VERSION:
+    if fields[1] not in _SENDER_CHARS:
         raise EnvelopeError(
             f"this envelope has version {fields[1]}, which this crdtsync cannot read: upgrade crdtsync on this device",
             code="ENVELOPE_UNSUPPORTED_VERSION",
@@ -366,6 +377,7 @@ def _parse(data: bytes, max_size: int) -> list[Any]:
         and 0 <= fields[3] <= MAX_EPOCH
         and isinstance(fields[4], str)
         and is_device_id(fields[4])
+        and len(fields[4]) == _SENDER_CHARS[fields[1]]
         and type(fields[5]) is int
         and 0 <= fields[5] <= MAX_KIND
         and _is_bytes(fields[6], _NONCE_BYTES)
@@ -400,7 +412,7 @@ def _payload(plaintext: bytes, sender: str) -> tuple[bytes, bytes]:
         fields is not None and len(fields) == 2 and _is_bytes(fields[0], KEY_BYTES) and isinstance(fields[1], bytes)
     ):
         raise _unknown_sender(sender, "carries a malformed payload")
-    if device_id_for(fields[0]) != sender:
+    if not id_matches(sender, fields[0]):
         raise _unknown_sender(sender, "carries the key of another device")
     return fields[0], fields[1]
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from crdtsync.crypto.keys import KEY_BYTES, device_id_for
+from crdtsync.crypto.keys import KEY_BYTES, id_matches
 from crdtsync.errors import UpdateRejectedError
 from crdtsync.model.records import REGISTER_FIELDS, is_stored_time
 from crdtsync.model.schema import EntryAudit
@@ -60,7 +60,7 @@ def registered_key(registry: Registry, device_id: str) -> bytes | None:
     is not registered or its entry's ``sign_pk`` does not hash to its id (an entry written before these rules
     were enforced: the envelope is then checked against the key it carries, which must hash to the id)."""
     key = _raw_key(registry.get(device_id, {}).get("sign_pk"))
-    return key if key is not None and device_id_for(key) == device_id else None
+    return key if key is not None and id_matches(device_id, key) else None
 
 
 def owners(registry: Registry) -> dict[int, str]:
@@ -111,7 +111,7 @@ def check_registry_change(author: str, before: Registry, after: Registry) -> dic
 
 def _check_own_entry(author: str, old: Mapping[str, Any], new: Mapping[str, Any], registry: Registry) -> None:
     key = _raw_key(new.get("sign_pk"))
-    if key is None or device_id_for(key) != author:
+    if key is None or not id_matches(author, key):
         raise _forged(f"device {author}'s registry entry holds a signing key that is not its own (a device id is the "
                       "hash of its signing key)")
     if _raw_key(new.get("kx_pk")) is None:

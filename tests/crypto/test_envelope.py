@@ -84,10 +84,12 @@ def spec_envelope(
     epoch: int = 0,
     kind: int = KIND_UPDATE,
     magic: str = "CSY1",
-    version: int = 1,
+    version: int | None = None,
 ) -> bytes:
-    """An envelope built from the design's text alone, independently of the module (used to forge)."""
+    """An envelope built from the design's text alone, independently of the module (used to forge): version 2
+    for a 32-character sender id, 1 for a 16-character one, unless ``version`` says otherwise."""
     sender_id = sender_id or signer.device_id
+    version = version if version is not None else (2 if len(sender_id) == 32 else 1)
     header = [magic, version, VAULT_ID, epoch, sender_id, kind]
     info = b"crdtsync/v1/envelope" + epoch.to_bytes(8, "big") + sender_id.encode()
     subkey = HKDF(algorithm=hashes.SHA256(), length=32, salt=VAULT_ID, info=info).derive(vault_key)
@@ -162,8 +164,10 @@ KNOWN_ANSWER = bytes.fromhex(
 
 
 def test_known_answer_vector_pins_format_v1() -> None:
+    """A device created up to 9204cbf (16-character id) seals exactly what it sealed then."""
     device = DeviceKeys(
-        Ed25519PrivateKey.from_private_bytes(bytes(range(32))), X25519PrivateKey.from_private_bytes(bytes(32))
+        Ed25519PrivateKey.from_private_bytes(bytes(range(32))), X25519PrivateKey.from_private_bytes(bytes(32)),
+        id_chars=16,
     )
     envelope = seal(
         vault_id=bytes(range(16)),
@@ -182,8 +186,30 @@ def test_known_answer_vector_pins_format_v1() -> None:
     )
 
 
+#: The same seal by a device with a 32-character id (version 2), pinned when v2 was introduced; the byte-for-byte
+#: test above checks the module against an envelope built from the design's text alone.
+KNOWN_ANSWER_V2 = bytes.fromhex(
+    "99a44353593102c410000102030405060708090a0b0c0d0e0f01d9203536343735616137353436333437346330323835"
+    "64663564626632626361623701c40c000000000000000000000000c43d8e703c675bc0c38b4a0038097f32146ad6ba27"
+    "3df1ad16e83bb6a436a2a14bdcb9b4e275af2a39775613ff906429041b02351bdd09c601bca9da1e1ff3c440f0b00da4"
+    "36ba5ee64f09c31b886b66ea99b2c20b98e347dac51eb6dddc088405a46cb911cec7085f6d1b3692928a10089d315455"
+    "3a7d1d3c2af53c446a339902"
+)
+
+
+def test_known_answer_vector_pins_format_v2() -> None:
+    device = DeviceKeys(
+        Ed25519PrivateKey.from_private_bytes(bytes(range(32))), X25519PrivateKey.from_private_bytes(bytes(32))
+    )
+    envelope = seal(vault_id=bytes(range(16)), epoch=1, vault_key=bytes(range(32, 64)), sender=device,
+                    kind=KIND_UPDATE, body=b"crdtsync", sealed_count=0, randbytes=bytes)
+    assert envelope == KNOWN_ANSWER_V2
+    assert opened(KNOWN_ANSWER_V2, nobody, vault_id=bytes(range(16)), epoch_keys={1: bytes(range(32, 64))}).sender \
+        == device.device_id
+
+
 def test_peek_reads_the_header_without_keys() -> None:
-    assert peek(sealed(kind=KIND_HEAD, epoch=3)) == EnvelopeHeader(1, VAULT_ID, 3, ALICE.device_id, KIND_HEAD)
+    assert peek(sealed(kind=KIND_HEAD, epoch=3)) == EnvelopeHeader(2, VAULT_ID, 3, ALICE.device_id, KIND_HEAD)
 
 
 def test_two_seals_of_the_same_body_differ() -> None:
@@ -292,18 +318,18 @@ def test_truncated_envelope_is_not_an_envelope() -> None:
 
 def test_non_canonical_encodings_are_not_envelopes() -> None:
     envelope = sealed()
-    assert envelope[:7] == b"\x99\xa4CSY1\x01"
-    wide_version = envelope[:6] + b"\xcc\x01" + envelope[7:]
+    assert envelope[:7] == b"\x99\xa4CSY1\x02"
+    wide_version = envelope[:6] + b"\xcc\x02" + envelope[7:]
     wide_magic = envelope[:1] + b"\xd9\x04CSY1" + envelope[6:]
     wide_array = b"\xdc\x00\x09" + envelope[1:]
     for variant in (wide_version, wide_magic, wide_array):
         assert refused(variant) == "ENVELOPE_NOT_ENVELOPE"
 
 
-def test_version_2_is_unsupported_whatever_its_layout() -> None:
-    forged = spec_envelope(signer=ALICE, plaintext=plaintext_of(ALICE, b"x"), version=2)
+def test_version_3_is_unsupported_whatever_its_layout() -> None:
+    forged = spec_envelope(signer=ALICE, plaintext=plaintext_of(ALICE, b"x"), version=3)
     assert refused(forged) == "ENVELOPE_UNSUPPORTED_VERSION"
-    assert refused(msgpack.packb(["CSY1", 2, "a", "different", "layout"])) == "ENVELOPE_UNSUPPORTED_VERSION"
+    assert refused(msgpack.packb(["CSY1", 3, "a", "different", "layout"])) == "ENVELOPE_UNSUPPORTED_VERSION"
     with pytest.raises(EnvelopeError) as caught:
         peek(forged)
     assert caught.value.code == "ENVELOPE_UNSUPPORTED_VERSION"
@@ -521,3 +547,23 @@ def test_arbitrary_bytes_are_never_a_chunk(data: bytes) -> None:
 def test_split_body_refuses_a_tiny_limit() -> None:
     with pytest.raises(ValueError):
         split_body(b"x", limit=127)
+
+
+LEGACY = DeviceKeys(ALICE.signing, ALICE.kx, id_chars=16)
+
+
+def test_a_device_created_up_to_9204cbf_keeps_its_16_character_id_and_writes_version_1() -> None:
+    assert len(ALICE.device_id) == 32 and LEGACY.device_id == ALICE.device_id[:16]
+    envelope = sealed(b"old device", sender=LEGACY)
+    assert peek(envelope).version == 1 and peek(sealed(b"new device")).version == 2
+    result = opened(envelope, lambda device_id, epoch: LEGACY.sign_pk if device_id == LEGACY.device_id else None)
+    assert (result.sender, result.body) == (LEGACY.device_id, b"old device")
+    assert opened(envelope, nobody).sender_sign_pk == LEGACY.sign_pk  # a 16-character id matches its key too
+    assert DeviceKeys.from_bytes(LEGACY.to_bytes()).device_id == LEGACY.device_id
+
+
+@pytest.mark.parametrize(("version", "width"), [(1, 32), (2, 16)])
+def test_a_sender_id_of_the_other_versions_width_is_not_an_envelope(version: int, width: int) -> None:
+    forged = spec_envelope(signer=ALICE, plaintext=plaintext_of(ALICE, b"x"), sender_id=ALICE.device_id[:width]
+                           if width == 16 else ALICE.device_id, version=version)
+    assert refused(forged, nobody) == "ENVELOPE_NOT_ENVELOPE"

@@ -15,6 +15,8 @@ from crdtsync.crypto import keys
 from crdtsync.crypto.keys import (
     DeviceKeys,
     device_id_for,
+    id_matches,
+    is_device_id,
     new_vault_id,
     new_vault_key,
     vault_tag,
@@ -25,11 +27,24 @@ from crdtsync.errors import CryptoError
 CRYPTO_DIR = Path(keys.__file__).parent
 
 
-def test_device_id_is_16_hex_chars_of_sha256_of_the_signing_key() -> None:
+def test_device_id_is_32_hex_chars_of_sha256_of_the_signing_key() -> None:
     device = DeviceKeys.generate()
     assert len(device.sign_pk) == 32
-    assert device.device_id == hashlib.sha256(device.sign_pk).hexdigest()[:16]
+    assert device.device_id == hashlib.sha256(device.sign_pk).hexdigest()[:32]
     assert device.device_id == device_id_for(device.sign_pk)
+    assert id_matches(device.device_id, device.sign_pk) and id_matches(device.device_id[:16], device.sign_pk)
+    assert not id_matches(device.device_id[:24], device.sign_pk)
+    assert not id_matches(DeviceKeys.generate().device_id, device.sign_pk)
+
+
+def test_a_device_of_9204cbf_keeps_its_16_character_id_through_its_key_file() -> None:
+    device = DeviceKeys.generate()
+    old_file = _packed({"v": 1, "ed25519": device.signing.private_bytes_raw(), "x25519": device.kx.private_bytes_raw()})
+    legacy = DeviceKeys.from_bytes(old_file)
+    assert legacy.device_id == device.device_id[:16] and legacy.id_chars == 16
+    assert DeviceKeys.from_bytes(legacy.to_bytes()).device_id == legacy.device_id
+    assert is_device_id(legacy.device_id) and is_device_id(device.device_id)
+    assert not is_device_id(device.device_id[:20])
 
 
 def test_generated_devices_differ() -> None:
@@ -76,9 +91,10 @@ def test_serialized_keys_are_a_versioned_map_of_raw_private_keys() -> None:
     device = DeviceKeys.generate()
     decoded = msgpack.unpackb(device.to_bytes())
     assert decoded == {
-        "v": 1,
+        "v": 2,
         "ed25519": device.signing.private_bytes_raw(),
         "x25519": device.kx.private_bytes_raw(),
+        "id_chars": 32,
     }
 
 
@@ -105,6 +121,10 @@ GOOD = {"v": 1, "ed25519": b"\x01" * 32, "x25519": b"\x02" * 32}
         _packed(GOOD) + b"\x00",
         _packed([1, b"\x01" * 32, b"\x02" * 32]),
         _packed({**GOOD, "v": 2}),
+        _packed({**GOOD, "v": 3, "id_chars": 32}),
+        _packed({**GOOD, "v": 2, "id_chars": 20}),
+        _packed({**GOOD, "v": 2, "id_chars": True}),
+        _packed({**GOOD, "id_chars": 32}),
         _packed({**GOOD, "v": True}),
         _packed({**GOOD, "extra": 1}),
         _packed({"v": 1, "ed25519": b"\x01" * 32}),
