@@ -76,8 +76,9 @@ def sync_relays(
 
 #: What ``relay add`` appends to a mailbox URL to make a join string: ``URL#vault=<fingerprint>``.
 JOIN_FRAGMENT = "#vault="
-#: Most vault folders a join looks at under one URL (each costs one small GET; no Argon2id).
-MAX_VAULTS_LISTED = 256
+#: Most vault folders a join looks at under one URL (each costs one small GET, no Argon2id); it stops at the
+#: vault of its join string, or at the second vault found without one.
+MAX_VAULTS_LISTED = 4096
 
 
 def join_string(url: str, header: VaultHeader) -> str:
@@ -135,6 +136,8 @@ def find_vault(url: str, passphrase: str, expected: str | None = None) -> tuple[
             continue
         if expected is None or (header.commits and fingerprint(header) == expected):
             found.append(header)
+            if expected is not None or len(found) > 1:
+                break
     if not found:
         why = f" (passed over: {'; '.join(passed_over[:5])})" if passed_over else ""
         if expected is not None:
@@ -144,7 +147,7 @@ def find_vault(url: str, passphrase: str, expected: str | None = None) -> tuple[
                            "`crdtsync relay add NAME URL` first", code="MAILBOX_NO_VAULT")
     if len(found) > 1:
         names = ", ".join(fingerprint(h) if h.commits else f"{vault_tag(h.vault_id)} (v1)" for h in found)
-        raise MailboxError(f"{len(found)} vaults are published under {url} ({names}): join with the join string "
+        raise MailboxError(f"several vaults are published under {url} ({names}, ...): join with the join string "
                            "that `crdtsync relay add` printed on a device of yours (URL#vault=<fingerprint>)",
                            code="MAILBOX_SEVERAL_VAULTS")
     (header,) = found

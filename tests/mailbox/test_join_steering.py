@@ -109,6 +109,9 @@ def test_many_decoys_beside_the_real_vault_cost_no_argon2id_and_the_join_string_
     box = tmp_path / "box"
     for guess in range(40):
         put_header(box, decoy(f"guess {guess}"))
+    copied = decoy("one more guess")
+    for n in range(300):  # listed before the real vault: copies, each passed over (not in its own folder)
+        put_header(box, copied, tag=f"{n:016x}")
     kdf_runs.clear()
     assert join_code(tmp_path, box.as_uri()) == "MAILBOX_SEVERAL_VAULTS"
     assert kdf_runs == []
