@@ -172,9 +172,9 @@ class Vault:
         """The public vault header (``vault.json`` in a mailbox): the vault key wrapped under the passphrase, as v2
         (with key commitments). A v1 header stored by an older crdtsync is upgraded with this device's vault keys
         and stored again."""
-        header = VaultHeader.from_json(bytes(self._store.get_meta("vault_header")))
-        if not header.commits:
-            header = with_commitments(header, self.secrets.epochs)
+        stored = VaultHeader.from_json(bytes(self._store.get_meta("vault_header")))
+        header = self._as_v2(stored)
+        if header is not stored:
             with self._store.write():
                 self._store.set_meta("vault_header", header.to_json())
         return header
@@ -183,8 +183,11 @@ class Vault:
     def fingerprint(self) -> str:
         """The vault's fingerprint (26 characters; :func:`crdtsync.crypto.header.fingerprint`): what a join string
         carries so that a join accepts this vault and no other. Writes nothing."""
-        header = VaultHeader.from_json(bytes(self._store.get_meta("vault_header")))
-        return fingerprint(header if header.commits else with_commitments(header, self.secrets.epochs))
+        return fingerprint(self._as_v2(VaultHeader.from_json(bytes(self._store.get_meta("vault_header")))))
+
+    def _as_v2(self, header: VaultHeader) -> VaultHeader:
+        """``header`` itself when it is v2, else it with the commitments of this device's vault keys."""
+        return header if header.commits else with_commitments(header, self.secrets.epochs)
 
     @property
     def store(self) -> Store:
@@ -414,7 +417,10 @@ class Vault:
 
     def apply_update(self, update: bytes, origin: str) -> ApplyResult:
         """Integrate one Yjs v1 update received from outside this process (already authenticated by the
-        caller; ``origin`` is a free label for the audit log). See :meth:`apply_updates`.
+        caller). ``origin`` is the authenticated author's device id, whose writes are then held to the registry
+        and attribution rules (:mod:`crdtsync.model.authorship`), or any other label (not shaped like a device
+        id) for an update from a source the caller trusts, which only the audit log shows. See
+        :meth:`apply_updates`.
 
         Raises:
             UpdateRejectedError: the update was refused and quarantined (code says why).

@@ -254,7 +254,11 @@ def _epoch_map(value: object, what: str) -> dict[int, bytes]:
 def key_commitment(vault_id: bytes, epoch: int, vault_key: bytes) -> bytes:
     """The 32-byte commitment to ``vault_key`` (32 bytes) of ``epoch`` in vault ``vault_id`` (16 bytes) that a
     v2 header carries: HMAC-SHA256 keyed with the vault key over ``b"crdtsync/v2/key-commit"`` + vault id +
-    epoch (8 bytes big-endian). Reveals nothing of the key; no other key has the same commitment."""
+    epoch (8 bytes big-endian). Reveals nothing of the key; no other key has the same commitment.
+
+    Raises:
+        ValueError: ``vault_key`` is not 32 bytes (a programming error).
+    """
     _check_bytes("vault key", vault_key, VAULT_KEY_BYTES)
     return hmac.new(vault_key, _COMMIT_DOMAIN + vault_id + epoch.to_bytes(8, "big"), hashlib.sha256).digest()
 
@@ -338,7 +342,7 @@ def unwrap_vault_key(header: VaultHeader, passphrase: str, epoch: int) -> bytes:
 
     Raises:
         CryptoError: ``KEY_MISSING`` when the header holds no key for ``epoch``; ``WRONG_PASSPHRASE`` when
-            the passphrase does not open it (or the header was altered).
+            the passphrase does not open it, or (v2) opens it to a key other than the one committed to.
     """
     if epoch not in header.epochs:
         raise CryptoError(

@@ -29,7 +29,7 @@ from typing import Any
 from crdtsync.crypto.keys import KEY_BYTES, id_matches
 from crdtsync.errors import UpdateRejectedError
 from crdtsync.model.records import REGISTER_FIELDS, is_stored_time
-from crdtsync.model.schema import EntryAudit
+from crdtsync.model.schema import EntryAudit, check_record
 
 #: Registry fields a device writes once, when it registers; they never change afterwards.
 WRITE_ONCE_FIELDS = ("sign_pk", "kx_pk", "added_by", "added_at")
@@ -150,18 +150,26 @@ def check_attribution(authors: frozenset[str], memory_id: str, record: Mapping[s
             whole record.
         bound: the latest claimed time believed here (:func:`crdtsync.model.records.believable_until`).
         audit: for a record created whole (``written`` None), what :func:`crdtsync.model.schema.check_record`
-            collected of its entries in its own pass over them (100k records on a first sync): then the entries
-            are not read again.
+            collected of its entries in its own pass over them (100k records on a first sync), so that they are
+            not read again; when None, that pass is made here.
 
     Returns:
-        Whether an entry claims a time past ``bound`` (it is kept, shown as ``bound`` and never settles a
-        conflict; the caller raises an alarm).
+        Whether an entry claims a time past ``bound`` (it is kept, shown as the memory's creation time and never
+        settles a conflict; the caller raises an alarm).
 
     Raises:
         UpdateRejectedError: ``UPDATE_AUTHOR_FORGED`` (an entry naming another device, or a creating entry
-            slipped into an existing record), ``UPDATE_SCHEMA_VIOLATION`` (a claimed time that is not a time).
+            slipped into an existing record), ``UPDATE_SCHEMA_VIOLATION`` (a claimed time that is not a time, or
+            a record created whole that is not a valid v1 record).
     """
-    if written is None and audit is not None:
+    if written is None:
+        if audit is None:
+            audit = EntryAudit()
+            try:
+                check_record(memory_id, record, None, audit)
+            except ValueError as exc:
+                raise UpdateRejectedError(f"memory {memory_id[:40]!r} is not a valid v1 record: {exc}",
+                                          code="UPDATE_SCHEMA_VIOLATION") from None
         stamp = record.get("created")
         creator, created = (stamp[1], stamp[0]) if isinstance(stamp, list) and len(stamp) == 2 else (None, None)
         strangers = sorted(map(str, (audit.writers | {creator}) - authors))
@@ -174,8 +182,8 @@ def check_attribution(authors: frozenset[str], memory_id: str, record: Mapping[s
                 f"an update of {_named(authors)} wrote memory {memory_id[:40]!r} with a time that is not an ISO-8601 "
                 "UTC time as crdtsync writes it", code="UPDATE_SCHEMA_VIOLATION")
         return max(audit.latest, str(created)) > bound
-    keys = list(record) if written is None else [key for key in written if key in record]
-    created_here = written is None or "created" in keys
+    keys = [key for key in written if key in record]
+    created_here = "created" in keys
     ahead = False
     for key in keys:
         raw = record[key]

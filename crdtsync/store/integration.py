@@ -494,8 +494,8 @@ class UpdateIntegration:
         if result.ahead:
             self._store.raise_alarm("CLOCK_AHEAD", (
                 f"device {origin} wrote edits dated more than {MAX_CLOCK_SKEW / 60:g} minutes ahead of this device's "
-                "clock. They are kept and shown at that limit, and never win a conflict's display: check that "
-                "device's clock (and this one's)"), device=origin)
+                "clock. They are kept, shown at the memory's creation time, and never win a conflict's display: "
+                "check that device's clock (and this one's)"), device=origin)
 
     def _alarm_on_forgery(self, refusal: UpdateRejectedError, origin: str) -> None:
         """Raise a persistent alarm naming ``origin`` when ``refusal`` says a device wrote what it may not."""

@@ -92,3 +92,9 @@ def test_a_time_not_believed_never_settles_a_conflict_and_shows_as_the_creation_
     created_late = {"created": ["9999-12-31T23:59:59.999Z", ME], "content@": "x"}
     shown = check_record("m", created_late, BOUND)
     assert shown is not None and shown[0].created == UNBELIEVED_TIME
+
+
+def test_a_record_created_whole_that_is_not_a_v1_record_is_a_schema_violation() -> None:
+    with pytest.raises(UpdateRejectedError) as info:
+        check_attribution(frozenset({ME}), "m", {"created": [NOW, ME], "content@x": ["v", ME]}, None, BOUND)
+    assert info.value.code == "UPDATE_SCHEMA_VIOLATION"
