@@ -14,7 +14,7 @@ per store, in this order:
 ``join``
     B: ``Vault.join(url)``: finds the header, Argon2id, pulls everything, integrates, pushes its registration.
     Bytes and object operations are the sum of the stats of every store the join opened (``open_store`` is
-    wrapped); the ``SyncReport`` objects of its two syncs (``sync_relay`` is wrapped) are kept too. If the
+    wrapped); the ``SyncReport`` objects of its two syncs (``sync_relays`` is wrapped) are kept too. If the
     integration worker refuses the update under the default deadline, the join is repeated in a new folder
     with ``Vault.open(deadline=--apply-deadline)`` and both are reported.
 ``edit``
@@ -124,19 +124,19 @@ class ApiCounter:
 class StoreTap:
     """Keeps every :class:`~crdtsync.mailbox.backend.BlobStore` that ``open_store`` returns in this process
     (crdtsync imports ``open_store`` at call time, so wrapping the module attribute sees them all), and every
-    ``SyncReport`` that ``sync_relay`` returns."""
+    ``SyncReport`` that ``sync_relays`` returns."""
 
     def __init__(self) -> None:
         self.stores: list[Any] = []
         self.reports: list[Result] = []
 
     def install(self) -> None:
-        """Wrap ``open_store`` and ``sync_relay``."""
+        """Wrap ``open_store`` and ``sync_relays``."""
         import crdtsync.mailbox.backend as backend
         import crdtsync.mailbox.sync as sync_module
 
         open_original = backend.open_store
-        sync_original = sync_module.sync_relay
+        sync_original = sync_module.sync_relays
 
         def tapped_open(url: str, **options: Any) -> Any:
             store = open_original(url, **options)
@@ -144,12 +144,12 @@ class StoreTap:
             return store
 
         def tapped_sync(*args: Any, **kwargs: Any) -> Any:
-            report = sync_original(*args, **kwargs)
-            self.reports.append(report.to_json())
-            return report
+            reports = sync_original(*args, **kwargs)
+            self.reports.extend(report.to_json() for report in reports)
+            return reports
 
         backend.open_store = tapped_open
-        sync_module.sync_relay = tapped_sync
+        sync_module.sync_relays = tapped_sync
 
     def totals(self) -> dict[str, int]:
         """The summed stats of every store opened so far."""
@@ -231,17 +231,17 @@ BACKEND, STORE, WORKER = "crdtsync.mailbox.backend:BlobStore", "crdtsync.store.d
 
 def _push_stopwatch() -> Stopwatch:
     watch = Stopwatch()
-    wrap_any(watch, "add_relay: publish vault.json (get + put)", f"{SYNC}:Mailbox.publish_header")
+    wrap_any(watch, "add_relay: publish vault.json (get + put)", f"{SYNC}:publish_header")
     wrap_any(watch, "load A's Doc (snapshot + log)", f"{REPLICA}._load_doc", f"{VAULT}._load_doc")
     wrap_any(watch, "registry reads (devices)", f"{REPLICA}.devices", f"{VAULT}.devices")
     wrap_any(watch, "encode A's whole contribution (own_contribution)", f"{REPLICA}.own_contribution",
              f"{VAULT}.own_contribution")
-    wrap_any(watch, "split + seal envelopes (Mailbox._seal)", f"{SYNC}:Mailbox._seal")
-    wrap_any(watch, "pack the objects (msgpack)", "crdtsync.mailbox.objects:pack_objects")
+    wrap_any(watch, "split + seal envelopes (seal_entry)", "crdtsync.protocol.sealing:seal_entry")
+    wrap_any(watch, "pack the objects (msgpack)", "crdtsync.protocol.messages:pack_parts")
     wrap_any(watch, "store get", f"{BACKEND}.get")
     wrap_any(watch, "store put", f"{BACKEND}.put")
     wrap_any(watch, "store list", f"{BACKEND}.list")
-    wrap_any(watch, "pull (nothing to fetch yet)", f"{SYNC}:Mailbox.pull")
+    wrap_any(watch, "pull (nothing to fetch yet)", f"{SYNC}:AuthorLogSync._pull")
     return watch
 
 
@@ -275,9 +275,9 @@ def _join_stopwatch() -> Stopwatch:
     wrap_any(watch, "create B's store + register B (local)", "crdtsync._vault_create:create_store")
     wrap_any(watch, "fetch: store list", f"{BACKEND}.list")
     wrap_any(watch, "fetch: store get", f"{BACKEND}.get")
-    wrap_any(watch, "open envelopes (verify + decrypt)", "crdtsync.mailbox.objects:open_envelope")
-    wrap_any(watch, "join chunks", "crdtsync.mailbox.objects:join_chunks")
-    wrap_any(watch, "parse batch bodies", "crdtsync.mailbox.format:Batch.from_body")
+    wrap_any(watch, "open envelopes (verify + decrypt)", "crdtsync.protocol.sealing:open_envelope")
+    wrap_any(watch, "join chunks", "crdtsync.protocol.sealing:join_chunks")
+    wrap_any(watch, "parse batch bodies", "crdtsync.protocol.messages:Batch.from_body")
     wrap_any(watch, "strict reader #2 (apply_updates)", "crdtsync.store.integration:decode_update")
     wrap_any(watch, "store the update in the inbox (Store.hold)", f"{STORE}.hold")
     wrap_any(watch, "missing_dependencies", "crdtsync.store.integration:missing_dependencies")
@@ -289,7 +289,7 @@ def _join_stopwatch() -> Stopwatch:
              f"{VAULT}._integrate_checked")
     wrap_any(watch, "compaction (_maybe_compact)", f"{REPLICA}._maybe_compact", f"{VAULT}._maybe_compact")
     wrap_any(watch, "registry reads (devices)", f"{REPLICA}.devices", f"{VAULT}.devices")
-    wrap_any(watch, "push B's registration (Mailbox.push)", f"{SYNC}:Mailbox.push")
+    wrap_any(watch, "commit B's registration (AuthorLogSync._commit)", f"{SYNC}:AuthorLogSync._commit")
     wrap_any(watch, "  of which store put", f"{BACKEND}.put")
     return watch
 
@@ -355,7 +355,7 @@ def scenario_join(work: Path, params: Result) -> Result:
 def _pull_stopwatch() -> Stopwatch:
     watch = Stopwatch()
     wrap_any(watch, "load the Doc (snapshot + log)", f"{REPLICA}._load_doc", f"{VAULT}._load_doc")
-    wrap_any(watch, "read a head (get + open)", f"{SYNC}:Mailbox.read_head")
+    wrap_any(watch, "read a head (get + open)", f"{SYNC}:AuthorLogSync._read_head")
     wrap_any(watch, "store get", f"{BACKEND}.get")
     wrap_any(watch, "store put", f"{BACKEND}.put")
     wrap_any(watch, "store list", f"{BACKEND}.list")
@@ -424,10 +424,10 @@ def _seal_body(secrets: Any, body: bytes) -> bytes:
     """``body`` split with ``split_body``, each chunk sealed as a snapshot envelope under ``secrets``' keys, the
     envelopes packed in one msgpack array (the mailbox's object format)."""
     from crdtsync.crypto.envelope import KIND_SNAPSHOT, seal, split_body
-    from crdtsync.mailbox.format import pack_object
+    from crdtsync.protocol.messages import pack_part
 
     epoch = secrets.current_epoch
-    return pack_object([seal(vault_id=secrets.vault_id, epoch=epoch, vault_key=secrets.epochs[epoch],
+    return pack_part([seal(vault_id=secrets.vault_id, epoch=epoch, vault_key=secrets.epochs[epoch],
                              sender=secrets.device, kind=KIND_SNAPSHOT, body=chunk, sealed_count=i)
                         for i, chunk in enumerate(split_body(body))])
 

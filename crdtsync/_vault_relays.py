@@ -24,28 +24,35 @@ def add_relay(vault: Vault, name: str, url: str) -> None:
     """Save ``url`` as relay ``name`` of ``vault`` and publish the vault header there; on failure the relay
     is forgotten again (see :meth:`crdtsync.vault.Vault.add_relay`)."""
     from crdtsync.mailbox.backend import check_apart, open_store
-    from crdtsync.mailbox.sync import Mailbox
+    from crdtsync.mailbox.sync import publish_header
 
     check_apart(vault.path, url)
     store = open_store(url)
     vault.store.add_relay(name, url)
     try:
-        Mailbox(vault, store, name).publish_header()
+        publish_header(store, vault.header)
     except BaseException:
         vault.store.remove_relay(name)
         raise
 
 
 def relay_states(store: Store) -> list[dict[str, Any]]:
-    """Every relay saved in ``store`` with its sync state (see :meth:`crdtsync.vault.Vault.relays`)."""
+    """Every relay saved in ``store`` with its sync state (see :meth:`crdtsync.vault.Vault.relays`):
+    ``pending_push`` counts this device's writes not yet in its log, or in its log past what the relay's head
+    of this device showed at the last sync; ``pending_pull`` the entries the relay's heads showed past what
+    this device applied."""
+    logged = int(store.get_cursor("push", "") or b"0")
+    unlogged = store.count_local_updates_after(logged)
+    authors = store.authors()
+    me = store.get_meta("device_id")
     out = []
     for relay in store.relays():
-        pushed = int(store.get_cursor("push", relay["name"]) or 0)
-        seen = store.cursors(f"seen:{relay['name']}")
-        applied = store.cursors(f"pull:{relay['name']}")
-        behind = sum(max(0, int(v) - int(applied.get(k, b"0"))) for k, v in seen.items())
-        out.append({**relay, "pending_push": store.count_local_updates_after(pushed),
-                    "pending_pull": behind})
+        shown = {author: store.relay_head(relay["name"], author) for author in authors}
+        behind = sum(max(0, seen[1] - authors[a].applied) for a, seen in shown.items() if seen and a != me)
+        own = authors.get(me) if isinstance(me, str) else None
+        relayed = shown.get(me) if isinstance(me, str) else None
+        ahead = max(0, own.applied - (relayed[1] if relayed else 0)) if own else 0
+        out.append({**relay, "pending_push": unlogged + ahead, "pending_pull": behind})
     return out
 
 
@@ -66,12 +73,13 @@ def sync_relays(
     vault: Vault, relays: Sequence[dict[str, Any]], *, push: bool, pull: bool,
     progress: Callable[[int, int], None] | None,
 ) -> list[Any]:
-    """Sync ``vault`` with each of ``relays`` in turn; one :class:`~crdtsync.mailbox.sync.SyncReport` each."""
+    """Sync ``vault`` with ``relays`` together (every author's log carried across them); one
+    :class:`~crdtsync.mailbox.sync.SyncReport` each."""
     from crdtsync.mailbox.backend import open_store
-    from crdtsync.mailbox.sync import sync_relay
+    from crdtsync.mailbox.sync import sync_relays as sync_all
 
-    return [sync_relay(vault, open_store(r["url"]), r["name"], push=push, pull=pull, progress=progress)
-            for r in relays]
+    return sync_all(vault, [(r["name"], open_store(r["url"])) for r in relays], push=push, pull=pull,
+                    progress=progress)
 
 
 #: What ``relay add`` appends to a mailbox URL to make a join string: ``URL#vault=<fingerprint>``.

@@ -321,6 +321,10 @@ class Vault:
         concurrent values, ordered by memory id then field. Answers from SQLite."""
         return self._store.conflicts(memory_id)
 
+    def conflict_count(self) -> int:
+        """How many conflicts the vault shows (from SQLite, no Doc load)."""
+        return len(self._store.conflicts())
+
     def resolve(self, memory_id: str, field: str, value: Any) -> Memory:
         """Settle a conflict by writing ``value`` to ``field`` (an ordinary write that syncs like any edit).
         For ``deleted``, ``True`` keeps the delete and ``False`` keeps the memory.

@@ -38,6 +38,7 @@ from crdtsync.crypto.envelope import VERSION as ENVELOPE_VERSION
 from crdtsync.errors import CrdtsyncError, CryptoError, InvalidInputError, VaultError, exit_status
 from crdtsync.mailbox.format import ROOT as MAILBOX_ROOT
 from crdtsync.model.records import Conflict, Memory
+from crdtsync.protocol.messages import PROTOCOL_VERSION
 from crdtsync.store.db import STORE_FORMAT
 from crdtsync.vault import Vault
 
@@ -289,7 +290,7 @@ def _print_version(asked: bool) -> None:
     if not asked:
         return
     out.print(f"crdtsync {_installed('crdtsync')} (pycrdt {_installed('pycrdt')}, envelope v{ENVELOPE_VERSION}, "
-              f"mailbox {MAILBOX_ROOT}, store format {STORE_FORMAT})")
+              f"mailbox {MAILBOX_ROOT} protocol v{PROTOCOL_VERSION}, store format {STORE_FORMAT})")
     raise typer.Exit()
 
 

@@ -201,6 +201,37 @@ class BlobStore:
         names = [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]
         return sorted(n for n in names if n and not n.startswith(TMP_PREFIX))
 
+    def walk(self, prefix: str) -> dict[str, tuple[int, str]]:
+        """Every object under ``prefix``, at any depth: ``{key: (size in bytes, modification mark)}`` where the
+        mark (an ETag on S3, a modification time on a folder) changes when the object is rewritten; temporary
+        files and anything but regular objects are left out. One listing request (one per 1000 keys on S3). A
+        missing prefix walks as empty; the listing may lag behind recent puts."""
+        path = self._path(prefix).rstrip("/")
+        self.stats.lists += 1
+
+        def find() -> dict[str, Any]:
+            if not self.is_local:
+                self.fs.invalidate_cache(path)
+            found: dict[str, Any] = self.fs.find(path, detail=True, withdirs=False)
+            return found
+
+        try:
+            found = self._retry(find)
+        except _MISSING:
+            return {}
+        base = self.fs._strip_protocol(path).rstrip("/") + "/"
+        out: dict[str, tuple[int, str]] = {}
+        for name, info in found.items():
+            stripped = self.fs._strip_protocol(name)
+            if not stripped.startswith(base) or info.get("type") != "file":
+                continue
+            rel = stripped[len(base):]
+            if rel.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
+                continue
+            mark = info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("created") or ""
+            out[f"{prefix.rstrip('/')}/{rel}"] = (int(info.get("size") or 0), str(mark))
+        return out
+
     def delete(self, key: str) -> None:
         """Delete the object ``key``; a missing object is not an error."""
         path = self._path(key)

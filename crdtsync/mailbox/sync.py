@@ -1,85 +1,103 @@
-"""Mailbox protocol v1, the driver: push, pull and join over a :class:`~crdtsync.mailbox.backend.BlobStore`.
+"""Mailbox protocol v2, the driver: every author's log carried through every relay, relays healed, over
+:class:`~crdtsync.mailbox.backend.BlobStore` objects.
 
-Each device writes only its own keys (``d/<device_id>/...``), so two writers never race on one object.
+Layout under a vault's folder (README.md "Mailbox layout" is the spec)::
 
-- **push**: read our own head (a device restored from a backup first integrates its own log objects past
-  its push state, which brings back the writes lost with the backup, and continues after the seq the mailbox
-  already has instead of overwriting it), seal the update since the last push (the merge of this device's own logged
-  updates past the push cursor; the device's whole contribution on a first push) as ``log/<seq+1>``, then
-  write ``head``. Cost O(change): 1 get and 2 puts.
-- **pull**: list ``d/`` (plus the devices in the registry, since listings lag), read each device's head,
-  fetch only the log objects past our cursor, in order. A head that goes backwards is refused
-  (``MAILBOX_ROLLBACK``); a missing, torn, corrupt or replaced object (``MAILBOX_OBJECT_MISSING``,
-  ``MAILBOX_OBJECT_CORRUPT``, ``ENVELOPE_*``) is reported, that device's pull stops there and resumes at the
-  same seq next time: nothing is skipped. The cursor advances in the same SQLite transaction that stores the
-  received update, so what is acknowledged is on disk. Cost O(devices + new objects).
-- **compaction**: every :data:`SNAPSHOT_EVERY` seqs a device writes ``snap/<seq>`` (its whole contribution)
-  and deletes its log objects that every known device has acknowledged (``acks`` in their heads) and that the
-  snapshot covers; a new device starts from the snapshot plus later logs.
+    a/<author>/log/<seq:016x>[.<part>]   the author's log entry seq (its parts: .1, .2... continue it)
+    a/<author>/snap/<seq:016x>[.<part>]  the author's snapshot as of seq
+    a/<author>/head                      the author's newest head (crdtsync.protocol.messages.Head)
 
-Every envelope is checked by :func:`crdtsync.crypto.envelope.open_envelope`; an update may only carry structs
-of Yjs client ids its sender registered (or announces in the same body when it is joining), else it is
-quarantined with ``UPDATE_FOREIGN_CLIENT``.
+Every object under ``a/<author>/`` is the author's own, sealed and signed by it; any device writes it there byte
+for byte as it holds it (bridging, healing), so whoever writes an object writes the same bytes. One sync of a
+vault with its relays (:func:`sync_relays`):
+
+1. **look**: list each relay's vault folder recursively (one listing, whatever the number of authors) and read
+   the heads that changed since this device last read them (the listing's size and modification mark say so);
+   each head is verified, compared with what this device knows of its author (a different digest for one seq
+   raises ``MAILBOX_FORK``), and a head older than the newest this device verified is a rollback, healed below.
+2. **restore**: a relay holding a head of this device newer than this device's own log means it was restored
+   from a backup (or its store was copied): its own entries past its log are taken back first (and writes made
+   since the restore that reused their Yjs clocks are rebased), so that its log goes on after them.
+3. **commit**: this device's writes since its last entry become its next log entry (seq + 1, chained), once,
+   whatever the number of relays; every :data:`SNAPSHOT_EVERY` seqs a snapshot entry follows.
+4. **pull**: for every other author, the entries past what this device applied, from whichever relay holds
+   them, in order, each opened and checked (:mod:`crdtsync.protocol.sealing`, :mod:`crdtsync.protocol.
+   authorlog`), kept as received and integrated in one transaction with the author's applied point.
+5. **head and compaction**: this device's head (its seq, snapshot, lowest log kept, and acks with digests of
+   every author it applied) is renewed when it changed; an author's entries that its head no longer keeps are
+   dropped here, and this device's own log is cut below the floor every registered device acknowledged.
+6. **put**: each relay receives what it lacks of every author this device holds (entries its listing does not
+   show or shows at another size, then the head when the relay's is older or missing), and loses what the
+   authors' heads no longer keep; ``vault.json`` is put back when it is missing, damaged or another vault's.
+
+Version 1 relays (per-relay logs under ``d/``, written up to 9204cbf) are still read for devices that have not
+written a v2 log (:mod:`crdtsync.mailbox.v1`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import msgpack
 from filelock import FileLock, Timeout
 from pycrdt import merge_updates
 
-from crdtsync.crypto.envelope import (
-    KIND_HEAD,
-    KIND_SNAPSHOT,
-    KIND_UPDATE,
-)
+from crdtsync.crypto.envelope import KIND_SNAPSHOT, KIND_UPDATE
 from crdtsync.crypto.header import VaultHeader
-from crdtsync.crypto.keys import is_device_id
+from crdtsync.crypto.keys import is_device_id, vault_tag
 from crdtsync.errors import CrdtsyncError, MailboxError, VaultError
-from crdtsync.mailbox.backend import BlobStore, check_apart
-from crdtsync.mailbox.format import (
-    Batch,
-    Head,
-    chain_digest,
-    devices_prefix,
-    head_key,
-    header_key,
-    log_key,
-    snap_key,
-)
-from crdtsync.mailbox.objects import SealedObjects
+from crdtsync.mailbox import v1
+from crdtsync.mailbox.backend import MAX_OBJECT_BYTES, BlobStore, check_apart
+from crdtsync.mailbox.format import HEADER_NAME, parse_seq, part_key, vault_prefix
+from crdtsync.mailbox.ports import VaultReplica
+from crdtsync.model.authorship import registered_key
 from crdtsync.model.yupdate import item_positions
+from crdtsync.protocol.authorlog import check_entry, compaction_floor, contradicts, fork_error
+from crdtsync.protocol.messages import Ack, Batch, Entry, Head, chain_digest
+from crdtsync.protocol.sealing import Keyring, open_entry, open_head, seal_entry, seal_head
 from crdtsync.store import integration
 
-if TYPE_CHECKING:
-    from crdtsync.vault import Vault
-
-#: A fetched log or snapshot: (seq, batch, sender already registered, chain digest of its body).
-Fetched = tuple[int, Batch, bool, bytes]
 #: A callback ``(objects done, objects in all)`` for long pulls.
 Progress = Callable[[int, int], None]
-#: A device writes a snapshot of its contribution every this many log objects.
+#: A device writes a snapshot of its contribution every this many log entries.
 SNAPSHOT_EVERY = 256
 #: Seconds a sync waits for another process's sync of the same vault and relay before it reports SYNC_BUSY.
 SYNC_LOCK_SECONDS = 120.0
-#: Seconds a sync trusts that a relay still holds the header it confirmed there (then it reads it again).
-HEADER_RECHECK_SECONDS = 24 * 3600
-#: A pull integrates at most this many log objects, or bytes of updates, per transaction.
+#: A pull integrates at most this many entries, or bytes of updates, per transaction.
 PULL_GROUP = 64
 PULL_GROUP_BYTES = 64 * 1024 * 1024
+#: The folder of the author logs inside a vault's folder.
+AUTHORS = "a"
+#: ``meta`` key: how many envelopes this device sealed under an epoch (``sealed:<epoch>``).
+SEALED_META = "sealed:{epoch}"
+#: ``cursors`` scope and key of the id of the newest local update this device's own log holds (the store's
+#: compaction keeps every local update past it).
+LOGGED_SCOPE, LOGGED_KEY = "push", ""
+
+
+def author_key(tag: str, author: str, name: str) -> str:
+    """The key of object ``name`` (``head``, ``log/<seq>``...) of ``author`` in the vault ``tag``."""
+    return f"{vault_prefix(tag)}/{AUTHORS}/{author}/{name}"
+
+
+def entry_key(tag: str, author: str, kind: int, seq: int, part: int = 0) -> str:
+    """The key of part ``part`` of ``author``'s log (kind UPDATE) or snapshot (kind SNAPSHOT) entry ``seq``."""
+    folder = "snap" if kind == KIND_SNAPSHOT else "log"
+    return part_key(author_key(tag, author, f"{folder}/{seq:016x}"), part)
 
 
 @dataclass
 class SyncReport:
-    """What one push/pull/sync moved through one relay: objects and bytes each way, object operations,
-    memories changed here, conflicts now in the vault, and errors (``{device, code, message}``)."""
+    """What one sync moved through one relay: objects and bytes each way, object operations, memories changed
+    here, conflicts now in the vault, objects put back (``healed``: keys a relay lacked or held older), and
+    errors (``{device, code, message}``; a wait on an entry no relay supplied also names ``seq`` and the
+    devices that acknowledged it, ``holders``)."""
 
     relay: str
     objects_up: int = 0
@@ -89,7 +107,8 @@ class SyncReport:
     operations: int = 0
     memories_changed: set[str] = field(default_factory=set)
     conflicts: int = 0
-    errors: list[dict[str, str]] = field(default_factory=list)
+    healed: list[str] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -101,356 +120,27 @@ class SyncReport:
             "operations": self.operations,
             "memories_changed": len(self.memories_changed),
             "conflicts": self.conflicts,
+            "healed": len(self.healed),
             "errors": self.errors,
             "seconds": round(self.seconds, 3),
         }
 
 
 @dataclass
-class _PushState:
-    """What this device last wrote to a relay: its newest log ``seq``, snapshot ``snap``, lowest kept log
-    ``first`` and ``chain`` (the hash of its newest log body, which the next one links to). (The log id of
-    the last update pushed is the separate ``push`` cursor, which the store's compaction reads so that it
-    never drops a local update not yet pushed to every relay.)"""
+class _Relay:
+    """One relay as this sync found it: its listing (key -> (size, mark)) and the heads of the authors in it
+    (author -> (seq, n)), and the authors whose head there went back since this device last read it."""
 
-    seq: int = 0
-    snap: int = 0
-    first: int = 1
-    chain: bytes = b""
+    name: str
+    store: BlobStore
+    report: SyncReport
+    objects: dict[str, tuple[int, str]] = field(default_factory=dict)
+    heads: dict[str, tuple[int, int]] = field(default_factory=dict)
+    rolled_back: set[str] = field(default_factory=set)
+    usable: bool = True
 
-    def pack(self) -> bytes:
-        packed: bytes = msgpack.packb([self.seq, self.snap, self.first, self.chain], use_bin_type=True)
-        return packed
-
-    @classmethod
-    def unpack(cls, data: bytes | None) -> _PushState:
-        if data is None:
-            return cls()
-        seq, snap, first, chain = msgpack.unpackb(data)
-        return cls(seq, snap, first, chain)
-
-
-def _int_cursor(data: bytes | None) -> int:
-    return 0 if data is None else int(data.decode())
-
-
-class Mailbox(SealedObjects):
-    """One vault's view of one mailbox (a relay): the protocol on top of its sealed objects
-    (:class:`~crdtsync.mailbox.objects.SealedObjects`, whose constructor it takes).
-    """
-
-    # -- header -----------------------------------------------------------------------------------------
-
-    def publish_header(self, *, again: bool = True) -> bool:
-        """Write ``vault.json`` (the public header, v2) unless the mailbox already holds a v2 header of this vault
-        that commits to the vault keys this device holds: a missing, damaged, v1 (written before key commitments)
-        or replaced header is written again. With ``again`` False, the header is not read when this device
-        confirmed its current header there less than :data:`HEADER_RECHECK_SECONDS` ago (a sync of one edit
-        costs no extra request; a lost or replaced header is healed within that time). Returns whether it
-        wrote."""
-        key = header_key(self.tag)
-        ours = self.vault.header
-        digest = hashlib.sha256(ours.to_json()).digest()
-        db = self.vault.store
-        now = int(time.time())
-        confirmed = db.get_cursor("header", self.relay) or b""
-        if (not again and confirmed[:32] == digest
-                and 0 <= now - int.from_bytes(confirmed[32:] or b"\0", "big") < HEADER_RECHECK_SECONDS):
-            return False
-        wrote = self._publish(key, ours)
-        with db.write():
-            db.set_cursor("header", self.relay, digest + now.to_bytes(8, "big"))
-        return wrote
-
-    def _publish(self, key: str, ours: VaultHeader) -> bool:
-        data = self.store.get(key)
-        if data is not None:
-            try:
-                theirs = VaultHeader.from_json(data)
-            except CrdtsyncError:
-                theirs = None
-            if theirs is not None and theirs.vault_id == ours.vault_id and theirs.commits and all(
-                    theirs.commits.get(epoch) == commit for epoch, commit in ours.commits.items()):
-                return False
-        self.store.put(key, ours.to_json())
-        return True
-
-    # -- push -------------------------------------------------------------------------------------------
-
-    def _own_clients(self) -> tuple[int, ...]:
-        entry = self.registry().get(self.me, {})
-        return tuple(entry.get("clients", ()))
-
-    def push(self, report: SyncReport) -> None:
-        """Send this device's updates past the push cursor as one log body (one object, or more with
-        continuations past the object limit), then its head; first take back (and rebase over) our own log
-        objects the mailbox holds past our push state (a restored device)."""
-        db = self.vault.store
-        pushed = _int_cursor(db.get_cursor("push", self.relay))
-        state = _PushState.unpack(db.get_cursor("push-state", self.relay))
-        remote = self.read_head(self.me)
-        if remote is None and state.seq:
-            raise MailboxError(
-                f"this device's head (seq {state.seq}) is missing from {self.store.url}: the mailbox is not there as "
-                "it was (a folder not mounted or not carried yet, another bucket or prefix); nothing was pushed. "
-                f"If it was emptied on purpose, run `crdtsync relay rm {self.relay}` then `crdtsync relay add "
-                f"{self.relay} URL` on every device: each then publishes again from the start",
-                code="MAILBOX_OBJECT_MISSING")
-        if remote is not None and remote.seq > state.seq:
-            # Restored from a backup, or our push state was lost: take back what the mailbox holds of ours past
-            # our push state (writes lost with the backup), then continue after it.
-            recovered = max(state.seq, _int_cursor(db.get_cursor(f"pull:{self.relay}", self.me)))
-            if recovered < remote.seq:
-                self._rebase_reused_clocks(pushed, recovered, remote.seq)
-                self._pull_device(self.me, remote, recovered, report, [0, 0, None])
-            _, _, chain, _ = self._read_batch(log_key(self.tag, self.me, remote.seq), self.me, KIND_UPDATE,
-                                              remote.seq)
-            state = _PushState(seq=remote.seq, snap=remote.snap, first=remote.first, chain=chain)
-        if self.vault.reapply_rebased():  # after a rebase (or a crash before it was re-applied)
-            self._registry = None  # the writes went under a new client id, announced in the registry
-        last_id = db.last_update_id()
-        acks = {k: _int_cursor(v) for k, v in db.cursors(f"pull:{self.relay}").items()}
-        if pushed == 0:
-            update = self.vault.own_contribution()
-        else:
-            rows = self.vault.local_updates_after(pushed)
-            if not rows:
-                if remote is not None and remote.acks != acks:
-                    self._put_head(Head(state.seq, state.snap, state.first, acks), report)
-                return
-            update = merge_updates(*[data for _, data in rows])
-        seq = state.seq + 1
-        clients = self._own_clients()
-        body = Batch(seq, update, clients, prev=state.chain).to_body()
-        chain = chain_digest(body)
-        self._upload(log_key(self.tag, self.me, seq), KIND_UPDATE, body, report)
-        snap = state.snap
-        if seq - snap >= SNAPSHOT_EVERY:
-            snap_body = Batch(seq, self.vault.own_contribution(), clients, prev=chain).to_body()
-            self._upload(snap_key(self.tag, self.me, seq), KIND_SNAPSHOT, snap_body, report)
-            if snap:
-                self._delete_bodies("snap", [snap])
-            snap = seq
-        first = self._collect_garbage(state.first, snap)
-        self._put_head(Head(seq, snap, first, acks), report)
-        with db.write():
-            db.set_cursor("push", self.relay, str(last_id).encode())
-            db.set_cursor("push-state", self.relay, _PushState(seq, snap, first, chain).pack())
-
-    def _rebase_reused_clocks(self, pushed: int, recovered: int, newest: int) -> None:
-        """Before taking back our own log objects ``recovered + 1 .. newest`` (written by this device but unknown
-        to its store: it was restored from a backup, or copied), make sure the writes it has not pushed yet did
-        not reuse their Yjs clocks. A restore that also restored the state folder (:mod:`crdtsync.store.
-        incarnation` then sees nothing) and was written to before this sync makes such writes: other devices
-        would ignore them, and later writes that refer to them would land on the lost writes' Items there.
-        When an unpushed write and a lost one are different Items under one ID
-        (:func:`crdtsync.model.yupdate.item_positions`; a push whose cursor commit was lost holds the same Items),
-        the unpushed writes are taken out of the vault and what they did is written again under a new client id
-        (:meth:`crdtsync.vault.Vault.rebase_unpushed`), before the lost ones are taken back.
-
-        Raises:
-            MailboxError: ``DEVICE_CLOCKS_REUSED`` (with a persistent alarm) when they cannot be taken out (a
-                snapshot holds them); nothing is pushed or taken back then.
-        """
-        mine = set(self._own_clients())
-        unpushed = self.vault.local_updates_after(pushed)
-        ours: dict[tuple[int, int], bytes] = {}
-        for _, data in unpushed:
-            ours.update((item, where) for item, where in item_positions(data).items() if item[0] in mine)
-        if not ours:
-            return
-        reused = 0
-        for seq in range(recovered + 1, newest + 1):
-            batch, _, _, _ = self._read_batch(log_key(self.tag, self.me, seq), self.me, KIND_UPDATE, seq)
-            lost = item_positions(batch.update)
-            reused += sum(1 for item, where in ours.items() if lost.get(item, where) != where)
-        if not reused:
-            return
-        try:
-            self.vault.rebase_unpushed(unpushed, self.relay)
-        except VaultError as exc:
-            message = (f"this device was restored from a backup together with its state folder (or copied), and "
-                       f"wrote before syncing: {reused} of its new Items reuse the Yjs clocks of writes that the "
-                       f"backup lost and relay {self.relay} still holds, and {exc.message}. Pushing them would "
-                       "make other devices ignore them or misplace later edits, so this relay is not synced from "
-                       "this vault. Make a fresh copy with `crdtsync join` in a new folder and re-enter what was "
-                       "written here since the restore (`crdtsync log` lists it)")
-            self.vault.store.raise_alarm("DEVICE_CLOCKS_REUSED", message, relay=self.relay)
-            raise MailboxError(message, code="DEVICE_CLOCKS_REUSED") from None
-        # Re-applied before the lost writes come back, so that each is concurrent with them, as it was: where
-        # both changed one field, both values show as a conflict.
-        self.vault.reapply_rebased()
-        self._registry = None
-
-    def _upload(self, key: str, kind: int, body: bytes, report: SyncReport) -> None:
-        for size in self._put_body(key, kind, body):
-            report.objects_up += 1
-            report.bytes_up += size
-
-    def _put_head(self, head: Head, report: SyncReport) -> None:
-        (sealed,) = self._seal(KIND_HEAD, head.to_body())
-        self.store.put(head_key(self.tag, self.me), sealed)
-        report.objects_up += 1
-        report.bytes_up += len(sealed)
-
-    def _collect_garbage(self, first: int, snap: int) -> int:
-        """Delete our log objects below the snapshot that every other known device acknowledged."""
-        others = [d for d in self.registry() if d != self.me]
-        acked = {k: _int_cursor(v) for k, v in self.vault.store.cursors(f"acked:{self.relay}").items()}
-        if not others or snap == 0:
-            return first
-        floor = min(min(acked.get(d, 0) for d in others), snap)
-        self._delete_bodies("log", list(range(first, floor + 1)))
-        return max(first, floor + 1)
-
-    # -- pull -------------------------------------------------------------------------------------------
-
-    def pull(self, report: SyncReport, progress: Progress | None = None) -> None:
-        """Fetch and integrate every other device's log objects past our cursors. ``progress(done, total)`` is
-        called with object counts once the heads are read and after each object."""
-        # Only names shaped like device ids: a synced folder also collects .DS_Store, desktop.ini and the like.
-        listed = {name for name in self.store.list(devices_prefix(self.tag)) if is_device_id(name)}
-        heads: list[tuple[str, Head, int]] = []
-        for device_id in sorted((listed | set(self.registry())) - {self.me}):
-            try:
-                checked = self._checked_head(device_id)
-            except CrdtsyncError as exc:
-                report.errors.append({"device": device_id, "code": exc.code, "message": exc.message})
-                continue
-            if checked is not None:
-                heads.append((device_id, *checked))
-        total = sum(head.seq - min(applied, head.seq) for _, head, applied in heads)
-        counter = [0, total, progress]
-        if progress is not None:
-            progress(0, total)
-        full: list[str] = []
-        for device_id, head, applied in heads:
-            try:
-                self._pull_device(device_id, head, applied, report, counter)
-            except CrdtsyncError as exc:
-                if exc.code == "UPDATE_INBOX_FULL":
-                    full.append(device_id)
-                    continue
-                report.errors.append({"device": device_id, "code": exc.code, "message": exc.message})
-        # A device pulled later may have brought what the held updates waited for: go back once to those that
-        # stopped on a full inbox, from where they stopped.
-        for device_id, head, _ in heads:
-            if device_id not in full:
-                continue
-            applied = _int_cursor(self.vault.store.get_cursor(f"pull:{self.relay}", device_id))
-            try:
-                self._pull_device(device_id, head, applied, report, counter)
-            except CrdtsyncError as exc:
-                report.errors.append({"device": device_id, "code": exc.code, "message": exc.message})
-
-    def _checked_head(self, device_id: str) -> tuple[Head, int] | None:
-        """The verified head of ``device_id`` and how far we applied its log, or None when it has no head;
-        refuses a rollback and records what the head says (seen seq, its acks of us)."""
-        db = self.vault.store
-        applied = _int_cursor(db.get_cursor(f"pull:{self.relay}", device_id))
-        seen = _int_cursor(db.get_cursor(f"seen:{self.relay}", device_id))
-        head = self.read_head(device_id)
-        if head is None:
-            if seen:
-                raise MailboxError(f"the head of device {device_id} disappeared from the mailbox",
-                                   code="MAILBOX_OBJECT_MISSING")
-            return None
-        if head.seq < seen:
-            raise MailboxError(f"device {device_id}'s head went back from seq {seen} to {head.seq}: the mailbox "
-                               "serves an older state (rollback); refused", code="MAILBOX_ROLLBACK")
-        with db.write():
-            db.set_cursor(f"seen:{self.relay}", device_id, str(head.seq).encode())
-            db.set_cursor(f"acked:{self.relay}", device_id, str(head.acks.get(self.me, 0)).encode())
-        return head, applied
-
-    def _pull_device(self, device_id: str, head: Head, applied: int, report: SyncReport, counter: list[Any]) -> None:
-        """Integrate ``device_id``'s objects past ``applied`` (from its snapshot when the logs we need are gone),
-        in groups of up to :data:`PULL_GROUP` objects; stops at the first object that cannot be read. Each log
-        body must link to the hash of the one applied before it, else a fork alarm is raised. Stops too (with
-        ``UPDATE_INBOX_FULL``, before fetching) when the inbox is full and this device already has updates
-        waiting there (its next ones would wait behind them): the rest stays in the mailbox for a later sync,
-        where a refusal would lose it for this device. A device with nothing waiting is still pulled: it may
-        bring what the others wait for (the inbox overshoots by at most what one device sends)."""
-        db = self.vault.store
-        stored_chain = db.get_cursor(f"chain:{self.relay}", device_id)
-        chain: bytes | None = b"" if applied == 0 else stored_chain
-        if applied < head.first - 1:
-            if not head.snap or head.snap < head.first - 1:
-                raise MailboxError(f"device {device_id}'s log before seq {head.first} is gone and no snapshot "
-                                   "covers it", code="MAILBOX_OBJECT_MISSING")
-            snap = self._fetch(device_id, KIND_SNAPSHOT, head.snap, report)
-            chain = snap[1].prev
-            self._integrate(device_id, [snap], report, chain)
-            applied = head.snap
-        group: list[Fetched] = []
-        size = 0
-        try:
-            for seq in range(applied + 1, head.seq + 1):
-                if db.held_count() >= integration.MAX_HELD and device_id in db.held_origins():
-                    raise MailboxError(
-                        f"{integration.MAX_HELD} received updates wait for writes no relay has brought (`crdtsync "
-                        f"status` shows whose); device {device_id}'s log from seq {seq} stays in the mailbox until "
-                        "they integrate", code="UPDATE_INBOX_FULL")
-                fetched = self._fetch(device_id, KIND_UPDATE, seq, report)
-                if chain is not None and fetched[1].prev != chain:
-                    message = (f"device {device_id} has two different signed histories: its log {seq} does not "
-                               f"follow the log {seq - 1} this device applied from relay {self.relay}. Its "
-                               "updates are refused from here; check that device (restored from an old backup, "
-                               "or compromised?)")
-                    db.raise_alarm("MAILBOX_FORK", message, device=device_id, relay=self.relay)
-                    raise MailboxError(message, code="MAILBOX_FORK")
-                chain = fetched[3]
-                group.append(fetched)
-                counter[0] += 1
-                if counter[2] is not None:
-                    counter[2](counter[0], counter[1])
-                size += len(fetched[1].update)
-                if len(group) >= PULL_GROUP or size >= PULL_GROUP_BYTES:
-                    self._integrate(device_id, group, report, chain)
-                    group, size = [], 0
-        finally:
-            if group:
-                self._integrate(device_id, group, report, group[-1][3])
-
-    def _allowed_clients(self, device_id: str, batch: Batch) -> set[int]:
-        registry = self.registry()
-        owned_elsewhere = {c for d, e in registry.items() if d != device_id for c in e.get("clients", ())}
-        own = set(registry.get(device_id, {}).get("clients", ()))
-        return own | (set(batch.clients) - owned_elsewhere)
-
-    def _fetch(self, device_id: str, kind: int, seq: int, report: SyncReport) -> Fetched:
-        key = (snap_key if kind == KIND_SNAPSHOT else log_key)(self.tag, device_id, seq)
-        before = self.store.stats.bytes_down
-        batch, registered, digest, parts = self._read_batch(key, device_id, kind, seq)
-        report.objects_down += parts
-        report.bytes_down += self.store.stats.bytes_down - before
-        return seq, batch, registered, digest
-
-    def _integrate(self, device_id: str, fetched: list[Fetched], report: SyncReport, chain: bytes | None) -> None:
-        """Integrate fetched batches of one device in one call; the pull cursor (and hash chain) advance to the
-        last of them in the transaction that stores them. Batches with structs of client ids the device does
-        not own are quarantined (``UPDATE_FOREIGN_CLIENT``)."""
-        db = self.vault.store
-        last = fetched[-1][0]
-
-        def stored() -> None:
-            db.set_cursor(f"pull:{self.relay}", device_id, str(last).encode())
-            if chain is not None:
-                db.set_cursor(f"chain:{self.relay}", device_id, chain)
-
-        results = self.vault.apply_updates(
-            [(batch.update, device_id) for _, batch, _, _ in fetched],
-            on_stored=stored,
-            allowed_clients=[frozenset(self._allowed_clients(device_id, batch)) for _, batch, _, _ in fetched],
-            limit_held=False,  # _pull_device bounds the inbox before it fetches; the cursor passes what is handed over
-        )
-        for (seq, _, _, _), result in zip(fetched, results, strict=True):
-            if result.status == "refused":
-                report.errors.append({"device": device_id, "code": result.code or "UPDATE_MALFORMED",
-                                      "message": f"seq {seq}: {result.message}; quarantined"})
-            report.memories_changed.update(result.changed)
-        if not all(registered for _, _, registered, _ in fetched):
-            self._registry = None
+    def fail(self, error: CrdtsyncError, device: str = "", **extra: Any) -> None:
+        self.report.errors.append({"device": device, "code": error.code, "message": error.message, **extra})
 
 
 def sync_lock_path(vault_path: Path, relay: str) -> Path:
@@ -459,38 +149,606 @@ def sync_lock_path(vault_path: Path, relay: str) -> Path:
     return vault_path / f".sync-{hashlib.sha256(relay.encode()).hexdigest()[:16]}.lock"
 
 
-def sync_relay(vault: Vault, store: BlobStore, relay: str, *, push: bool = True, pull: bool = True,
-               progress: Progress | None = None, clock: Callable[[], float] = time.monotonic) -> SyncReport:
-    """Push then pull one relay; returns what moved. ``progress(done, total)`` follows the objects pulled.
-    Store errors of the whole relay (unreachable, denied) are reported in ``errors`` rather than raised, so a
-    sync over several relays goes on; each sync writes an audit row.
+class AuthorLogSync:
+    """One sync of ``replica`` with ``relays`` ((name, store) pairs): see the module docstring.
 
-    Two processes never sync one vault with one relay at once: both would write the next log object under the
-    same seq and the device's history would fork (other devices raise ``MAILBOX_FORK`` and can lose the
-    overwritten writes). The second waits for the first's OS file lock (:func:`sync_lock_path`, released when
-    its process dies) for up to :data:`SYNC_LOCK_SECONDS`, then reports ``SYNC_BUSY`` and moves nothing."""
-    started = clock()
-    report = SyncReport(relay=relay)
-    ops_before = store.stats.operations
-    mailbox = Mailbox(vault, store, relay)
-    try:
-        check_apart(vault.path, store.url)  # a relay saved before crdtsync refused such a pair
-        with FileLock(sync_lock_path(vault.path, relay), timeout=SYNC_LOCK_SECONDS):
+    Args:
+        replica: the vault (:class:`~crdtsync.mailbox.ports.VaultReplica`).
+        relays: the relays to sync with, by name.
+        randbytes: the nonce source of the envelopes sealed.
+    """
+
+    def __init__(self, replica: VaultReplica, relays: Sequence[tuple[str, BlobStore]],
+                 randbytes: Callable[[int], bytes] = os.urandom) -> None:
+        self.replica = replica
+        self.db = replica.store
+        secrets = replica.secrets
+        self.keyring = Keyring(secrets.vault_id, secrets.epochs, secrets.current_epoch, secrets.device)
+        self.me = secrets.device.device_id
+        self.tag = vault_tag(secrets.vault_id)
+        self.relays = [_Relay(name, store, SyncReport(relay=name)) for name, store in relays]
+        self.randbytes = randbytes
+        self._registry: dict[str, dict[str, Any]] | None = None
+        #: Verified heads newer than the ones stored, read in this sync (author -> (head, envelope)): an
+        #: author's is stored once its entries up to it are applied.
+        self.pending: dict[str, tuple[Head, bytes]] = {}
+
+    # -- keys and registry ------------------------------------------------------------------------------
+
+    def registry(self, *, refresh: bool = False) -> dict[str, dict[str, Any]]:
+        """The device registry of the vault (cached for one sync)."""
+        if self._registry is None or refresh:
+            self._registry = self.replica.devices()
+        return self._registry
+
+    def forget_registry(self) -> None:
+        """Read the registry again when next needed (an update that registered a device was applied)."""
+        self._registry = None
+
+    def sender_key(self, device_id: str, epoch: int) -> bytes | None:
+        """The registered signing key of ``device_id`` (see :data:`crdtsync.protocol.sealing.SenderKey`)."""
+        return registered_key(self.registry(), device_id)
+
+    def _sealed_count(self) -> int:
+        return int(self.db.get_meta(SEALED_META.format(epoch=self.keyring.epoch)) or 0)
+
+    # -- the sync ---------------------------------------------------------------------------------------
+
+    def run(self, *, push: bool, pull: bool, progress: Progress | None = None) -> list[SyncReport]:
+        """Look, restore, commit, pull, renew the head, put (``push`` and ``pull`` choose the halves); returns
+        one report per relay. Errors of one relay or one author are reported and the rest goes on."""
+        for relay in self.relays:
+            self._look(relay)
+        live = [r for r in self.relays if r.usable]
+        try:
+            self._restore(live)
             if push:
-                mailbox.push(report)  # first: it refuses a mailbox that is not there as it was (an unmounted stick)
-                if mailbox.publish_header(again=False):  # a v1 header is upgraded at the first sync
-                    report.objects_up += 1
+                self._commit()
             if pull:
-                mailbox.pull(report, progress)
-                vault.devices()
-    except Timeout:
-        report.errors.append({"device": "", "code": "SYNC_BUSY", "message": (
-            f"another process has been syncing this vault with relay {relay} for over {SYNC_LOCK_SECONDS:g} s; "
-            "nothing was pushed or pulled: sync again once it is done")})
-    except CrdtsyncError as exc:
-        report.errors.append({"device": "", "code": exc.code, "message": exc.message})
-    report.operations = store.stats.operations - ops_before
-    report.conflicts = len(vault.conflicts())
-    report.seconds = clock() - started
-    vault.store.record_sync(relay, report.to_json())
-    return report
+                self._pull(live, progress)
+                v1.pull_legacy(self, live)
+            self._keep_heads()
+            self._renew_head()
+            self._compact()
+            if push:
+                for relay in live:
+                    self._put(relay)
+        except CrdtsyncError as exc:
+            for relay in live:
+                relay.fail(exc)
+        return [relay.report for relay in self.relays]
+
+    # -- look -------------------------------------------------------------------------------------------
+
+    def _look(self, relay: _Relay) -> None:
+        """List the relay's vault folder and read the heads that changed since the last sync."""
+        try:
+            if relay.store.is_local and not Path(relay.store.root).is_dir():
+                raise MailboxError(f"the folder of relay {relay.name} ({relay.store.url}) is not there (a stick or "
+                                   "drive not mounted, a folder moved?): nothing was synced through it",
+                                   code="MAILBOX_UNAVAILABLE")
+            relay.objects = relay.store.walk(vault_prefix(self.tag))
+        except CrdtsyncError as exc:
+            relay.usable = False
+            relay.fail(exc)
+            return
+        prefix = f"{vault_prefix(self.tag)}/{AUTHORS}/"
+        authors = {key[len(prefix):].split("/", 1)[0] for key in relay.objects if key.startswith(prefix)}
+        for author in sorted(a for a in authors if is_device_id(a)):
+            key = author_key(self.tag, author, "head")
+            listed = relay.objects.get(key)
+            if listed is None:
+                continue
+            token = f"{listed[0]}:{listed[1]}"
+            remembered = self.db.relay_head(relay.name, author)
+            unchanged = remembered is not None and (
+                remembered[0] == token or (author == self.me and remembered[0] == f"put:{listed[0]}"))
+            if remembered is not None and unchanged and remembered[1] <= self.db.author(author).applied:
+                relay.heads[author] = (remembered[1], remembered[2])
+                continue
+            try:
+                self._read_head(relay, author, key, token)
+            except CrdtsyncError as exc:
+                relay.fail(exc, author, object=key)
+
+    def _read_head(self, relay: _Relay, author: str, key: str, token: str) -> None:
+        data = relay.store.get(key)
+        relay.report.objects_down += 1
+        if data is None:
+            return
+        relay.report.bytes_down += len(data)
+        head = open_head(self.keyring, self.sender_key, data, author, key)
+        self._check_digests(author, head, key)
+        relay.heads[author] = (head.seq, head.n)
+        remembered = self.db.relay_head(relay.name, author)
+        if remembered is not None and (remembered[1], remembered[2]) > (head.seq, head.n):
+            relay.rolled_back.add(author)  # put back below, and reported as healed
+        with self.db.write():
+            self.db.set_relay_head(relay.name, author, token, head.seq, head.n)
+        row = self.db.author(author)
+        newest = self.pending.get(author)
+        if head.newer_than(newest[0] if newest else None) and (
+                row.head is None or (head.seq, head.n) > (row.head_seq, row.head_n)):
+            self.pending[author] = (head, data)
+
+    def _check_digests(self, author: str, head: Head, where: str) -> None:
+        """Raise the fork alarm when ``head`` (or an ack in it) gives a digest for a seq that differs from the
+        one this device holds."""
+        checks = [(author, head.seq, head.digest)] + [(a, ack.seq, ack.digest) for a, ack in head.acks.items()]
+        for subject, seq, digest in checks:
+            if is_device_id(subject) and contradicts(self.db.known_digests(subject), seq, digest):
+                error = fork_error(subject, seq, f"{where} ({'head' if subject == author else 'an ack'})")
+                self.db.raise_alarm("MAILBOX_FORK", error.message, device=subject)
+                raise error
+
+    # -- restore ----------------------------------------------------------------------------------------
+
+    def _restore(self, live: list[_Relay]) -> None:
+        """Take back this device's own entries that a relay holds past its log (a restored device)."""
+        pending = self.pending.get(self.me)
+        row = self.db.author(self.me)
+        if pending is None or pending[0].seq <= row.applied:
+            return
+        head = pending[0]
+        sources = [r for r in live if r.heads.get(self.me, (0, 0))[0] >= head.seq]
+        self._rebase_reused_clocks(sources, row.applied, head.seq)
+        for relay in sources:
+            try:
+                self._pull_author(relay, self.me, head)
+                break
+            except CrdtsyncError as exc:
+                relay.fail(exc, self.me)
+        if self.replica.reapply_rebased():
+            self._registry = None
+
+    def _rebase_reused_clocks(self, sources: list[_Relay], applied: int, newest: int) -> None:
+        """Before taking back this device's own entries ``applied + 1 .. newest`` (written by this device but
+        unknown to its store: restored from a backup, or copied), make sure the writes it logged since did not
+        reuse their Yjs clocks; when they did, they are taken out and written again under a new client id
+        (:meth:`crdtsync.vault.Vault.rebase_unpushed`).
+
+        Raises:
+            MailboxError: ``DEVICE_CLOCKS_REUSED`` (with a persistent alarm) when they cannot be taken out.
+        """
+        mine = set(self.registry().get(self.me, {}).get("clients", ()))
+        logged = int(self.db.get_cursor(LOGGED_SCOPE, LOGGED_KEY) or b"0")
+        unlogged = self.replica.local_updates_after(logged)
+        ours: dict[tuple[int, int], bytes] = {}
+        for _, data in unlogged:
+            ours.update((item, where) for item, where in item_positions(data).items() if item[0] in mine)
+        if not ours or not sources:
+            return
+        reused = 0
+        for seq in range(applied + 1, newest + 1):
+            entry = self._fetch(sources[0], self.me, KIND_UPDATE, seq)
+            lost = item_positions(open_entry(self.keyring, self.sender_key, entry, "own log").batch.update)
+            reused += sum(1 for item, where in ours.items() if lost.get(item, where) != where)
+        if not reused:
+            return
+        try:
+            self.replica.rebase_unpushed(unlogged, sources[0].name)
+        except VaultError as exc:
+            message = (f"this device was restored from a backup together with its state folder (or copied), and "
+                       f"wrote before syncing: {reused} of its new Items reuse the Yjs clocks of writes that the "
+                       f"backup lost and relay {sources[0].name} still holds, and {exc.message}. Pushing them would "
+                       "make other devices ignore them or misplace later edits, so nothing is synced from this "
+                       "vault. Make a fresh copy with `crdtsync join` in a new folder and re-enter what was written "
+                       "here since the restore (`crdtsync log` lists it)")
+            self.db.raise_alarm("DEVICE_CLOCKS_REUSED", message, relay=sources[0].name)
+            raise MailboxError(message, code="DEVICE_CLOCKS_REUSED") from None
+        self.replica.reapply_rebased()
+        self._registry = None
+
+    # -- commit -----------------------------------------------------------------------------------------
+
+    def _commit(self) -> None:
+        """Make this device's writes since its last entry its next log entry (and a snapshot entry every
+        :data:`SNAPSHOT_EVERY`), stored in one transaction with the cursor of what the log holds."""
+        if self.replica.reapply_rebased():
+            self._registry = None
+        logged = int(self.db.get_cursor(LOGGED_SCOPE, LOGGED_KEY) or b"0")
+        row = self.db.author(self.me)
+        last_id = self.db.last_update_id()
+        if row.applied == 0:
+            update = self.replica.own_contribution()
+        else:
+            rows = self.replica.local_updates_after(logged)
+            if not rows:
+                return
+            update = merge_updates(*[data for _, data in rows])
+        clients = tuple(self.registry().get(self.me, {}).get("clients", ()))
+        seq = row.applied + 1
+        body = Batch(seq, update, clients, prev=row.chain).to_body()
+        digest = chain_digest(body)
+        count = self._sealed_count()
+        parts, count = seal_entry(self.keyring, KIND_UPDATE, body, sealed_count=count,
+                                  max_part_bytes=MAX_OBJECT_BYTES, randbytes=self.randbytes)
+        snapshot: list[bytes] | None = None
+        if seq - self.db.have(self.me).snap >= SNAPSHOT_EVERY:
+            snap_body = Batch(seq, self.replica.own_contribution(), clients, prev=digest).to_body()
+            snapshot, count = seal_entry(self.keyring, KIND_SNAPSHOT, snap_body, sealed_count=count,
+                                         max_part_bytes=MAX_OBJECT_BYTES, randbytes=self.randbytes)
+        with self.db.write():
+            self.db.set_meta(SEALED_META.format(epoch=self.keyring.epoch), str(count))
+            self.db.put_entry(self.me, KIND_UPDATE, seq, digest, parts)
+            if snapshot is not None:
+                self.db.put_entry(self.me, KIND_SNAPSHOT, seq, digest, snapshot)
+            self.db.set_applied(self.me, seq, digest)
+            if row.applied == 0:  # the per-relay push cursors of protocol v1 hold nothing back any more
+                for relay in self.db.cursors(LOGGED_SCOPE):
+                    self.db.set_cursor(LOGGED_SCOPE, relay, str(last_id).encode())
+            self.db.set_cursor(LOGGED_SCOPE, LOGGED_KEY, str(last_id).encode())
+
+    # -- pull -------------------------------------------------------------------------------------------
+
+    def _pull(self, live: list[_Relay], progress: Progress | None) -> None:
+        """Bring every other author's log up to the newest head any relay showed."""
+        targets = [(author, head) for author, (head, _) in sorted(self.pending.items()) if author != self.me]
+        total = sum(max(0, head.seq - self.db.author(author).applied) for author, head in targets)
+        done = [0]
+
+        def advance() -> None:
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total)
+
+        if progress is not None:
+            progress(0, total)
+        waiting: list[str] = []
+        for author, head in targets:
+            sources = sorted((r for r in live if r.heads.get(author, (0, 0))[0] > self.db.author(author).applied),
+                             key=lambda r: -r.heads[author][0])
+            for relay in sources:
+                try:
+                    self._pull_author(relay, author, head, advance)
+                except CrdtsyncError as exc:
+                    if exc.code == "UPDATE_INBOX_FULL":
+                        waiting.append(author)
+                        break
+                    extra = self._holders(author) if exc.code == "MAILBOX_OBJECT_MISSING" else {}
+                    relay.fail(exc, author, **extra)
+                    if exc.code == "MAILBOX_FORK":
+                        break
+                if self.db.author(author).applied >= head.seq:
+                    break
+        # An author pulled later may have brought what the held updates waited for: go back once to those that
+        # stopped on a full inbox.
+        for author in waiting:
+            head = self.pending[author][0]
+            for relay in (r for r in live if r.heads.get(author, (0, 0))[0] >= head.seq):
+                try:
+                    self._pull_author(relay, author, head, advance)
+                    break
+                except CrdtsyncError as exc:
+                    relay.fail(exc, author)
+
+    def _keep_heads(self) -> None:
+        """Store the newer heads read in this sync whose entries this device has applied (a head that only
+        renewed its acks, or one whose entries a pull just brought)."""
+        with self.db.write():
+            for author, (head, data) in self.pending.items():
+                row = self.db.author(author)
+                if author != self.me and row.applied == head.seq and head.digest in (row.chain, b"") and (
+                        row.head is None or (head.seq, head.n) > (row.head_seq, row.head_n)):
+                    self.db.set_head(author, data, head.seq, head.n)
+
+    def _holders(self, author: str) -> dict[str, Any]:
+        """``{seq, holders}``: the entry of ``author`` this device waits for and the devices whose heads say
+        they applied it (they can supply it by syncing with this relay)."""
+        seq = self.db.author(author).applied + 1
+        holders = []
+        for device, row in self.db.authors().items():
+            if row.head is None or device == self.me:
+                continue
+            try:
+                head = open_head(self.keyring, self.sender_key, row.head, device, "a stored head")
+            except CrdtsyncError:
+                continue
+            if (device == author and head.seq >= seq) or head.acks.get(author, Ack(0)).seq >= seq:
+                holders.append(device)
+        return {"seq": seq, "holders": sorted(holders)}
+
+    def _pull_author(self, relay: _Relay, author: str, head: Head,
+                     advance: Callable[[], None] | None = None) -> None:
+        """Apply ``author``'s entries that ``relay`` holds past what this device applied, up to ``head``, in
+        groups of up to :data:`PULL_GROUP`; from its snapshot when the logs needed are gone. Stops at the first
+        entry that cannot be read or does not follow the chain."""
+        row = self.db.author(author)
+        applied, chain = row.applied, row.chain
+        relay_head = self._relay_head_first(relay, author)
+        if relay_head is not None and applied + 1 < relay_head[0] and relay_head[1]:
+            snap = relay_head[1]
+            entry = self._fetch(relay, author, KIND_SNAPSHOT, snap)
+            opened = open_entry(self.keyring, self.sender_key, entry, entry_key(self.tag, author, KIND_SNAPSHOT, snap))
+            check_entry(author, applied, chain, KIND_SNAPSHOT, opened.batch, relay.name)
+            self._integrate(author, [(entry, opened)], opened.batch.prev, relay)
+            applied, chain = snap, opened.batch.prev
+        group: list[tuple[Entry, Any]] = []
+        size = 0
+        try:
+            for seq in range(applied + 1, head.seq + 1):
+                if self.db.held_count() >= integration.MAX_HELD and author in self.db.held_origins():
+                    raise MailboxError(
+                        f"{integration.MAX_HELD} received updates wait for writes no relay has brought (`crdtsync "
+                        f"status` shows whose); device {author}'s log from seq {seq} stays in the mailbox until "
+                        "they integrate", code="UPDATE_INBOX_FULL")
+                entry = self._fetch(relay, author, KIND_UPDATE, seq)
+                key = entry_key(self.tag, author, KIND_UPDATE, seq)
+                opened = open_entry(self.keyring, self.sender_key, entry, key)
+                try:
+                    check_entry(author, applied, chain, KIND_UPDATE, opened.batch, key)
+                except MailboxError as exc:
+                    if exc.code == "MAILBOX_FORK":
+                        self.db.raise_alarm("MAILBOX_FORK", exc.message, device=author)
+                    raise
+                applied, chain = seq, opened.digest
+                group.append((entry, opened))
+                size += len(opened.batch.update)
+                if advance is not None:
+                    advance()
+                if len(group) >= PULL_GROUP or size >= PULL_GROUP_BYTES:
+                    self._integrate(author, group, chain, relay)
+                    group, size = [], 0
+        finally:
+            if group:
+                self._integrate(author, group, group[-1][1].digest, relay)
+
+    def _relay_head_first(self, relay: _Relay, author: str) -> tuple[int, int] | None:
+        """(lowest log seq kept, snapshot seq) of the head this sync read of ``author`` in ``relay``."""
+        pending = self.pending.get(author)
+        if pending is None:
+            return None
+        return pending[0].first, pending[0].snap
+
+    def _fetch(self, relay: _Relay, author: str, kind: int, seq: int) -> Entry:
+        """The parts of an entry as ``relay`` lists them, fetched."""
+        parts = []
+        part = 0
+        while True:
+            key = entry_key(self.tag, author, kind, seq, part)
+            if part and key not in relay.objects:
+                break
+            data = relay.store.get(key)
+            if data is None:
+                raise MailboxError(f"{key} is not in relay {relay.name} (yet); it will be read on the next sync",
+                                   code="MAILBOX_OBJECT_MISSING")
+            relay.report.objects_down += 1
+            relay.report.bytes_down += len(data)
+            parts.append(data)
+            part += 1
+        return Entry(author, kind, seq, tuple(parts))
+
+    def allowed_clients(self, author: str, batch: Batch) -> frozenset[int]:
+        """The Yjs client ids an entry of ``author`` may write under: those it registered, and those its body
+        announces that no other device owns (a joining device's)."""
+        registry = self.registry()
+        owned_elsewhere = {c for d, e in registry.items() if d != author for c in e.get("clients", ())}
+        own = set(registry.get(author, {}).get("clients", ()))
+        return frozenset(own | (set(batch.clients) - owned_elsewhere))
+
+    def _integrate(self, author: str, group: list[tuple[Entry, Any]], chain: bytes, relay: _Relay) -> None:
+        """Keep ``group``'s entries as received and integrate their updates; the author's applied point moves
+        to the last of them in the same transaction. Updates with structs of client ids the author does not
+        own are quarantined (``UPDATE_FOREIGN_CLIENT``), their entries kept (they are the author's, and every
+        device refuses them alike)."""
+        last = group[-1][0].seq
+
+        def stored() -> None:
+            for entry, opened in group:
+                digest = opened.batch.prev if entry.kind == KIND_SNAPSHOT else opened.digest
+                self.db.put_entry(author, entry.kind, entry.seq, digest, list(entry.parts))
+            self.db.set_applied(author, last, chain)
+            pending = self.pending.get(author)
+            if pending is not None and pending[0].seq == last and pending[0].digest in (chain, b""):
+                self.db.set_head(author, pending[1], pending[0].seq, pending[0].n)
+
+        results = self.replica.apply_updates(
+            [(opened.batch.update, author) for _, opened in group], on_stored=stored,
+            allowed_clients=[self.allowed_clients(author, opened.batch) for _, opened in group], limit_held=False)
+        for (entry, _), result in zip(group, results, strict=True):
+            if result.status == "refused":
+                relay.report.errors.append({"device": author, "code": result.code or "UPDATE_MALFORMED",
+                                            "message": f"seq {entry.seq}: {result.message}; quarantined"})
+            relay.report.memories_changed.update(result.changed)
+        if not all(opened.registered for _, opened in group):
+            self._registry = None
+
+    # -- head and compaction ----------------------------------------------------------------------------
+
+    def _renew_head(self) -> None:
+        """Seal a new head of this device when its seq, snapshot, lowest log or acks changed."""
+        own = self.db.have(self.me)
+        acks = {author: Ack(row.applied, row.chain) for author, row in self.db.authors().items()
+                if author != self.me and row.applied}
+        row = self.db.author(self.me)
+        if own.seq == 0:
+            return
+        current = None if row.head is None else open_head(self.keyring, self.sender_key, row.head, self.me, "own head")
+        seen = self.pending.get(self.me)
+        n = max(current.n if current is not None else 0, seen[0].n if seen is not None else 0) + 1
+        head = Head(seq=own.seq, snap=own.snap, first=own.first, digest=own.digest, n=n, acks=acks)
+        if seen is None and current is not None and replace(current, n=n) == head:
+            return
+        count = self._sealed_count()
+        data = seal_head(self.keyring, head, sealed_count=count, randbytes=self.randbytes)
+        with self.db.write():
+            self.db.set_meta(SEALED_META.format(epoch=self.keyring.epoch), str(count + 1))
+            self.db.set_head(self.me, data, head.seq, head.n)
+
+    def _compact(self) -> None:
+        """Drop the entries that the heads no longer keep: this device's own log below the floor every other
+        registered device acknowledged (and its snapshot covers), other authors' below their heads' lowest
+        kept seq."""
+        rows = self.db.authors()
+        # Every device this one knows of reads its log: registered, or seen writing (in a relay or here).
+        readers = ({d for d in self.registry()} | set(rows) | {a for r in self.relays for a in r.heads}) - {self.me}
+        acks: dict[str, int] = {}
+        heads: dict[str, Head] = {}
+        for device, row in rows.items():
+            if row.head is None:
+                continue
+            try:
+                heads[device] = open_head(self.keyring, self.sender_key, row.head, device, "a stored head")
+            except CrdtsyncError:
+                continue
+            if device != self.me:
+                acks[device] = heads[device].acks.get(self.me, Ack(0)).seq
+        own = self.db.have(self.me)
+        floor = compaction_floor(own.snap, acks, readers) if readers else 0
+        with self.db.write():
+            if floor >= own.first:
+                self.db.drop_entries(self.me, floor + 1, own.snap)
+            for device, head in heads.items():
+                if device != self.me and head.first > 1:
+                    self.db.drop_entries(device, head.first, head.snap)
+        if floor >= own.first:
+            self._renew_head()
+
+    # -- put --------------------------------------------------------------------------------------------
+
+    def _put(self, relay: _Relay) -> None:
+        """Give ``relay`` what it lacks of every author this device holds, then the heads it holds older, and
+        delete what the heads no longer keep; put ``vault.json`` back when it is missing or not this vault's."""
+        try:
+            for author, row in sorted(self.db.authors().items()):
+                if row.head is None:
+                    continue
+                self._put_author(relay, author, row.head, (row.head_seq, row.head_n))
+            self._put_header(relay)
+        except CrdtsyncError as exc:
+            relay.fail(exc)
+
+    def _put_author(self, relay: _Relay, author: str, head_data: bytes, ours: tuple[int, int]) -> None:
+        theirs = relay.heads.get(author)
+        head = open_head(self.keyring, self.sender_key, head_data, author, "a stored head")
+        sizes = self.db.entry_sizes(author)
+        wanted = {(KIND_UPDATE, seq) for seq in range(head.first, head.seq + 1)}
+        if head.snap:
+            wanted.add((KIND_SNAPSHOT, head.snap))
+        for kind, seq in sorted(wanted, key=lambda w: (w[1], -w[0])):
+            if (kind, seq) not in sizes:
+                continue
+            expected = sizes[kind, seq]
+            listed = [relay.objects.get(entry_key(self.tag, author, kind, seq, p)) for p in range(len(expected))]
+            if all(item is not None and item[0] == size for item, size in zip(listed, expected, strict=True)):
+                continue
+            parts = self.db.entry_parts(author, kind, seq) or []
+            for index in reversed(range(len(parts))):  # continuations first: a reader finding part 0 finds all
+                self._put_object(relay, entry_key(self.tag, author, kind, seq, index), parts[index],
+                                 healed=theirs is not None and theirs >= (seq, 0))
+        if theirs is None or theirs < ours:
+            self._put_object(relay, author_key(self.tag, author, "head"), head_data,
+                             healed=author in relay.rolled_back)
+            relay.heads[author] = ours
+            if author == self.me:  # the mark of what we put is unknown until listed: its size stands in, for
+                with self.db.write():  # our own head only (no one else writes a newer one)
+                    self.db.set_relay_head(relay.name, author, f"put:{len(head_data)}", *ours)
+        if theirs is not None and theirs > ours:
+            return  # the relay holds a newer head than this device: what it keeps is not for us to judge
+        prefix = author_key(self.tag, author, "")
+        for key in [k for k in relay.objects if k.startswith(prefix)]:
+            folder, _, name = key[len(prefix):].partition("/")
+            number = parse_seq(name)
+            if number is None or "/" in name:
+                continue
+            if (folder == "log" and number < head.first) or (folder == "snap" and number != head.snap):
+                relay.store.delete(key)
+                del relay.objects[key]
+
+    def _put_object(self, relay: _Relay, key: str, data: bytes, *, healed: bool) -> None:
+        relay.store.put(key, data)
+        relay.report.objects_up += 1
+        relay.report.bytes_up += len(data)
+        relay.objects[key] = (len(data), "")
+        if healed:
+            relay.report.healed.append(key)
+
+    def _put_header(self, relay: _Relay) -> None:
+        """Put this vault's header back when the relay lacks it, or when it changed since this device last
+        checked and is not this vault's (damaged, another vault's, an older format)."""
+        key = f"{vault_prefix(self.tag)}/{HEADER_NAME}"
+        ours = self.replica.header
+        listed = relay.objects.get(key)
+        token = "" if listed is None else f"{listed[0]}:{listed[1]}"
+        digest = hashlib.sha256(ours.to_json()).hexdigest()
+        if listed is not None and self.db.get_cursor("header", relay.name) == f"{digest}/{token}".encode():
+            return
+        if listed is not None:
+            data = relay.store.get(key)
+            problem = _header_problem(data, ours)
+            if problem is None:
+                with self.db.write():
+                    self.db.set_cursor("header", relay.name, f"{digest}/{token}".encode())
+                return
+            relay.report.errors.append({"device": "", "code": "MAILBOX_HEADER_REPLACED", "message": (
+                f"{key} in relay {relay.name} {problem}; this vault's header was put back")})
+        self._put_object(relay, key, ours.to_json(), healed=True)
+
+
+def _header_problem(data: bytes | None, ours: VaultHeader) -> str | None:
+    """What is wrong with a relay's header ``data`` for this vault, or None when it is this vault's, committing
+    to the keys this device holds."""
+    if data is None:
+        return "is gone"
+    try:
+        theirs = VaultHeader.from_json(data)
+    except CrdtsyncError:
+        return "is damaged"
+    if theirs.vault_id != ours.vault_id:
+        return "is another vault's"
+    if not theirs.commits or any(theirs.commits.get(epoch) != commit for epoch, commit in ours.commits.items()):
+        return "is outdated or commits to other keys"
+    return None
+
+
+def publish_header(store: BlobStore, header: VaultHeader) -> bool:
+    """Write ``header`` as ``vault.json`` of its vault in ``store`` unless the store already holds it (the
+    vault's, committing to the same keys). Returns whether it wrote."""
+    key = f"{vault_prefix(vault_tag(header.vault_id))}/{HEADER_NAME}"
+    if _header_problem(store.get(key), header) is None:
+        return False
+    store.put(key, header.to_json())
+    return True
+
+
+def sync_relays(replica: VaultReplica, relays: Sequence[tuple[str, BlobStore]], *, push: bool = True,
+                pull: bool = True, progress: Progress | None = None,
+                clock: Callable[[], float] = time.monotonic) -> list[SyncReport]:
+    """Sync ``replica`` with every relay of ``relays`` at once (see the module docstring); one
+    :class:`SyncReport` per relay, in order. Store errors of a whole relay (unreachable, denied, a folder not
+    mounted) are reported in its report rather than raised, and the other relays sync; each relay gets an
+    audit row.
+
+    Two processes never sync one vault with one relay at once: each holds an OS file lock per relay
+    (:func:`sync_lock_path`, released when its process dies) and waits up to :data:`SYNC_LOCK_SECONDS` for
+    another's, then reports ``SYNC_BUSY`` for that relay and leaves it out."""
+    started = clock()
+    before = {name: store.stats.operations for name, store in relays}
+    ready: list[tuple[str, BlobStore]] = []
+    busy: dict[str, SyncReport] = {}
+    with ExitStack() as locks:
+        for name, store in relays:
+            report = SyncReport(relay=name)
+            try:
+                check_apart(replica.path, store.url)  # a relay saved before crdtsync refused such a pair
+                locks.enter_context(FileLock(sync_lock_path(replica.path, name), timeout=SYNC_LOCK_SECONDS))
+                ready.append((name, store))
+                continue
+            except Timeout:
+                report.errors.append({"device": "", "code": "SYNC_BUSY", "message": (
+                    f"another process has been syncing this vault with relay {name} for over "
+                    f"{SYNC_LOCK_SECONDS:g} s; nothing was pushed or pulled: sync again once it is done")})
+            except CrdtsyncError as exc:
+                report.errors.append({"device": "", "code": exc.code, "message": exc.message})
+            busy[name] = report
+        done = {r.relay: r for r in AuthorLogSync(replica, ready).run(push=push, pull=pull, progress=progress)}
+    conflicts = replica.conflict_count()
+    reports = []
+    for name, store in relays:
+        report = done.get(name) or busy[name]
+        report.operations = store.stats.operations - before[name]
+        report.conflicts = conflicts
+        report.seconds = clock() - started
+        replica.store.record_sync(name, report.to_json())
+        reports.append(report)
+    return reports

@@ -34,11 +34,13 @@ from typing import Any
 
 from crdtsync.errors import InvalidInputError, NotFoundError, VaultError
 from crdtsync.model.records import check_label, utf8_size
+from crdtsync.store.authorlogs import AUTHOR_LOG_SCHEMA, AuthorLogs
 from crdtsync.store.memories import FULL_TEXT_SCHEMA, MaterializedMemories, alternatives, conflicts_from_json
 
 #: 2: ``memories_fts`` also indexes the candidates of fields in conflict (a vault of format 1 is migrated when
 #: opened; crdtsync versions that know only format 1 refuse it, since they would index rows without them).
-STORE_FORMAT = 2
+#: 3: the author logs (:mod:`crdtsync.store.authorlogs`; older versions would write without keeping them).
+STORE_FORMAT = 3
 #: Longest relay URL, in bytes of UTF-8.
 MAX_URL_BYTES = 4096
 #: KiB of SQLite page cache per connection, at most.
@@ -154,7 +156,7 @@ def check_relay(name: str, url: str) -> None:
         raise InvalidInputError(f"a relay URL must be non-empty and at most {MAX_URL_BYTES} bytes")
 
 
-class Store(MaterializedMemories):
+class Store(MaterializedMemories, AuthorLogs):
     """One open connection to a vault's SQLite file. The methods over the materialized memories (``put_rows``,
     ``memory``, ``memories``, ``search``, ``counts``...) come from the mixin
     :class:`~crdtsync.store.memories.MaterializedMemories`.
@@ -191,7 +193,7 @@ class Store(MaterializedMemories):
             # the WAL mid-transaction. 100k rows in 10k-row transactions: 2.1 s -> 1.5 s. Pages are allocated as
             # they are used, so a small vault costs no more.
             self.conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-            self.conn.executescript(_SCHEMA)
+            self.conn.executescript(_SCHEMA + AUTHOR_LOG_SCHEMA)
             version = self.get_meta("store_format")
             if version is not None and int(version) > STORE_FORMAT:
                 self.conn.close()
@@ -572,6 +574,7 @@ class Store(MaterializedMemories):
                 self.conn.execute("DELETE FROM cursors WHERE scope = ? AND key = ?", (scope, name))
             for prefix in ("pull:", "seen:", "acked:"):
                 self.conn.execute("DELETE FROM cursors WHERE scope = ?", (prefix + name,))
+            self.forget_relay_heads(name)
 
     def relays(self) -> list[dict[str, Any]]:
         """Every relay as ``{name, url, added, last_sync, last_error}``, by name."""

@@ -1037,7 +1037,7 @@ def test_a_whole_id_wins_over_the_longer_ids_it_starts(fresh: Path) -> None:
 def test_version_names_crdtsync_pycrdt_and_the_formats(tmp_path: Path) -> None:
     result = ok(cli(tmp_path / "no-vault-needed", "--version"))
     assert result.stdout.split()[:2] == ["crdtsync", importlib.metadata.version("crdtsync")]
-    assert f"pycrdt {importlib.metadata.version('pycrdt')}" in result.stdout and "store format 2" in result.stdout
+    assert f"pycrdt {importlib.metadata.version('pycrdt')}" in result.stdout and "store format 3" in result.stdout
     assert not (tmp_path / "no-vault-needed").exists()
 
 

@@ -13,15 +13,12 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map
 
-from crdtsync.crypto.envelope import KIND_HEAD, KIND_UPDATE, seal
 from crdtsync.crypto.keys import DeviceKeys
-from crdtsync.mailbox.backend import open_store
-from crdtsync.mailbox.format import Batch, Head, chunks_of, head_key, log_key, pack_object
-from crdtsync.mailbox.sync import Mailbox
 from crdtsync.model.authorship import FORGERY_CODES
 from crdtsync.model.schema import MemoryDoc, WriteContext
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
+from tests.mailbox.forge import push_raw
 
 
 def errors(vault: Vault, **kwargs: bool) -> list[str]:
@@ -67,29 +64,6 @@ def hostile_write(vault: Vault, edit: Callable[[MemoryDoc], object]) -> None:
     its own client id, as every write of it is), then push."""
     vault._replica.local_write(edit, ())
     assert errors(vault, pull=False) == []
-
-
-def push_raw(vault: Vault, keys: DeviceKeys, update: bytes, clients: tuple[int, ...]) -> None:
-    """Seal ``update`` as the next log object of the device whose keys are ``keys`` (which need not be registered:
-    only the vault key is needed to seal) and write it with a head into the mailbox, as a modified client can."""
-    mailbox = Mailbox(vault, open_store(vault.relays()[0]["url"]), "box")
-    secret = vault.secrets
-    device = keys.device_id
-    head = mailbox.read_head(device)
-    seq = (head.seq if head else 0) + 1
-    prev = b""
-    if seq > 1:
-        _, _, prev, _ = mailbox._read_batch(log_key(mailbox.tag, device, seq - 1), device, KIND_UPDATE, seq - 1)
-    body = Batch(seq, update, clients, prev=prev).to_body()
-    count = secrets.randbelow(2**20) + 1000
-
-    def sealed(kind: int, chunk: bytes, n: int) -> bytes:
-        return seal(vault_id=secret.vault_id, epoch=secret.current_epoch, vault_key=secret.epochs[secret.current_epoch],
-                    sender=keys, kind=kind, body=chunk, sealed_count=count + n)
-
-    envelopes = [sealed(KIND_UPDATE, chunk, n) for n, chunk in enumerate(chunks_of(body))]
-    mailbox.store.put(log_key(mailbox.tag, device, seq), pack_object(envelopes))
-    mailbox.store.put(head_key(mailbox.tag, device), sealed(KIND_HEAD, Head(seq).to_body(), len(envelopes)))
 
 
 def entry_of(doc: MemoryDoc, device_id: str) -> Map[Any]:

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 import crdtsync.crypto.header as header_module
-import crdtsync.mailbox.sync as sync_module
 from crdtsync.crypto.header import (
     KdfParams,
     VaultHeader,
@@ -180,23 +179,24 @@ def test_an_epoch_planted_in_the_header_is_never_sealed_under(tmp_path: Path, la
     assert laptop.get(memory.id).content == "written by the new device"
 
 
-def test_a_lost_or_downgraded_header_is_written_again_once_its_confirmation_is_old(
-        tmp_path: Path, laptop: Vault, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A sync reads ``vault.json`` only when this device has not confirmed its current header there for a day (a
-    sync of one edit costs no extra request); then a header that was deleted, damaged or replaced by a v1 one is
-    written again."""
+def test_a_lost_damaged_downgraded_or_foreign_header_is_put_back_at_the_next_sync(
+        tmp_path: Path, laptop: Vault) -> None:
+    """A sync sees ``vault.json`` in its listing of the relay: a header that is gone is written again; one that
+    changed since this device last checked it is read, and when it is damaged, v1 or another vault's, this
+    vault's is put back and the replacement reported (``MAILBOX_HEADER_REPLACED``). A good header is read once
+    and then left alone (a sync of one edit costs no extra request)."""
     path = tmp_path / "box" / header_key(vault_tag(laptop.header.vault_id))
     current = laptop.header
     path.unlink()
     assert errors(laptop) == []
-    assert not path.exists()  # confirmed less than a day ago: not read
-    monkeypatch.setattr(sync_module, "HEADER_RECHECK_SECONDS", 0)
-    for damage in (None, b"{}", VaultHeader(vault_id=current.vault_id, kdf=current.kdf,
-                                            epochs=current.epochs).to_json()):
-        if damage is not None:
-            path.write_bytes(damage)
-        assert errors(laptop) == []
+    assert VaultHeader.from_json(path.read_bytes()) == current
+    other = VaultHeader(vault_id=bytes(16), kdf=current.kdf, epochs=current.epochs)
+    for damage in (b"{}", VaultHeader(vault_id=current.vault_id, kdf=current.kdf, epochs=current.epochs).to_json(),
+                   other.to_json()):
+        path.write_bytes(damage)
+        assert errors(laptop) == ["MAILBOX_HEADER_REPLACED"]
         assert VaultHeader.from_json(path.read_bytes()) == current
+    assert errors(laptop) == []
     unchanged = path.stat().st_mtime_ns
     assert errors(laptop) == []
     assert path.stat().st_mtime_ns == unchanged  # a good header is left alone

@@ -1,0 +1,121 @@
+"""Protocol v2: every device carries every author's log, bytes unchanged, through any relay it shares; relays
+that lose or roll back objects are healed by any device that holds them; two histories of one author are caught
+by whoever compares them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from crdtsync.vault import Vault
+from tests.conftest import PASSPHRASE, cheap_kdf
+from tests.mailbox.forge import push_raw
+
+
+def _errors(reports: list) -> list[str]:  # type: ignore[type-arg]
+    return [e["code"] for r in reports for e in r.errors]
+
+
+def _memories(vault: Vault) -> list[dict[str, object]]:
+    return [m.to_json() for m in vault.list(include_deleted=True) if m.level == 1]
+
+
+def _chain(tmp_path: Path) -> tuple[Vault, Vault, Vault, Path, Path]:
+    """phone -box1- laptop -box2- tablet: no relay is shared by the phone and the tablet."""
+    box1, box2 = tmp_path / "box1", tmp_path / "box2"
+    Vault.init(tmp_path / "laptop", name="v", device_name="laptop", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    laptop = Vault.open(tmp_path / "laptop")
+    laptop.add_relay("box1", box1.as_uri())
+    laptop.add_relay("box2", box2.as_uri())
+    assert _errors(laptop.sync()) == []
+    Vault.join(tmp_path / "phone", box1.as_uri(), passphrase=PASSPHRASE, device_name="phone")
+    Vault.join(tmp_path / "tablet", box2.as_uri(), passphrase=PASSPHRASE, device_name="tablet")
+    return laptop, Vault.open(tmp_path / "phone"), Vault.open(tmp_path / "tablet"), box1, box2
+
+
+def test_a_write_reaches_a_device_that_shares_no_relay_with_its_author_with_its_proof_intact(tmp_path: Path) -> None:
+    laptop, phone, tablet, box1, box2 = _chain(tmp_path)
+    memory = phone.add("written on the phone, which syncs through box1 only")
+    for device in (phone, laptop, tablet, laptop, phone):
+        assert _errors(device.sync()) == []
+    assert tablet.get(memory.id).content == "written on the phone, which syncs through box1 only"
+    edit = tablet.update(memory.id, content="edited on the tablet, which syncs through box2 only")
+    for device in (tablet, laptop, phone):
+        assert _errors(device.sync()) == []
+    assert phone.get(memory.id).content == edit.content
+    assert _memories(phone) == _memories(laptop) == _memories(tablet)
+    # The phone's entries sit in box2 byte for byte as the phone sealed them.
+    in_box1 = {p.relative_to(box1): p.read_bytes() for p in box1.rglob(f"a/{phone.device_id}/log/*")}
+    in_box2 = {p.relative_to(box2): p.read_bytes() for p in box2.rglob(f"a/{phone.device_id}/log/*")}
+    assert in_box1 and in_box1 == in_box2
+    for v in (laptop, phone, tablet):
+        v.close()
+
+
+def test_a_relay_restored_from_an_old_copy_is_healed_by_its_author_and_a_new_device_gets_everything(
+    tmp_path: Path,
+) -> None:
+    """The repro of the issue: add m1, sync; copy the relay aside; add m2, sync; put the old copy back; add m3,
+    sync. Before, log 2 was never written again and a device that joined then waited for it forever."""
+    box = tmp_path / "box"
+    Vault.init(tmp_path / "m1", name="v", device_name="m1", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    with Vault.open(tmp_path / "m1") as m1:
+        m1.add_relay("box", box.as_uri())
+        m1.add("m1")
+        assert _errors(m1.sync()) == []
+        shutil.copytree(box, tmp_path / "aside")
+        m1.add("m2")
+        assert _errors(m1.sync()) == []
+        shutil.rmtree(box)
+        shutil.copytree(tmp_path / "aside", box)
+        m1.add("m3")
+        (report,) = m1.sync()
+        assert report.errors == [] and report.healed
+        Vault.join(tmp_path / "m2", box.as_uri(), passphrase=PASSPHRASE, device_name="m2")
+        with Vault.open(tmp_path / "m2") as m2:
+            assert sorted(m.content for m in m2.list()) == ["m1", "m2", "m3"]
+
+
+def test_a_wiped_relay_is_rebuilt_by_any_device_that_holds_the_data(tmp_path: Path) -> None:
+    laptop, phone, tablet, box1, _ = _chain(tmp_path)
+    phone.add("from the phone")
+    for device in (phone, laptop, tablet):
+        assert _errors(device.sync()) == []
+    vault_folder = next(box1.glob("crdtsync-v1/*"))
+    shutil.rmtree(vault_folder)
+    box1.mkdir(exist_ok=True)
+    (report, _) = laptop.sync()
+    assert report.errors == [] and report.healed
+    assert (vault_folder / "vault.json").exists()
+    Vault.join(tmp_path / "new", box1.as_uri(), passphrase=PASSPHRASE, device_name="new")
+    with Vault.open(tmp_path / "new") as new:
+        assert _memories(new) == _memories(laptop)
+    for v in (laptop, phone, tablet):
+        v.close()
+
+
+def test_an_author_that_shows_two_histories_raises_the_fork_alarm_on_both_readers(tmp_path: Path) -> None:
+    """A member rewrites its own log entry at the same seq after one device read it; another device reads the
+    other version. Once either reads the other's head (whose acks carry digests), both raise MAILBOX_FORK."""
+    box = tmp_path / "box"
+    Vault.init(tmp_path / "b", name="v", device_name="b", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    b = Vault.open(tmp_path / "b")
+    b.add_relay("box", box.as_uri())
+    assert _errors(b.sync()) == []
+    Vault.join(tmp_path / "c", box.as_uri(), passphrase=PASSPHRASE, device_name="c")
+    c = Vault.open(tmp_path / "c")
+    b.add("meet at 10:00")
+    assert _errors(b.sync()) == []
+    assert _errors(c.sync()) == [] and [m.content for m in c.list()] == ["meet at 10:00"]
+    seq = b.store.author(b.device_id).applied
+    b.update(b.list()[0].id, content="meet at 14:00")
+    rewritten = b.store.local_updates_after(0)[-1][1]
+    before = b.store.known_digests(b.device_id)[seq - 1]
+    push_raw(b, b.secrets.device, rewritten, tuple(b.devices()[b.device_id]["clients"]), seq=seq, prev=before)
+    Vault.join(tmp_path / "d", box.as_uri(), passphrase=PASSPHRASE, device_name="d")
+    d = Vault.open(tmp_path / "d")
+    assert _errors(c.sync()) + _errors(d.sync()) + _errors(c.sync())
+    assert any(a["code"] == "MAILBOX_FORK" for a in c.store.alarms())
+    assert any(a["code"] == "MAILBOX_FORK" for a in d.store.alarms())
+    for v in (b, c, d):
+        v.close()
