@@ -8,8 +8,11 @@ credentials come from the usual AWS variables: ``AWS_ENDPOINT_URL``, ``AWS_DEFAU
 Only whole-object operations are used; no rename, append, lock or conditional write is assumed of the store,
 and a listing may lag. The folder backend writes each object to a temporary name (``.tmp-*``, ignored by
 listings) in the same folder, fsyncs it and renames it, so a folder-sync tool never carries a half-written
-object under its final name. Transient store errors are retried with exponential backoff and jitter;
-everything else becomes a :class:`~crdtsync.errors.MailboxError` with a stable code.
+object under its final name. It reads only regular files: a FIFO, socket, device node, folder or symbolic link
+where an object should be (which a sync tool or another member can put there) is refused with
+``MAILBOX_NOT_A_FILE`` without being opened, and no read takes more than :data:`MAX_OBJECT_BYTES` + 1 bytes.
+Transient store errors are retried with exponential backoff and jitter; everything else becomes a
+:class:`~crdtsync.errors.MailboxError` with a stable code.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import errno
 import os
 import random
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,6 +97,67 @@ def _classify(exc: BaseException) -> MailboxError | None:
     return MailboxError(f"the store failed: {text}", code="MAILBOX_UNAVAILABLE")
 
 
+#: What a folder object that is not a regular file is, for messages (``stat.S_IFMT`` of its mode).
+_FILE_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFLNK: "a symbolic link", stat.S_IFDIR: "a folder"}
+#: Flags a folder object is opened with: never through a symlink, never blocking (a FIFO swapped in after the
+#: check), never as a controlling terminal.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+#: Bytes a folder read asks for at a time past the size the file had when it was opened.
+_READ_CHUNK = 64 * 1024
+
+
+def _not_a_file(key: str, mode: int) -> MailboxError:
+    kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    return MailboxError(f"{key} in the relay folder is {kind}, not a regular file: crdtsync does not open it; "
+                        "remove it from the folder", code="MAILBOX_NOT_A_FILE")
+
+
+def _read_regular_file(path: str, key: str, limit: int) -> bytes:
+    """The bytes of the regular file at ``path`` (object ``key``, for messages), at most ``limit`` + 1 of them.
+
+    The last path component is checked with ``lstat`` before anything is opened, so a FIFO, socket, device node,
+    folder or symlink is never opened (opening a device can have effects; reading a FIFO or ``/dev/zero`` would
+    never end); it is then opened without following a symlink and without blocking, and checked again with
+    ``fstat``, for an object replaced in between.
+
+    Raises:
+        MailboxError: ``MAILBOX_NOT_A_FILE``.
+        OSError: as the OS reports it (``FileNotFoundError`` and ``NotADirectoryError`` for a missing object).
+    """
+    mode = os.lstat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _not_a_file(key, mode)
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise _not_a_file(key, opened.st_mode)
+        os.set_blocking(fd, True)
+        # Reads sized to the file (its size and one byte to see the end), not to the limit: a read allocates
+        # what it asks for, and a large allocation shrunk in place would keep one memory mapping per object
+        # alive (the kernel allows ~65k). A file that grows while it is read is read on in chunks.
+        chunks: list[bytes] = []
+        total = 0
+        while total <= limit:
+            want = opened.st_size + 1 - total
+            chunk = os.read(fd, min(limit + 1 - total, want if want > 0 else _READ_CHUNK))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _list_folder(path: str) -> list[str]:
+    """The names in folder ``path``; opens and stats none of them. Raises ``NotADirectoryError`` when ``path`` is
+    not a folder (a file, a FIFO: never opened), ``FileNotFoundError`` when it is not there."""
+    with os.scandir(path) as entries:
+        return [entry.name for entry in entries]
+
+
 @dataclass
 class BlobStore:
     """Whole-object access to one prefix of an fsspec filesystem.
@@ -145,16 +210,18 @@ class BlobStore:
         """The whole object ``key``, or None when it does not exist (or not yet: listings and reads may lag).
 
         Raises:
-            MailboxError: ``MAILBOX_TOO_LARGE`` (over :data:`MAX_OBJECT_BYTES`), ``MAILBOX_AUTH``,
-                ``MAILBOX_PERMISSION``, ``MAILBOX_NO_BUCKET``, ``MAILBOX_UNAVAILABLE``.
+            MailboxError: ``MAILBOX_TOO_LARGE`` (over :data:`MAX_OBJECT_BYTES`), ``MAILBOX_NOT_A_FILE`` (on a
+                folder: a FIFO, socket, device node, folder or symlink at that name, which is never opened),
+                ``MAILBOX_AUTH``, ``MAILBOX_PERMISSION``, ``MAILBOX_NO_BUCKET``, ``MAILBOX_UNAVAILABLE``.
         """
         path = self._path(key)
 
         def read() -> bytes:
-            # One ranged read (one GET on S3) of at most one byte past the limit, instead of a size query first.
-            # A local read allocates the whole limit and shrinks it in place, which keeps one memory mapping per
-            # object alive (the kernel allows ~65k): copy the result into an allocation of its own size.
-            data = bytes(memoryview(self.fs.cat_file(path, start=0, end=MAX_OBJECT_BYTES + 1)))
+            if self.is_local:
+                data = _read_regular_file(path, key, MAX_OBJECT_BYTES)
+            else:
+                # One ranged read (one GET on S3) of at most one byte past the limit, instead of a size query.
+                data = self.fs.cat_file(path, start=0, end=MAX_OBJECT_BYTES + 1)
             if len(data) > MAX_OBJECT_BYTES:
                 raise MailboxError(f"{key} is larger than {MAX_OBJECT_BYTES} bytes", code="MAILBOX_TOO_LARGE")
             return data
@@ -190,12 +257,13 @@ class BlobStore:
 
     def list(self, prefix: str) -> list[str]:
         """Names directly under ``prefix`` (files and folders, without the prefix; temporary files left out).
-        A missing prefix lists as empty. The listing may lag behind recent puts."""
+        A missing prefix, or on a folder one that is not a folder, lists as empty; nothing listed is opened. The
+        listing may lag behind recent puts."""
         path = self._path(prefix).rstrip("/")
         self.stats.lists += 1
         try:
-            entries = self._retry(lambda: self.fs.ls(path, detail=False, refresh=True)
-                                  if not self.is_local else self.fs.ls(path, detail=False))
+            entries = self._retry(lambda: _list_folder(path) if self.is_local
+                                  else self.fs.ls(path, detail=False, refresh=True))
         except _MISSING:
             return []
         names = [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]
