@@ -22,6 +22,7 @@ import errno
 import os
 import random
 import stat
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,44 +58,67 @@ class StoreStats:
         return self.gets + self.puts + self.lists + self.deletes
 
 
-def _s3_error_code(exc: BaseException) -> str:
-    """The S3 error code (``InvalidAccessKeyId``, ``AccessDenied``...) botocore attached to ``exc`` or to its
-    cause, else "": s3fs re-raises a ClientError as a PermissionError or OSError that keeps only the message."""
+def _s3_error(exc: BaseException) -> tuple[str, int | None]:
+    """(S3 error code, HTTP status) of the response botocore attached to ``exc`` (a ClientError) or to its
+    ``__cause__`` (s3fs raises a ClientError again as a FileNotFoundError, PermissionError or OSError whose cause is
+    the ClientError): ``("NoSuchBucket", 404)``, ``("InvalidAccessKeyId", 403)``; ``""`` and None for what is
+    missing, as for every error of a folder."""
     for error in (exc, exc.__cause__):
         response = getattr(error, "response", None)
         if isinstance(response, dict):
             code = response.get("Error", {}).get("Code")
-            if isinstance(code, str):
-                return code
-    return ""
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return (code if isinstance(code, str) else "", status if isinstance(status, int) else None)
+    return "", None
+
+
+def _is_botocore(exc: BaseException, *names: str) -> bool:
+    """True when ``exc`` is one of the classes ``names`` of ``botocore.exceptions``. When botocore was never
+    imported (a folder or memory store only), no exception can be one of them, and it is not imported for this."""
+    module = sys.modules.get("botocore.exceptions")
+    return module is not None and isinstance(exc, tuple(getattr(module, name) for name in names))
 
 
 #: What a store raises for an object that is not there: on a folder, also a path through a file where a folder
-#: was expected (a stray file where a device's folder would be).
+#: was expected (a stray file where a device's folder would be). On S3 the error code tells a missing bucket
+#: (``NoSuchBucket``, also raised as a FileNotFoundError) from a missing object.
 _MISSING = (FileNotFoundError, NotADirectoryError)
+#: S3 error codes for credentials the store does not accept.
+_AUTH_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"})
+#: S3 error codes for a request the credentials were accepted for but may not make.
+_PERMISSION_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem"})
+#: S3 error codes worth a retry, whatever their HTTP status (``RequestTimeout`` comes as 400,
+#: ``OperationAborted`` as 409).
+_TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
+                              "ThrottlingException", "RequestLimitExceeded", "OperationAborted"})
+#: HTTP statuses worth a retry besides 5xx: request timeout, too many requests.
+_TRANSIENT_STATUSES = frozenset({408, 429})
 
 
-def _classify(exc: BaseException) -> MailboxError | None:
-    """The MailboxError a store exception stands for, or None when it is transient (worth a retry)."""
-    text = f"{type(exc).__name__}: {exc}"
-    lowered = f"{text} {_s3_error_code(exc)}".lower()
+def _classify(exc: BaseException, url: str) -> MailboxError | None:
+    """The MailboxError that exception ``exc`` of the store at ``url`` stands for, or None when it is transient
+    (worth a retry). Decided by the exception's type, its errno, and the S3 error code and HTTP status botocore
+    gives (see :func:`_s3_error`), never by the words of its message, which hold the path or URL."""
     if isinstance(exc, MailboxError):
         return exc
-    if "nosuchbucket" in lowered or "bucket does not exist" in lowered or "specified bucket" in lowered:
-        return MailboxError(f"the bucket does not exist: {exc}", code="MAILBOX_NO_BUCKET")
-    if any(s in lowered for s in ("invalidaccesskeyid", "signaturedoesnotmatch", "nocredentials",
-                                  "unable to locate credentials", "expiredtoken", "invalidtoken")):
+    code, status = _s3_error(exc)
+    if code == "NoSuchBucket":
+        return MailboxError(f"the bucket of {url} does not exist: create it first", code="MAILBOX_NO_BUCKET")
+    if code in _AUTH_CODES or _is_botocore(exc, "NoCredentialsError", "PartialCredentialsError"):
         return MailboxError(f"the store refused our credentials: {exc}; check AWS_ACCESS_KEY_ID and "
                             "AWS_SECRET_ACCESS_KEY", code="MAILBOX_AUTH")
-    if isinstance(exc, PermissionError) or "accessdenied" in lowered or "forbidden" in lowered:
+    if code in _PERMISSION_CODES or status == 403 or isinstance(exc, PermissionError):
         return MailboxError(f"permission denied by the store: {exc}", code="MAILBOX_PERMISSION")
-    if "entitytoolarge" in lowered or (isinstance(exc, OSError) and exc.errno in (errno.EFBIG, errno.ENOSPC)):
+    if code == "EntityTooLarge" or status == 413 or (
+            isinstance(exc, OSError) and exc.errno in (errno.EFBIG, errno.ENOSPC)):
         return MailboxError(f"the store refused the object's size: {exc}", code="MAILBOX_TOO_LARGE")
-    if isinstance(exc, (ConnectionError, TimeoutError, OSError)) or any(
-        s in lowered for s in ("timeout", "throttl", "slowdown", "serviceunavailable", "internalerror", "503", "500")
-    ):
+    if code in _TRANSIENT_CODES or (status is not None and (status in _TRANSIENT_STATUSES or status >= 500)):
         return None
-    return MailboxError(f"the store failed: {text}", code="MAILBOX_UNAVAILABLE")
+    if status is not None:  # any other answer of the server: the same request gets the same answer
+        return MailboxError(f"the store at {url} refused the request: {exc}", code="MAILBOX_UNAVAILABLE")
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):  # botocore's timeouts are OSErrors too
+        return None
+    return MailboxError(f"the store failed: {type(exc).__name__}: {exc}", code="MAILBOX_UNAVAILABLE")
 
 
 #: What a folder object that is not a regular file is, for messages (``stat.S_IFMT`` of its mode).
@@ -191,13 +215,10 @@ class BlobStore:
         for attempt in range(self.attempts):
             try:
                 return op()
-            except _MISSING as exc:
-                if "bucket" in str(exc).lower():
-                    raise MailboxError(f"the bucket of {self.url} does not exist: create it first",
-                                       code="MAILBOX_NO_BUCKET") from None
-                raise
             except Exception as exc:
-                error = _classify(exc)
+                if isinstance(exc, _MISSING) and _s3_error(exc)[0] != "NoSuchBucket":
+                    raise
+                error = _classify(exc, self.url)
                 if error is not None:
                     raise error from None
                 if attempt == self.attempts - 1:

@@ -1,26 +1,33 @@
-"""The blob store itself (crdtsync.mailbox.backend) on real folders: what a folder relay may hold that is not an
-object (FIFOs, sockets, device nodes, symlinks), read and listed under a deadline so that a hang fails the test
-instead of stopping the run."""
+"""The blob store itself (crdtsync.mailbox.backend) on real folders and moto's S3 server on 127.0.0.1: what a
+folder relay may hold that is not an object (FIFOs, sockets, device nodes, symlinks), read and listed under a
+deadline so that a hang fails the test instead of stopping the run; store errors told apart by type, errno and S3
+error code, under paths and names made of the words of error messages."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import boto3  # type: ignore[import-untyped]
 import pytest
 
+import tests.mailbox.test_s3_auth as s3_auth
 from crdtsync.errors import MailboxError
 from crdtsync.mailbox.backend import BlobStore, open_store
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
+from tests.mailbox.test_s3_auth import AuthS3, SetKey
 
 T = TypeVar("T")
 #: Seconds a store call may take before the test fails as hung (each here takes milliseconds).
@@ -203,3 +210,173 @@ def test_a_fifo_as_a_devices_head_is_reported_by_sync_and_the_sync_ends(tmp_path
         assert [e for r in within_deadline(phone.sync) for e in r.errors] == []
         assert sorted(m.content for m in phone.list()) == ["written after the phone joined",
                                                             "written on the laptop"]
+
+
+# -- item: errors are told apart by type, errno and S3 error code, never by the words of a path ----------------
+
+#: Folders named like the words the store's errors were once told apart by.
+MISLEADING = ["bucket", "500", "503",
+              "the specified bucket does not exist/NoSuchBucket/InvalidAccessKeyId/AccessDenied/EntityTooLarge/"
+              "SlowDown/timeout"]
+
+
+@pytest.mark.parametrize("words", MISLEADING)
+def test_a_folder_relay_whose_path_holds_error_words_works_normally(tmp_path: Path, words: str) -> None:
+    """Before, a missing object under ``~/Sync/bucket`` (or a stray file where a folder should be) was
+    MAILBOX_NO_BUCKET, since "bucket" was in the path the error's message holds."""
+    sleeps: list[float] = []
+    store = no_sleep_store(str(tmp_path / "home" / words / "relay"), sleeps)
+    store.put("d/k", b"object")
+    assert store.get("d/k") == b"object" and store.list("d") == ["k"]
+    assert store.get("d/missing") is None and store.get("nothing/here") is None
+    assert store.list("nothing/here") == [] and store.list("d/k") == []
+    store.delete("d/k")
+    store.delete("d/k")
+    assert store.get("d/k") is None and store.list("d") == []
+    store.put("stray", b"a file where a device's folder would be")
+    assert store.get("stray/head") is None and store.list("stray") == []
+    store.delete("stray/head")
+    with pytest.raises(MailboxError, match="cannot write stray/sub/head") as raised:
+        store.put("stray/sub/head", b"x")
+    assert raised.value.code == "MAILBOX_UNAVAILABLE"
+    assert sleeps == []
+    assert code_of(lambda: store.put("stray/head", b"x")) == "MAILBOX_UNAVAILABLE"  # the file is in the way
+
+
+#: Run by root, it drops to nobody after the imports (root reads and writes anything, whatever the modes); run
+#: by another user, it stays that user, whom the modes deny as well. Prints each operation's outcome as JSON.
+AS_A_USER_WITHOUT_RIGHTS = """
+import json, os, sys
+from crdtsync.errors import MailboxError
+from crdtsync.mailbox.backend import open_store
+sleeps = []
+store = open_store(sys.argv[1], base_delay=0.01, sleep=sleeps.append)
+if os.geteuid() == 0:
+    os.setgroups([])
+    os.setresgid(65534, 65534, 65534)
+    os.setresuid(65534, 65534, 65534)
+def outcome(call):
+    try:
+        return call()
+    except MailboxError as exc:
+        return exc.code
+print(json.dumps({
+    "get": outcome(lambda: store.get("d/secret")),
+    "put": outcome(lambda: store.put("d/new", b"x")),
+    "delete": outcome(lambda: store.delete("d/secret")),
+    "list locked": outcome(lambda: store.list("locked")),
+    "get in locked": outcome(lambda: store.get("locked/x")),
+    "get missing": outcome(lambda: store.get("d/missing")),
+    "list": outcome(lambda: store.list("d")),
+    "sleeps": len(sleeps),
+}))
+"""
+
+
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A folder any user may enter (pytest's tmp_path is the owner's only), removed at the end."""
+    folder = Path(tempfile.mkdtemp(prefix="crdtsync-perm-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        for path in [folder, *folder.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(0o700)
+        shutil.rmtree(folder)
+
+
+def test_a_permission_error_under_a_path_of_error_words_is_mailbox_permission(open_folder: Path) -> None:
+    """A real EACCES (a file and a folder with mode 000, a folder without write permission), for a user the
+    modes deny, under ``NoSuchBucket/bucket/500/503``: MAILBOX_PERMISSION at once, not MAILBOX_NO_BUCKET and not
+    retried as a server error; a missing object is still None."""
+    relay = open_folder / "NoSuchBucket" / "bucket" / "500" / "503" / "relay"
+    open_store(str(relay)).put("d/secret", b"not for everyone")
+    (relay / "d" / "secret").chmod(0o000)
+    (relay / "d").chmod(0o555)
+    (relay / "locked").mkdir()
+    (relay / "locked").chmod(0o000)
+    done = subprocess.run([sys.executable, "-c", AS_A_USER_WITHOUT_RIGHTS, str(relay)], capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert json.loads(done.stdout) == {
+        "get": "MAILBOX_PERMISSION", "put": "MAILBOX_PERMISSION", "delete": "MAILBOX_PERMISSION",
+        "list locked": "MAILBOX_PERMISSION", "get in locked": "MAILBOX_PERMISSION", "get missing": None,
+        "list": ["secret"], "sleeps": 0,
+    }
+
+
+def test_s3_a_bucket_and_prefix_named_with_error_words_work_normally(s3_endpoint: str) -> None:
+    """On moto's S3 server: a bucket named ``bucket-500-503-...`` and a prefix of error words. Before, listing
+    a prefix that is not there (s3fs raises FileNotFoundError with the path) was MAILBOX_NO_BUCKET."""
+    bucket = f"bucket-500-503-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
+    sleeps: list[float] = []
+    store = no_sleep_store(f"s3://{bucket}/NoSuchBucket/InvalidAccessKeyId/AccessDenied/500/503", sleeps)
+    store.put("d/k", b"object")
+    assert store.get("d/k") == b"object" and store.list("d") == ["k"]
+    assert store.get("d/missing") is None and store.get("bucket/missing") is None
+    assert store.list("bucket/not/here") == []
+    store.delete("d/k")
+    store.delete("d/k")
+    assert store.get("d/k") is None
+    assert sleeps == []
+
+
+def test_s3_a_missing_bucket_is_mailbox_no_bucket_by_its_code(s3_endpoint: str) -> None:
+    """NoSuchBucket (s3fs raises it as FileNotFoundError, with the ClientError as its cause) is MAILBOX_NO_BUCKET
+    on every operation, at once, whatever the names: the bucket's name here has no word "bucket" in it."""
+    sleeps: list[float] = []
+    store = no_sleep_store(f"s3://gone-{uuid.uuid4().hex[:8]}/NoSuchKey/500", sleeps)
+    assert every_operation(store) == ["MAILBOX_NO_BUCKET"] * 5
+    assert sleeps == []
+
+
+def every_operation(store: BlobStore) -> list[str]:
+    """The codes put, get, list, list of the root and delete raise on ``store``."""
+    return [code_of(lambda: store.put("k", b"x")), code_of(lambda: store.get("k")), code_of(lambda: store.list("d")),
+            code_of(lambda: store.list("")), code_of(lambda: store.delete("k"))]
+
+
+#: The IAM-enforcing moto server of test_s3_auth, and its credential switch, as fixtures of this module too.
+auth_s3 = s3_auth.auth_s3
+as_key = s3_auth.as_key
+
+
+def test_s3_bad_credentials_are_mailbox_auth_by_code_under_a_prefix_of_error_words(
+    auth_s3: AuthS3, as_key: SetKey
+) -> None:
+    """InvalidAccessKeyId and SignatureDoesNotMatch (s3fs raises them as PermissionError) are MAILBOX_AUTH on every
+    operation, under a prefix named NoSuchBucket/AccessDenied/503; the writer's key works under that prefix."""
+    prefix = f"s3://{s3_auth.BUCKET}/NoSuchBucket/AccessDenied/bucket/500/503"
+    for key in (("AKIAUNKNOWNKEY000000", "whatever"), (auth_s3.writer[0], "not-the-secret")):
+        as_key(key)
+        sleeps: list[float] = []
+        assert every_operation(no_sleep_store(prefix, sleeps)) == ["MAILBOX_AUTH"] * 5, key
+        assert sleeps == []
+    as_key(auth_s3.writer)
+    store = open_store(prefix)
+    store.put("d/k", b"object")
+    assert store.get("d/k") == b"object" and store.get("d/missing") is None and store.list("gone") == []
+    as_key(auth_s3.denied)
+    denied = open_store(prefix)
+    assert code_of(lambda: denied.get("d/k")) == code_of(lambda: denied.put("d/k", b"x")) == "MAILBOX_PERMISSION"
+
+
+def test_s3_missing_or_partial_credentials_are_mailbox_auth(
+    s3_endpoint: str, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore's NoCredentialsError and PartialCredentialsError, told by their type. No credential file, and
+    no instance metadata service is asked (that would leave this machine)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    sleeps: list[float] = []
+    assert code_of(lambda: no_sleep_store(f"s3://{s3_bucket}/p", sleeps).get("k")) == "MAILBOX_AUTH"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "an-id-without-its-secret")
+    assert code_of(lambda: no_sleep_store(f"s3://{s3_bucket}/p", sleeps).get("k")) == "MAILBOX_AUTH"
+    assert sleeps == []
