@@ -307,6 +307,34 @@ def local_folder(url: str) -> Path | None:
     return Path(parsed.path if parsed.scheme else url).expanduser().resolve()
 
 
+def canonical_url(url: str) -> str:
+    """``url`` in the form a relay is saved in, so that it names the same mailbox from any working directory.
+
+    A folder relay (a plain path or a ``file:`` URL; relative, or starting with ``~``) becomes the absolute path
+    of :func:`local_folder`: ``~`` expanded, made absolute against the current working directory, symlinks
+    resolved (the folder :func:`check_apart` checked and the store opens). It keeps its form: a plain path stays
+    a path (``../relay`` -> ``/home/me/relay``), a ``file:`` URL becomes ``file://`` and that path
+    (``file:relay`` -> ``file:///home/me/relay``), or the plain path when the folder's name holds a character
+    (``#``, ``?``, ``;``) a URL would read otherwise. Any other URL (``s3://``, ``memory://``, an unsupported
+    scheme, which :func:`open_store` refuses) is returned as it is, and so is ``""``, which names no folder
+    (saving a relay refuses it).
+
+    Args:
+        url: a mailbox URL or path, as the user typed it.
+
+    Returns:
+        The URL to save as the relay's.
+    """
+    folder = local_folder(url) if url else None
+    if folder is None:
+        return url
+    if urlparse(url).scheme:
+        as_url = f"file://{folder}"
+        if local_folder(as_url) == folder:
+            return as_url
+    return str(folder)
+
+
 def relay_holding(url: str, path: Path) -> Path | None:
     """The folder of folder relay ``url`` when ``path`` (``~`` expanded, symlinks resolved) is that folder or
     lies inside it; None otherwise, and for a URL of another scheme."""

@@ -1,7 +1,8 @@
 """The blob store itself (crdtsync.mailbox.backend) on real folders and moto's S3 server on 127.0.0.1: what a
 folder relay may hold that is not an object (FIFOs, sockets, device nodes, symlinks), read and listed under a
 deadline so that a hang fails the test instead of stopping the run; store errors told apart by type, errno and S3
-error code, under paths and names made of the words of error messages."""
+error code, under paths and names made of the words of error messages; relay folders saved as absolute paths, with
+the real ``crdtsync`` command run from two working directories."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ import boto3  # type: ignore[import-untyped]
 import pytest
 
 import tests.mailbox.test_s3_auth as s3_auth
-from crdtsync.errors import MailboxError
-from crdtsync.mailbox.backend import BlobStore, open_store
+from crdtsync.errors import InvalidInputError, MailboxError
+from crdtsync.mailbox.backend import BlobStore, canonical_url, open_store
 from crdtsync.vault import Vault
+from tests.cli.test_cli import CRDTSYNC
 from tests.conftest import PASSPHRASE, cheap_kdf
 from tests.mailbox.test_s3_auth import AuthS3, SetKey
 
@@ -247,7 +249,7 @@ def test_a_folder_relay_whose_path_holds_error_words_works_normally(tmp_path: Pa
 #: by another user, it stays that user, whom the modes deny as well. Prints each operation's outcome as JSON.
 AS_A_USER_WITHOUT_RIGHTS = """
 import json, os, sys
-from crdtsync.errors import MailboxError
+from crdtsync.errors import InvalidInputError, MailboxError
 from crdtsync.mailbox.backend import open_store
 sleeps = []
 store = open_store(sys.argv[1], base_delay=0.01, sleep=sleeps.append)
@@ -380,3 +382,69 @@ def test_s3_missing_or_partial_credentials_are_mailbox_auth(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "an-id-without-its-secret")
     assert code_of(lambda: no_sleep_store(f"s3://{s3_bucket}/p", sleeps).get("k")) == "MAILBOX_AUTH"
     assert sleeps == []
+
+
+# -- item: a relay's folder is saved as an absolute path at `relay add` ----------------------------------------
+
+
+def crdtsync_in(cwd: Path, home: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+    """``crdtsync ARGS --json`` as a subprocess of the installed console script, run in folder ``cwd`` with
+    ``CRDTSYNC_HOME=home`` (and ``env`` added); its JSON output, after checking it exited 0."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CRDTSYNC_")}
+    full_env.update({"CRDTSYNC_HOME": str(home), "CRDTSYNC_PASSPHRASE": PASSPHRASE, **(env or {})})
+    done = subprocess.run([str(CRDTSYNC), *args, "--json"], cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, (done.returncode, done.stdout, done.stderr)
+    return json.loads(done.stdout)
+
+
+def test_a_relative_relay_path_names_the_same_folder_from_any_working_directory(tmp_path: Path) -> None:
+    """``relay add home ../relay`` typed in one folder, ``sync`` run from another: the relay is the folder the
+    path named where it was typed. Before, ``../relay`` was saved as typed, and the sync wrote to another
+    folder. ``file:`` URLs and ``~`` are saved the same way."""
+    home = tmp_path / "vault"
+    Vault.init(home, name="v", device_name="laptop", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    here, elsewhere = tmp_path / "one" / "here", tmp_path / "two" / "deeper" / "elsewhere"
+    here.mkdir(parents=True)
+    elsewhere.mkdir(parents=True)
+    user_home = tmp_path / "user"
+    assert crdtsync_in(here, home, "relay", "add", "home", "../relay")["name"] == "home"
+    crdtsync_in(here, home, "relay", "add", "url", "file:../url-relay")
+    crdtsync_in(here, home, "relay", "add", "tilde", "~/tilde-relay", env={"HOME": str(user_home)})
+    saved = {r["name"]: r["url"] for r in crdtsync_in(elsewhere, home, "relay", "list")}
+    assert saved == {"home": str(tmp_path / "one" / "relay"), "url": f"file://{tmp_path}/one/url-relay",
+                     "tilde": str(user_home / "tilde-relay")}
+    reports = crdtsync_in(elsewhere, home, "sync")
+    assert [(r["relay"], r["errors"]) for r in reports] == [("home", []), ("tilde", []), ("url", [])]
+    for folder in (tmp_path / "one" / "relay", tmp_path / "one" / "url-relay", user_home / "tilde-relay"):
+        assert list(folder.glob("crdtsync-v1/*/vault.json")), folder
+    assert sorted(p.name for p in (tmp_path / "two" / "deeper").iterdir()) == ["elsewhere"]
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_canonical_url_keeps_the_form_and_leaves_other_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain path stays a path, a ``file:`` URL a URL (or a path, for a folder whose name a URL would read
+    otherwise: ``#`` starts a fragment); symlinks resolved; S3, memory, unknown schemes and "" as they are."""
+    cwd = tmp_path / "C#" / "work"
+    cwd.mkdir(parents=True)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HOME", str(tmp_path / "me"))
+    assert canonical_url("relay") == str(cwd / "relay")
+    assert canonical_url("../relay") == str(tmp_path / "C#" / "relay")
+    assert canonical_url(str(tmp_path / "link" / "box")) == str(tmp_path / "real" / "box")
+    assert canonical_url("~/Sync/bucket") == str(tmp_path / "me" / "Sync" / "bucket")
+    assert canonical_url("file:~/Sync") == f"file://{tmp_path}/me/Sync"
+    assert canonical_url(f"file://{tmp_path}/link/box") == f"file://{tmp_path}/real/box"
+    assert canonical_url("file:box") == str(cwd / "box")  # in file:///.../C#/... all after the '#' would be lost
+    for url in ("s3://bucket/prefix", "memory://name", "ftp://host/x", ""):
+        assert canonical_url(url) == url
+
+
+def test_an_empty_relay_url_is_still_refused(make_vault: Callable[..., Vault]) -> None:
+    """"" names no folder: it is not made into the working directory's path, and saving the relay refuses it."""
+    vault = make_vault()
+    with pytest.raises(InvalidInputError, match="a relay URL must be non-empty"):
+        vault.add_relay("empty", "")
+    assert vault.relays() == []
