@@ -187,7 +187,7 @@ class BlobStore:
     """Whole-object access to one prefix of an fsspec filesystem.
 
     Args:
-        url: the mailbox URL as the user gave it (shown in messages and saved as the relay).
+        url: the mailbox URL (shown in messages; a relay's as :func:`canonical_url` saved it).
         fs: the fsspec filesystem; root: the prefix inside it (no trailing slash).
         attempts: tries per operation for transient errors; base_delay: first backoff in seconds (doubled
             each try, with full jitter).
