@@ -21,11 +21,13 @@ if TYPE_CHECKING:
 
 
 def add_relay(vault: Vault, name: str, url: str) -> None:
-    """Save ``url`` as relay ``name`` of ``vault`` and publish the vault header there; on failure the relay
+    """Save ``url`` as relay ``name`` of ``vault`` (a folder's path made absolute, see
+    :func:`crdtsync.mailbox.backend.canonical_url`) and publish the vault header there; on failure the relay
     is forgotten again (see :meth:`crdtsync.vault.Vault.add_relay`)."""
-    from crdtsync.mailbox.backend import check_apart, open_store
+    from crdtsync.mailbox.backend import canonical_url, check_apart, open_store
     from crdtsync.mailbox.sync import publish_header
 
+    url = canonical_url(url)
     check_apart(vault.path, url)
     store = open_store(url)
     vault.store.add_relay(name, url)

@@ -79,7 +79,8 @@ class MailboxError(CrdtsyncError):
     """A mailbox (blob store) operation or object failed: ``MAILBOX_OBJECT_MISSING``,
     ``MAILBOX_OBJECT_CORRUPT``, ``MAILBOX_ROLLBACK``, ``MAILBOX_FORK``, ``MAILBOX_AUTH``,
     ``MAILBOX_NO_BUCKET``, ``MAILBOX_PERMISSION``, ``MAILBOX_TOO_LARGE``, ``MAILBOX_UNAVAILABLE``,
-    ``MAILBOX_NO_VAULT``."""
+    ``MAILBOX_NO_VAULT``, ``MAILBOX_NOT_A_FILE`` (a folder relay holds something other than a regular file, such
+    as a FIFO, socket, device node or symlink, where an object should be; it is never opened)."""
 
     default_code = "MAILBOX_UNAVAILABLE"
 

@@ -8,8 +8,11 @@ credentials come from the usual AWS variables: ``AWS_ENDPOINT_URL``, ``AWS_DEFAU
 Only whole-object operations are used; no rename, append, lock or conditional write is assumed of the store,
 and a listing may lag. The folder backend writes each object to a temporary name (``.tmp-*``, ignored by
 listings) in the same folder, fsyncs it and renames it, so a folder-sync tool never carries a half-written
-object under its final name. Transient store errors are retried with exponential backoff and jitter;
-everything else becomes a :class:`~crdtsync.errors.MailboxError` with a stable code.
+object under its final name. It reads only regular files: a FIFO, socket, device node, folder or symbolic link
+where an object should be (which a sync tool or another member can put there) is refused with
+``MAILBOX_NOT_A_FILE`` without being opened, and no read takes more than :data:`MAX_OBJECT_BYTES` + 1 bytes.
+Transient store errors are retried with exponential backoff and jitter; everything else becomes a
+:class:`~crdtsync.errors.MailboxError` with a stable code.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import contextlib
 import errno
 import os
 import random
+import stat
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,44 +58,128 @@ class StoreStats:
         return self.gets + self.puts + self.lists + self.deletes
 
 
-def _s3_error_code(exc: BaseException) -> str:
-    """The S3 error code (``InvalidAccessKeyId``, ``AccessDenied``...) botocore attached to ``exc`` or to its
-    cause, else "": s3fs re-raises a ClientError as a PermissionError or OSError that keeps only the message."""
+def _s3_error(exc: BaseException) -> tuple[str, int | None]:
+    """(S3 error code, HTTP status) of the response botocore attached to ``exc`` (a ClientError) or to its
+    ``__cause__`` (s3fs raises a ClientError again as a FileNotFoundError, PermissionError or OSError whose cause is
+    the ClientError): ``("NoSuchBucket", 404)``, ``("InvalidAccessKeyId", 403)``; ``""`` and None for what is
+    missing, as for every error of a folder."""
     for error in (exc, exc.__cause__):
         response = getattr(error, "response", None)
         if isinstance(response, dict):
             code = response.get("Error", {}).get("Code")
-            if isinstance(code, str):
-                return code
-    return ""
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return (code if isinstance(code, str) else "", status if isinstance(status, int) else None)
+    return "", None
+
+
+def _is_botocore(exc: BaseException, *names: str) -> bool:
+    """True when ``exc`` is one of the classes ``names`` of ``botocore.exceptions``. When botocore was never
+    imported (a folder or memory store only), no exception can be one of them, and it is not imported for this."""
+    module = sys.modules.get("botocore.exceptions")
+    return module is not None and isinstance(exc, tuple(getattr(module, name) for name in names))
 
 
 #: What a store raises for an object that is not there: on a folder, also a path through a file where a folder
-#: was expected (a stray file where a device's folder would be).
+#: was expected (a stray file where a device's folder would be). On S3 the error code tells a missing bucket
+#: (``NoSuchBucket``, also raised as a FileNotFoundError) from a missing object.
 _MISSING = (FileNotFoundError, NotADirectoryError)
+#: S3 error codes for credentials the store does not accept.
+_AUTH_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"})
+#: S3 error codes for a request the credentials were accepted for but may not make.
+_PERMISSION_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem"})
+#: S3 error codes worth a retry, whatever their HTTP status (``RequestTimeout`` comes as 400,
+#: ``OperationAborted`` as 409).
+_TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
+                              "ThrottlingException", "RequestLimitExceeded", "OperationAborted"})
+#: HTTP statuses worth a retry besides 5xx: request timeout, too many requests.
+_TRANSIENT_STATUSES = frozenset({408, 429})
 
 
-def _classify(exc: BaseException) -> MailboxError | None:
-    """The MailboxError a store exception stands for, or None when it is transient (worth a retry)."""
-    text = f"{type(exc).__name__}: {exc}"
-    lowered = f"{text} {_s3_error_code(exc)}".lower()
+def _classify(exc: BaseException, url: str) -> MailboxError | None:
+    """The MailboxError that exception ``exc`` of the store at ``url`` stands for, or None when it is transient
+    (worth a retry). Decided by the exception's type, its errno, and the S3 error code and HTTP status botocore
+    gives (see :func:`_s3_error`), never by the words of its message, which hold the path or URL."""
     if isinstance(exc, MailboxError):
         return exc
-    if "nosuchbucket" in lowered or "bucket does not exist" in lowered or "specified bucket" in lowered:
-        return MailboxError(f"the bucket does not exist: {exc}", code="MAILBOX_NO_BUCKET")
-    if any(s in lowered for s in ("invalidaccesskeyid", "signaturedoesnotmatch", "nocredentials",
-                                  "unable to locate credentials", "expiredtoken", "invalidtoken")):
+    code, status = _s3_error(exc)
+    if code == "NoSuchBucket":
+        return MailboxError(f"the bucket of {url} does not exist: create it first", code="MAILBOX_NO_BUCKET")
+    if code in _AUTH_CODES or _is_botocore(exc, "NoCredentialsError", "PartialCredentialsError"):
         return MailboxError(f"the store refused our credentials: {exc}; check AWS_ACCESS_KEY_ID and "
                             "AWS_SECRET_ACCESS_KEY", code="MAILBOX_AUTH")
-    if isinstance(exc, PermissionError) or "accessdenied" in lowered or "forbidden" in lowered:
+    if code in _PERMISSION_CODES or status == 403 or isinstance(exc, PermissionError):
         return MailboxError(f"permission denied by the store: {exc}", code="MAILBOX_PERMISSION")
-    if "entitytoolarge" in lowered or (isinstance(exc, OSError) and exc.errno in (errno.EFBIG, errno.ENOSPC)):
+    if code == "EntityTooLarge" or status == 413 or (
+            isinstance(exc, OSError) and exc.errno in (errno.EFBIG, errno.ENOSPC)):
         return MailboxError(f"the store refused the object's size: {exc}", code="MAILBOX_TOO_LARGE")
-    if isinstance(exc, (ConnectionError, TimeoutError, OSError)) or any(
-        s in lowered for s in ("timeout", "throttl", "slowdown", "serviceunavailable", "internalerror", "503", "500")
-    ):
+    if code in _TRANSIENT_CODES or (status is not None and (status in _TRANSIENT_STATUSES or status >= 500)):
         return None
-    return MailboxError(f"the store failed: {text}", code="MAILBOX_UNAVAILABLE")
+    if status is not None:  # any other answer of the server: the same request gets the same answer
+        return MailboxError(f"the store at {url} refused the request: {exc}", code="MAILBOX_UNAVAILABLE")
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):  # botocore's timeouts are OSErrors too
+        return None
+    return MailboxError(f"the store failed: {type(exc).__name__}: {exc}", code="MAILBOX_UNAVAILABLE")
+
+
+#: What a folder object that is not a regular file is, for messages (``stat.S_IFMT`` of its mode).
+_FILE_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFLNK: "a symbolic link", stat.S_IFDIR: "a folder"}
+#: Flags a folder object is opened with: never through a symlink, never blocking (a FIFO swapped in after the
+#: check), never as a controlling terminal.
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+#: Bytes a folder read asks for at a time past the size the file had when it was opened.
+_READ_CHUNK = 64 * 1024
+
+
+def _not_a_file(key: str, mode: int) -> MailboxError:
+    kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    return MailboxError(f"{key} in the relay folder is {kind}, not a regular file: crdtsync does not open it; "
+                        "remove it from the folder", code="MAILBOX_NOT_A_FILE")
+
+
+def _read_regular_file(path: str, key: str, limit: int) -> bytes:
+    """The bytes of the regular file at ``path`` (object ``key``, for messages), at most ``limit`` + 1 of them.
+
+    The last path component is checked with ``lstat`` before anything is opened, so a FIFO, socket, device node,
+    folder or symlink is never opened (opening a device can have effects; reading a FIFO or ``/dev/zero`` would
+    never end); it is then opened without following a symlink and without blocking, and checked again with
+    ``fstat``, for an object replaced in between.
+
+    Raises:
+        MailboxError: ``MAILBOX_NOT_A_FILE``.
+        OSError: as the OS reports it (``FileNotFoundError`` and ``NotADirectoryError`` for a missing object).
+    """
+    mode = os.lstat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise _not_a_file(key, mode)
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise _not_a_file(key, opened.st_mode)
+        os.set_blocking(fd, True)
+        # Reads sized to the file (its size and one byte to see the end), not to the limit: a read allocates
+        # what it asks for, and a large allocation shrunk in place would keep one memory mapping per object
+        # alive (the kernel allows ~65k). A file that grows while it is read is read on in chunks.
+        chunks: list[bytes] = []
+        total = 0
+        while total <= limit:
+            want = opened.st_size + 1 - total
+            chunk = os.read(fd, min(limit + 1 - total, want if want > 0 else _READ_CHUNK))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _list_folder(path: str) -> list[str]:
+    """The names in folder ``path``; opens and stats none of them. Raises ``NotADirectoryError`` when ``path`` is
+    not a folder (a file, a FIFO: never opened), ``FileNotFoundError`` when it is not there."""
+    with os.scandir(path) as entries:
+        return [entry.name for entry in entries]
 
 
 @dataclass
@@ -98,7 +187,7 @@ class BlobStore:
     """Whole-object access to one prefix of an fsspec filesystem.
 
     Args:
-        url: the mailbox URL as the user gave it (shown in messages and saved as the relay).
+        url: the mailbox URL (shown in messages; a relay's as :func:`canonical_url` saved it).
         fs: the fsspec filesystem; root: the prefix inside it (no trailing slash).
         attempts: tries per operation for transient errors; base_delay: first backoff in seconds (doubled
             each try, with full jitter).
@@ -126,13 +215,10 @@ class BlobStore:
         for attempt in range(self.attempts):
             try:
                 return op()
-            except _MISSING as exc:
-                if "bucket" in str(exc).lower():
-                    raise MailboxError(f"the bucket of {self.url} does not exist: create it first",
-                                       code="MAILBOX_NO_BUCKET") from None
-                raise
             except Exception as exc:
-                error = _classify(exc)
+                if isinstance(exc, _MISSING) and _s3_error(exc)[0] != "NoSuchBucket":
+                    raise
+                error = _classify(exc, self.url)
                 if error is not None:
                     raise error from None
                 if attempt == self.attempts - 1:
@@ -145,16 +231,18 @@ class BlobStore:
         """The whole object ``key``, or None when it does not exist (or not yet: listings and reads may lag).
 
         Raises:
-            MailboxError: ``MAILBOX_TOO_LARGE`` (over :data:`MAX_OBJECT_BYTES`), ``MAILBOX_AUTH``,
-                ``MAILBOX_PERMISSION``, ``MAILBOX_NO_BUCKET``, ``MAILBOX_UNAVAILABLE``.
+            MailboxError: ``MAILBOX_TOO_LARGE`` (over :data:`MAX_OBJECT_BYTES`), ``MAILBOX_NOT_A_FILE`` (on a
+                folder: a FIFO, socket, device node, folder or symlink at that name, which is never opened),
+                ``MAILBOX_AUTH``, ``MAILBOX_PERMISSION``, ``MAILBOX_NO_BUCKET``, ``MAILBOX_UNAVAILABLE``.
         """
         path = self._path(key)
 
         def read() -> bytes:
-            # One ranged read (one GET on S3) of at most one byte past the limit, instead of a size query first.
-            # A local read allocates the whole limit and shrinks it in place, which keeps one memory mapping per
-            # object alive (the kernel allows ~65k): copy the result into an allocation of its own size.
-            data = bytes(memoryview(self.fs.cat_file(path, start=0, end=MAX_OBJECT_BYTES + 1)))
+            if self.is_local:
+                data = _read_regular_file(path, key, MAX_OBJECT_BYTES)
+            else:
+                # One ranged read (one GET on S3) of at most one byte past the limit, instead of a size query.
+                data = self.fs.cat_file(path, start=0, end=MAX_OBJECT_BYTES + 1)
             if len(data) > MAX_OBJECT_BYTES:
                 raise MailboxError(f"{key} is larger than {MAX_OBJECT_BYTES} bytes", code="MAILBOX_TOO_LARGE")
             return data
@@ -190,12 +278,13 @@ class BlobStore:
 
     def list(self, prefix: str) -> list[str]:
         """Names directly under ``prefix`` (files and folders, without the prefix; temporary files left out).
-        A missing prefix lists as empty. The listing may lag behind recent puts."""
+        A missing prefix, or on a folder one that is not a folder, lists as empty; nothing listed is opened. The
+        listing may lag behind recent puts."""
         path = self._path(prefix).rstrip("/")
         self.stats.lists += 1
         try:
-            entries = self._retry(lambda: self.fs.ls(path, detail=False, refresh=True)
-                                  if not self.is_local else self.fs.ls(path, detail=False))
+            entries = self._retry(lambda: _list_folder(path) if self.is_local
+                                  else self.fs.ls(path, detail=False, refresh=True))
         except _MISSING:
             return []
         names = [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]
@@ -247,6 +336,34 @@ def local_folder(url: str) -> Path | None:
     if (parsed.scheme or "file") != "file":
         return None
     return Path(parsed.path if parsed.scheme else url).expanduser().resolve()
+
+
+def canonical_url(url: str) -> str:
+    """``url`` in the form a relay is saved in, so that it names the same mailbox from any working directory.
+
+    A folder relay (a plain path or a ``file:`` URL; relative, or starting with ``~``) becomes the absolute path
+    of :func:`local_folder`: ``~`` expanded, made absolute against the current working directory, symlinks
+    resolved (the folder :func:`check_apart` checked and the store opens). It keeps its form: a plain path stays
+    a path (``../relay`` -> ``/home/me/relay``), a ``file:`` URL becomes ``file://`` and that path
+    (``file:relay`` -> ``file:///home/me/relay``), or the plain path when the folder's name holds a character
+    (``#``, ``?``, ``;``) a URL would read otherwise. Any other URL (``s3://``, ``memory://``, an unsupported
+    scheme, which :func:`open_store` refuses) is returned as it is, and so is ``""``, which names no folder
+    (saving a relay refuses it).
+
+    Args:
+        url: a mailbox URL or path, as the user typed it.
+
+    Returns:
+        The URL to save as the relay's.
+    """
+    folder = local_folder(url) if url else None
+    if folder is None:
+        return url
+    if urlparse(url).scheme:
+        as_url = f"file://{folder}"
+        if local_folder(as_url) == folder:
+            return as_url
+    return str(folder)
 
 
 def relay_holding(url: str, path: Path) -> Path | None:
