@@ -64,6 +64,8 @@ at a time is reassembled, of at most :data:`MAX_ENTRY_BYTES` announced and count
 :attr:`~Session.unacked_bytes`) and sends another only within its window (:meth:`~Session.can_send_entry`:
 ``window_bytes``, default :data:`WINDOW_BYTES`, and ``window_entries``, default :data:`WINDOW_ENTRIES`; an
 entry larger than the window goes when nothing is in flight). One entry (author, kind, seq) is in flight once.
+A driver reads and writes concurrently (two tasks): both sides may be sending entries at once, and a side whose
+reading waits on a blocked write would deadlock with a peer doing the same.
 
 **Errors** (:class:`~crdtsync.errors.ProtocolError`, a mailbox error: CLI exit status 8). Raised by
 :meth:`~Session.next_event` for what the peer sent, after which the session only gives the bytes of

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 
 import msgpack
 import pytest
@@ -681,22 +682,23 @@ def test_acks_only_for_entries_received_and_unacked() -> None:
     assert twice.value.code == "PROTOCOL_STATE"
 
 
-@pytest.mark.parametrize("entry, code", [
-    (Entry(DEV_C, KIND_UPDATE, 1, ()), "PROTOCOL_MALFORMED"),
-    (Entry(DEV_C, KIND_UPDATE, 1, (pack_part([b"x"]),) * (MAX_PARTS + 1)), "PROTOCOL_MALFORMED"),
-    (Entry(DEV_C, KIND_HEAD, 1, (pack_part([b"x"]),)), "PROTOCOL_MALFORMED"),
-    (Entry(DEV_C, KIND_UPDATE, 0, (pack_part([b"x"]),)), "PROTOCOL_MALFORMED"),
-    (Entry("someone", KIND_UPDATE, 1, (pack_part([b"x"]),)), "PROTOCOL_MALFORMED"),
-    (Entry(DEV_C, KIND_UPDATE, 1, (b"\xdc\x00\x01\xc4\x01x",)), "PROTOCOL_MALFORMED"),  # array16: not canonical
-    (Entry(DEV_C, KIND_UPDATE, 1, (b"not a part",)), "PROTOCOL_MALFORMED"),
-    (Entry(DEV_C, KIND_UPDATE, 1, (pack_part([b""]),)), "PROTOCOL_MALFORMED"),
-    (Entry(DEV_C, KIND_UPDATE, 1, (b"\x00" * (MAX_ENTRY_BYTES // 4 + 1),) * 4), "PROTOCOL_ENTRY_TOO_LARGE"),
+@pytest.mark.parametrize("make, code", [
+    (lambda: Entry(DEV_C, KIND_UPDATE, 1, ()), "PROTOCOL_MALFORMED"),
+    (lambda: Entry(DEV_C, KIND_UPDATE, 1, (pack_part([b"x"]),) * (MAX_PARTS + 1)), "PROTOCOL_MALFORMED"),
+    (lambda: Entry(DEV_C, KIND_HEAD, 1, (pack_part([b"x"]),)), "PROTOCOL_MALFORMED"),
+    (lambda: Entry(DEV_C, KIND_UPDATE, 0, (pack_part([b"x"]),)), "PROTOCOL_MALFORMED"),
+    (lambda: Entry("someone", KIND_UPDATE, 1, (pack_part([b"x"]),)), "PROTOCOL_MALFORMED"),
+    (lambda: Entry(DEV_C, KIND_UPDATE, 1, (b"\xdc\x00\x01\xc4\x01x",)), "PROTOCOL_MALFORMED"),  # array16
+    (lambda: Entry(DEV_C, KIND_UPDATE, 1, (b"not a part",)), "PROTOCOL_MALFORMED"),
+    (lambda: Entry(DEV_C, KIND_UPDATE, 1, (pack_part([b""]),)), "PROTOCOL_MALFORMED"),
+    # one buffer four times: just over the limit for 64 MiB of memory
+    (lambda: Entry(DEV_C, KIND_UPDATE, 1, (b"\x00" * (MAX_ENTRY_BYTES // 4 + 1),) * 4), "PROTOCOL_ENTRY_TOO_LARGE"),
 ], ids=["no parts", "too many parts", "head kind", "seq 0", "bad author", "non-canonical part", "not a part",
         "empty envelope", "too large"])
-def test_an_entry_the_peer_would_refuse_is_not_sent(entry: Entry, code: str) -> None:
+def test_an_entry_the_peer_would_refuse_is_not_sent(make: Callable[[], Entry], code: str) -> None:
     session = opened()
     with pytest.raises(ProtocolError) as caught:
-        session.send(entry)
+        session.send(make())
     assert caught.value.code == code
     assert caught.value.message.startswith("refusing to send")
     assert session.unacked_entries == 0 and session.unacked_bytes == 0 and session.peer_holds == {}
