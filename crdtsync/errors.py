@@ -85,6 +85,16 @@ class MailboxError(CrdtsyncError):
     default_code = "MAILBOX_UNAVAILABLE"
 
 
+class ProtocolError(MailboxError):
+    """A live session between two devices (:mod:`crdtsync.protocol.session`) broke its protocol: the peer sent
+    something this side refuses, or this side's driver used the session out of turn. Codes:
+    ``PROTOCOL_MALFORMED``, ``PROTOCOL_FRAME_TOO_LARGE``, ``PROTOCOL_ENTRY_TOO_LARGE``, ``PROTOCOL_VERSION``,
+    ``PROTOCOL_OTHER_VAULT``, ``PROTOCOL_STATE`` (the session module's docstring says when each arises). A
+    transport failure like a mailbox one, hence the mailbox family and its exit status."""
+
+    default_code = "PROTOCOL_MALFORMED"
+
+
 class ImportFormatError(CrdtsyncError):
     """An import file or line could not be read as any supported memory format."""
 
