@@ -13,17 +13,14 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from crdtsync._hardening import disable_core_dumps
 from crdtsync.crypto.header import VaultHeader
 from crdtsync.errors import CryptoError, VaultError
 from crdtsync.store.db import Store
+from crdtsync.store.replica import Replica
 from crdtsync.store.secrets_file import VaultSecrets, write_secrets
 from crdtsync.store.worker import DEFAULT_DEADLINE
-
-if TYPE_CHECKING:
-    from crdtsync.vault import Vault
 
 DB_NAME = "vault.db"
 KEYS_NAME = "keys"
@@ -72,7 +69,7 @@ def make_folder(folder: Path) -> None:
                          code="VAULT_UNWRITABLE") from None
 
 
-def create_store(vault_type: type[Vault], folder: Path, secrets: VaultSecrets, header: VaultHeader, *,
+def create_store(folder: Path, secrets: VaultSecrets, header: VaultHeader, *,
                  vault_name: str, device_name: str | None, founder: bool, relay: tuple[str, str] | None = None) -> None:
     """Create ``folder``'s store and key file for a new device (``secrets``) of the vault ``header`` describes,
     in one transaction: the key file, the store's metadata, ``relay`` (name, URL: the mailbox a joining device
@@ -99,8 +96,7 @@ def create_store(vault_type: type[Vault], folder: Path, secrets: VaultSecrets, h
             store.set_meta("vault_name", vault_name)
             if relay is not None:
                 store.add_relay(*relay)
-            vault = vault_type(folder, store, agent=None, deadline=DEFAULT_DEADLINE)
-            replica = vault._replica
+            replica = Replica(store, keys=lambda: secrets.device, agent=None, deadline=DEFAULT_DEADLINE)
             try:
                 if founder:
                     replica.local_write(lambda d: d.set_vault_info(vault_name), ())

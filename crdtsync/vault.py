@@ -11,7 +11,7 @@ integration worker under a deadline, then the live Doc (see ``README.md`` "Trust
 
 This module is the API and its documentation; the work behind it lives in private modules: creating a vault
 folder in :mod:`crdtsync._vault_create`, single-memory writes in :mod:`crdtsync._vault_memories`, imports in
-:mod:`crdtsync._vault_import`, relays, mailbox sync and joining in :mod:`crdtsync._vault_relays`, the restore
+:mod:`crdtsync._vault_import`, relays, mailbox sync and joining in :mod:`crdtsync.node`, the restore
 rebase in :mod:`crdtsync._vault_rebase`.
 """
 
@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from crdtsync import _vault_create, _vault_import, _vault_memories, _vault_rebase, _vault_relays
+from crdtsync import _vault_create, _vault_import, _vault_memories, _vault_rebase, node
 from crdtsync._vault_create import DB_NAME, KEYS_NAME
 from crdtsync._vault_import import IMPORT_BATCH as IMPORT_BATCH
 from crdtsync._vault_import import ImportReport as ImportReport
@@ -106,7 +106,7 @@ class Vault:
         vault_id, vault_key = new_vault_id(), new_vault_key()
         header = create_header(vault_id, vault_key, passphrase, kdf or KdfParams.new())
         secrets = VaultSecrets(device=DeviceKeys.generate(), vault_id=vault_id, epochs={0: vault_key})
-        _vault_create.create_store(cls, folder, secrets, header, vault_name=name or "memories",
+        _vault_create.create_store(folder, secrets, header, vault_name=name or "memories",
                                    device_name=device_name, founder=True)
         return folder
 
@@ -451,12 +451,12 @@ class Vault:
             InvalidInputError: ``RELAY_EXISTS``; ``RELAY_OVERLAPS_VAULT`` (a folder relay that holds the vault
                 folder or lies inside it). MailboxError: the URL is unsupported or the store refuses.
         """
-        _vault_relays.add_relay(self, name, url)
+        node.add_relay(self, name, url)
 
     def relays(self) -> builtins.list[dict[str, Any]]:
         """Every relay with its sync state: ``{name, url, added, last_sync, last_error, pending_push}``
         (``pending_push`` counts this device's updates not yet pushed there)."""
-        return _vault_relays.relay_states(self._store)
+        return node.relay_states(self._store)
 
     def remove_relay(self, name: str) -> None:
         """Forget relay ``name`` (the mailbox itself is left as it is). Raises ``NotFoundError``."""
@@ -471,7 +471,7 @@ class Vault:
         progress: Callable[[int, int], None] | None = None,
     ) -> builtins.list[Any]:
         """Push then pull every relay (or only ``relay``); returns one
-        :class:`~crdtsync.mailbox.sync.SyncReport` per relay. Conflicts surfaced by a sync are not errors.
+        :class:`~crdtsync.mailbox.relay.SyncReport` per relay. Conflicts surfaced by a sync are not errors.
         ``progress(done, total)`` follows the objects each pull fetches. A pull first integrates received
         updates stored but never tried (a process killed in between, as a join the OS stopped), then tries again
         those refused because the integration worker timed out or died (at most three tries each).
@@ -479,7 +479,7 @@ class Vault:
         Raises:
             NotFoundError: no relay of that name, or no relay at all (``NO_RELAY``).
         """
-        relays = _vault_relays.pick_relays(self._store, relay)
+        relays = node.pick_relays(self._store, relay)
         self._replica.ensure_lease_registered()
         failed: dict[str, str] | None = None
         resumed: set[str] = set()
@@ -490,7 +490,7 @@ class Vault:
             except CrdtsyncError as exc:  # reported like a relay's error: the relays still sync
                 failed = {"device": "", "code": exc.code,
                           "message": f"integrating received updates again: {exc.message}"}
-        reports = _vault_relays.sync_relays(self, relays, push=push, pull=pull, progress=progress)
+        reports = node.sync_relays(self, relays, push=push, pull=pull, progress=progress)
         if failed is not None:
             reports[0].errors.insert(0, failed)
         reports[0].memories_changed.update(resumed)  # counted once, with the first relay
@@ -516,7 +516,7 @@ class Vault:
         ``url`` is a mailbox URL, or a join string ``URL#vault=<fingerprint>`` (what ``relay add`` prints): then
         only the vault with that fingerprint is joined. Without one, the URL must hold exactly one vault, which is
         trusted on first use (:attr:`fingerprint` says which). One header is tried, its KDF parameters within
-        limits, its keys checked against its commitments (see :func:`crdtsync._vault_relays.find_vault`).
+        limits, its keys checked against its commitments (see :func:`crdtsync.node.find_vault`).
 
         Raises:
             CryptoError: ``PASSPHRASE_REQUIRED``, ``WRONG_PASSPHRASE``, ``KDF_TOO_WEAK``, ``KDF_TOO_COSTLY``,
@@ -529,7 +529,7 @@ class Vault:
                 the relay folder, or the relay inside it).
         """
         check_label("device name", device_name)
-        url, expected = _vault_relays.split_join_string(url)
+        url, expected = node.split_join_string(url)
         check_relay(relay_name, url)
         folder = _vault_create.vacant_folder(path, advice=(
             "; if a join into it was interrupted, `crdtsync sync` there finishes it"))
@@ -538,17 +538,17 @@ class Vault:
         check_apart(folder, url)
         passphrase = _vault_create.required_passphrase(
             passphrase, "joining needs the vault's passphrase: pass it or set CRDTSYNC_PASSPHRASE")
-        header, epochs = _vault_relays.find_vault(url, passphrase, expected)
+        header, epochs = node.find_vault(url, passphrase, expected)
         _vault_create.make_folder(folder)
         # The header is unsigned: whoever knows the passphrase can add epochs to it. A new device seals under the
         # vault's founding epoch, which every member holds; moving to a later one takes a signed statement of a
         # member (device revocation).
         secrets = VaultSecrets(device=DeviceKeys.generate(), vault_id=header.vault_id, epochs=epochs,
                                current_epoch=min(epochs))
-        _vault_create.create_store(cls, folder, secrets, header, vault_name="", device_name=device_name,
+        _vault_create.create_store(folder, secrets, header, vault_name="", device_name=device_name,
                                    founder=False, relay=(relay_name, url))
         with cls.open(folder) as vault:
-            _vault_relays.first_sync(vault, relay_name, progress)
+            node.first_sync(vault, relay_name, progress)
         return folder
 
     # -- status and audit -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crdtsync import Vault
-from crdtsync.mailbox.sync import SyncReport
+from crdtsync.mailbox.relay import SyncReport
 
 console = Console(highlight=False)
 PASSPHRASE = os.environ.get("CRDTSYNC_PASSPHRASE", "demo: correct horse battery staple")

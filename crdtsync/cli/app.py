@@ -36,8 +36,8 @@ from typer.core import TyperGroup
 from crdtsync._fs import atomic_write
 from crdtsync.crypto.envelope import VERSION as ENVELOPE_VERSION
 from crdtsync.errors import CrdtsyncError, CryptoError, InvalidInputError, VaultError, exit_status
-from crdtsync.mailbox.format import ROOT as MAILBOX_ROOT
 from crdtsync.model.records import Conflict, Memory
+from crdtsync.protocol.mailbox import ROOT as MAILBOX_ROOT
 from crdtsync.protocol.messages import PROTOCOL_VERSION
 from crdtsync.store.db import STORE_FORMAT
 from crdtsync.vault import Vault
@@ -159,7 +159,7 @@ def _when(stamp: str | None, *, seconds: bool = True) -> str:
 
 
 def sync_summary(report: Mapping[str, Any]) -> str:
-    """One line of what a sync moved, from :meth:`crdtsync.mailbox.sync.SyncReport.to_json` (also the detail of
+    """One line of what a sync moved, from :meth:`crdtsync.mailbox.relay.SyncReport.to_json` (also the detail of
     a sync's audit row)."""
     up, down = report.get("up", {}), report.get("down", {})
     return (f"up {_count(up.get('objects', 0), 'object')} ({filesize.decimal(up.get('bytes', 0))}), "

@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from crdtsync._vault_relays import join_string
 from crdtsync.cli.app import (
     JsonOpt,
     VaultOpt,
@@ -25,6 +24,7 @@ from crdtsync.cli.app import (
     out,
     sync_summary,
 )
+from crdtsync.node import join_string
 from crdtsync.vault import Vault
 
 relay_app = typer.Typer(help="Mailboxes (a shared folder, an S3 bucket) this vault syncs through.",

@@ -41,7 +41,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +54,26 @@ from crdtsync.crypto.keys import is_device_id, vault_tag
 from crdtsync.errors import CrdtsyncError, MailboxError, VaultError
 from crdtsync.mailbox import v1
 from crdtsync.mailbox.backend import MAX_OBJECT_BYTES, BlobStore, check_apart
-from crdtsync.mailbox.format import HEADER_NAME, parse_seq, part_key, vault_prefix
 from crdtsync.mailbox.ports import VaultReplica
+from crdtsync.mailbox.relay import RelayView, SyncReport
 from crdtsync.model.authorship import registered_key
 from crdtsync.model.yupdate import item_positions
 from crdtsync.protocol.authorlog import check_entry, compaction_floor, contradicts, fork_error
+from crdtsync.protocol.mailbox import (
+    Remembered,
+    author_key,
+    entries_to_fetch,
+    entry_key,
+    header_action,
+    header_confirmation,
+    header_key,
+    heads_to_read,
+    listed_authors,
+    listed_parts,
+    plan_author,
+    token,
+    vault_prefix,
+)
 from crdtsync.protocol.messages import Ack, Batch, Entry, Head, chain_digest
 from crdtsync.protocol.sealing import Keyring, open_entry, open_head, seal_entry, seal_head
 from crdtsync.store import integration
@@ -72,75 +87,11 @@ SYNC_LOCK_SECONDS = 120.0
 #: A pull integrates at most this many entries, or bytes of updates, per transaction.
 PULL_GROUP = 64
 PULL_GROUP_BYTES = 64 * 1024 * 1024
-#: The folder of the author logs inside a vault's folder.
-AUTHORS = "a"
 #: ``meta`` key: how many envelopes this device sealed under an epoch (``sealed:<epoch>``).
 SEALED_META = "sealed:{epoch}"
 #: ``cursors`` scope and key of the id of the newest local update this device's own log holds (the store's
 #: compaction keeps every local update past it).
 LOGGED_SCOPE, LOGGED_KEY = "push", ""
-
-
-def author_key(tag: str, author: str, name: str) -> str:
-    """The key of object ``name`` (``head``, ``log/<seq>``...) of ``author`` in the vault ``tag``."""
-    return f"{vault_prefix(tag)}/{AUTHORS}/{author}/{name}"
-
-
-def entry_key(tag: str, author: str, kind: int, seq: int, part: int = 0) -> str:
-    """The key of part ``part`` of ``author``'s log (kind UPDATE) or snapshot (kind SNAPSHOT) entry ``seq``."""
-    folder = "snap" if kind == KIND_SNAPSHOT else "log"
-    return part_key(author_key(tag, author, f"{folder}/{seq:016x}"), part)
-
-
-@dataclass
-class SyncReport:
-    """What one sync moved through one relay: objects and bytes each way, object operations, memories changed
-    here, conflicts now in the vault, objects put back (``healed``: keys a relay lacked or held older), and
-    errors (``{device, code, message}``; a wait on an entry no relay supplied also names ``seq`` and the
-    devices that acknowledged it, ``holders``)."""
-
-    relay: str
-    objects_up: int = 0
-    bytes_up: int = 0
-    objects_down: int = 0
-    bytes_down: int = 0
-    operations: int = 0
-    memories_changed: set[str] = field(default_factory=set)
-    conflicts: int = 0
-    healed: list[str] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON object ``sync --json`` prints for this relay."""
-        return {
-            "relay": self.relay,
-            "up": {"objects": self.objects_up, "bytes": self.bytes_up},
-            "down": {"objects": self.objects_down, "bytes": self.bytes_down},
-            "operations": self.operations,
-            "memories_changed": len(self.memories_changed),
-            "conflicts": self.conflicts,
-            "healed": len(self.healed),
-            "errors": self.errors,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-@dataclass
-class _Relay:
-    """One relay as this sync found it: its listing (key -> (size, mark)) and the heads of the authors in it
-    (author -> (seq, n)), and the authors whose head there went back since this device last read it."""
-
-    name: str
-    store: BlobStore
-    report: SyncReport
-    objects: dict[str, tuple[int, str]] = field(default_factory=dict)
-    heads: dict[str, tuple[int, int]] = field(default_factory=dict)
-    rolled_back: set[str] = field(default_factory=set)
-    usable: bool = True
-
-    def fail(self, error: CrdtsyncError, device: str = "", **extra: Any) -> None:
-        self.report.errors.append({"device": device, "code": error.code, "message": error.message, **extra})
 
 
 def sync_lock_path(vault_path: Path, relay: str) -> Path:
@@ -166,7 +117,7 @@ class AuthorLogSync:
         self.keyring = Keyring(secrets.vault_id, secrets.epochs, secrets.current_epoch, secrets.device)
         self.me = secrets.device.device_id
         self.tag = vault_tag(secrets.vault_id)
-        self.relays = [_Relay(name, store, SyncReport(relay=name)) for name, store in relays]
+        self.relays = [RelayView(name, store, SyncReport(relay=name)) for name, store in relays]
         self.randbytes = randbytes
         self._registry: dict[str, dict[str, Any]] | None = None
         #: Verified heads newer than the ones stored, read in this sync (author -> (head, envelope)): an
@@ -220,7 +171,7 @@ class AuthorLogSync:
 
     # -- look -------------------------------------------------------------------------------------------
 
-    def _look(self, relay: _Relay) -> None:
+    def _look(self, relay: RelayView) -> None:
         """List the relay's vault folder and read the heads that changed since the last sync."""
         try:
             if relay.store.is_local and not Path(relay.store.root).is_dir():
@@ -232,26 +183,22 @@ class AuthorLogSync:
             relay.usable = False
             relay.fail(exc)
             return
-        prefix = f"{vault_prefix(self.tag)}/{AUTHORS}/"
-        authors = {key[len(prefix):].split("/", 1)[0] for key in relay.objects if key.startswith(prefix)}
-        for author in sorted(a for a in authors if is_device_id(a)):
+        authors = {author for author in listed_authors(relay.objects, self.tag) if is_device_id(author)}
+        remembered = {author: Remembered(*row) for author in authors
+                      if (row := self.db.relay_head(relay.name, author)) is not None}
+        applied = {author: self.db.author(author).applied for author in authors}
+        to_read = set(heads_to_read(relay.objects, self.tag, authors, remembered, applied, self.me))
+        for author in sorted(authors):
+            if author not in to_read:
+                relay.heads[author] = (remembered[author].seq, remembered[author].n)
+                continue
             key = author_key(self.tag, author, "head")
-            listed = relay.objects.get(key)
-            if listed is None:
-                continue
-            token = f"{listed[0]}:{listed[1]}"
-            remembered = self.db.relay_head(relay.name, author)
-            unchanged = remembered is not None and (
-                remembered[0] == token or (author == self.me and remembered[0] == f"put:{listed[0]}"))
-            if remembered is not None and unchanged and remembered[1] <= self.db.author(author).applied:
-                relay.heads[author] = (remembered[1], remembered[2])
-                continue
             try:
-                self._read_head(relay, author, key, token)
+                self._read_head(relay, author, key, token(relay.objects[key]))
             except CrdtsyncError as exc:
                 relay.fail(exc, author, object=key)
 
-    def _read_head(self, relay: _Relay, author: str, key: str, token: str) -> None:
+    def _read_head(self, relay: RelayView, author: str, key: str, token: str) -> None:
         data = relay.store.get(key)
         relay.report.objects_down += 1
         if data is None:
@@ -283,7 +230,7 @@ class AuthorLogSync:
 
     # -- restore ----------------------------------------------------------------------------------------
 
-    def _restore(self, live: list[_Relay]) -> None:
+    def _restore(self, live: list[RelayView]) -> None:
         """Take back this device's own entries that a relay holds past its log (a restored device)."""
         pending = self.pending.get(self.me)
         row = self.db.author(self.me)
@@ -301,7 +248,7 @@ class AuthorLogSync:
         if self.replica.reapply_rebased():
             self._registry = None
 
-    def _rebase_reused_clocks(self, sources: list[_Relay], applied: int, newest: int) -> None:
+    def _rebase_reused_clocks(self, sources: list[RelayView], applied: int, newest: int) -> None:
         """Before taking back this device's own entries ``applied + 1 .. newest`` (written by this device but
         unknown to its store: restored from a backup, or copied), make sure the writes it logged since did not
         reuse their Yjs clocks; when they did, they are taken out and written again under a new client id
@@ -381,7 +328,7 @@ class AuthorLogSync:
 
     # -- pull -------------------------------------------------------------------------------------------
 
-    def _pull(self, live: list[_Relay], progress: Progress | None) -> None:
+    def _pull(self, live: list[RelayView], progress: Progress | None) -> None:
         """Bring every other author's log up to the newest head any relay showed."""
         targets = [(author, head) for author, (head, _) in sorted(self.pending.items()) if author != self.me]
         total = sum(max(0, head.seq - self.db.author(author).applied) for author, head in targets)
@@ -448,74 +395,56 @@ class AuthorLogSync:
                 holders.append(device)
         return {"seq": seq, "holders": sorted(holders)}
 
-    def _pull_author(self, relay: _Relay, author: str, head: Head,
+    def _pull_author(self, relay: RelayView, author: str, head: Head,
                      advance: Callable[[], None] | None = None) -> None:
         """Apply ``author``'s entries that ``relay`` holds past what this device applied, up to ``head``, in
         groups of up to :data:`PULL_GROUP`; from its snapshot when the logs needed are gone. Stops at the first
         entry that cannot be read or does not follow the chain."""
         row = self.db.author(author)
         applied, chain = row.applied, row.chain
-        relay_head = self._relay_head_first(relay, author)
-        if relay_head is not None and applied + 1 < relay_head[0] and relay_head[1]:
-            snap = relay_head[1]
-            entry = self._fetch(relay, author, KIND_SNAPSHOT, snap)
-            opened = open_entry(self.keyring, self.sender_key, entry, entry_key(self.tag, author, KIND_SNAPSHOT, snap))
-            check_entry(author, applied, chain, KIND_SNAPSHOT, opened.batch, relay.name)
-            self._integrate(author, [(entry, opened)], opened.batch.prev, relay)
-            applied, chain = snap, opened.batch.prev
         group: list[tuple[Entry, Any]] = []
         size = 0
         try:
-            for seq in range(applied + 1, head.seq + 1):
+            for kind, seq in entries_to_fetch(applied, head):
                 if self.db.held_count() >= integration.MAX_HELD and author in self.db.held_origins():
                     raise MailboxError(
                         f"{integration.MAX_HELD} received updates wait for writes no relay has brought (`crdtsync "
                         f"status` shows whose); device {author}'s log from seq {seq} stays in the mailbox until "
                         "they integrate", code="UPDATE_INBOX_FULL")
-                entry = self._fetch(relay, author, KIND_UPDATE, seq)
-                key = entry_key(self.tag, author, KIND_UPDATE, seq)
+                entry = self._fetch(relay, author, kind, seq)
+                key = entry_key(self.tag, author, kind, seq)
                 opened = open_entry(self.keyring, self.sender_key, entry, key)
                 try:
-                    check_entry(author, applied, chain, KIND_UPDATE, opened.batch, key)
+                    check_entry(author, applied, chain, kind, opened.batch, key)
                 except MailboxError as exc:
                     if exc.code == "MAILBOX_FORK":
                         self.db.raise_alarm("MAILBOX_FORK", exc.message, device=author)
                     raise
-                applied, chain = seq, opened.digest
+                applied, chain = seq, (opened.batch.prev if kind == KIND_SNAPSHOT else opened.digest)
                 group.append((entry, opened))
                 size += len(opened.batch.update)
                 if advance is not None:
                     advance()
-                if len(group) >= PULL_GROUP or size >= PULL_GROUP_BYTES:
+                if kind == KIND_SNAPSHOT or len(group) >= PULL_GROUP or size >= PULL_GROUP_BYTES:
                     self._integrate(author, group, chain, relay)
                     group, size = [], 0
         finally:
             if group:
-                self._integrate(author, group, group[-1][1].digest, relay)
+                self._integrate(author, group, chain, relay)
 
-    def _relay_head_first(self, relay: _Relay, author: str) -> tuple[int, int] | None:
-        """(lowest log seq kept, snapshot seq) of the head this sync read of ``author`` in ``relay``."""
-        pending = self.pending.get(author)
-        if pending is None:
-            return None
-        return pending[0].first, pending[0].snap
-
-    def _fetch(self, relay: _Relay, author: str, kind: int, seq: int) -> Entry:
-        """The parts of an entry as ``relay`` lists them, fetched."""
+    def _fetch(self, relay: RelayView, author: str, kind: int, seq: int) -> Entry:
+        """The parts of an entry as ``relay`` lists them (at least the first, which a lagging listing may not
+        show yet), fetched."""
+        key = entry_key(self.tag, author, kind, seq)
         parts = []
-        part = 0
-        while True:
-            key = entry_key(self.tag, author, kind, seq, part)
-            if part and key not in relay.objects:
-                break
-            data = relay.store.get(key)
+        for part in range(max(1, listed_parts(relay.objects, key))):
+            data = relay.store.get(entry_key(self.tag, author, kind, seq, part))
             if data is None:
                 raise MailboxError(f"{key} is not in relay {relay.name} (yet); it will be read on the next sync",
                                    code="MAILBOX_OBJECT_MISSING")
             relay.report.objects_down += 1
             relay.report.bytes_down += len(data)
             parts.append(data)
-            part += 1
         return Entry(author, kind, seq, tuple(parts))
 
     def allowed_clients(self, author: str, batch: Batch) -> frozenset[int]:
@@ -526,7 +455,7 @@ class AuthorLogSync:
         own = set(registry.get(author, {}).get("clients", ()))
         return frozenset(own | (set(batch.clients) - owned_elsewhere))
 
-    def _integrate(self, author: str, group: list[tuple[Entry, Any]], chain: bytes, relay: _Relay) -> None:
+    def _integrate(self, author: str, group: list[tuple[Entry, Any]], chain: bytes, relay: RelayView) -> None:
         """Keep ``group``'s entries as received and integrate their updates; the author's applied point moves
         to the last of them in the same transaction. Updates with structs of client ids the author does not
         own are quarantined (``UPDATE_FOREIGN_CLIENT``), their entries kept (they are the author's, and every
@@ -606,7 +535,7 @@ class AuthorLogSync:
 
     # -- put --------------------------------------------------------------------------------------------
 
-    def _put(self, relay: _Relay) -> None:
+    def _put(self, relay: RelayView) -> None:
         """Give ``relay`` what it lacks of every author this device holds, then the heads it holds older, and
         delete what the heads no longer keep; put ``vault.json`` back when it is missing or not this vault's."""
         try:
@@ -618,44 +547,25 @@ class AuthorLogSync:
         except CrdtsyncError as exc:
             relay.fail(exc)
 
-    def _put_author(self, relay: _Relay, author: str, head_data: bytes, ours: tuple[int, int]) -> None:
-        theirs = relay.heads.get(author)
+    def _put_author(self, relay: RelayView, author: str, head_data: bytes, ours: tuple[int, int]) -> None:
         head = open_head(self.keyring, self.sender_key, head_data, author, "a stored head")
-        sizes = self.db.entry_sizes(author)
-        wanted = {(KIND_UPDATE, seq) for seq in range(head.first, head.seq + 1)}
-        if head.snap:
-            wanted.add((KIND_SNAPSHOT, head.snap))
-        for kind, seq in sorted(wanted, key=lambda w: (w[1], -w[0])):
-            if (kind, seq) not in sizes:
-                continue
-            expected = sizes[kind, seq]
-            listed = [relay.objects.get(entry_key(self.tag, author, kind, seq, p)) for p in range(len(expected))]
-            if all(item is not None and item[0] == size for item, size in zip(listed, expected, strict=True)):
-                continue
+        plan = plan_author(self.tag, author, head, self.db.entry_sizes(author), relay.objects,
+                           relay.heads.get(author))
+        for key, kind, seq, part in plan.puts:
             parts = self.db.entry_parts(author, kind, seq) or []
-            for index in reversed(range(len(parts))):  # continuations first: a reader finding part 0 finds all
-                self._put_object(relay, entry_key(self.tag, author, kind, seq, index), parts[index],
-                                 healed=theirs is not None and theirs >= (seq, 0))
-        if theirs is None or theirs < ours:
+            self._put_object(relay, key, parts[part], healed=key in plan.healed)
+        if plan.put_head:
             self._put_object(relay, author_key(self.tag, author, "head"), head_data,
                              healed=author in relay.rolled_back)
             relay.heads[author] = ours
             if author == self.me:  # the mark of what we put is unknown until listed: its size stands in, for
                 with self.db.write():  # our own head only (no one else writes a newer one)
                     self.db.set_relay_head(relay.name, author, f"put:{len(head_data)}", *ours)
-        if theirs is not None and theirs > ours:
-            return  # the relay holds a newer head than this device: what it keeps is not for us to judge
-        prefix = author_key(self.tag, author, "")
-        for key in [k for k in relay.objects if k.startswith(prefix)]:
-            folder, _, name = key[len(prefix):].partition("/")
-            number = parse_seq(name)
-            if number is None or "/" in name:
-                continue
-            if (folder == "log" and number < head.first) or (folder == "snap" and number != head.snap):
-                relay.store.delete(key)
-                del relay.objects[key]
+        for key in plan.deletes:
+            relay.store.delete(key)
+            del relay.objects[key]
 
-    def _put_object(self, relay: _Relay, key: str, data: bytes, *, healed: bool) -> None:
+    def _put_object(self, relay: RelayView, key: str, data: bytes, *, healed: bool) -> None:
         relay.store.put(key, data)
         relay.report.objects_up += 1
         relay.report.bytes_up += len(data)
@@ -663,22 +573,22 @@ class AuthorLogSync:
         if healed:
             relay.report.healed.append(key)
 
-    def _put_header(self, relay: _Relay) -> None:
+    def _put_header(self, relay: RelayView) -> None:
         """Put this vault's header back when the relay lacks it, or when it changed since this device last
         checked and is not this vault's (damaged, another vault's, an older format)."""
-        key = f"{vault_prefix(self.tag)}/{HEADER_NAME}"
+        key = header_key(self.tag)
         ours = self.replica.header
-        listed = relay.objects.get(key)
-        token = "" if listed is None else f"{listed[0]}:{listed[1]}"
         digest = hashlib.sha256(ours.to_json()).hexdigest()
-        if listed is not None and self.db.get_cursor("header", relay.name) == f"{digest}/{token}".encode():
+        confirmed = self.db.get_cursor("header", relay.name)
+        action = header_action(relay.objects, self.tag, None if confirmed is None else confirmed.decode(), digest)
+        if action == "skip":
             return
-        if listed is not None:
-            data = relay.store.get(key)
-            problem = _header_problem(data, ours)
+        if action == "read":
+            problem = _header_problem(relay.store.get(key), ours)
             if problem is None:
                 with self.db.write():
-                    self.db.set_cursor("header", relay.name, f"{digest}/{token}".encode())
+                    self.db.set_cursor("header", relay.name,
+                                       header_confirmation(digest, relay.objects[key]).encode())
                 return
             relay.report.errors.append({"device": "", "code": "MAILBOX_HEADER_REPLACED", "message": (
                 f"{key} in relay {relay.name} {problem}; this vault's header was put back")})
@@ -704,7 +614,7 @@ def _header_problem(data: bytes | None, ours: VaultHeader) -> str | None:
 def publish_header(store: BlobStore, header: VaultHeader) -> bool:
     """Write ``header`` as ``vault.json`` of its vault in ``store`` unless the store already holds it (the
     vault's, committing to the same keys). Returns whether it wrote."""
-    key = f"{vault_prefix(vault_tag(header.vault_id))}/{HEADER_NAME}"
+    key = header_key(vault_tag(header.vault_id))
     if _header_problem(store.get(key), header) is None:
         return False
     store.put(key, header.to_json())

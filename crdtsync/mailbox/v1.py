@@ -10,20 +10,59 @@ objects are no longer read. What was applied of each v1 log is kept per relay in
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from crdtsync.crypto.envelope import KIND_SNAPSHOT, KIND_UPDATE
 from crdtsync.crypto.keys import is_device_id
 from crdtsync.errors import CrdtsyncError, MailboxError
-from crdtsync.mailbox.format import devices_prefix, head_key, log_key, part_key, snap_key
-from crdtsync.protocol.messages import Entry
-from crdtsync.protocol.sealing import OpenedEntry, open_entry, open_head
+from crdtsync.mailbox.ports import VaultReplica
+from crdtsync.mailbox.relay import RelayView
+from crdtsync.protocol.mailbox import part_key, vault_prefix
+from crdtsync.protocol.messages import Batch, Entry
+from crdtsync.protocol.sealing import Keyring, OpenedEntry, open_entry, open_head
+from crdtsync.store.db import Store
 
-if TYPE_CHECKING:
-    from crdtsync.mailbox.sync import AuthorLogSync, _Relay
+
+class LegacyReader(Protocol):
+    """What reading v1 logs needs of the sync that runs it (:class:`crdtsync.mailbox.sync.AuthorLogSync`)."""
+
+    db: Store
+    tag: str
+    me: str
+    keyring: Keyring
+    replica: VaultReplica
+
+    def sender_key(self, device_id: str, epoch: int) -> bytes | None:
+        """The registered signing key of ``device_id``."""
+
+    def allowed_clients(self, author: str, batch: Batch) -> frozenset[int]:
+        """The Yjs client ids an entry of ``author`` may write under."""
+
+    def forget_registry(self) -> None:
+        """Read the registry again when next needed."""
 
 
-def pull_legacy(sync: AuthorLogSync, live: list[_Relay]) -> None:
+def devices_prefix(tag: str) -> str:
+    """The folder of the v1 per-relay logs of every device that pushed with protocol v1."""
+    return f"{vault_prefix(tag)}/d"
+
+
+def head_key(tag: str, device_id: str) -> str:
+    """The v1 head object of ``device_id``."""
+    return f"{devices_prefix(tag)}/{device_id}/head"
+
+
+def log_key(tag: str, device_id: str, seq: int) -> str:
+    """The v1 log object ``seq`` of ``device_id``."""
+    return f"{devices_prefix(tag)}/{device_id}/log/{seq:016x}"
+
+
+def snap_key(tag: str, device_id: str, seq: int) -> str:
+    """The v1 snapshot object of ``device_id`` as of ``seq``."""
+    return f"{devices_prefix(tag)}/{device_id}/snap/{seq:016x}"
+
+
+def pull_legacy(sync: LegacyReader, live: list[RelayView]) -> None:
     """Apply, from each relay of ``live``, the v1 logs of devices that have written no v2 log anywhere this
     sync looked (nor to this device), past what this device applied of them from that relay."""
     v2 = {author for relay in live for author in relay.heads} | set(sync.db.authors())
@@ -37,7 +76,7 @@ def pull_legacy(sync: AuthorLogSync, live: list[_Relay]) -> None:
                 relay.fail(exc, device)
 
 
-def _pull_device(sync: AuthorLogSync, relay: _Relay, device: str) -> None:
+def _pull_device(sync: LegacyReader, relay: RelayView, device: str) -> None:
     """Integrate ``device``'s v1 log in ``relay`` past this device's cursor (from its snapshot when the logs
     needed are gone); stops at the first object that cannot be read. A head that went back is refused
     (``MAILBOX_ROLLBACK``), a log that does not follow the one applied before raises the fork alarm."""
@@ -76,7 +115,7 @@ def _pull_device(sync: AuthorLogSync, relay: _Relay, device: str) -> None:
         _apply(sync, relay, device, seq, opened, chain)
 
 
-def _read(sync: AuthorLogSync, relay: _Relay, device: str, kind: int, seq: int) -> OpenedEntry:
+def _read(sync: LegacyReader, relay: RelayView, device: str, kind: int, seq: int) -> OpenedEntry:
     key = (snap_key if kind == KIND_SNAPSHOT else log_key)(sync.tag, device, seq)
     parts: list[bytes] = []
     while True:
@@ -93,7 +132,7 @@ def _read(sync: AuthorLogSync, relay: _Relay, device: str, kind: int, seq: int) 
     return open_entry(sync.keyring, sync.sender_key, Entry(device, kind, seq, tuple(parts)), key)
 
 
-def _apply(sync: AuthorLogSync, relay: _Relay, device: str, seq: int, opened: OpenedEntry, chain: bytes) -> None:
+def _apply(sync: LegacyReader, relay: RelayView, device: str, seq: int, opened: OpenedEntry, chain: bytes) -> None:
     def stored() -> None:
         sync.db.set_cursor(f"pull:{relay.name}", device, str(seq).encode())
         sync.db.set_cursor(f"chain:{relay.name}", device, chain)

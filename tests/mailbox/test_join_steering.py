@@ -25,7 +25,7 @@ from crdtsync.crypto.header import (
 )
 from crdtsync.crypto.keys import MAX_EPOCH, new_vault_id, new_vault_key, vault_tag
 from crdtsync.errors import CrdtsyncError
-from crdtsync.mailbox.format import ROOT, header_key
+from crdtsync.protocol.mailbox import ROOT, header_key
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
 from tests.crypto.salamander import two_key_ciphertext

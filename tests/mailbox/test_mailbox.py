@@ -12,8 +12,8 @@ import msgpack
 import pytest
 from typer.testing import CliRunner
 
-import crdtsync._vault_relays as relays_module
 import crdtsync.mailbox.sync as sync_module
+import crdtsync.node as relays_module
 import crdtsync.protocol.messages as messages_module
 import crdtsync.protocol.sealing as sealing_module
 import crdtsync.store.integration as integration_module
@@ -21,6 +21,7 @@ import crdtsync.store.replica as replica_module
 from crdtsync.cli.app import app
 from crdtsync.errors import CryptoError, InvalidInputError, MailboxError, NotFoundError, VaultError
 from crdtsync.mailbox.backend import open_store
+from crdtsync.mailbox.relay import SyncReport
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf, crash_workers_applying
 from tests.mailbox.forge import push_raw
@@ -38,7 +39,7 @@ def joined(tmp_path: Path, name: str, url: str) -> Vault:
     return Vault.open(tmp_path / name)
 
 
-def errors(reports: list[sync_module.SyncReport]) -> list[str]:
+def errors(reports: list[SyncReport]) -> list[str]:
     return [e["code"] for r in reports for e in r.errors]
 
 

@@ -1,5 +1,8 @@
-"""Relays for :class:`crdtsync.vault.Vault`: the mailbox URLs a vault syncs through, their sync state, syncing
-with them, and finding a vault's header and keys under a URL to join it.
+"""The node: what connects a vault to the world. The relays a vault syncs through (the mailbox URLs), their sync
+state, syncing with them, and finding a vault's header and keys under a URL to join it. Every function takes
+the vault as a :class:`~crdtsync.mailbox.ports.VaultReplica` (or, to sync, a :class:`Syncing` vault), so this
+module does not import :mod:`crdtsync.vault`: the vault's methods (``add_relay``, ``sync``, ``join``...) call
+here, never the other way round.
 
 The mailbox modules (:mod:`crdtsync.mailbox`) are imported on first use, so opening a vault loads no storage
 backend.
@@ -8,7 +11,7 @@ backend.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from crdtsync.crypto.header import FINGERPRINT_CHARS, VaultHeader, check_join_kdf, fingerprint, unwrap_vault_keys
 from crdtsync.crypto.keys import vault_tag
@@ -16,11 +19,20 @@ from crdtsync.errors import CryptoError, InvalidInputError, MailboxError, NotFou
 from crdtsync.store.db import Store
 
 if TYPE_CHECKING:
+    from crdtsync.mailbox.ports import VaultReplica
+    from crdtsync.mailbox.relay import SyncReport
     from crdtsync.mailbox.sync import Progress
-    from crdtsync.vault import Vault
 
 
-def add_relay(vault: Vault, name: str, url: str) -> None:
+class Syncing(Protocol):
+    """A vault that syncs: :meth:`crdtsync.vault.Vault.sync`."""
+
+    def sync(self, relay: str | None = None, *, push: bool = True, pull: bool = True,
+             progress: Callable[[int, int], None] | None = None) -> list[SyncReport]:
+        """Sync with ``relay`` (every relay when None)."""
+
+
+def add_relay(vault: VaultReplica, name: str, url: str) -> None:
     """Save ``url`` as relay ``name`` of ``vault`` (a folder's path made absolute, see
     :func:`crdtsync.mailbox.backend.canonical_url`) and publish the vault header there; on failure the relay
     is forgotten again (see :meth:`crdtsync.vault.Vault.add_relay`)."""
@@ -72,11 +84,11 @@ def pick_relays(store: Store, relay: str | None) -> list[dict[str, Any]]:
 
 
 def sync_relays(
-    vault: Vault, relays: Sequence[dict[str, Any]], *, push: bool, pull: bool,
+    vault: VaultReplica, relays: Sequence[dict[str, Any]], *, push: bool, pull: bool,
     progress: Callable[[int, int], None] | None,
 ) -> list[Any]:
     """Sync ``vault`` with ``relays`` together (every author's log carried across them); one
-    :class:`~crdtsync.mailbox.sync.SyncReport` each."""
+    :class:`~crdtsync.mailbox.relay.SyncReport` each."""
     from crdtsync.mailbox.backend import open_store
     from crdtsync.mailbox.sync import sync_relays as sync_all
 
@@ -127,7 +139,7 @@ def find_vault(url: str, passphrase: str, expected: str | None = None) -> tuple[
             fingerprint), ``MAILBOX_SEVERAL_VAULTS`` (several, and no fingerprint to choose), store errors.
     """
     from crdtsync.mailbox.backend import open_store
-    from crdtsync.mailbox.format import ROOT, header_key
+    from crdtsync.protocol.mailbox import ROOT, header_key
 
     store = open_store(url)
     found: list[VaultHeader] = []
@@ -169,7 +181,7 @@ def find_vault(url: str, passphrase: str, expected: str | None = None) -> tuple[
     return header, unwrap_vault_keys(header, passphrase)
 
 
-def first_sync(vault: Vault, relay_name: str, progress: Progress | None = None) -> None:
+def first_sync(vault: Syncing, relay_name: str, progress: Progress | None = None) -> None:
     """A joining device's first sync through the relay it was created with: pull everything (``progress(done,
     total)`` follows the objects fetched), then push the device's registration.
 
