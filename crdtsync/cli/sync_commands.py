@@ -92,7 +92,7 @@ def _run_sync(vault: Path | None, relay: str | None, as_json: bool, *, push: boo
     else:
         for r in data:
             out.print(f"{r['relay']}: {sync_summary(r)}, {r['seconds']} s")
-            for e in r["errors"]:
+            for e in r["errors"] + r["warnings"]:
                 err.print(Text.assemble((r["relay"], "yellow"),
                                         f" {e['device']} [{e['code']}]: {_plain(e['message'])}"))
         if any(r["conflicts"] for r in data):

@@ -14,9 +14,10 @@ if TYPE_CHECKING:
 @dataclass
 class SyncReport:
     """What one sync moved through one relay: objects and bytes each way, object operations, memories changed
-    here, conflicts now in the vault, objects put back (``healed``: keys a relay lacked or held older), and
+    here, conflicts now in the vault, objects put back (``healed``: keys a relay lacked or held older),
     errors (``{device, code, message}``; a wait on an entry no relay supplied also names ``seq`` and the
-    devices that acknowledged it, ``holders``)."""
+    devices that acknowledged it, ``holders``) and warnings (same shape: what was found wrong and dealt with,
+    or stopped nothing: a header put back, a folder of no registered device whose head does not open)."""
 
     relay: str
     objects_up: int = 0
@@ -28,6 +29,7 @@ class SyncReport:
     conflicts: int = 0
     healed: list[str] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -41,6 +43,7 @@ class SyncReport:
             "conflicts": self.conflicts,
             "healed": len(self.healed),
             "errors": self.errors,
+            "warnings": self.warnings,
             "seconds": round(self.seconds, 3),
         }
 
@@ -57,6 +60,10 @@ class RelayView:
     heads: dict[str, tuple[int, int]] = field(default_factory=dict)
     rolled_back: set[str] = field(default_factory=set)
     usable: bool = True
+
+    def warn(self, error: CrdtsyncError, device: str = "", **extra: Any) -> None:
+        """Report ``error`` in this relay's report as a warning: it stopped nothing."""
+        self.report.warnings.append({"device": device, "code": error.code, "message": error.message, **extra})
 
     def fail(self, error: CrdtsyncError, device: str = "", **extra: Any) -> None:
         """Report ``error`` (about ``device``'s objects, or the whole relay when empty) in this relay's report."""

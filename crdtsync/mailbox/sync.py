@@ -196,7 +196,10 @@ class AuthorLogSync:
             try:
                 self._read_head(relay, author, key, token(relay.objects[key]))
             except CrdtsyncError as exc:
-                relay.fail(exc, author, object=key)
+                # A folder of no registered device whose head does not open (junk, a stranger's) holds nothing
+                # any device waits for: it is reported and every other author syncs.
+                known = author in self.registry() or author in self.db.authors()
+                (relay.fail if known or exc.code == "MAILBOX_FORK" else relay.warn)(exc, author, object=key)
 
     def _read_head(self, relay: RelayView, author: str, key: str, token: str) -> None:
         data = relay.store.get(key)
@@ -590,7 +593,7 @@ class AuthorLogSync:
                     self.db.set_cursor("header", relay.name,
                                        header_confirmation(digest, relay.objects[key]).encode())
                 return
-            relay.report.errors.append({"device": "", "code": "MAILBOX_HEADER_REPLACED", "message": (
+            relay.report.warnings.append({"device": "", "code": "MAILBOX_HEADER_REPLACED", "message": (
                 f"{key} in relay {relay.name} {problem}; this vault's header was put back")})
         self._put_object(relay, key, ours.to_json(), healed=True)
 

@@ -93,11 +93,24 @@ class Remembered:
     n: int
 
 
+def newest_listed(listing: Listing, tag: str, author: str) -> int:
+    """The highest seq of a log or snapshot entry of ``author`` that ``listing`` shows (0: none)."""
+    prefix = author_key(tag, author, "")
+    newest = 0
+    for key in listing:
+        if key.startswith(prefix):
+            folder, _, name = key[len(prefix):].partition("/")
+            number = parse_seq(name) if folder in ("log", "snap") else None
+            newest = max(newest, number or 0)
+    return newest
+
+
 def heads_to_read(listing: Listing, tag: str, authors: Iterable[str], remembered: Mapping[str, Remembered],
                   applied: Mapping[str, int], me: str) -> list[str]:
     """Which of ``authors``' heads in the relay to fetch: those that changed since this device read them (another
-    token), and those that promised entries this device has not applied yet. A head this device put itself and
-    that is listed at the size it put is taken as unchanged (its mark is unknown until listed)."""
+    token), and those of authors whose entries past what this device applied the head or the listing shows (a
+    newer head of this device's own means it was restored from a backup). A head this device put itself and that
+    is listed at the size it put is taken as unchanged (its mark is unknown until listed)."""
     out = []
     for author in sorted(authors):
         listed = listing.get(author_key(tag, author, "head"))
@@ -106,7 +119,8 @@ def heads_to_read(listing: Listing, tag: str, authors: Iterable[str], remembered
         known = remembered.get(author)
         unchanged = known is not None and (
             known.token == token(listed) or (author == me and known.token == f"put:{listed[0]}"))
-        if not unchanged or known is None or known.seq > applied.get(author, 0):
+        done = applied.get(author, 0)
+        if not unchanged or known is None or known.seq > done or newest_listed(listing, tag, author) > done:
             out.append(author)
     return out
 

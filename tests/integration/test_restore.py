@@ -260,23 +260,29 @@ def test_a_full_restore_synced_before_writing_gets_its_lost_writes_back_without_
     assert shown(tmp_path / "phone") == shown(laptop)
 
 
-def test_a_push_whose_cursor_commit_was_lost_is_recognised_as_its_own_and_raises_nothing(tmp_path: Path) -> None:
-    """A process killed after writing its log object and head but before committing its push cursor: the next
-    push finds the mailbox ahead, and the unpushed writes are the very Items it holds, not reused clocks."""
+def test_an_entry_its_store_lost_is_recognised_as_its_own_and_raises_nothing(tmp_path: Path) -> None:
+    """A store that lost its newest own entry after it reached the relay (its author row, entry and log cursor as
+    they were one entry before: a state folder copied mid-sync): the next sync finds the relay ahead, takes the
+    entry back, and the writes since are the very Items it holds, not reused clocks."""
     box = (tmp_path / "box").as_uri()
     laptop = device(tmp_path, "laptop")
     with Vault.open(laptop) as vault:
         vault.add("first")
         vault.add_relay("box", box)
         assert sync_errors(vault) == []
-        cursors = {name: vault.store.get_cursor(name, "box") for name in ("push", "push-state")}
-        vault.add("second, pushed but its cursor commit lost")
+        me = vault.device_id
+        before = vault.store.author(me)
+        logged = vault.store.get_cursor("push", "")
+        vault.add("second, pushed but then lost by the store")
         assert sync_errors(vault) == []
+        assert before.head is not None and logged is not None
         with vault.store.write():
-            for name, value in cursors.items():
-                assert value is not None
-                vault.store.set_cursor(name, "box", value)
+            vault.store.conn.execute("DELETE FROM entries WHERE author = ? AND seq > ?", (me, before.applied))
+            vault.store.set_applied(me, before.applied, before.chain)
+            vault.store.set_head(me, before.head, before.head_seq, before.head_n)
+            vault.store.set_cursor("push", "", logged)
         vault.add("third")
         assert sync_errors(vault) == [] and vault.status()["alarms"] == []
+        assert vault.store.author(me).applied == before.applied + 2
     Vault.join(tmp_path / "phone", box, passphrase=PASSPHRASE, device_name="phone")
-    assert contents(tmp_path / "phone") == ["first", "second, pushed but its cursor commit lost", "third"]
+    assert contents(tmp_path / "phone") == ["first", "second, pushed but then lost by the store", "third"]

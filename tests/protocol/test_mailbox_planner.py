@@ -82,3 +82,12 @@ def test_the_header_is_put_when_missing_read_when_changed_and_skipped_when_confi
     assert header_action(listing, TAG, header_confirmation("h", listed), "other header") == "read"
     assert header_action({header_key(TAG): (321, "n")}, TAG, header_confirmation("h", listed), "h") == "read"
     assert token(listed) == "321:m"
+
+
+def test_a_head_is_read_when_the_listing_shows_entries_past_what_was_applied() -> None:
+    """A restored device remembers its own head as it put it, at the same size as the newer one in the relay:
+    the entries the listing shows past its log make it read the head."""
+    listing = {author_key(TAG, ME, "head"): (90, "m"), entry_key(TAG, ME, KIND_UPDATE, 2): (10, "m")}
+    remembered = {ME: Remembered("put:90", 1, 1)}
+    assert heads_to_read(listing, TAG, [ME], remembered, {ME: 1}, ME) == [ME]
+    assert heads_to_read(listing, TAG, [ME], remembered, {ME: 2}, ME) == []

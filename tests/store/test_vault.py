@@ -24,7 +24,7 @@ from crdtsync.crypto.keys import DeviceKeys, new_vault_key
 from crdtsync.errors import CryptoError, InvalidInputError, NotFoundError, VaultError
 from crdtsync.model.records import Memory
 from crdtsync.model.schema import MemoryDoc
-from crdtsync.store.db import Store
+from crdtsync.store.db import STORE_FORMAT, Store
 from crdtsync.store.secrets_file import VaultSecrets
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
@@ -479,7 +479,7 @@ def test_opening_a_store_format_1_vault_indexes_the_candidates_of_its_conflicts(
     _downgrade_to_store_format_1(a)
     a.close()
     with Vault.open(path) as reopened:
-        assert reopened.store.get_meta("store_format") == "2"
+        assert reopened.store.get_meta("store_format") == str(STORE_FORMAT)
         assert {m.content for m in reopened.search("sencha")} >= {"sencha in the cupboard"}
         assert memory_id in {m.id for m in reopened.search("sencha")}
         assert memory_id in {m.id for m in reopened.search("oolong")}
@@ -494,7 +494,7 @@ def test_a_vault_of_a_newer_store_format_is_refused_untouched(make_vault: MakeVa
     vault.add("written by a future version")
     path = vault.path
     _downgrade_to_store_format_1(vault)  # an index this version would migrate...
-    vault.store.set_meta("store_format", "3")  # ...in a vault a newer version wrote
+    vault.store.set_meta("store_format", str(STORE_FORMAT + 1))  # ...in a vault a newer version wrote
     vault.close()
     with pytest.raises(VaultError) as refused:
         Vault.open(path)
@@ -502,7 +502,7 @@ def test_a_vault_of_a_newer_store_format_is_refused_untouched(make_vault: MakeVa
     conn = sqlite3.connect(path / "vault.db")
     try:
         assert "alternatives" not in {row[1] for row in conn.execute("PRAGMA table_info(memories)")}
-        assert conn.execute("SELECT value FROM meta WHERE key = 'store_format'").fetchone()[0] == "3"
+        assert conn.execute("SELECT value FROM meta WHERE key = 'store_format'").fetchone()[0] == str(STORE_FORMAT + 1)
     finally:
         conn.close()
 
