@@ -443,7 +443,9 @@ class AuthorLogSync:
         for part in range(max(1, listed_parts(relay.objects, key))):
             data = relay.store.get(entry_key(self.tag, author, kind, seq, part))
             if data is None:
-                raise MailboxError(f"{key} is not in relay {relay.name} (yet); it will be read on the next sync",
+                what = "snapshot" if kind == KIND_SNAPSHOT else "log entry"
+                raise MailboxError(f"{what} {seq} of device {author} ({key}) is not in relay {relay.name} (yet); "
+                                   "it is read at the next sync, once a device that holds it syncs with this relay",
                                    code="MAILBOX_OBJECT_MISSING")
             relay.report.objects_down += 1
             relay.report.bytes_down += len(data)

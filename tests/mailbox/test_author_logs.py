@@ -4,9 +4,17 @@ by whoever compares them."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from crdtsync.crypto.envelope import KIND_UPDATE
+from crdtsync.mailbox.backend import MAX_OBJECT_BYTES
+from crdtsync.protocol.messages import Batch
+from crdtsync.protocol.sealing import Keyring, seal_entry
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
 from tests.mailbox.forge import push_raw
@@ -118,4 +126,76 @@ def test_an_author_that_shows_two_histories_raises_the_fork_alarm_on_both_reader
     assert any(a["code"] == "MAILBOX_FORK" for a in c.store.alarms())
     assert any(a["code"] == "MAILBOX_FORK" for a in d.store.alarms())
     for v in (b, c, d):
+        v.close()
+
+
+def _triangle(tmp_path: Path) -> tuple[Vault, Vault, Vault, Path]:
+    """phone on box1 and box3, laptop on box1 and box2, tablet on box2 and box3: the laptop carries the phone's
+    entries into box2, and box3 is an honest second path from the phone to the tablet."""
+    box1, box2, box3 = (tmp_path / f"box{n}" for n in (1, 2, 3))
+    Vault.init(tmp_path / "phone", name="v", device_name="phone", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    phone = Vault.open(tmp_path / "phone")
+    phone.add_relay("box1", box1.as_uri())
+    phone.add_relay("box3", box3.as_uri())
+    assert _errors(phone.sync()) == []
+    Vault.join(tmp_path / "laptop", box1.as_uri(), passphrase=PASSPHRASE, device_name="laptop", relay_name="box1")
+    laptop = Vault.open(tmp_path / "laptop")
+    laptop.add_relay("box2", box2.as_uri())
+    assert _errors(laptop.sync()) == []
+    Vault.join(tmp_path / "tablet", box3.as_uri(), passphrase=PASSPHRASE, device_name="tablet", relay_name="box3")
+    tablet = Vault.open(tmp_path / "tablet")
+    tablet.add_relay("box2", box2.as_uri())
+    for device in (tablet, phone, laptop, tablet):
+        assert _errors(device.sync()) == []
+    return phone, laptop, tablet, box2
+
+
+def _flip_a_byte(path: Path, laptop: Vault, phone: Vault, seq: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _resign_as_the_laptop(path: Path, laptop: Vault, phone: Vault, seq: int) -> None:
+    """The laptop seals the phone's update as its own envelope, under the phone's name in the layout."""
+    secrets = laptop.secrets
+    keyring = Keyring(secrets.vault_id, secrets.epochs, secrets.current_epoch, secrets.device)
+    update = phone.store.local_updates_after(0)[-1][1]
+    body = Batch(seq, update, (), prev=phone.store.known_digests(phone.device_id)[seq - 1]).to_body()
+    (part,), _ = seal_entry(keyring, KIND_UPDATE, body, sealed_count=10**6, max_part_bytes=MAX_OBJECT_BYTES,
+                            randbytes=os.urandom)
+    path.write_bytes(part)
+
+
+def _replay_an_old_entry(path: Path, laptop: Vault, phone: Vault, seq: int) -> None:
+    path.write_bytes((path.parent / f"{seq - 1:016x}").read_bytes())
+
+
+def _splice_the_laptops_entry(path: Path, laptop: Vault, phone: Vault, seq: int) -> None:
+    own = sorted(path.parents[2].glob(f"{laptop.device_id}/log/*"))[-1]
+    path.write_bytes(own.read_bytes())
+
+
+@pytest.mark.parametrize("tamper, code", [
+    (_flip_a_byte, "ENVELOPE_BAD_SIGNATURE"),
+    (_resign_as_the_laptop, "MAILBOX_OBJECT_CORRUPT"),
+    (_replay_an_old_entry, "MAILBOX_OBJECT_CORRUPT"),
+    (_splice_the_laptops_entry, "MAILBOX_OBJECT_CORRUPT"),
+], ids=["flip", "resign", "replay", "splice"])
+def test_an_entry_a_member_alters_on_the_way_is_refused_and_the_honest_copy_still_arrives(
+    tmp_path: Path, tamper: Any, code: str,
+) -> None:
+    phone, laptop, tablet, box2 = _triangle(tmp_path)
+    memory = phone.add("written on the phone")
+    assert _errors(phone.sync()) == []
+    assert _errors(laptop.sync()) == []  # carried into box2, then altered there
+    seq = phone.store.author(phone.device_id).applied
+    (carried,) = box2.glob(f"crdtsync-v1/*/a/{phone.device_id}/log/{seq:016x}")
+    tamper(carried, laptop, phone, seq)
+    assert _errors(tablet.sync("box2")) == [code]
+    assert memory.id not in {m.id for m in tablet.list()} and tablet.store.quarantined() == []
+    assert _errors(tablet.sync()) in ([], [code])  # box3 brings the phone's own bytes
+    assert tablet.get(memory.id).content == "written on the phone"
+    assert _memories(tablet) == _memories(phone)
+    for v in (phone, laptop, tablet):
         v.close()
