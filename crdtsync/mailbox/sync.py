@@ -37,28 +37,22 @@ written a v2 log (:mod:`crdtsync.mailbox.v1`).
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from filelock import FileLock, Timeout
-from pycrdt import merge_updates
 
 from crdtsync.crypto.envelope import KIND_SNAPSHOT, KIND_UPDATE
 from crdtsync.crypto.header import VaultHeader
 from crdtsync.crypto.keys import is_device_id, vault_tag
 from crdtsync.errors import CrdtsyncError, MailboxError, VaultError
 from crdtsync.mailbox import v1
-from crdtsync.mailbox.backend import MAX_OBJECT_BYTES, BlobStore, check_apart
+from crdtsync.mailbox.backend import BlobStore, check_apart
 from crdtsync.mailbox.ports import VaultReplica
 from crdtsync.mailbox.relay import RelayView, SyncReport
-from crdtsync.model.authorship import registered_key
 from crdtsync.model.yupdate import item_positions
-from crdtsync.protocol.authorlog import check_entry, compaction_floor, contradicts, fork_error
 from crdtsync.protocol.mailbox import (
     Remembered,
     author_key,
@@ -74,25 +68,17 @@ from crdtsync.protocol.mailbox import (
     token,
     vault_prefix,
 )
-from crdtsync.protocol.messages import Ack, Batch, Entry, Head, chain_digest
-from crdtsync.protocol.sealing import Keyring, open_entry, open_head, seal_entry, seal_head
-from crdtsync.store import integration
+from crdtsync.protocol.messages import Entry, Head
+from crdtsync.protocol.sealing import open_entry, open_head
+from crdtsync.replication import Accepted, AuthorLogReplica
 
 #: A callback ``(objects done, objects in all)`` for long pulls.
 Progress = Callable[[int, int], None]
-#: A device writes a snapshot of its contribution every this many log entries.
-SNAPSHOT_EVERY = 256
 #: Seconds a sync waits for another process's sync of the same vault and relay before it reports SYNC_BUSY.
 SYNC_LOCK_SECONDS = 120.0
 #: A pull integrates at most this many entries, or bytes of updates, per transaction.
 PULL_GROUP = 64
 PULL_GROUP_BYTES = 64 * 1024 * 1024
-#: ``meta`` key: how many envelopes this device sealed under an epoch (``sealed:<epoch>``).
-SEALED_META = "sealed:{epoch}"
-#: ``cursors`` scope and key of the id of the newest local update this device's own log holds (the store's
-#: compaction keeps every local update past it).
-LOGGED_SCOPE, LOGGED_KEY = "push", ""
-
 
 def sync_lock_path(vault_path: Path, relay: str) -> Path:
     """The lock file that keeps two processes from syncing one vault with one relay at once (in the vault
@@ -101,47 +87,15 @@ def sync_lock_path(vault_path: Path, relay: str) -> Path:
 
 
 class AuthorLogSync:
-    """One sync of ``replica`` with ``relays`` ((name, store) pairs): see the module docstring.
+    """One sync of a vault's author logs (``logs``) with ``relays`` ((name, store) pairs): see the module
+    docstring."""
 
-    Args:
-        replica: the vault (:class:`~crdtsync.mailbox.ports.VaultReplica`).
-        relays: the relays to sync with, by name.
-        randbytes: the nonce source of the envelopes sealed.
-    """
-
-    def __init__(self, replica: VaultReplica, relays: Sequence[tuple[str, BlobStore]],
-                 randbytes: Callable[[int], bytes] = os.urandom) -> None:
-        self.replica = replica
-        self.db = replica.store
-        secrets = replica.secrets
-        self.keyring = Keyring(secrets.vault_id, secrets.epochs, secrets.current_epoch, secrets.device)
-        self.me = secrets.device.device_id
-        self.tag = vault_tag(secrets.vault_id)
+    def __init__(self, logs: AuthorLogReplica, relays: Sequence[tuple[str, BlobStore]]) -> None:
+        self.logs = logs
+        self.db = logs.db
+        self.me = logs.me
+        self.tag = logs.tag
         self.relays = [RelayView(name, store, SyncReport(relay=name)) for name, store in relays]
-        self.randbytes = randbytes
-        self._registry: dict[str, dict[str, Any]] | None = None
-        #: Verified heads newer than the ones stored, read in this sync (author -> (head, envelope)): an
-        #: author's is stored once its entries up to it are applied.
-        self.pending: dict[str, tuple[Head, bytes]] = {}
-
-    # -- keys and registry ------------------------------------------------------------------------------
-
-    def registry(self, *, refresh: bool = False) -> dict[str, dict[str, Any]]:
-        """The device registry of the vault (cached for one sync)."""
-        if self._registry is None or refresh:
-            self._registry = self.replica.devices()
-        return self._registry
-
-    def forget_registry(self) -> None:
-        """Read the registry again when next needed (an update that registered a device was applied)."""
-        self._registry = None
-
-    def sender_key(self, device_id: str, epoch: int) -> bytes | None:
-        """The registered signing key of ``device_id`` (see :data:`crdtsync.protocol.sealing.SenderKey`)."""
-        return registered_key(self.registry(), device_id)
-
-    def _sealed_count(self) -> int:
-        return int(self.db.get_meta(SEALED_META.format(epoch=self.keyring.epoch)) or 0)
 
     # -- the sync ---------------------------------------------------------------------------------------
 
@@ -154,13 +108,13 @@ class AuthorLogSync:
         try:
             self._restore(live)
             if push:
-                self._commit()
+                self.logs.commit()
             if pull:
                 self._pull(live, progress)
-                v1.pull_legacy(self, live)
-            self._keep_heads()
-            self._renew_head()
-            self._compact()
+                v1.pull_legacy(self.logs, live)
+            self.logs.keep_heads()
+            self.logs.renew_head()
+            self.logs.compact(a for r in self.relays for a in r.heads)
             if push:
                 for relay in live:
                     self._put(relay)
@@ -198,7 +152,7 @@ class AuthorLogSync:
             except CrdtsyncError as exc:
                 # A folder of no registered device whose head does not open (junk, a stranger's) holds nothing
                 # any device waits for: it is reported and every other author syncs.
-                known = author in self.registry() or author in self.db.authors()
+                known = author in self.logs.registry() or author in self.db.authors()
                 (relay.fail if known or exc.code == "MAILBOX_FORK" else relay.warn)(exc, author, object=key)
 
     def _read_head(self, relay: RelayView, author: str, key: str, token: str) -> None:
@@ -207,35 +161,19 @@ class AuthorLogSync:
         if data is None:
             return
         relay.report.bytes_down += len(data)
-        head = open_head(self.keyring, self.sender_key, data, author, key)
-        self._check_digests(author, head, key)
+        head = self.logs.take_head(author, data, key)
         relay.heads[author] = (head.seq, head.n)
         remembered = self.db.relay_head(relay.name, author)
         if remembered is not None and (remembered[1], remembered[2]) > (head.seq, head.n):
             relay.rolled_back.add(author)  # put back below, and reported as healed
         with self.db.write():
             self.db.set_relay_head(relay.name, author, token, head.seq, head.n)
-        row = self.db.author(author)
-        newest = self.pending.get(author)
-        if head.newer_than(newest[0] if newest else None) and (
-                row.head is None or (head.seq, head.n) > (row.head_seq, row.head_n)):
-            self.pending[author] = (head, data)
-
-    def _check_digests(self, author: str, head: Head, where: str) -> None:
-        """Raise the fork alarm when ``head`` (or an ack in it) gives a digest for a seq that differs from the
-        one this device holds."""
-        checks = [(author, head.seq, head.digest)] + [(a, ack.seq, ack.digest) for a, ack in head.acks.items()]
-        for subject, seq, digest in checks:
-            if is_device_id(subject) and contradicts(self.db.known_digests(subject), seq, digest):
-                error = fork_error(subject, seq, f"{where} ({'head' if subject == author else 'an ack'})")
-                self.db.raise_alarm("MAILBOX_FORK", error.message, device=subject)
-                raise error
 
     # -- restore ----------------------------------------------------------------------------------------
 
     def _restore(self, live: list[RelayView]) -> None:
         """Take back this device's own entries that a relay holds past its log (a restored device)."""
-        pending = self.pending.get(self.me)
+        pending = self.logs.pending.get(self.me)
         row = self.db.author(self.me)
         if pending is None or pending[0].seq <= row.applied:
             return
@@ -248,8 +186,8 @@ class AuthorLogSync:
                 break
             except CrdtsyncError as exc:
                 relay.fail(exc, self.me)
-        if self.replica.reapply_rebased():
-            self._registry = None
+        if self.logs.replica.reapply_rebased():
+            self.logs.forget_registry()
 
     def _rebase_reused_clocks(self, sources: list[RelayView], applied: int, newest: int) -> None:
         """Before taking back this device's own entries ``applied + 1 .. newest`` (written by this device but
@@ -260,9 +198,8 @@ class AuthorLogSync:
         Raises:
             MailboxError: ``DEVICE_CLOCKS_REUSED`` (with a persistent alarm) when they cannot be taken out.
         """
-        mine = set(self.registry().get(self.me, {}).get("clients", ()))
-        logged = int(self.db.get_cursor(LOGGED_SCOPE, LOGGED_KEY) or b"0")
-        unlogged = self.replica.local_updates_after(logged)
+        mine = set(self.logs.registry().get(self.me, {}).get("clients", ()))
+        unlogged = self.logs.logged_updates()
         ours: dict[tuple[int, int], bytes] = {}
         for _, data in unlogged:
             ours.update((item, where) for item, where in item_positions(data).items() if item[0] in mine)
@@ -271,12 +208,12 @@ class AuthorLogSync:
         reused = 0
         for seq in range(applied + 1, newest + 1):
             entry = self._fetch(sources[0], self.me, KIND_UPDATE, seq)
-            lost = item_positions(open_entry(self.keyring, self.sender_key, entry, "own log").batch.update)
+            lost = item_positions(open_entry(self.logs.keyring, self.logs.sender_key, entry, "own log").batch.update)
             reused += sum(1 for item, where in ours.items() if lost.get(item, where) != where)
         if not reused:
             return
         try:
-            self.replica.rebase_unpushed(unlogged, sources[0].name)
+            self.logs.replica.rebase_unpushed(unlogged, sources[0].name)
         except VaultError as exc:
             message = (f"this device was restored from a backup together with its state folder (or copied), and "
                        f"wrote before syncing: {reused} of its new Items reuse the Yjs clocks of writes that the "
@@ -286,54 +223,14 @@ class AuthorLogSync:
                        "here since the restore (`crdtsync log` lists it)")
             self.db.raise_alarm("DEVICE_CLOCKS_REUSED", message, relay=sources[0].name)
             raise MailboxError(message, code="DEVICE_CLOCKS_REUSED") from None
-        self.replica.reapply_rebased()
-        self._registry = None
-
-    # -- commit -----------------------------------------------------------------------------------------
-
-    def _commit(self) -> None:
-        """Make this device's writes since its last entry its next log entry (and a snapshot entry every
-        :data:`SNAPSHOT_EVERY`), stored in one transaction with the cursor of what the log holds."""
-        if self.replica.reapply_rebased():
-            self._registry = None
-        logged = int(self.db.get_cursor(LOGGED_SCOPE, LOGGED_KEY) or b"0")
-        row = self.db.author(self.me)
-        last_id = self.db.last_update_id()
-        if row.applied == 0:
-            update = self.replica.own_contribution()
-        else:
-            rows = self.replica.local_updates_after(logged)
-            if not rows:
-                return
-            update = merge_updates(*[data for _, data in rows])
-        clients = tuple(self.registry().get(self.me, {}).get("clients", ()))
-        seq = row.applied + 1
-        body = Batch(seq, update, clients, prev=row.chain).to_body()
-        digest = chain_digest(body)
-        count = self._sealed_count()
-        parts, count = seal_entry(self.keyring, KIND_UPDATE, body, sealed_count=count,
-                                  max_part_bytes=MAX_OBJECT_BYTES, randbytes=self.randbytes)
-        snapshot: list[bytes] | None = None
-        if seq - self.db.have(self.me).snap >= SNAPSHOT_EVERY:
-            snap_body = Batch(seq, self.replica.own_contribution(), clients, prev=digest).to_body()
-            snapshot, count = seal_entry(self.keyring, KIND_SNAPSHOT, snap_body, sealed_count=count,
-                                         max_part_bytes=MAX_OBJECT_BYTES, randbytes=self.randbytes)
-        with self.db.write():
-            self.db.set_meta(SEALED_META.format(epoch=self.keyring.epoch), str(count))
-            self.db.put_entry(self.me, KIND_UPDATE, seq, digest, parts)
-            if snapshot is not None:
-                self.db.put_entry(self.me, KIND_SNAPSHOT, seq, digest, snapshot)
-            self.db.set_applied(self.me, seq, digest)
-            if row.applied == 0:  # the per-relay push cursors of protocol v1 hold nothing back any more
-                for relay in self.db.cursors(LOGGED_SCOPE):
-                    self.db.set_cursor(LOGGED_SCOPE, relay, str(last_id).encode())
-            self.db.set_cursor(LOGGED_SCOPE, LOGGED_KEY, str(last_id).encode())
+        self.logs.replica.reapply_rebased()
+        self.logs.forget_registry()
 
     # -- pull -------------------------------------------------------------------------------------------
 
     def _pull(self, live: list[RelayView], progress: Progress | None) -> None:
         """Bring every other author's log up to the newest head any relay showed."""
-        targets = [(author, head) for author, (head, _) in sorted(self.pending.items()) if author != self.me]
+        targets = [(author, head) for author, (head, _) in sorted(self.logs.pending.items()) if author != self.me]
         total = sum(max(0, head.seq - self.db.author(author).applied) for author, head in targets)
         done = [0]
 
@@ -355,7 +252,7 @@ class AuthorLogSync:
                     if exc.code == "UPDATE_INBOX_FULL":
                         waiting.append(author)
                         break
-                    extra = self._holders(author) if exc.code == "MAILBOX_OBJECT_MISSING" else {}
+                    extra = self.logs.holders(author) if exc.code == "MAILBOX_OBJECT_MISSING" else {}
                     relay.fail(exc, author, **extra)
                     if exc.code == "MAILBOX_FORK":
                         break
@@ -364,39 +261,13 @@ class AuthorLogSync:
         # An author pulled later may have brought what the held updates waited for: go back once to those that
         # stopped on a full inbox.
         for author in waiting:
-            head = self.pending[author][0]
+            head = self.logs.pending[author][0]
             for relay in (r for r in live if r.heads.get(author, (0, 0))[0] >= head.seq):
                 try:
                     self._pull_author(relay, author, head, advance)
                     break
                 except CrdtsyncError as exc:
                     relay.fail(exc, author)
-
-    def _keep_heads(self) -> None:
-        """Store the newer heads read in this sync whose entries this device has applied (a head that only
-        renewed its acks, or one whose entries a pull just brought)."""
-        with self.db.write():
-            for author, (head, data) in self.pending.items():
-                row = self.db.author(author)
-                if author != self.me and row.applied == head.seq and head.digest in (row.chain, b"") and (
-                        row.head is None or (head.seq, head.n) > (row.head_seq, row.head_n)):
-                    self.db.set_head(author, data, head.seq, head.n)
-
-    def _holders(self, author: str) -> dict[str, Any]:
-        """``{seq, holders}``: the entry of ``author`` this device waits for and the devices whose heads say
-        they applied it (they can supply it by syncing with this relay)."""
-        seq = self.db.author(author).applied + 1
-        holders = []
-        for device, row in self.db.authors().items():
-            if row.head is None or device == self.me:
-                continue
-            try:
-                head = open_head(self.keyring, self.sender_key, row.head, device, "a stored head")
-            except CrdtsyncError:
-                continue
-            if (device == author and head.seq >= seq) or head.acks.get(author, Ack(0)).seq >= seq:
-                holders.append(device)
-        return {"seq": seq, "holders": sorted(holders)}
 
     def _pull_author(self, relay: RelayView, author: str, head: Head,
                      advance: Callable[[], None] | None = None) -> None:
@@ -405,35 +276,24 @@ class AuthorLogSync:
         entry that cannot be read or does not follow the chain."""
         row = self.db.author(author)
         applied, chain = row.applied, row.chain
-        group: list[tuple[Entry, Any]] = []
+        group: list[Accepted] = []
         size = 0
         try:
             for kind, seq in entries_to_fetch(applied, head):
-                if self.db.held_count() >= integration.MAX_HELD and author in self.db.held_origins():
-                    raise MailboxError(
-                        f"{integration.MAX_HELD} received updates wait for writes no relay has brought (`crdtsync "
-                        f"status` shows whose); device {author}'s log from seq {seq} stays in the mailbox until "
-                        "they integrate", code="UPDATE_INBOX_FULL")
+                self.logs.check_room(author, seq)
                 entry = self._fetch(relay, author, kind, seq)
-                key = entry_key(self.tag, author, kind, seq)
-                opened = open_entry(self.keyring, self.sender_key, entry, key)
-                try:
-                    check_entry(author, applied, chain, kind, opened.batch, key)
-                except MailboxError as exc:
-                    if exc.code == "MAILBOX_FORK":
-                        self.db.raise_alarm("MAILBOX_FORK", exc.message, device=author)
-                    raise
-                applied, chain = seq, (opened.batch.prev if kind == KIND_SNAPSHOT else opened.digest)
-                group.append((entry, opened))
-                size += len(opened.batch.update)
+                accepted = self.logs.accept(entry, applied, chain, entry_key(self.tag, author, kind, seq))
+                applied, chain = seq, accepted.chain
+                group.append(accepted)
+                size += len(accepted.opened.batch.update)
                 if advance is not None:
                     advance()
                 if kind == KIND_SNAPSHOT or len(group) >= PULL_GROUP or size >= PULL_GROUP_BYTES:
-                    self._integrate(author, group, chain, relay)
+                    self._integrate(group, relay)
                     group, size = [], 0
         finally:
             if group:
-                self._integrate(author, group, chain, relay)
+                self._integrate(group, relay)
 
     def _fetch(self, relay: RelayView, author: str, kind: int, seq: int) -> Entry:
         """The parts of an entry as ``relay`` lists them (at least the first, which a lagging listing may not
@@ -452,91 +312,14 @@ class AuthorLogSync:
             parts.append(data)
         return Entry(author, kind, seq, tuple(parts))
 
-    def allowed_clients(self, author: str, batch: Batch) -> frozenset[int]:
-        """The Yjs client ids an entry of ``author`` may write under: those it registered, and those its body
-        announces that no other device owns (a joining device's)."""
-        registry = self.registry()
-        owned_elsewhere = {c for d, e in registry.items() if d != author for c in e.get("clients", ())}
-        own = set(registry.get(author, {}).get("clients", ()))
-        return frozenset(own | (set(batch.clients) - owned_elsewhere))
-
-    def _integrate(self, author: str, group: list[tuple[Entry, Any]], chain: bytes, relay: RelayView) -> None:
-        """Keep ``group``'s entries as received and integrate their updates; the author's applied point moves
-        to the last of them in the same transaction. Updates with structs of client ids the author does not
-        own are quarantined (``UPDATE_FOREIGN_CLIENT``), their entries kept (they are the author's, and every
-        device refuses them alike)."""
-        last = group[-1][0].seq
-
-        def stored() -> None:
-            for entry, opened in group:
-                digest = opened.batch.prev if entry.kind == KIND_SNAPSHOT else opened.digest
-                self.db.put_entry(author, entry.kind, entry.seq, digest, list(entry.parts))
-            self.db.set_applied(author, last, chain)
-            pending = self.pending.get(author)
-            if pending is not None and pending[0].seq == last and pending[0].digest in (chain, b""):
-                self.db.set_head(author, pending[1], pending[0].seq, pending[0].n)
-
-        results = self.replica.apply_updates(
-            [(opened.batch.update, author) for _, opened in group], on_stored=stored,
-            allowed_clients=[self.allowed_clients(author, opened.batch) for _, opened in group], limit_held=False)
-        for (entry, _), result in zip(group, results, strict=True):
+    def _integrate(self, group: list[Accepted], relay: RelayView) -> None:
+        """Integrate ``group`` (:meth:`crdtsync.replication.AuthorLogReplica.integrate`) and report refused updates
+        and changed memories in ``relay``'s report."""
+        for entry, result in self.logs.integrate(group):
             if result.status == "refused":
-                relay.report.errors.append({"device": author, "code": result.code or "UPDATE_MALFORMED",
+                relay.report.errors.append({"device": entry.author, "code": result.code or "UPDATE_MALFORMED",
                                             "message": f"seq {entry.seq}: {result.message}; quarantined"})
             relay.report.memories_changed.update(result.changed)
-        if not all(opened.registered for _, opened in group):
-            self._registry = None
-
-    # -- head and compaction ----------------------------------------------------------------------------
-
-    def _renew_head(self) -> None:
-        """Seal a new head of this device when its seq, snapshot, lowest log or acks changed."""
-        own = self.db.have(self.me)
-        acks = {author: Ack(row.applied, row.chain) for author, row in self.db.authors().items()
-                if author != self.me and row.applied}
-        row = self.db.author(self.me)
-        if own.seq == 0:
-            return
-        current = None if row.head is None else open_head(self.keyring, self.sender_key, row.head, self.me, "own head")
-        seen = self.pending.get(self.me)
-        n = max(current.n if current is not None else 0, seen[0].n if seen is not None else 0) + 1
-        head = Head(seq=own.seq, snap=own.snap, first=own.first, digest=own.digest, n=n, acks=acks)
-        if seen is None and current is not None and replace(current, n=n) == head:
-            return
-        count = self._sealed_count()
-        data = seal_head(self.keyring, head, sealed_count=count, randbytes=self.randbytes)
-        with self.db.write():
-            self.db.set_meta(SEALED_META.format(epoch=self.keyring.epoch), str(count + 1))
-            self.db.set_head(self.me, data, head.seq, head.n)
-
-    def _compact(self) -> None:
-        """Drop the entries that the heads no longer keep: this device's own log below the floor every other
-        registered device acknowledged (and its snapshot covers), other authors' below their heads' lowest
-        kept seq."""
-        rows = self.db.authors()
-        # Every device this one knows of reads its log: registered, or seen writing (in a relay or here).
-        readers = ({d for d in self.registry()} | set(rows) | {a for r in self.relays for a in r.heads}) - {self.me}
-        acks: dict[str, int] = {}
-        heads: dict[str, Head] = {}
-        for device, row in rows.items():
-            if row.head is None:
-                continue
-            try:
-                heads[device] = open_head(self.keyring, self.sender_key, row.head, device, "a stored head")
-            except CrdtsyncError:
-                continue
-            if device != self.me:
-                acks[device] = heads[device].acks.get(self.me, Ack(0)).seq
-        own = self.db.have(self.me)
-        floor = compaction_floor(own.snap, acks, readers) if readers else 0
-        with self.db.write():
-            if floor >= own.first:
-                self.db.drop_entries(self.me, floor + 1, own.snap)
-            for device, head in heads.items():
-                if device != self.me and head.first > 1:
-                    self.db.drop_entries(device, head.first, head.snap)
-        if floor >= own.first:
-            self._renew_head()
 
     # -- put --------------------------------------------------------------------------------------------
 
@@ -553,7 +336,7 @@ class AuthorLogSync:
             relay.fail(exc)
 
     def _put_author(self, relay: RelayView, author: str, head_data: bytes, ours: tuple[int, int]) -> None:
-        head = open_head(self.keyring, self.sender_key, head_data, author, "a stored head")
+        head = open_head(self.logs.keyring, self.logs.sender_key, head_data, author, "a stored head")
         plan = plan_author(self.tag, author, head, self.db.entry_sizes(author), relay.objects,
                            relay.heads.get(author))
         for key, kind, seq, part in plan.puts:
@@ -582,7 +365,7 @@ class AuthorLogSync:
         """Put this vault's header back when the relay lacks it, or when it changed since this device last
         checked and is not this vault's (damaged, another vault's, an older format)."""
         key = header_key(self.tag)
-        ours = self.replica.header
+        ours = self.logs.replica.header
         digest = hashlib.sha256(ours.to_json()).hexdigest()
         confirmed = self.db.get_cursor("header", relay.name)
         action = header_action(relay.objects, self.tag, None if confirmed is None else confirmed.decode(), digest)
@@ -656,7 +439,8 @@ def sync_relays(replica: VaultReplica, relays: Sequence[tuple[str, BlobStore]], 
             except CrdtsyncError as exc:
                 report.errors.append({"device": "", "code": exc.code, "message": exc.message})
             busy[name] = report
-        done = {r.relay: r for r in AuthorLogSync(replica, ready).run(push=push, pull=pull, progress=progress)}
+        logs = AuthorLogReplica(replica)
+        done = {r.relay: r for r in AuthorLogSync(logs, ready).run(push=push, pull=pull, progress=progress)}
     conflicts = replica.conflict_count()
     reports = []
     for name, store in relays:

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import crdtsync.mailbox.sync as sync_module
+import crdtsync.replication as replication_module
 from crdtsync.crypto.envelope import KIND_SNAPSHOT, KIND_UPDATE
 from crdtsync.protocol.messages import Entry
 from crdtsync.protocol.sealing import Keyring, open_entry
@@ -149,7 +149,7 @@ def _run(root: Path, layout: list[list[int]], program: list[Any]) -> None:
 def test_chains_and_stars_converge_through_relay_faults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, topology: str,
 ) -> None:
-    monkeypatch.setattr(sync_module, "SNAPSHOT_EVERY", 3)  # snapshots and log collection within a program
+    monkeypatch.setattr(replication_module, "SNAPSHOT_EVERY", 3)  # snapshots and log collection within a program
 
     @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(program=st.lists(step, min_size=4, max_size=14))

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import crdtsync.mailbox.sync as sync_module
+import crdtsync.replication as replication_module
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf, devices_on_two_relays
 
@@ -113,7 +113,7 @@ def _run_program(root: Path, url: str, program: list[tuple[Any, ...]]) -> None:
 def test_random_edits_and_sync_interleavings_converge(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheme: str, program: list[Any],
 ) -> None:
-    monkeypatch.setattr(sync_module, "SNAPSHOT_EVERY", 1)  # a snapshot at every push, and log collection
+    monkeypatch.setattr(replication_module, "SNAPSHOT_EVERY", 1)  # a snapshot at every push, and log collection
     root = tmp_path / f"run{next(_runs)}"
     root.mkdir()
     url = f"memory://{uuid.uuid4().hex}" if scheme == "memory" else (root / "box").as_uri()
@@ -128,7 +128,7 @@ def test_devices_on_two_relays_converge_when_every_pair_shares_one(
     must change nothing), push cursors and acknowledgements are per relay, and all converge."""
     sync_one = st.tuples(st.just("sync_relay"), st.integers(0, DEVICES - 1), st.sampled_from(["box1", "box2"]))
     programs = st.lists(st.one_of(op, sync_one), min_size=5, max_size=30)
-    monkeypatch.setattr(sync_module, "SNAPSHOT_EVERY", 1)
+    monkeypatch.setattr(replication_module, "SNAPSHOT_EVERY", 1)
 
     @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(program=programs)

@@ -12,10 +12,10 @@ import msgpack
 import pytest
 from typer.testing import CliRunner
 
-import crdtsync.mailbox.sync as sync_module
 import crdtsync.node as relays_module
 import crdtsync.protocol.messages as messages_module
 import crdtsync.protocol.sealing as sealing_module
+import crdtsync.replication as replication_module
 import crdtsync.store.integration as integration_module
 import crdtsync.store.replica as replica_module
 from crdtsync.cli.app import app
@@ -436,7 +436,7 @@ def test_files_a_folder_sync_tool_or_desktop_leaves_in_the_mailbox_are_ignored(
     """Finder, Explorer, Syncthing and Dropbox drop their own files into a synced folder. Before, a .DS_Store
     beside the device folders failed every sync (exit 8, after 5 retries of reading '.DS_Store/head'). The
     pushes run into a snapshot and the collection of acknowledged logs, which lists the log folder."""
-    monkeypatch.setattr(sync_module, "SNAPSHOT_EVERY", 3)
+    monkeypatch.setattr(replication_module, "SNAPSHOT_EVERY", 3)
     a, b, _, box = folder_pair
     devices = next(box.glob("crdtsync-v1/*/a"))
     mine = devices / a.device_id
@@ -575,7 +575,7 @@ def test_memory_store_and_a_device_offline_for_many_pushes_catches_up(tmp_path: 
 def test_compaction_snapshots_and_drops_acknowledged_logs_and_a_new_device_starts_from_the_snapshot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sync_module, "SNAPSHOT_EVERY", 5)
+    monkeypatch.setattr(replication_module, "SNAPSHOT_EVERY", 5)
     box = tmp_path / "box"
     a = new_device(tmp_path, "a")
     a.add_relay("box", box.as_uri())
@@ -644,7 +644,7 @@ def test_collected_logs_and_replaced_snapshots_take_their_continuations_along(
     monkeypatch.setattr(messages_module, "MAX_CHUNKS", 2)
     monkeypatch.setattr(messages_module, "MAX_PARTS", 64)
     monkeypatch.setattr(sealing_module, "MAX_PARTS", 64)
-    monkeypatch.setattr(sync_module, "SNAPSHOT_EVERY", 3)
+    monkeypatch.setattr(replication_module, "SNAPSHOT_EVERY", 3)
     box = tmp_path / "box"
     a = new_device(tmp_path, "a")
     a.add_relay("box", box.as_uri())

@@ -1,0 +1,321 @@
+"""This device's author logs (protocol v2) over its vault, whatever carries them: what it holds of every author
+(summaries, entries, heads), taking in entries and heads from anyone (checked, kept as received, integrated),
+its own next entry and head, and compaction. The mailbox driver (:mod:`crdtsync.mailbox.sync`) and the live
+sessions (:mod:`crdtsync.protocol.session` over a transport) move entries; the decisions are here and in
+:mod:`crdtsync.protocol.authorlog`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pycrdt import merge_updates
+
+from crdtsync.crypto.envelope import KIND_SNAPSHOT, KIND_UPDATE
+from crdtsync.crypto.keys import is_device_id, vault_tag
+from crdtsync.errors import CrdtsyncError, MailboxError
+from crdtsync.mailbox.backend import MAX_OBJECT_BYTES
+from crdtsync.mailbox.ports import VaultReplica
+from crdtsync.model.authorship import registered_key
+from crdtsync.protocol.authorlog import check_entry, compaction_floor, contradicts, fork_error
+from crdtsync.protocol.messages import Ack, Batch, Entry, Have, Head, Summary, chain_digest
+from crdtsync.protocol.sealing import Keyring, OpenedEntry, open_entry, open_head, seal_entry, seal_head
+from crdtsync.store import integration
+from crdtsync.store.integration import ApplyResult
+
+#: A device writes a snapshot of its contribution every this many log entries.
+SNAPSHOT_EVERY = 256
+#: ``meta`` key: how many envelopes this device sealed under an epoch (``sealed:<epoch>``).
+SEALED_META = "sealed:{epoch}"
+#: ``cursors`` scope and key of the id of the newest local update this device's own log holds (the store's
+#: compaction keeps every local update past it).
+LOGGED_SCOPE, LOGGED_KEY = "push", ""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """An entry checked against its author's chain and ready to integrate: the entry as received, its opened
+    body, and the chain digest the author's log has once it is applied."""
+
+    entry: Entry
+    opened: OpenedEntry
+    chain: bytes
+
+
+class AuthorLogReplica:
+    """This device's author logs over ``replica`` (see the module docstring).
+
+    Args:
+        replica: the vault (:class:`~crdtsync.mailbox.ports.VaultReplica`).
+        randbytes: the nonce source of the envelopes this device seals.
+        snapshot_every: how many log entries between this device's snapshots (:data:`SNAPSHOT_EVERY`).
+    """
+
+    def __init__(self, replica: VaultReplica, randbytes: Callable[[int], bytes] = os.urandom,
+                 snapshot_every: int | None = None) -> None:
+        self.replica = replica
+        self.db = replica.store
+        secrets = replica.secrets
+        self.keyring = Keyring(secrets.vault_id, secrets.epochs, secrets.current_epoch, secrets.device)
+        self.me = secrets.device.device_id
+        self.tag = vault_tag(secrets.vault_id)
+        self.randbytes = randbytes
+        self.snapshot_every = snapshot_every or SNAPSHOT_EVERY
+        self._registry: dict[str, dict[str, Any]] | None = None
+        #: Verified heads newer than the ones stored (author -> (head, envelope as received)): an author's is
+        #: stored once its entries up to it are applied.
+        self.pending: dict[str, tuple[Head, bytes]] = {}
+
+    # -- keys and registry ------------------------------------------------------------------------------
+
+    def registry(self) -> dict[str, dict[str, Any]]:
+        """The device registry of the vault (cached until :meth:`forget_registry`)."""
+        if self._registry is None:
+            self._registry = self.replica.devices()
+        return self._registry
+
+    def forget_registry(self) -> None:
+        """Read the registry again when next needed (an update that registered a device was applied)."""
+        self._registry = None
+
+    def sender_key(self, device_id: str, epoch: int) -> bytes | None:
+        """The registered signing key of ``device_id`` (see :data:`crdtsync.protocol.sealing.SenderKey`)."""
+        return registered_key(self.registry(), device_id)
+
+    def allowed_clients(self, author: str, batch: Batch) -> frozenset[int]:
+        """The Yjs client ids an entry of ``author`` may write under: those it registered, and those its body
+        announces that no other device owns (a joining device's)."""
+        registry = self.registry()
+        owned_elsewhere = {c for d, e in registry.items() if d != author for c in e.get("clients", ())}
+        own = set(registry.get(author, {}).get("clients", ()))
+        return frozenset(own | (set(batch.clients) - owned_elsewhere))
+
+    def _sealed_count(self) -> int:
+        return int(self.db.get_meta(SEALED_META.format(epoch=self.keyring.epoch)) or 0)
+
+    # -- what this device holds -------------------------------------------------------------------------
+
+    def summary(self) -> Summary:
+        """What this device holds of every author it holds anything of (its own log included)."""
+        return {author: self.db.have(author) for author in self.db.authors()}
+
+    def have(self, author: str) -> Have:
+        """What this device holds of ``author``."""
+        return self.db.have(author)
+
+    def entry(self, author: str, kind: int, seq: int) -> Entry | None:
+        """A held entry as it was received (or sealed here), or None."""
+        parts = self.db.entry_parts(author, kind, seq)
+        return None if parts is None else Entry(author, kind, seq, tuple(parts))
+
+    def head(self, author: str) -> bytes | None:
+        """The newest verified head envelope of ``author`` this device holds."""
+        return self.db.author(author).head
+
+    def stored_head(self, author: str) -> Head | None:
+        """:meth:`head`, opened."""
+        data = self.head(author)
+        return None if data is None else open_head(self.keyring, self.sender_key, data, author, "a stored head")
+
+    # -- heads ------------------------------------------------------------------------------------------
+
+    def take_head(self, author: str, data: bytes, where: str) -> Head:
+        """Verify the head envelope ``data`` of ``author`` from ``where``; raise the fork alarm when it (or an ack
+        in it) gives a digest this device holds otherwise; keep it as pending when newer than what this device
+        holds (stored once its entries are applied: :meth:`keep_heads`). Returns it.
+
+        Raises:
+            EnvelopeError, MailboxError: the head does not open (its code); ``MAILBOX_FORK``.
+        """
+        head = open_head(self.keyring, self.sender_key, data, author, where)
+        checks = [(author, head.seq, head.digest)] + [(a, ack.seq, ack.digest) for a, ack in head.acks.items()]
+        for subject, seq, digest in checks:
+            if is_device_id(subject) and contradicts(self.db.known_digests(subject), seq, digest):
+                error = fork_error(subject, seq, f"{where} ({'head' if subject == author else 'an ack'})")
+                self.db.raise_alarm("MAILBOX_FORK", error.message, device=subject)
+                raise error
+        row = self.db.author(author)
+        newest = self.pending.get(author)
+        if head.newer_than(newest[0] if newest else None) and (
+                row.head is None or (head.seq, head.n) > (row.head_seq, row.head_n)):
+            self.pending[author] = (head, data)
+        return head
+
+    def keep_heads(self) -> None:
+        """Store the pending heads whose entries this device has applied (a head that only renewed its acks, or
+        one whose entries were just brought)."""
+        with self.db.write():
+            for author, (head, data) in self.pending.items():
+                row = self.db.author(author)
+                if author != self.me and row.applied == head.seq and head.digest in (row.chain, b"") and (
+                        row.head is None or (head.seq, head.n) > (row.head_seq, row.head_n)):
+                    self.db.set_head(author, data, head.seq, head.n)
+
+    def holders(self, author: str) -> dict[str, Any]:
+        """``{seq, holders}``: the entry of ``author`` this device waits for and the devices whose heads say
+        they applied it (they can supply it)."""
+        seq = self.db.author(author).applied + 1
+        holders = []
+        for device, row in self.db.authors().items():
+            if row.head is None or device == self.me:
+                continue
+            try:
+                head = open_head(self.keyring, self.sender_key, row.head, device, "a stored head")
+            except CrdtsyncError:
+                continue
+            if (device == author and head.seq >= seq) or head.acks.get(author, Ack(0)).seq >= seq:
+                holders.append(device)
+        return {"seq": seq, "holders": sorted(holders)}
+
+    # -- taking entries in ------------------------------------------------------------------------------
+
+    def check_room(self, author: str, seq: int) -> None:
+        """Refuse to take more of ``author`` while the inbox is full and its updates already wait there.
+
+        Raises:
+            MailboxError: ``UPDATE_INBOX_FULL``.
+        """
+        if self.db.held_count() >= integration.MAX_HELD and author in self.db.held_origins():
+            raise MailboxError(
+                f"{integration.MAX_HELD} received updates wait for writes no device has brought (`crdtsync status` "
+                f"shows whose); device {author}'s log from seq {seq} is left where it is until they integrate",
+                code="UPDATE_INBOX_FULL")
+
+    def accept(self, entry: Entry, applied: int, chain: bytes, where: str) -> Accepted:
+        """Open ``entry`` and check it follows its author's log applied up to ``applied`` (digest ``chain``).
+
+        Raises:
+            EnvelopeError, MailboxError: the entry does not open, is not what was expected, or does not follow
+                the chain (``MAILBOX_FORK``, with a persistent alarm).
+        """
+        opened = open_entry(self.keyring, self.sender_key, entry, where)
+        try:
+            check_entry(entry.author, applied, chain, entry.kind, opened.batch, where)
+        except MailboxError as exc:
+            if exc.code == "MAILBOX_FORK":
+                self.db.raise_alarm("MAILBOX_FORK", exc.message, device=entry.author)
+            raise
+        return Accepted(entry, opened, opened.batch.prev if entry.kind == KIND_SNAPSHOT else opened.digest)
+
+    def integrate(self, group: list[Accepted]) -> list[tuple[Entry, ApplyResult]]:
+        """Keep ``group``'s entries (one author's, in order, each accepted after the one before) as received and
+        integrate their updates; the author's applied point moves to the last of them, and its pending head is
+        stored when it names that point, in the same transaction. Updates with structs of client ids the author
+        does not own are quarantined (``UPDATE_FOREIGN_CLIENT``), their entries kept (they are the author's, and
+        every device refuses them alike). Returns each entry's result."""
+        author = group[0].entry.author
+        last = group[-1]
+
+        def stored() -> None:
+            for item in group:
+                digest = item.opened.batch.prev if item.entry.kind == KIND_SNAPSHOT else item.opened.digest
+                self.db.put_entry(author, item.entry.kind, item.entry.seq, digest, list(item.entry.parts))
+            self.db.set_applied(author, last.entry.seq, last.chain)
+            pending = self.pending.get(author)
+            if pending is not None and pending[0].seq == last.entry.seq and pending[0].digest in (last.chain, b""):
+                self.db.set_head(author, pending[1], pending[0].seq, pending[0].n)
+
+        results = self.replica.apply_updates(
+            [(item.opened.batch.update, author) for item in group], on_stored=stored,
+            allowed_clients=[self.allowed_clients(author, item.opened.batch) for item in group], limit_held=False)
+        if not all(item.opened.registered for item in group):
+            self.forget_registry()
+        return [(item.entry, result) for item, result in zip(group, results, strict=True)]
+
+    # -- this device's own log --------------------------------------------------------------------------
+
+    def logged_updates(self) -> list[tuple[int, bytes]]:
+        """This device's logged updates that its own log does not hold yet."""
+        return self.replica.local_updates_after(int(self.db.get_cursor(LOGGED_SCOPE, LOGGED_KEY) or b"0"))
+
+    def commit(self) -> Entry | None:
+        """Make this device's writes since its last entry its next log entry (and a snapshot entry every
+        :attr:`snapshot_every`), stored in one transaction with the cursor of what the log holds. Returns the
+        new log entry, or None when there was nothing to write."""
+        if self.replica.reapply_rebased():
+            self.forget_registry()
+        row = self.db.author(self.me)
+        last_id = self.db.last_update_id()
+        if row.applied == 0:
+            update = self.replica.own_contribution()
+        else:
+            rows = self.logged_updates()
+            if not rows:
+                return None
+            update = merge_updates(*[data for _, data in rows])
+        clients = tuple(self.registry().get(self.me, {}).get("clients", ()))
+        seq = row.applied + 1
+        body = Batch(seq, update, clients, prev=row.chain).to_body()
+        digest = chain_digest(body)
+        count = self._sealed_count()
+        parts, count = seal_entry(self.keyring, KIND_UPDATE, body, sealed_count=count,
+                                  max_part_bytes=MAX_OBJECT_BYTES, randbytes=self.randbytes)
+        snapshot: list[bytes] | None = None
+        if seq - self.db.have(self.me).snap >= self.snapshot_every:
+            snap_body = Batch(seq, self.replica.own_contribution(), clients, prev=digest).to_body()
+            snapshot, count = seal_entry(self.keyring, KIND_SNAPSHOT, snap_body, sealed_count=count,
+                                         max_part_bytes=MAX_OBJECT_BYTES, randbytes=self.randbytes)
+        with self.db.write():
+            self.db.set_meta(SEALED_META.format(epoch=self.keyring.epoch), str(count))
+            self.db.put_entry(self.me, KIND_UPDATE, seq, digest, parts)
+            if snapshot is not None:
+                self.db.put_entry(self.me, KIND_SNAPSHOT, seq, digest, snapshot)
+            self.db.set_applied(self.me, seq, digest)
+            if row.applied == 0:  # the per-relay push cursors of protocol v1 hold nothing back any more
+                for relay in self.db.cursors(LOGGED_SCOPE):
+                    self.db.set_cursor(LOGGED_SCOPE, relay, str(last_id).encode())
+            self.db.set_cursor(LOGGED_SCOPE, LOGGED_KEY, str(last_id).encode())
+        return Entry(self.me, KIND_UPDATE, seq, tuple(parts))
+
+    def renew_head(self) -> bytes | None:
+        """Seal a new head of this device when its seq, snapshot, lowest log or acks changed (or a newer head of
+        its own was seen elsewhere); returns it, or None when the stored one stands."""
+        own = self.db.have(self.me)
+        if own.seq == 0:
+            return None
+        acks = {author: Ack(row.applied, row.chain) for author, row in self.db.authors().items()
+                if author != self.me and row.applied}
+        current = self.stored_head(self.me)
+        seen = self.pending.get(self.me)
+        n = max(current.n if current is not None else 0, seen[0].n if seen is not None else 0) + 1
+        head = Head(seq=own.seq, snap=own.snap, first=own.first, digest=own.digest, n=n, acks=acks)
+        if seen is None and current is not None and replace(current, n=n) == head:
+            return None
+        count = self._sealed_count()
+        data = seal_head(self.keyring, head, sealed_count=count, randbytes=self.randbytes)
+        with self.db.write():
+            self.db.set_meta(SEALED_META.format(epoch=self.keyring.epoch), str(count + 1))
+            self.db.set_head(self.me, data, head.seq, head.n)
+        self.pending.pop(self.me, None)
+        return data
+
+    def compact(self, seen: Iterable[str] = ()) -> None:
+        """Drop the entries that the heads no longer keep: this device's own log below the floor that every
+        other device it knows of (registered, held here, or ``seen`` elsewhere) acknowledged and its snapshot
+        covers, other authors' below their heads' lowest kept seq; renews the head when its own log moved."""
+        rows = self.db.authors()
+        readers = (set(self.registry()) | set(rows) | set(seen)) - {self.me}
+        acks: dict[str, int] = {}
+        heads: dict[str, Head] = {}
+        for device, row in rows.items():
+            if row.head is None:
+                continue
+            try:
+                heads[device] = open_head(self.keyring, self.sender_key, row.head, device, "a stored head")
+            except CrdtsyncError:
+                continue
+            if device != self.me:
+                acks[device] = heads[device].acks.get(self.me, Ack(0)).seq
+        own = self.db.have(self.me)
+        floor = compaction_floor(own.snap, acks, readers) if readers else 0
+        with self.db.write():
+            if floor >= own.first:
+                self.db.drop_entries(self.me, floor + 1, own.snap)
+            for device, head in heads.items():
+                if device != self.me and head.first > 1:
+                    self.db.drop_entries(device, head.first, head.snap)
+        if floor >= own.first:
+            self.renew_head()
