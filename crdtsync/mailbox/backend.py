@@ -293,8 +293,9 @@ class BlobStore:
     def walk(self, prefix: str) -> dict[str, tuple[int, str]]:
         """Every object under ``prefix``, at any depth: ``{key: (size in bytes, modification mark)}`` where the
         mark (an ETag on S3, a modification time on a folder) changes when the object is rewritten; temporary
-        files and anything but regular objects are left out. One listing request (one per 1000 keys on S3). A
-        missing prefix walks as empty; the listing may lag behind recent puts."""
+        files and folders are left out (a FIFO, socket, device or symlink in a folder is listed, never opened:
+        :meth:`get` refuses it). One listing request (one per 1000 keys on S3). A missing prefix walks as empty;
+        the listing may lag behind recent puts."""
         path = self._path(prefix).rstrip("/")
         self.stats.lists += 1
 
@@ -312,7 +313,7 @@ class BlobStore:
         out: dict[str, tuple[int, str]] = {}
         for name, info in found.items():
             stripped = self.fs._strip_protocol(name)
-            if not stripped.startswith(base) or info.get("type") != "file":
+            if not stripped.startswith(base) or info.get("type") == "directory":
                 continue
             rel = stripped[len(base):]
             if rel.rsplit("/", 1)[-1].startswith(TMP_PREFIX):

@@ -187,8 +187,9 @@ def test_a_read_takes_at_most_one_byte_past_the_size_limit(tmp_path: Path) -> No
 
 
 def test_a_fifo_as_a_devices_head_is_reported_by_sync_and_the_sync_ends(tmp_path: Path) -> None:
-    """The whole path: a FIFO put in place of another device's head. The pull of that device reports
-    MAILBOX_NOT_A_FILE (exit 8 in the CLI) and the sync returns; with the head back, it syncs."""
+    """The whole path: a FIFO put in place of another device's head. The sync reports MAILBOX_NOT_A_FILE (exit 8
+    in the CLI) and returns, having put back the head it holds of that device over the FIFO; with the newest
+    head back, it syncs."""
     box = tmp_path / "box"
     Vault.init(tmp_path / "laptop", name="v", device_name="laptop", passphrase=PASSPHRASE, kdf=cheap_kdf())
     with Vault.open(tmp_path / "laptop") as laptop:
@@ -207,6 +208,7 @@ def test_a_fifo_as_a_devices_head_is_reported_by_sync_and_the_sync_ends(tmp_path
     with Vault.open(tmp_path / "phone") as phone:
         reports = within_deadline(phone.sync)
         assert [e["code"] for r in reports for e in r.errors] == ["MAILBOX_NOT_A_FILE"]
+        assert head.is_file() and not head.is_fifo()  # healed with the head the phone verified at its join
         head.unlink()
         head.write_bytes(kept)
         assert [e for r in within_deadline(phone.sync) for e in r.errors] == []

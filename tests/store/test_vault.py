@@ -157,7 +157,7 @@ def test_a_second_creation_racing_into_the_same_folder_is_refused_without_touchi
         header = vault.header
     rival = VaultSecrets(device=DeviceKeys.generate(), vault_id=header.vault_id, epochs={0: new_vault_key()})
     with pytest.raises(VaultError) as refused:
-        create_store(Vault, folder, rival, header, vault_name="rival", device_name=None, founder=True)
+        create_store(folder, rival, header, vault_name="rival", device_name=None, founder=True)
     assert refused.value.code == "VAULT_EXISTS"
     assert (folder / "keys").read_bytes() == keys_before
     with Vault.open(folder) as vault:
