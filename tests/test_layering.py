@@ -21,7 +21,8 @@ FORBIDDEN = {"anyio", "asyncio", "trio", "socket", "sqlite3", "time", "random", 
              "zeroconf", "aiortc", "ssl", "select", "selectors"}
 #: The layers above the pure ones.
 ABOVE = ("crdtsync.store", "crdtsync.mailbox", "crdtsync.cli", "crdtsync.vault", "crdtsync.imports",
-         "crdtsync._vault", "crdtsync.node", "crdtsync.replication", "crdtsync.live", "crdtsync.transport", "crdtsync.discovery")
+         "crdtsync._vault", "crdtsync.node", "crdtsync.replication", "crdtsync.live", "crdtsync.transport",
+         "crdtsync.discovery")
 PURE = ("model", "crypto", "protocol")
 
 
