@@ -131,10 +131,13 @@ class LiveSync:
     # -- events -----------------------------------------------------------------------------------------
 
     def _on(self, event: Any) -> bytes:
-        if isinstance(event, PeerHello):
-            self.report.peer = event.device
-            return self._send_heads() + self._send_lacking()
-        if isinstance(event, SummaryReceived):
+        if isinstance(event, PeerHello | SummaryReceived):
+            if isinstance(event, PeerHello):
+                self.report.peer = event.device
+            try:
+                self.logs.check_summary(event.summary, f"the summary of peer {self.report.peer}")
+            except CrdtsyncError as exc:
+                return self.abort(exc.code, exc.message)
             return self._send_heads() + self._send_lacking()
         if isinstance(event, EntryReceived):
             return self._take(event.entry)

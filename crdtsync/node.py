@@ -192,8 +192,5 @@ def first_sync(vault: Syncing, relay_name: str, progress: Progress | None = None
     reports += vault.sync(relay_name, pull=False)
     errors = [e for r in reports for e in r.errors]
     if errors:
-        holders = errors[0].get("holders")
-        who = (f" (devices that acknowledged it: {', '.join(holders)})" if holders else
-               " (no device has acknowledged it yet)" if holders is not None else "")
         raise MailboxError(f"joined, but the first sync reported: [{errors[0]['code']}] "
-                           f"{errors[0]['message']}{who}; run `crdtsync sync` again", code=errors[0]["code"])
+                           f"{errors[0]['message']}; run `crdtsync sync` again", code=errors[0]["code"])

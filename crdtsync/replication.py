@@ -144,6 +144,19 @@ class AuthorLogReplica:
             self.pending[author] = (head, data)
         return head
 
+    def check_summary(self, summary: Summary, where: str) -> None:
+        """Raise the fork alarm when ``summary`` (what another device holds) names a digest for an author's seq
+        that differs from the one this device holds.
+
+        Raises:
+            MailboxError: ``MAILBOX_FORK``.
+        """
+        for author, have in sorted(summary.items()):
+            if contradicts(self.db.known_digests(author), have.seq, have.digest):
+                error = fork_error(author, have.seq, where)
+                self.db.raise_alarm("MAILBOX_FORK", error.message, device=author)
+                raise error
+
     def keep_heads(self) -> None:
         """Store the pending heads whose entries this device has applied (a head that only renewed its acks, or
         one whose entries were just brought)."""

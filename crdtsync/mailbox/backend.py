@@ -208,6 +208,11 @@ class BlobStore:
         """True for the folder backend (atomic rename is available)."""
         return "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
 
+    def root_missing(self) -> bool:
+        """Whether this folder store's own folder is absent (a stick or drive not mounted, a synced folder
+        moved); always False for S3 and memory stores."""
+        return self.is_local and not Path(self.root).is_dir()
+
     def _path(self, key: str) -> str:
         return f"{self.root}/{key}" if self.root else key
 

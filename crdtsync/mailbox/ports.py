@@ -1,5 +1,7 @@
-"""What the mailbox driver needs of a vault: :class:`VaultReplica`, a ``typing.Protocol`` that
-:class:`crdtsync.vault.Vault` satisfies. Nothing in :mod:`crdtsync.mailbox` imports the vault itself."""
+"""What the mailbox driver needs, as ``typing.Protocol``s: of a vault, :class:`VaultReplica` (which
+:class:`crdtsync.vault.Vault` satisfies; nothing in :mod:`crdtsync.mailbox` imports the vault itself), and of a
+blob store, :class:`ObjectStore` (which :class:`crdtsync.mailbox.backend.BlobStore` satisfies for every fsspec
+backend)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,43 @@ from crdtsync.crypto.header import VaultHeader
 from crdtsync.store.db import Store
 from crdtsync.store.integration import ApplyResult
 from crdtsync.store.secrets_file import VaultSecrets
+
+
+class Counters(Protocol):
+    """A store's operation counters."""
+
+    @property
+    def operations(self) -> int:
+        """Every object operation so far."""
+
+
+class ObjectStore(Protocol):
+    """Whole-object access to one prefix of a dumb blob store: no rename, append, lock or conditional write;
+    listings may lag. Keys are ``/``-separated paths under the prefix."""
+
+    @property
+    def url(self) -> str:
+        """The store's URL, as saved for the relay."""
+
+    @property
+    def stats(self) -> Counters:
+        """What the store did so far."""
+
+    def root_missing(self) -> bool:
+        """Whether the store's own folder is absent (a folder relay on a drive not mounted); False for stores
+        without folders."""
+
+    def get(self, key: str) -> bytes | None:
+        """The whole object, or None when it does not exist (yet)."""
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write the whole object."""
+
+    def delete(self, key: str) -> None:
+        """Delete the object (a missing one is not an error)."""
+
+    def walk(self, prefix: str) -> dict[str, tuple[int, str]]:
+        """Every object under ``prefix``: key -> (size in bytes, modification mark)."""
 
 
 class VaultReplica(Protocol):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from crdtsync.errors import CrdtsyncError
 
 if TYPE_CHECKING:
-    from crdtsync.mailbox.backend import BlobStore
+    from crdtsync.mailbox.ports import ObjectStore
 
 
 @dataclass
@@ -54,7 +54,7 @@ class RelayView:
     (author -> (seq, n)), and the authors whose head there went back since this device last read it."""
 
     name: str
-    store: BlobStore
+    store: ObjectStore
     report: SyncReport
     objects: dict[str, tuple[int, str]] = field(default_factory=dict)
     heads: dict[str, tuple[int, int]] = field(default_factory=dict)

@@ -1,5 +1,5 @@
 """Mailbox protocol v2, the driver: every author's log carried through every relay, relays healed, over
-:class:`~crdtsync.mailbox.backend.BlobStore` objects.
+:class:`~crdtsync.mailbox.ports.ObjectStore` (a :class:`~crdtsync.mailbox.backend.BlobStore` of any fsspec backend).
 
 Layout under a vault's folder (README.md "Mailbox layout" is the spec)::
 
@@ -44,13 +44,13 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from crdtsync.crypto.envelope import KIND_SNAPSHOT, KIND_UPDATE
+from crdtsync.crypto.envelope import KIND_SNAPSHOT
 from crdtsync.crypto.header import VaultHeader
 from crdtsync.crypto.keys import is_device_id, vault_tag
 from crdtsync.errors import CrdtsyncError, MailboxError, VaultError
 from crdtsync.mailbox import v1
-from crdtsync.mailbox.backend import BlobStore, check_apart
-from crdtsync.mailbox.ports import VaultReplica
+from crdtsync.mailbox.backend import check_apart
+from crdtsync.mailbox.ports import ObjectStore, VaultReplica
 from crdtsync.mailbox.relay import RelayView, SyncReport
 from crdtsync.model.yupdate import item_positions
 from crdtsync.protocol.mailbox import (
@@ -69,7 +69,7 @@ from crdtsync.protocol.mailbox import (
     vault_prefix,
 )
 from crdtsync.protocol.messages import Entry, Head
-from crdtsync.protocol.sealing import open_entry, open_head
+from crdtsync.protocol.sealing import open_head
 from crdtsync.replication import Accepted, AuthorLogReplica
 
 #: A callback ``(objects done, objects in all)`` for long pulls.
@@ -90,7 +90,7 @@ class AuthorLogSync:
     """One sync of a vault's author logs (``logs``) with ``relays`` ((name, store) pairs): see the module
     docstring."""
 
-    def __init__(self, logs: AuthorLogReplica, relays: Sequence[tuple[str, BlobStore]]) -> None:
+    def __init__(self, logs: AuthorLogReplica, relays: Sequence[tuple[str, ObjectStore]]) -> None:
         self.logs = logs
         self.db = logs.db
         self.me = logs.me
@@ -128,7 +128,7 @@ class AuthorLogSync:
     def _look(self, relay: RelayView) -> None:
         """List the relay's vault folder and read the heads that changed since the last sync."""
         try:
-            if relay.store.is_local and not Path(relay.store.root).is_dir():
+            if relay.store.root_missing():
                 raise MailboxError(f"the folder of relay {relay.name} ({relay.store.url}) is not there (a stick or "
                                    "drive not mounted, a folder moved?): nothing was synced through it",
                                    code="MAILBOX_UNAVAILABLE")
@@ -172,27 +172,36 @@ class AuthorLogSync:
     # -- restore ----------------------------------------------------------------------------------------
 
     def _restore(self, live: list[RelayView]) -> None:
-        """Take back this device's own entries that a relay holds past its log (a restored device)."""
+        """Take back this device's own entries that a relay holds past its log (a restored device): fetched once,
+        checked for reused Yjs clocks, then integrated."""
         pending = self.logs.pending.get(self.me)
         row = self.db.author(self.me)
         if pending is None or pending[0].seq <= row.applied:
             return
         head = pending[0]
-        sources = [r for r in live if r.heads.get(self.me, (0, 0))[0] >= head.seq]
-        self._rebase_reused_clocks(sources, row.applied, head.seq)
-        for relay in sources:
+        for relay in (r for r in live if r.heads.get(self.me, (0, 0))[0] >= head.seq):
             try:
-                self._pull_author(relay, self.me, head)
+                accepted = []
+                applied, chain = row.applied, row.chain
+                for kind, seq in entries_to_fetch(row.applied, head):
+                    entry = self._fetch(relay, self.me, kind, seq)
+                    accepted.append(self.logs.accept(entry, applied, chain, entry_key(self.tag, self.me, kind, seq)))
+                    applied, chain = seq, accepted[-1].chain
+                self._rebase_reused_clocks(accepted, relay.name)
+                for item in accepted:  # one by one: a snapshot's chain link is not the digest of its body
+                    self._integrate([item], relay)
                 break
             except CrdtsyncError as exc:
+                if exc.code == "DEVICE_CLOCKS_REUSED":
+                    raise  # every relay reports it: nothing is synced from this vault
                 relay.fail(exc, self.me)
         if self.logs.replica.reapply_rebased():
             self.logs.forget_registry()
 
-    def _rebase_reused_clocks(self, sources: list[RelayView], applied: int, newest: int) -> None:
-        """Before taking back this device's own entries ``applied + 1 .. newest`` (written by this device but
-        unknown to its store: restored from a backup, or copied), make sure the writes it logged since did not
-        reuse their Yjs clocks; when they did, they are taken out and written again under a new client id
+    def _rebase_reused_clocks(self, lost_entries: list[Accepted], relay: str) -> None:
+        """Before taking back this device's own ``lost_entries`` (written by this device but unknown to its store:
+        restored from a backup, or copied), make sure the writes it logged since did not reuse their Yjs clocks;
+        when they did, they are taken out and written again under a new client id
         (:meth:`crdtsync.vault.Vault.rebase_unpushed`).
 
         Raises:
@@ -203,25 +212,24 @@ class AuthorLogSync:
         ours: dict[tuple[int, int], bytes] = {}
         for _, data in unlogged:
             ours.update((item, where) for item, where in item_positions(data).items() if item[0] in mine)
-        if not ours or not sources:
+        if not ours:
             return
         reused = 0
-        for seq in range(applied + 1, newest + 1):
-            entry = self._fetch(sources[0], self.me, KIND_UPDATE, seq)
-            lost = item_positions(open_entry(self.logs.keyring, self.logs.sender_key, entry, "own log").batch.update)
-            reused += sum(1 for item, where in ours.items() if lost.get(item, where) != where)
+        for item in lost_entries:
+            lost = item_positions(item.opened.batch.update)
+            reused += sum(1 for key, where in ours.items() if lost.get(key, where) != where)
         if not reused:
             return
         try:
-            self.logs.replica.rebase_unpushed(unlogged, sources[0].name)
+            self.logs.replica.rebase_unpushed(unlogged, relay)
         except VaultError as exc:
             message = (f"this device was restored from a backup together with its state folder (or copied), and "
                        f"wrote before syncing: {reused} of its new Items reuse the Yjs clocks of writes that the "
-                       f"backup lost and relay {sources[0].name} still holds, and {exc.message}. Pushing them would "
+                       f"backup lost and relay {relay} still holds, and {exc.message}. Pushing them would "
                        "make other devices ignore them or misplace later edits, so nothing is synced from this "
                        "vault. Make a fresh copy with `crdtsync join` in a new folder and re-enter what was written "
                        "here since the restore (`crdtsync log` lists it)")
-            self.db.raise_alarm("DEVICE_CLOCKS_REUSED", message, relay=sources[0].name)
+            self.db.raise_alarm("DEVICE_CLOCKS_REUSED", message, relay=relay)
             raise MailboxError(message, code="DEVICE_CLOCKS_REUSED") from None
         self.logs.replica.reapply_rebased()
         self.logs.forget_registry()
@@ -252,8 +260,14 @@ class AuthorLogSync:
                     if exc.code == "UPDATE_INBOX_FULL":
                         waiting.append(author)
                         break
-                    extra = self.logs.holders(author) if exc.code == "MAILBOX_OBJECT_MISSING" else {}
-                    relay.fail(exc, author, **extra)
+                    if exc.code == "MAILBOX_OBJECT_MISSING":
+                        waits = self.logs.holders(author)
+                        who = ", ".join(waits["holders"]) or "none yet"
+                        relay.report.errors.append({
+                            "device": author, "code": exc.code, **waits,
+                            "message": f"{exc.message} (devices that acknowledged it: {who})"})
+                    else:
+                        relay.fail(exc, author)
                     if exc.code == "MAILBOX_FORK":
                         break
                 if self.db.author(author).applied >= head.seq:
@@ -399,7 +413,7 @@ def _header_problem(data: bytes | None, ours: VaultHeader) -> str | None:
     return None
 
 
-def publish_header(store: BlobStore, header: VaultHeader) -> bool:
+def publish_header(store: ObjectStore, header: VaultHeader) -> bool:
     """Write ``header`` as ``vault.json`` of its vault in ``store`` unless the store already holds it (the
     vault's, committing to the same keys). Returns whether it wrote."""
     key = header_key(vault_tag(header.vault_id))
@@ -409,7 +423,7 @@ def publish_header(store: BlobStore, header: VaultHeader) -> bool:
     return True
 
 
-def sync_relays(replica: VaultReplica, relays: Sequence[tuple[str, BlobStore]], *, push: bool = True,
+def sync_relays(replica: VaultReplica, relays: Sequence[tuple[str, ObjectStore]], *, push: bool = True,
                 pull: bool = True, progress: Progress | None = None,
                 clock: Callable[[], float] = time.monotonic) -> list[SyncReport]:
     """Sync ``replica`` with every relay of ``relays`` at once (see the module docstring); one
@@ -422,7 +436,7 @@ def sync_relays(replica: VaultReplica, relays: Sequence[tuple[str, BlobStore]], 
     another's, then reports ``SYNC_BUSY`` for that relay and leaves it out."""
     started = clock()
     before = {name: store.stats.operations for name, store in relays}
-    ready: list[tuple[str, BlobStore]] = []
+    ready: list[tuple[str, ObjectStore]] = []
     busy: dict[str, SyncReport] = {}
     with ExitStack() as locks:
         for name, store in relays:

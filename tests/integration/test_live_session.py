@@ -9,11 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pycrdt import merge_updates
 
 from crdtsync.live import LiveSync
 from crdtsync.replication import AuthorLogReplica
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
+from tests.mailbox.forge import push_raw
 
 
 def _memories(vault: Vault) -> list[dict[str, object]]:
@@ -116,3 +118,27 @@ def test_an_entry_a_peer_altered_ends_the_session_with_its_code_and_nothing_of_i
     assert a.report.error is not None and a.report.error["code"] == "ENVELOPE_BAD_SIGNATURE"  # told by d1
     assert d1.store.author(d0.device_id).applied == before
     assert "written on d0" not in {m.content for m in d1.list()}
+
+
+def test_two_devices_shown_two_histories_of_one_author_both_raise_the_fork_alarm_in_a_session(
+    devices: list[Vault],
+) -> None:
+    """d0 rewrites its own entry at one seq after d1 applied it; d2 applies the other version. When d1 and d2
+    meet in a session, the digests in their summaries disagree: both raise MAILBOX_FORK and the session ends."""
+    d0, d1, d2, _ = devices
+    memory = d0.add("meet at 10:00")
+    assert all(not r.errors for r in d0.sync())
+    assert all(not r.errors for r in d1.sync())
+    seq = d0.store.author(d0.device_id).applied
+    d0.update(memory.id, content="meet at 14:00")
+    rewritten = merge_updates(*[data for _, data in d0.store.local_updates_after(0)[-2:]])  # the add and edit
+    push_raw(d0, d0.secrets.device, rewritten, tuple(d0.devices()[d0.device_id]["clients"]), seq=seq,
+             prev=d0.store.known_digests(d0.device_id)[seq - 1])
+    assert all(not r.errors for r in d2.sync())
+    assert d2.get(memory.id).content == "meet at 14:00" and d1.get(memory.id).content == "meet at 10:00"
+    a, b = LiveSync(AuthorLogReplica(d1)), LiveSync(AuthorLogReplica(d2))
+    _wire(a, b, a.start(), b.start())
+    assert a.report.error is not None and a.report.error["code"] == "MAILBOX_FORK"
+    assert b.report.error is not None and b.report.error["code"] == "MAILBOX_FORK"
+    for vault in (d1, d2):
+        assert any(alarm["code"] == "MAILBOX_FORK" for alarm in vault.store.alarms())
