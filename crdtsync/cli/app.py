@@ -1,7 +1,8 @@
 """The ``crdtsync`` command line (typer + rich).
 
 Every command takes ``--vault PATH`` (else env ``CRDTSYNC_HOME``, else the platformdirs data folder); every
-command that prints data takes ``--json`` and then prints pure JSON on stdout. Expected failures print
+command that prints data takes ``--json`` and then prints pure JSON on stdout, the same whether the flag comes
+after the command name or before it (``crdtsync --json list``). Expected failures print
 ``error [CODE]: message`` on stderr (and ``{"error": {"code", "message"}}`` on stdout with ``--json``) and exit
 with the status of :func:`crdtsync.errors.exit_status`; no traceback reaches the user.
 """
@@ -91,7 +92,19 @@ VaultOpt = Annotated[
     typer.Option("--vault", help="Vault folder (default: $CRDTSYNC_HOME, else the user data folder).",
                  show_default=False),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+def _json_flag(ctx: typer.Context, value: bool) -> bool:
+    """A command's ``--json``: on when given after the command name or before it (``crdtsync --json list``, the
+    root's :data:`GlobalJsonOpt`), so both spellings print the same. Click parses the root's options before it
+    makes the command's context, so the root's value is known here."""
+    return value or bool(ctx.find_root().params.get("as_json"))
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.", callback=_json_flag)]
+#: The root's ``--json`` (before the command name): every command's :data:`JsonOpt` takes it, and errors of a
+#: command without one (``export``) print the JSON error object.
+GlobalJsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, as every command's --json does.")]
 _ID_HELP = "A memory id, or its first characters (at least 4) when they start no other id."
 IdArg = Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP, show_default=False)]
 #: ``list`` and ``search`` filters.
@@ -304,7 +317,7 @@ def _installed(package: str) -> str:
 @app.callback()
 def _root(
     vault: VaultOpt = None,
-    as_json: JsonOpt = False,
+    as_json: GlobalJsonOpt = False,
     agent: Annotated[
         str | None,
         typer.Option("--agent", help="Label writes with the agent making them, e.g. claude-code "
