@@ -13,7 +13,6 @@ import io
 import json
 import os
 import select
-import shutil
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -36,7 +35,14 @@ from typer.core import TyperGroup
 
 from crdtsync._fs import atomic_write
 from crdtsync.crypto.envelope import VERSION as ENVELOPE_VERSION
-from crdtsync.errors import CrdtsyncError, CryptoError, InvalidInputError, VaultError, exit_status
+from crdtsync.errors import (
+    CrdtsyncError,
+    CryptoError,
+    ImportFormatError,
+    InvalidInputError,
+    VaultError,
+    exit_status,
+)
 from crdtsync.mailbox.format import ROOT as MAILBOX_ROOT
 from crdtsync.model.records import Conflict, Memory
 from crdtsync.store.db import STORE_FORMAT
@@ -493,17 +499,33 @@ def _progress() -> Progress:
 
 
 @contextmanager
-def _spooled_stdin(path: Path) -> Iterator[Path]:
-    """``path``; for ``-``, a copy of standard input in a private temporary folder (the importer reads a file
-    twice: once to tell its format), removed afterwards."""
-    if str(path) != "-":
-        yield path
+def _spooled(path: Path) -> Iterator[tuple[Path, str | None]]:
+    """``(path, None)`` for a file or a folder (or a path that does not exist, which the importer reports); for
+    ``-`` (standard input) or a pipe or device (``<(command)``, a FIFO, ``/dev/zero``), ``(a copy of it, the name
+    to show for it)``: the importer reads its input twice (once to tell the format), which a stream cannot give.
+    The copy lives in a private temporary folder, is removed afterwards and keeps the input's file name, whose
+    suffix (``.jsonl``) helps tell the format. Raises ImportFormatError ``IMPORT_TOO_LARGE`` from
+    :func:`crdtsync.imports.spool` (more than 1 GiB, or a line longer than 64 MiB)."""
+    from crdtsync.imports import spool
+
+    stdin = str(path) == "-"
+    if not stdin and (path.is_file() or path.is_dir() or not path.exists()):
+        yield path, None
         return
     with tempfile.TemporaryDirectory(prefix="crdtsync-import-") as folder:  # mode 0700
-        spooled = Path(folder) / "stdin"
+        spooled = Path(folder) / ("stdin" if stdin else path.name or "input")
         with spooled.open("wb") as copy:
-            shutil.copyfileobj(sys.stdin.buffer, copy)
-        yield spooled
+            if stdin:
+                spool(sys.stdin.buffer, copy, "standard input")
+            else:
+                try:
+                    source = path.open("rb")
+                except OSError as exc:
+                    raise ImportFormatError(f"cannot read {path}: {exc.strerror or exc}",
+                                            code="IMPORT_UNREADABLE") from exc
+                with source:
+                    spool(source, copy, str(path))
+        yield spooled, str(path)
 
 
 @app.command("import")
@@ -517,16 +539,15 @@ def import_(
     """Import memories (JSONL, JSON, mem0, OpenMemory, a folder of memory files, LoCoMo). Idempotent."""
     from crdtsync.imports import count_hint
 
-    with _open(vault, as_json) as v, _progress() as bar, _spooled_stdin(path) as source:
+    with _open(vault, as_json) as v, _progress() as bar, _spooled(path) as (source, name):
         task = bar.add_task("importing", total=count_hint(source))
-        report = v.import_path(source, format=format, progress=lambda n: bar.update(task, completed=n),
-                               name="-" if source != path else None)
+        report = v.import_path(source, format=format, progress=lambda n: bar.update(task, completed=n), name=name)
     if as_json:
         _emit_json({"added": report.added, "skipped": report.skipped,
                     "problems": [{"location": p[0], "code": p[1], "message": p[2]} for p in report.problems]})
         return
     for location, code, message in report.problems:
-        err.print(Text.assemble(("skipped", "yellow"), f" {location} [{code}]: {message}"))
+        err.print(Text.assemble(("skipped", "yellow"), f" {_plain(location)} [{code}]: {_plain(message)}"))
     out.print(f"imported {report.added} memories ({report.skipped} already present, "
               f"{len(report.problems)} problems)")
 
