@@ -1,5 +1,5 @@
 """Tests of crdtsync.imports on real files (small fixtures in tests/data/imports, the LoCoMo corpus, files past
-the read limits, a FIFO and /dev/zero))."""
+the read limits, a FIFO and /dev/zero), and of what importing them into a vault makes of ids already taken."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import shutil
 import tracemalloc
 import uuid
 import zipfile
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import pytest
 
+from crdtsync._vault_import import IMPORT_BATCH_CHARS
 from crdtsync.errors import ImportFormatError
 from crdtsync.imports import (
     IMPORT_NAMESPACE,
@@ -31,6 +32,7 @@ from crdtsync.imports import (
     stable_id,
 )
 from crdtsync.model.records import MAX_CONTENT_BYTES, Memory
+from crdtsync.vault import Vault
 
 DATA = Path(__file__).parent / "data" / "imports"
 LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo"
@@ -538,3 +540,74 @@ def test_spool_copies_a_stream_and_stops_an_endless_one(tmp_path: Path) -> None:
     assert info.value.message.startswith("/dev/zero: a line longer than 64 MiB")
     assert (tmp_path / "copy").stat().st_size <= MAX_DOCUMENT_BYTES + (1 << 20)
 
+
+# --- importing into a vault: ids already taken -----------------------------------------------------------------
+
+
+def test_a_record_whose_id_an_earlier_record_holds_with_other_fields_is_a_problem(
+        make_vault: Callable[..., Vault], tmp_path: Path) -> None:
+    """Two records of one source (or one id) that disagree: the first is imported, the later one is reported
+    with its line and the first's, and never counted as already present; an identical repeat is."""
+    path = write_lines(tmp_path / "dupes.jsonl",
+                       {"content": "Lives in Lyon", "source": "notes:home"},
+                       {"content": "Lives in Paris", "source": "notes:home"},
+                       {"content": "Lives in Lyon", "source": "notes:home"},
+                       {"id": "0190f1c2-7a3b-7def-8abc-0123456789ab", "content": "Likes tea", "tags": ["drinks"]},
+                       {"id": "0190f1c2-7a3b-7def-8abc-0123456789ab", "content": "Likes tea"})
+    vault = make_vault()
+    report = vault.import_path(path)
+    assert (report.added, report.skipped) == (2, 1)
+    assert [(p[0], p[1]) for p in report.problems] == [(f"{path}:2", "IMPORT_DUPLICATE_ID"),
+                                                       (f"{path}:5", "IMPORT_DUPLICATE_ID")]
+    assert f"the record at {path}:1 has the same id (source 'notes:home') but another content" in report.problems[0][2]
+    assert "another tags" in report.problems[1][2]
+    assert sorted(m.content for m in vault.list()) == ["Likes tea", "Lives in Lyon"]
+    assert not report.all_failed
+
+
+def test_mem0_items_sharing_an_id_are_told_apart_across_import_batches(
+        make_vault: Callable[..., Vault], tmp_path: Path) -> None:
+    """The first record sits in an earlier write batch (batches end at IMPORT_BATCH_CHARS of content) than
+    its conflicting twin: the twin is still reported as a duplicate of its line."""
+    per_batch = IMPORT_BATCH_CHARS // MAX_CONTENT_BYTES
+    items = [{"id": f"m-{n}", "memory": f"{n:04d}" + "x" * (MAX_CONTENT_BYTES - 4), "hash": "h"}
+             for n in range(per_batch)]
+    items.append({"id": "m-0", "memory": "An edited memory 0", "hash": "h2"})
+    path = tmp_path / "mem0.json"
+    path.write_text(json.dumps({"results": items}), encoding="utf-8")
+    handled: list[int] = []
+    report = make_vault().import_path(path, progress=handled.append)
+    assert handled == [per_batch, per_batch + 1]  # two batches
+    assert (report.added, report.skipped) == (per_batch, 0)
+    assert [(p[0], p[1]) for p in report.problems] == [(f"{path}#{per_batch}", "IMPORT_DUPLICATE_ID")]
+    assert f"the record at {path}#0 has the same id (source 'mem0:m-0')" in report.problems[0][2]
+
+
+def test_a_record_that_differs_from_the_memory_holding_its_id_leaves_the_memory_as_it_is(
+        make_vault: Callable[..., Vault], tmp_path: Path) -> None:
+    """Re-importing an export after an edit, or a source's newer version of a record: the vault keeps what it
+    has and says which record it did not take; when no record could be imported, the audit row says so."""
+    vault = make_vault()
+    first = write_lines(tmp_path / "first.jsonl", {"content": "Standup at 9:30", "source": "cal:standup"},
+                        {"content": "Gym on Tuesdays", "source": "cal:gym"})
+    assert vault.import_path(first).added == 2
+    (standup,) = [m for m in vault.list() if m.source == "cal:standup"]
+    vault.update(standup.id, content="Standup at 9:45")
+    gym = next(m for m in vault.list() if m.source == "cal:gym")
+    vault.delete(gym.id)
+
+    again = vault.import_path(first)
+    assert (again.added, again.skipped) == (0, 1)  # the deleted memory is present as it was: it stays deleted
+    assert [(p[0], p[1]) for p in again.problems] == [(f"{first}:1", "IMPORT_ID_TAKEN")]
+    assert f"memory {standup.id} (source 'cal:standup') is already in the vault with another content" in (
+        again.problems[0][2])
+    assert vault.get(standup.id).content == "Standup at 9:45"
+    assert vault.get(gym.id).deleted
+
+    newer = write_lines(tmp_path / "newer.jsonl", {"content": "Standup at 10:00", "source": "cal:standup",
+                                                  "tags": ["work"]})
+    report = vault.import_path(newer)
+    assert report.all_failed and [p[1] for p in report.problems] == ["IMPORT_ID_TAKEN"]
+    assert "another content, tags" in report.problems[0][2]
+    rows = vault.log(limit=3)
+    assert [(r.op, r.code) for r in rows] == [("import", "IMPORT_ALL_FAILED"), ("import", None), ("import", None)]

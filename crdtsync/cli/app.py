@@ -536,18 +536,26 @@ def import_(
     vault: VaultOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import memories (JSONL, JSON, mem0, OpenMemory, a folder of memory files, LoCoMo). Idempotent."""
+    """Import memories (JSONL, JSON, mem0, OpenMemory, a folder of memory files, LoCoMo). Idempotent.
+
+    A memory is never changed by an import: a record whose id is taken by other values is a problem. Exits 3
+    (IMPORT_ALL_FAILED) when no record could be imported."""
     from crdtsync.imports import count_hint
 
     with _open(vault, as_json) as v, _progress() as bar, _spooled(path) as (source, name):
         task = bar.add_task("importing", total=count_hint(source))
         report = v.import_path(source, format=format, progress=lambda n: bar.update(task, completed=n), name=name)
-    if as_json:
+    if as_json and not report.all_failed:
         _emit_json({"added": report.added, "skipped": report.skipped,
                     "problems": [{"location": p[0], "code": p[1], "message": p[2]} for p in report.problems]})
         return
     for location, code, message in report.problems:
         err.print(Text.assemble(("skipped", "yellow"), f" {_plain(location)} [{code}]: {_plain(message)}"))
+    if report.all_failed:
+        location, code, message = report.problems[0]
+        _fail(ImportFormatError(f"no record of {name or path} could be imported ("
+                                f"{_count(len(report.problems), 'problem')}, on stderr; the first: {location} "
+                                f"[{code}]: {message})", code="IMPORT_ALL_FAILED"), as_json)
     out.print(f"imported {report.added} memories ({report.skipped} already present, "
               f"{len(report.problems)} problems)")
 

@@ -1,6 +1,6 @@
-"""``crdtsync import`` of endless or huge input, as real processes under a deadline: ``/dev/zero`` as a
+"""``crdtsync import`` of endless, huge or hopeless input, as real processes under a deadline: ``/dev/zero`` as a
 path and as standard input, FIFOs fed forever or with a few lines, a giant single line, documents and a zip
-member past the limit.
+member past the limit, an input in which every record fails, and records whose id is taken.
 
 Each process is killed at :data:`DEADLINE` (the test then fails instead of hanging), and its peak resident
 memory, read from ``wait4``, must stay under :data:`MEMORY_BOUND`, where the unbounded reader grew to gigabytes.
@@ -186,6 +186,54 @@ def test_a_zip_member_that_inflates_past_the_limit_is_refused(home: Path, tmp_pa
             member.write(b" " * (1 << 20))
         member.write(b"]}")
     fails_too_large(run_bounded(home, "import", str(path)), f"{path}!memories.json")
+
+
+# -- every record failed ------------------------------------------------------------------------------------------
+
+
+def test_an_import_in_which_every_record_failed_exits_3(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "hopeless.jsonl"
+    path.write_text('{"content": ""}\nnot json\n{"text": 42}\n', encoding="utf-8")
+    text = run_bounded(home, "import", str(path))
+    assert_fails(text, 3, "IMPORT_ALL_FAILED")
+    stderr = flat(text.stderr)
+    for line in (1, 2, 3):
+        assert flat(f"skipped {path}:{line} [") in stderr
+    assert flat(f"no record of {path} could be imported (3 problems") in stderr
+    as_json = run_bounded(home, "import", str(path), "--json")
+    assert_fails(as_json, 3, "IMPORT_ALL_FAILED", as_json=True)
+    with Vault.open(home) as vault:
+        assert [(r.op, r.code, r.detail["problems"]) for r in vault.log(limit=2)] == [
+            ("import", "IMPORT_ALL_FAILED", 3)] * 2
+        assert vault.list() == []
+
+
+def test_an_input_with_no_record_at_all_is_no_failure(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "empty.json"
+    path.write_text("[]", encoding="utf-8")
+    finished = run_bounded(home, "import", str(path), "--json")
+    assert (finished.returncode, json.loads(finished.stdout)) == (0, {"added": 0, "skipped": 0, "problems": []})
+
+
+# -- ids taken -------------------------------------------------------------------------------------------------------
+
+
+def test_a_record_whose_id_is_taken_is_reported_with_its_line_not_as_already_present(home: Path,
+                                                                                        tmp_path: Path) -> None:
+    """Two records of one source that disagree: the first is imported, the second is a problem naming both
+    lines; importing a newer version of the record later is a problem too, and the memory stays as it was."""
+    path = write_jsonl(tmp_path / "notes.jsonl", [{"content": "Lives in Lyon", "source": "notes:home"},
+                                                  {"content": "Lives in Paris", "source": "notes:home"}])
+    finished = run_bounded(home, "import", str(path))
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.strip() == "imported 1 memories (0 already present, 1 problems)"
+    assert flat(f"skipped {path}:2 [IMPORT_DUPLICATE_ID]: the record at {path}:1 has the same id") in flat(
+        finished.stderr)
+    newer = write_jsonl(tmp_path / "newer.jsonl", [{"content": "Lives in Paris", "source": "notes:home"}])
+    again = run_bounded(home, "import", str(newer), "--json")
+    assert_fails(again, 3, "IMPORT_ALL_FAILED", as_json=True)
+    assert "IMPORT_ID_TAKEN" in json.loads(again.stdout)["error"]["message"]
+    assert contents(home) == ["Lives in Lyon"]
 
 
 def test_reports_keep_their_shape_for_json_readers(home: Path, tmp_path: Path) -> None:
