@@ -122,8 +122,9 @@ def read_line(fh: ByteReader, limit: int) -> bytes | None:
 
 
 def spool(source: ByteReader, target: IO[bytes], name: str) -> int:
-    """Copy ``source`` (standard input, a pipe, a device) into the file ``target``, for an import that reads its
-    input twice (once to tell the format); returns the bytes copied.
+    """Copy ``source`` (standard input, a pipe, a device) into the file ``target``, :data:`CHUNK_BYTES` at a
+    time, for an import that reads its input twice (once to tell the format); ``name`` stands for ``source`` in
+    errors. Returns the bytes copied.
 
     Raises:
         ImportFormatError: ``IMPORT_TOO_LARGE`` past :data:`MAX_STREAM_BYTES`, or as soon as a line passes
