@@ -1,4 +1,5 @@
-"""Tests of crdtsync.imports on real files: small fixtures in tests/data/imports and the LoCoMo corpus."""
+"""Tests of crdtsync.imports on real files (small fixtures in tests/data/imports, the LoCoMo corpus, files past
+the read limits, a FIFO and /dev/zero), and of what importing them into a vault makes of ids already taken."""
 
 from __future__ import annotations
 
@@ -10,23 +11,28 @@ import shutil
 import tracemalloc
 import uuid
 import zipfile
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import pytest
 
+from crdtsync._vault_import import IMPORT_BATCH_CHARS
 from crdtsync.errors import ImportFormatError
 from crdtsync.imports import (
     IMPORT_NAMESPACE,
+    MAX_DOCUMENT_BYTES,
+    MAX_LINE_BYTES,
     ImportProblem,
     ImportRecord,
     count_hint,
     detect_format,
     export_jsonl,
     read_import,
+    spool,
     stable_id,
 )
 from crdtsync.model.records import MAX_CONTENT_BYTES, Memory
+from crdtsync.vault import Vault
 
 DATA = Path(__file__).parent / "data" / "imports"
 LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo"
@@ -431,3 +437,177 @@ def test_read_import_streams_a_large_jsonl(tmp_path: Path) -> None:
     assert peak < 1_000_000  # a few records in memory, not the 7 MB file
     assert [r.location for r in first] == [f"{path}:{n}" for n in range(1, 11)]
     assert sum(1 for _ in items) == 100_000 - 10
+
+
+# --- bounded reads ------------------------------------------------------------------------------------------
+
+
+def big_line(path: Path, size: int, *, before: bytes = b"", after: bytes = b"") -> Path:
+    """``before``, then one JSON object whose content is ``size`` bytes of ``x`` on a single line, then ``after``,
+    written a MiB at a time."""
+    with path.open("wb") as fh:
+        fh.write(before + b'{"content": "')
+        for start in range(0, size, 1 << 20):
+            fh.write(b"x" * min(1 << 20, size - start))
+        fh.write(b'"}\n' + after)
+    return path
+
+
+def test_a_jsonl_line_over_the_limit_is_a_problem_and_ends_the_file_in_bounded_memory(tmp_path: Path) -> None:
+    path = big_line(tmp_path / "long.jsonl", 3 * MAX_LINE_BYTES, before=b'{"content": "before"}\n',
+                    after=b'{"content": "after, never read"}\n')
+    tracemalloc.start()
+    try:
+        records, problems = split(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [r.content for r in records] == ["before"]
+    assert [(p.location, p.code) for p in problems] == [(f"{path}:2", "IMPORT_TOO_LARGE")]
+    assert "4 MiB" in problems[0].message and "rest of the file was not read" in problems[0].message
+    assert peak < 2 * MAX_LINE_BYTES + 1_000_000  # one line's worth, not the 12 MiB line
+    assert count_hint(path) == 3
+
+
+def test_a_jsonl_line_at_the_limit_is_read(tmp_path: Path) -> None:
+    """The limit counts the line without its newline; a record that long is refused by the model instead."""
+    overhead = len(b'{"content": ""}')
+    path = big_line(tmp_path / "edge.jsonl", MAX_LINE_BYTES - overhead)
+    records, problems = split(path)
+    assert (records, [p.code for p in problems]) == ([], ["CONTENT_TOO_LARGE"])
+
+
+@pytest.mark.parametrize("shape", ["one line", "pretty-printed", "in a zip"])
+def test_a_json_document_over_the_limit_is_refused_whole(tmp_path: Path, shape: str) -> None:
+    """``IMPORT_TOO_LARGE`` before anything is parsed: one line longer than a document may be, a document of
+    many lines, and a zip member that inflates past the limit (its compressed size is 65 KiB)."""
+    if shape == "one line":
+        path = big_line(tmp_path / "long.json", MAX_DOCUMENT_BYTES)
+    elif shape == "pretty-printed":
+        path = tmp_path / "array.json"
+        row = (json.dumps({"content": "y" * 1000}) + ",\n").encode()
+        with path.open("wb") as fh:
+            fh.write(b"[\n")
+            fh.writelines(row for _ in range(MAX_DOCUMENT_BYTES // len(row) + 1))
+            fh.write(b'{"content": "last"}\n]\n')
+        assert path.stat().st_size > MAX_DOCUMENT_BYTES
+    else:
+        path = tmp_path / "backup.zip"
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf, \
+                zf.open("memories.json", "w") as member:
+            member.write(b'{"memories": [')
+            for _ in range(MAX_DOCUMENT_BYTES >> 20):
+                member.write(b" " * (1 << 20))
+            member.write(b"]}")
+        assert path.stat().st_size < 100_000
+    with pytest.raises(ImportFormatError) as info:
+        list(read_import(path))
+    assert info.value.code == "IMPORT_TOO_LARGE"
+    assert str(path) in info.value.message and "64 MiB" in info.value.message
+    assert count_hint(path) is None
+
+
+def test_a_file_of_a_folder_over_the_limit_is_a_problem_and_the_others_import(tmp_path: Path) -> None:
+    folder = tmp_path / "memories"
+    folder.mkdir()
+    (folder / "a.json").write_text(json.dumps({"timestamp": "2024-01-01T00:00:00Z", "content": "small"}))
+    big_line(folder / "b.json", MAX_DOCUMENT_BYTES)
+    records, problems = split(folder)
+    assert [r.content for r in records] == ["small"]
+    assert [(p.location, p.code) for p in problems] == [(str(folder / "b.json"), "IMPORT_TOO_LARGE")]
+
+
+def test_a_pipe_or_a_device_is_refused_with_a_hint(tmp_path: Path) -> None:
+    """``read_import`` reads its input twice (once to tell the format), which a stream cannot give; the
+    ``crdtsync`` command copies one to a file first (tests/cli/test_import_limits.py)."""
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    for path, kwargs in ((fifo, {}), (fifo, {"format": "jsonl"}), (Path("/dev/zero"), {})):
+        with pytest.raises(ImportFormatError) as info:
+            read_import(path, **kwargs)
+        assert (info.value.code, "neither a file nor a folder" in info.value.message) == ("IMPORT_UNREADABLE", True)
+
+
+def test_spool_copies_a_stream_and_stops_an_endless_one(tmp_path: Path) -> None:
+    text = b'{"content": "one"}\n{"content": "two"}\n'
+    copy = io.BytesIO()
+    assert spool(io.BytesIO(text), copy, "standard input") == len(text)
+    assert copy.getvalue() == text
+    with Path("/dev/zero").open("rb") as zeros, (tmp_path / "copy").open("wb") as target, \
+            pytest.raises(ImportFormatError) as info:
+        spool(zeros, target, "/dev/zero")
+    assert info.value.code == "IMPORT_TOO_LARGE"
+    assert info.value.message.startswith("/dev/zero: a line longer than 64 MiB")
+    assert (tmp_path / "copy").stat().st_size <= MAX_DOCUMENT_BYTES + (1 << 20)
+
+
+# --- importing into a vault: ids already taken -----------------------------------------------------------------
+
+
+def test_a_record_whose_id_an_earlier_record_holds_with_other_fields_is_a_problem(
+        make_vault: Callable[..., Vault], tmp_path: Path) -> None:
+    """Two records of one source (or one id) that disagree: the first is imported, the later one is reported
+    with its line and the first's, and never counted as already present; an identical repeat is."""
+    path = write_lines(tmp_path / "dupes.jsonl",
+                       {"content": "Lives in Lyon", "source": "notes:home"},
+                       {"content": "Lives in Paris", "source": "notes:home"},
+                       {"content": "Lives in Lyon", "source": "notes:home"},
+                       {"id": "0190f1c2-7a3b-7def-8abc-0123456789ab", "content": "Likes tea", "tags": ["drinks"]},
+                       {"id": "0190f1c2-7a3b-7def-8abc-0123456789ab", "content": "Likes tea"})
+    vault = make_vault()
+    report = vault.import_path(path)
+    assert (report.added, report.skipped) == (2, 1)
+    assert [(p[0], p[1]) for p in report.problems] == [(f"{path}:2", "IMPORT_DUPLICATE_ID"),
+                                                       (f"{path}:5", "IMPORT_DUPLICATE_ID")]
+    assert f"the record at {path}:1 has the same id (source 'notes:home') but another content" in report.problems[0][2]
+    assert "another tags" in report.problems[1][2]
+    assert sorted(m.content for m in vault.list()) == ["Likes tea", "Lives in Lyon"]
+    assert not report.all_failed
+
+
+def test_mem0_items_sharing_an_id_are_told_apart_across_import_batches(
+        make_vault: Callable[..., Vault], tmp_path: Path) -> None:
+    """The first record sits in an earlier write batch (batches end at IMPORT_BATCH_CHARS of content) than
+    its conflicting twin: the twin is still reported as a duplicate of its line."""
+    per_batch = IMPORT_BATCH_CHARS // MAX_CONTENT_BYTES
+    items = [{"id": f"m-{n}", "memory": f"{n:04d}" + "x" * (MAX_CONTENT_BYTES - 4), "hash": "h"}
+             for n in range(per_batch)]
+    items.append({"id": "m-0", "memory": "An edited memory 0", "hash": "h2"})
+    path = tmp_path / "mem0.json"
+    path.write_text(json.dumps({"results": items}), encoding="utf-8")
+    handled: list[int] = []
+    report = make_vault().import_path(path, progress=handled.append)
+    assert handled == [per_batch, per_batch + 1]  # two batches
+    assert (report.added, report.skipped) == (per_batch, 0)
+    assert [(p[0], p[1]) for p in report.problems] == [(f"{path}#{per_batch}", "IMPORT_DUPLICATE_ID")]
+    assert f"the record at {path}#0 has the same id (source 'mem0:m-0')" in report.problems[0][2]
+
+
+def test_a_record_that_differs_from_the_memory_holding_its_id_leaves_the_memory_as_it_is(
+        make_vault: Callable[..., Vault], tmp_path: Path) -> None:
+    """Re-importing an export after an edit, or a source's newer version of a record: the vault keeps what it
+    has and says which record it did not take; when no record could be imported, the audit row says so."""
+    vault = make_vault()
+    first = write_lines(tmp_path / "first.jsonl", {"content": "Standup at 9:30", "source": "cal:standup"},
+                        {"content": "Gym on Tuesdays", "source": "cal:gym"})
+    assert vault.import_path(first).added == 2
+    (standup,) = [m for m in vault.list() if m.source == "cal:standup"]
+    vault.update(standup.id, content="Standup at 9:45")
+    gym = next(m for m in vault.list() if m.source == "cal:gym")
+    vault.delete(gym.id)
+
+    again = vault.import_path(first)
+    assert (again.added, again.skipped) == (0, 1)  # the deleted memory is present as it was: it stays deleted
+    assert [(p[0], p[1]) for p in again.problems] == [(f"{first}:1", "IMPORT_ID_TAKEN")]
+    assert f"memory {standup.id} (source 'cal:standup') is already in the vault with another content" in (
+        again.problems[0][2])
+    assert vault.get(standup.id).content == "Standup at 9:45"
+    assert vault.get(gym.id).deleted
+
+    newer = write_lines(tmp_path / "newer.jsonl", {"content": "Standup at 10:00", "source": "cal:standup",
+                                                  "tags": ["work"]})
+    report = vault.import_path(newer)
+    assert report.all_failed and [p[1] for p in report.problems] == ["IMPORT_ID_TAKEN"]
+    assert "another content, tags" in report.problems[0][2]
+    rows = vault.log(limit=3)
+    assert [(r.op, r.code) for r in rows] == [("import", "IMPORT_ALL_FAILED"), ("import", None), ("import", None)]

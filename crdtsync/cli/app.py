@@ -1,7 +1,8 @@
 """The ``crdtsync`` command line (typer + rich).
 
 Every command takes ``--vault PATH`` (else env ``CRDTSYNC_HOME``, else the platformdirs data folder); every
-command that prints data takes ``--json`` and then prints pure JSON on stdout. Expected failures print
+command that prints data takes ``--json`` and then prints pure JSON on stdout, the same whether the flag comes
+after the command name or before it (``crdtsync --json list``). Expected failures print
 ``error [CODE]: message`` on stderr (and ``{"error": {"code", "message"}}`` on stdout with ``--json``) and exit
 with the status of :func:`crdtsync.errors.exit_status`; no traceback reaches the user.
 """
@@ -12,7 +13,6 @@ import io
 import json
 import os
 import select
-import shutil
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -35,7 +35,14 @@ from typer.core import TyperGroup
 
 from crdtsync._fs import atomic_write
 from crdtsync.crypto.envelope import VERSION as ENVELOPE_VERSION
-from crdtsync.errors import CrdtsyncError, CryptoError, InvalidInputError, VaultError, exit_status
+from crdtsync.errors import (
+    CrdtsyncError,
+    CryptoError,
+    ImportFormatError,
+    InvalidInputError,
+    VaultError,
+    exit_status,
+)
 from crdtsync.model.records import Conflict, Memory
 from crdtsync.protocol.mailbox import ROOT as MAILBOX_ROOT
 from crdtsync.protocol.messages import PROTOCOL_VERSION
@@ -92,7 +99,19 @@ VaultOpt = Annotated[
     typer.Option("--vault", help="Vault folder (default: $CRDTSYNC_HOME, else the user data folder).",
                  show_default=False),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")]
+
+
+def _json_flag(ctx: typer.Context, value: bool) -> bool:
+    """A command's ``--json``: on when given after the command name or before it (``crdtsync --json list``, the
+    root's :data:`GlobalJsonOpt`), so both spellings print the same. Click parses the root's options before it
+    makes the command's context, so the root's value is known here."""
+    return value or bool(ctx.find_root().params.get("as_json"))
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout.", callback=_json_flag)]
+#: The root's ``--json`` (before the command name): every command's :data:`JsonOpt` takes it, and errors of a
+#: command without one (``export``) print the JSON error object.
+GlobalJsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, as every command's --json does.")]
 _ID_HELP = "A memory id, or its first characters (at least 4) when they start no other id."
 IdArg = Annotated[str, typer.Argument(metavar="ID", help=_ID_HELP, show_default=False)]
 #: ``list`` and ``search`` filters.
@@ -305,7 +324,7 @@ def _installed(package: str) -> str:
 @app.callback()
 def _root(
     vault: VaultOpt = None,
-    as_json: JsonOpt = False,
+    as_json: GlobalJsonOpt = False,
     agent: Annotated[
         str | None,
         typer.Option("--agent", help="Label writes with the agent making them, e.g. claude-code "
@@ -481,17 +500,33 @@ def _progress() -> Progress:
 
 
 @contextmanager
-def _spooled_stdin(path: Path) -> Iterator[Path]:
-    """``path``; for ``-``, a copy of standard input in a private temporary folder (the importer reads a file
-    twice: once to tell its format), removed afterwards."""
-    if str(path) != "-":
-        yield path
+def _spooled(path: Path) -> Iterator[tuple[Path, str | None]]:
+    """``(path, None)`` for a file or a folder (or a path that does not exist, which the importer reports); for
+    ``-`` (standard input) or a pipe or device (``<(command)``, a FIFO, ``/dev/zero``), ``(a copy of it, the name
+    to show for it)``: the importer reads its input twice (once to tell the format), which a stream cannot give.
+    The copy lives in a private temporary folder, is removed afterwards and keeps the input's file name, whose
+    suffix (``.jsonl``) helps tell the format. Raises ImportFormatError ``IMPORT_TOO_LARGE`` from
+    :func:`crdtsync.imports.spool` (more than 1 GiB, or a line longer than 64 MiB)."""
+    from crdtsync.imports import spool
+
+    stdin = str(path) == "-"
+    if not stdin and (path.is_file() or path.is_dir() or not path.exists()):
+        yield path, None
         return
     with tempfile.TemporaryDirectory(prefix="crdtsync-import-") as folder:  # mode 0700
-        spooled = Path(folder) / "stdin"
+        spooled = Path(folder) / ("stdin" if stdin else path.name or "input")
         with spooled.open("wb") as copy:
-            shutil.copyfileobj(sys.stdin.buffer, copy)
-        yield spooled
+            if stdin:
+                spool(sys.stdin.buffer, copy, "standard input")
+            else:
+                try:
+                    source = path.open("rb")
+                except OSError as exc:
+                    raise ImportFormatError(f"cannot read {path}: {exc.strerror or exc}",
+                                            code="IMPORT_UNREADABLE") from exc
+                with source:
+                    spool(source, copy, str(path))
+        yield spooled, str(path)
 
 
 @app.command("import")
@@ -502,19 +537,26 @@ def import_(
     vault: VaultOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import memories (JSONL, JSON, mem0, OpenMemory, a folder of memory files, LoCoMo). Idempotent."""
+    """Import memories (JSONL, JSON, mem0, OpenMemory, a folder of memory files, LoCoMo). Idempotent.
+
+    A memory is never changed by an import: a record whose id is taken by other values is a problem. Exits 3
+    (IMPORT_ALL_FAILED) when no record could be imported."""
     from crdtsync.imports import count_hint
 
-    with _open(vault, as_json) as v, _progress() as bar, _spooled_stdin(path) as source:
+    with _open(vault, as_json) as v, _progress() as bar, _spooled(path) as (source, name):
         task = bar.add_task("importing", total=count_hint(source))
-        report = v.import_path(source, format=format, progress=lambda n: bar.update(task, completed=n),
-                               name="-" if source != path else None)
-    if as_json:
+        report = v.import_path(source, format=format, progress=lambda n: bar.update(task, completed=n), name=name)
+    if as_json and not report.all_failed:
         _emit_json({"added": report.added, "skipped": report.skipped,
                     "problems": [{"location": p[0], "code": p[1], "message": p[2]} for p in report.problems]})
         return
     for location, code, message in report.problems:
-        err.print(Text.assemble(("skipped", "yellow"), f" {location} [{code}]: {message}"))
+        err.print(Text.assemble(("skipped", "yellow"), f" {_plain(location)} [{code}]: {_plain(message)}"))
+    if report.all_failed:
+        location, code, message = report.problems[0]
+        _fail(ImportFormatError(f"no record of {name or path} could be imported ("
+                                f"{_count(len(report.problems), 'problem')}, on stderr; the first: {location} "
+                                f"[{code}]: {message})", code="IMPORT_ALL_FAILED"), as_json)
     out.print(f"imported {report.added} memories ({report.skipped} already present, "
               f"{len(report.problems)} problems)")
 

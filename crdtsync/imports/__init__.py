@@ -36,6 +36,13 @@ Formats (the names :func:`detect_format` returns):
     text, category = speaker, created = its session's date (UTC), source = ``"26.json#D1:3"``, tags
     ``{"locomo"}``, metadata ``{session, dia_id, blip_caption?, img_url?}``.
 
+Reads are bounded, so that an endless or huge input ends with ``IMPORT_TOO_LARGE`` instead of taking the
+machine's memory: a JSONL line up to :data:`MAX_LINE_BYTES` (4 MiB; a longer one is a problem and the rest of
+its file is not read), a whole JSON document (a zip member decompressed, a file of a folder) up to
+:data:`MAX_DOCUMENT_BYTES` (64 MiB), and :func:`spool`, which copies standard input or a pipe to a file for
+:func:`read_import` (it reads its input twice and takes only files and folders), up to
+:data:`MAX_STREAM_BYTES` (1 GiB).
+
 Modules: ``_record`` (the record types, :func:`stable_id`, field validation), ``_files`` (reading JSON, JSONL,
 folders and zips), ``_formats`` (one mapper and reader per format), ``_detect`` (:func:`detect_format`,
 :func:`read_import`, :func:`count_hint`) and ``_export`` (:func:`export_jsonl`).
@@ -43,11 +50,15 @@ folders and zips), ``_formats`` (one mapper and reader per format), ``_detect`` 
 
 from crdtsync.imports._detect import count_hint, detect_format, read_import
 from crdtsync.imports._export import export_jsonl
+from crdtsync.imports._files import MAX_DOCUMENT_BYTES, MAX_LINE_BYTES, MAX_STREAM_BYTES, spool
 from crdtsync.imports._record import FORMATS, IMPORT_NAMESPACE, ImportProblem, ImportRecord, Item, stable_id
 
 __all__ = [
     "FORMATS",
     "IMPORT_NAMESPACE",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_LINE_BYTES",
+    "MAX_STREAM_BYTES",
     "ImportProblem",
     "ImportRecord",
     "Item",
@@ -55,5 +66,6 @@ __all__ = [
     "detect_format",
     "export_jsonl",
     "read_import",
+    "spool",
     "stable_id",
 ]

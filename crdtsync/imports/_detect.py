@@ -10,13 +10,21 @@ from typing import Any
 from crdtsync.errors import ImportFormatError
 from crdtsync.imports._files import (
     JSONL_SUFFIXES,
+    MAX_DOCUMENT_BYTES,
+    MAX_LINE_BYTES,
     READ_ERRORS,
+    ByteReader,
+    count_lines,
     documents,
     json_files,
     lines,
     load_document,
+    mib,
     open_binary,
     parse,
+    read_document,
+    read_line,
+    too_large,
     unknown,
     unreadable,
     zip_member,
@@ -62,27 +70,30 @@ def read_import(path: Path, *, format: str | None = None) -> Iterator[Item]:
     elif format not in FORMATS:
         raise ImportFormatError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}",
                                 code="IMPORT_UNKNOWN_FORMAT")
-    elif not path.exists():
-        raise ImportFormatError(f"{path} does not exist", code="IMPORT_UNREADABLE")
     else:
+        _check_path(path)
         fmt, doc = format, None
     return READERS[fmt](path, doc)
 
 
 def count_hint(path: Path) -> int | None:
-    """A cheap estimate of the number of records, for a progress bar: the lines of an uncompressed JSONL file,
-    the files of a memory-files folder, the ``"dia_id"`` keys of LoCoMo files; ``None`` for other formats or
-    an unusable path. Never raises."""
+    """A cheap estimate of the number of records, for a progress bar: the lines of an uncompressed JSONL file
+    (blank ones too), the files of a memory-files folder, the ``"dia_id"`` keys of LoCoMo files; ``None`` for
+    other formats or an unusable path. Reads within the import's limits. Never raises."""
     try:
         fmt = detect_format(path)
         if fmt == "jsonl" and not path.name.lower().endswith(".gz"):
             with path.open("rb") as fh:
-                return sum(1 for line in fh if line.strip())
+                return count_lines(fh)
         files = json_files(path) if path.is_dir() else [path]
         if fmt == "memory-files":
             return len(files)
         if fmt == "locomo":
-            return sum(file.read_bytes().count(b'"dia_id"') for file in files)
+            total = 0
+            for file in files:
+                with file.open("rb") as fh:
+                    total += read_document(fh, file).count(b'"dia_id"')
+            return total
     except (ImportFormatError, *READ_ERRORS):
         return None
     return None
@@ -94,10 +105,20 @@ def _line_format(obj: object) -> str:
     return "openmemory" if is_openmemory else "jsonl"
 
 
-def _sniff(path: Path) -> tuple[str, Any]:
-    """``(format, the parsed document if detection parsed one, else None)``."""
+def _check_path(path: Path) -> None:
+    """Raise ImportFormatError ``IMPORT_UNREADABLE`` unless ``path`` is a file or a folder. An import reads its
+    input twice (once to tell the format), which a pipe or a device cannot give: the ``crdtsync`` command copies
+    those to a file first (:func:`~crdtsync.imports.spool`)."""
     if not path.exists():
         raise ImportFormatError(f"{path} does not exist", code="IMPORT_UNREADABLE")
+    if not (path.is_file() or path.is_dir()):
+        raise ImportFormatError(f"{path} is neither a file nor a folder (a pipe or a device?): copy it to a file "
+                                "and import that", code="IMPORT_UNREADABLE")
+
+
+def _sniff(path: Path) -> tuple[str, Any]:
+    """``(format, the parsed document if detection parsed one, else None)``."""
+    _check_path(path)
     if path.is_dir():
         for _, _, doc in (d for d in documents(path, None) if isinstance(d, tuple)):
             return ("locomo" if is_locomo(doc) else "memory-files"), None
@@ -114,8 +135,8 @@ def _sniff(path: Path) -> tuple[str, Any]:
             parsed = (e[1] for e in lines(fh, str(path)) if isinstance(e, tuple) and isinstance(e[1], dict))
             return _line_format(next(parsed, None)), None
         try:
-            nonblank = (raw for raw in fh if raw.strip())
-            first, more = next(nonblank, b""), next(nonblank, None) is not None
+            # The first line may be a whole JSON document: read up to that limit.
+            first, more = _next_nonblank(fh, path), _next_nonblank(fh, path) != b""
         except READ_ERRORS as exc:
             raise unreadable(path, exc) from exc
     try:
@@ -131,6 +152,20 @@ def _sniff(path: Path) -> tuple[str, Any]:
             raise unknown(path, "neither JSON, JSONL, a zip nor a folder") from exc
         raise
     return _classify(doc, path), doc
+
+
+def _next_nonblank(fh: ByteReader, path: Path) -> bytes:
+    """The next line of ``fh`` that is not blank, ``b""`` at the end.
+
+    Raises:
+        ImportFormatError: ``IMPORT_TOO_LARGE`` for a line longer than :data:`MAX_DOCUMENT_BYTES`: no JSON
+            document may be that large, nor any JSONL line.
+    """
+    while (raw := read_line(fh, MAX_DOCUMENT_BYTES)) is not None:
+        if not raw or raw.strip():
+            return raw
+    raise too_large(path, f"a line longer than {mib(MAX_DOCUMENT_BYTES)}: neither a JSON document (at most "
+                          f"{mib(MAX_DOCUMENT_BYTES)}) nor JSONL (lines of at most {mib(MAX_LINE_BYTES)})")
 
 
 def _classify(doc: object, path: Path) -> str:

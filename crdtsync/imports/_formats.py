@@ -23,6 +23,7 @@ from crdtsync.imports._files import (
     load_document,
     map_entries,
     open_binary,
+    read_document,
     unknown,
     unreadable,
     zip_member,
@@ -143,7 +144,8 @@ def _read_openmemory(path: Path, doc: Any) -> Iterator[Item]:
                     with zf.open(member) as raw, gzip.GzipFile(fileobj=raw) as fh:
                         yield from map_entries(lines(fh, prefix), _openmemory)
                     return
-                data = zf.read(member)
+                with zf.open(member) as raw:
+                    data = read_document(raw, prefix)
         except READ_ERRORS as exc:
             raise unreadable(path, exc) from exc
         doc = load_document(Path(prefix), data)

@@ -64,7 +64,10 @@ class ImportProblem:
     Attributes:
         location: ``"path:line"`` (1-based), ``"path#index"`` (0-based), ``"path#dia_id"`` or ``"path"``.
         code: ``IMPORT_MALFORMED`` (not JSON), ``IMPORT_INVALID_RECORD`` (bad or missing fields),
-            ``CONTENT_TOO_LARGE``; for one file of a folder ``IMPORT_UNKNOWN_FORMAT``, ``IMPORT_UNREADABLE``.
+            ``CONTENT_TOO_LARGE``, ``IMPORT_TOO_LARGE`` (a JSONL line over its limit: the rest of the file is not
+            read); for one file of a folder ``IMPORT_UNKNOWN_FORMAT``, ``IMPORT_UNREADABLE``,
+            ``IMPORT_TOO_LARGE``. (The vault's import adds ``IMPORT_DUPLICATE_ID`` and ``IMPORT_ID_TAKEN``
+            for records whose id is taken: see :mod:`crdtsync._vault_import`.)
         message: what is wrong, for a person.
     """
 

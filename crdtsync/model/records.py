@@ -76,7 +76,7 @@ def utf8_size(name: str, text: str) -> int:
     """The size of ``text`` in bytes of UTF-8.
 
     Raises:
-        InvalidInputError: ``text`` holds a lone surrogate (U+D800 to U+DFFF: JSON's ``"\ud800"`` escape
+        InvalidInputError: ``text`` holds a lone surrogate (U+D800 to U+DFFF: JSON's ``"\\ud800"`` escape
             makes one), which UTF-8, Yjs and pycrdt cannot carry (pycrdt panics on it).
     """
     if text.isascii():  # one C pass; ASCII text has no surrogate and one byte per character

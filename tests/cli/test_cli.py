@@ -48,18 +48,25 @@ def cli(home: Path, *args: str, env: Mapping[str, str | None] | None = None) -> 
     return runner.invoke(app, list(args), env=full_env, catch_exceptions=False)
 
 
-def run_crdtsync(home: Path, *args: str, env: Mapping[str, str | None] | None = None,
-                 stdin: int | None = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``crdtsync`` console script in a subprocess (stdin is not a terminal)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CRDTSYNC_")}
+def process_env(home: Path, env: Mapping[str, str | None] | None = None) -> dict[str, str]:
+    """The environment of a ``crdtsync`` subprocess: this one's without ``CRDTSYNC_*`` settings but for
+    ``CRDTSYNC_STATE_DIR`` (the test session's folder for incarnation tokens, never the user's), then
+    ``CRDTSYNC_HOME=home``, the test passphrase and ``env`` (a ``None`` value removes the variable)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CRDTSYNC_") or k == "CRDTSYNC_STATE_DIR"}
     full_env.update({"CRDTSYNC_HOME": str(home), "CRDTSYNC_PASSPHRASE": PASSPHRASE})
     for key, value in (env or {}).items():
         if value is None:
             full_env.pop(key, None)
         else:
             full_env[key] = value
-    return subprocess.run([str(CRDTSYNC), *args], env=full_env, stdin=stdin, capture_output=True, text=True,
-                          timeout=60, check=False)
+    return full_env
+
+
+def run_crdtsync(home: Path, *args: str, env: Mapping[str, str | None] | None = None,
+                 stdin: int | None = subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``crdtsync`` console script in a subprocess (stdin is not a terminal)."""
+    return subprocess.run([str(CRDTSYNC), *args], env=process_env(home, env), stdin=stdin, capture_output=True,
+                          text=True, timeout=60, check=False)
 
 
 def ok(result: Result) -> Result:
@@ -226,10 +233,8 @@ def test_subprocess_export_whose_reader_stops_early_exits_141_quietly(fresh: Pat
     far more than a pipe holds). It stops with 128 + SIGPIPE, as ``cat`` would, and prints nothing."""
     path = write_jsonl(tmp_path / "many.jsonl", [{"content": f"pipe {i} " + "x" * 1000} for i in range(1500)])
     ok(cli(fresh, "import", str(path)))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRDTSYNC_")}
-    env.update({"CRDTSYNC_HOME": str(fresh), "CRDTSYNC_PASSPHRASE": PASSPHRASE})
-    with subprocess.Popen([str(CRDTSYNC), "export"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          stdin=subprocess.DEVNULL) as process:
+    with subprocess.Popen([str(CRDTSYNC), "export"], env=process_env(fresh), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) as process:
         assert process.stdout is not None and process.stderr is not None
         assert process.stdout.read(10)
         process.stdout.close()
