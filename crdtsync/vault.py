@@ -444,8 +444,8 @@ class Vault:
     # -- relays and mailbox sync -----------------------------------------------------------------------
 
     def add_relay(self, name: str, url: str) -> None:
-        """Save mailbox ``url`` as relay ``name`` and publish the vault's public header there (so other
-        devices can ``join`` with the same URL).
+        """Save mailbox ``url`` as relay ``name`` (a folder's path made absolute) and publish the vault's public
+        header there (so other devices can ``join`` with the same URL).
 
         Raises:
             InvalidInputError: ``RELAY_EXISTS``; ``RELAY_OVERLAPS_VAULT`` (a folder relay that holds the vault
@@ -454,8 +454,8 @@ class Vault:
         node.add_relay(self, name, url)
 
     def relays(self) -> builtins.list[dict[str, Any]]:
-        """Every relay with its sync state: ``{name, url, added, last_sync, last_error, pending_push}``
-        (``pending_push`` counts this device's updates not yet pushed there)."""
+        """Every relay with its sync state: ``{name, url, added, last_sync, last_error, pending_push,
+        pending_pull}`` (see :func:`crdtsync.node.relay_states`)."""
         return node.relay_states(self._store)
 
     def remove_relay(self, name: str) -> None:
@@ -529,12 +529,13 @@ class Vault:
                 the relay folder, or the relay inside it).
         """
         check_label("device name", device_name)
+        from crdtsync.mailbox.backend import canonical_url, check_apart  # the storage backends load on first use
+
         url, expected = node.split_join_string(url)
         check_relay(relay_name, url)
+        url = canonical_url(url)  # a relative folder path names the folder it names here, from anywhere later
         folder = _vault_create.vacant_folder(path, advice=(
             "; if a join into it was interrupted, `crdtsync sync` there finishes it"))
-        from crdtsync.mailbox.backend import check_apart  # the storage backends load on first use
-
         check_apart(folder, url)
         passphrase = _vault_create.required_passphrase(
             passphrase, "joining needs the vault's passphrase: pass it or set CRDTSYNC_PASSPHRASE")

@@ -43,6 +43,7 @@ def relay_add(
     vault's fingerprint) that other devices join with."""
     with _open(vault, as_json) as v:
         v.add_relay(name, url)
+        url = next(r["url"] for r in v.relays() if r["name"] == name)  # a folder's path made absolute
         joining = join_string(url, v.header)
     if as_json:
         _emit_json({"name": name, "url": url, "join": joining})

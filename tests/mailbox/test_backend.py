@@ -410,7 +410,8 @@ def test_a_relative_relay_path_names_the_same_folder_from_any_working_directory(
     here.mkdir(parents=True)
     elsewhere.mkdir(parents=True)
     user_home = tmp_path / "user"
-    assert crdtsync_in(here, home, "relay", "add", "home", "../relay")["name"] == "home"
+    added = crdtsync_in(here, home, "relay", "add", "home", "../relay")
+    assert added["name"] == "home" and added["join"].startswith(f"{tmp_path / 'one' / 'relay'}#vault=")
     crdtsync_in(here, home, "relay", "add", "url", "file:../url-relay")
     crdtsync_in(here, home, "relay", "add", "tilde", "~/tilde-relay", env={"HOME": str(user_home)})
     saved = {r["name"]: r["url"] for r in crdtsync_in(elsewhere, home, "relay", "list")}
@@ -422,6 +423,9 @@ def test_a_relative_relay_path_names_the_same_folder_from_any_working_directory(
         assert list(folder.glob("crdtsync-v1/*/vault.json")), folder
     assert sorted(p.name for p in (tmp_path / "two" / "deeper").iterdir()) == ["elsewhere"]
     assert list(elsewhere.iterdir()) == []
+    crdtsync_in(here, tmp_path / "phone", "join", "../relay", "--device-name", "phone")  # a join saves it so too
+    (joined,) = crdtsync_in(elsewhere, tmp_path / "phone", "relay", "list")
+    assert joined["url"] == str(tmp_path / "one" / "relay")
 
 
 def test_canonical_url_keeps_the_form_and_leaves_other_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
