@@ -168,19 +168,19 @@ class AuthorLogReplica:
                     self.db.set_head(author, data, head.seq, head.n)
 
     def holders(self, author: str) -> dict[str, Any]:
-        """``{seq, holders}``: the entry of ``author`` this device waits for and the devices whose heads say
-        they applied it (they can supply it)."""
+        """``{seq, holders}``: the entry of ``author`` this device waits for and the devices whose heads (stored,
+        or read in this sync) say they applied it: they can supply it."""
         seq = self.db.author(author).applied + 1
-        holders = []
+        heads = {device: head for device, (head, _) in self.pending.items()}
         for device, row in self.db.authors().items():
-            if row.head is None or device == self.me:
+            if row.head is None or device in heads:
                 continue
             try:
-                head = open_head(self.keyring, self.sender_key, row.head, device, "a stored head")
+                heads[device] = open_head(self.keyring, self.sender_key, row.head, device, "a stored head")
             except CrdtsyncError:
                 continue
-            if (device == author and head.seq >= seq) or head.acks.get(author, Ack(0)).seq >= seq:
-                holders.append(device)
+        holders = [device for device, head in heads.items() if device != self.me and (
+            (device == author and head.seq >= seq) or head.acks.get(author, Ack(0)).seq >= seq)]
         return {"seq": seq, "holders": sorted(holders)}
 
     # -- taking entries in ------------------------------------------------------------------------------

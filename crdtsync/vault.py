@@ -556,10 +556,11 @@ class Vault:
 
     def status(self) -> dict[str, Any]:
         """A summary for ``crdtsync status``: the vault's fingerprint, device, memory counts, log size, updates held
-        or quarantined, conflicts, relays (pending push and pull, last sync, last error) and the known devices (as
-        of the last sync or registry read). ``held`` lists each held update with what it waits for: ``{origin, since,
-        waits_for: [{client (Yjs client id), device (its device id, None when no registration of it reached
-        this device)}]}``; ``refused`` the newest 20 refused updates, oldest first: ``{at, origin, code,
+        or quarantined, conflicts, relays (pending push and pull, last sync, last error), the entries the last sync
+        of each relay waited for (``waiting``: ``{relay, device, seq, holders, message}``) and the known devices
+        (as of the last sync or registry read). ``held`` lists each held update with what it waits for:
+        ``{origin, since, waits_for: [{client (Yjs client id), device (its device id, None when no registration
+        of it reached this device)}]}``; ``refused`` the newest 20 refused updates, oldest first: ``{at, origin, code,
         message, tries}`` (a refusal with code ``UPDATE_WORKER_TIMEOUT`` or ``UPDATE_WORKER_CRASHED`` is tried
         again by the next syncs, up to three tries). Answers from SQLite without loading the Doc."""
         count, size = self._store.updates_since_snapshot()
@@ -584,8 +585,17 @@ class Vault:
             "conflicts": len(self._store.conflicts()),
             "alarms": self._store.alarms(),
             "relays": self.relays(),
+            "waiting": self._waiting(),
             "devices": registry,
         }
+
+    def _waiting(self) -> builtins.list[dict[str, Any]]:
+        """The entries the last pull from each relay waited for and no relay supplied: ``{relay, device, seq,
+        holders, message}`` (``holders``: the devices whose heads say they applied it)."""
+        waits: builtins.list[dict[str, Any]] = []
+        for relay, raw in sorted(self._store.cursors("waiting").items()):
+            waits += [{"relay": relay, **wait} for wait in json.loads(raw)]
+        return waits
 
     def _known_registry(self) -> dict[str, dict[str, Any]]:
         """The device registry as of the last sync or registry read, from SQLite (no Doc, no write lock)."""

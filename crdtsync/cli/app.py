@@ -728,9 +728,10 @@ def status(
                   f"tried {refused['tries']}x: {_plain(refused['message'])}")
     waited = _waited_for(info)
     if waited:
-        out.print("they wait for writes of " + "; ".join(waited) + ". A device's writes reach this one only "
-                  "through a relay both sync with: if they still wait after a sync, add a relay that device uses "
-                  "(or add one of these relays on it)")
+        out.print("they wait for writes of " + "; ".join(waited) + ". Any device that holds them brings them to "
+                  "the relays it syncs with: if they still wait, sync that device, or add a relay it uses")
+    for wait in info["waiting"]:
+        out.print(f"waiting: {_plain(wait['message'])}")
     for r in info["relays"]:
         out.print(f"relay {r['name']} ({r['url']}): last sync {r['last_sync'] or 'never'}, "
                   f"pending push {r['pending_push']}, pending pull {r['pending_pull']}"

@@ -37,6 +37,7 @@ written a v2 log (:mod:`crdtsync.mailbox.v1`).
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -112,6 +113,7 @@ class AuthorLogSync:
             if pull:
                 self._pull(live, progress)
                 v1.pull_legacy(self.logs, live)
+                self._note_waits(live)
             self.logs.keep_heads()
             self.logs.renew_head()
             self.logs.compact(a for r in self.relays for a in r.heads)
@@ -282,6 +284,15 @@ class AuthorLogSync:
                     break
                 except CrdtsyncError as exc:
                     relay.fail(exc, author)
+
+    def _note_waits(self, live: list[RelayView]) -> None:
+        """Keep, per relay, the entries this pull waited for (``cursors`` scope ``waiting``, read by
+        :meth:`crdtsync.vault.Vault.status`); a pull that waited for nothing clears them."""
+        with self.db.write():
+            for relay in live:
+                waits = [{key: e[key] for key in ("device", "seq", "holders", "message")}
+                         for e in relay.report.errors if "holders" in e]
+                self.db.set_cursor("waiting", relay.name, json.dumps(waits).encode())
 
     def _pull_author(self, relay: RelayView, author: str, head: Head,
                      advance: Callable[[], None] | None = None) -> None:

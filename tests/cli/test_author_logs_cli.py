@@ -44,8 +44,12 @@ def test_a_join_that_waits_for_a_lost_entry_names_it_and_exits_with_the_mailbox_
     joined = run_crdtsync(tmp_path / "phone", "join", str(box), "--device-name", "phone")
     assert joined.returncode == 8
     assert "MAILBOX_OBJECT_MISSING" in joined.stderr and f"log entry 1 of device {laptop_id}" in joined.stderr
+    (waiting,) = stdout_json(ok(cli(tmp_path / "phone", "status", "--json")))["waiting"]
+    assert (waiting["device"], waiting["seq"], waiting["holders"]) == (laptop_id, 1, [laptop_id])
+    assert f"waiting: log entry 1 of device {laptop_id}" in ok(cli(tmp_path / "phone", "status")).stdout
     assert run_crdtsync(laptop, "sync").returncode == 0  # the laptop puts it back
     assert entry.exists()
     assert run_crdtsync(tmp_path / "phone", "sync").returncode == 0
+    assert stdout_json(ok(cli(tmp_path / "phone", "status", "--json")))["waiting"] == []
     listed = run_crdtsync(tmp_path / "phone", "list", "--json")
     assert [m["content"] for m in json.loads(listed.stdout)] == ["written on the laptop"]
