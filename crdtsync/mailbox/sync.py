@@ -19,7 +19,8 @@ vault with its relays (:func:`sync_relays`):
    from a backup (or its store was copied): its own entries past its log are taken back first (and writes made
    since the restore that reused their Yjs clocks are rebased), so that its log goes on after them.
 3. **commit**: this device's writes since its last entry become its next log entry (seq + 1, chained), once,
-   whatever the number of relays; every :data:`SNAPSHOT_EVERY` seqs a snapshot entry follows.
+   whatever the number of relays; every :data:`crdtsync.replication.SNAPSHOT_EVERY` seqs a snapshot entry
+   follows.
 4. **pull**: for every other author, the entries past what this device applied, from whichever relay holds
    them, in order, each opened and checked (:mod:`crdtsync.protocol.sealing`, :mod:`crdtsync.protocol.
    authorlog`), kept as received and integrated in one transaction with the author's applied point.
