@@ -1,0 +1,117 @@
+"""An update that waits for structs is cut into the part that can integrate now and the rest.
+
+Three pycrdt writers make random schema-v1 edits through :class:`MemoryDoc` and sync with each other now and
+then; their updates (each transaction, merges of a writer's transactions with holes between them, diffs
+against an old state vector, duplicates) are cut at states a Doc reaches from some of them.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from pycrdt import Doc, Map, merge_updates
+
+from crdtsync.model.records import Memory, believable_until
+from crdtsync.model.schema import MemoryDoc, WriteContext, read_record
+from crdtsync.model.ystate import decode_state_vector, expected_state, missing_dependencies, split_integrable
+from crdtsync.model.yupdate import decode_update
+
+WRITERS = 3
+STEPS = 30
+
+
+def history(seed: int) -> tuple[list[bytes], Doc[Any]]:
+    """Every update of a random history of :data:`WRITERS` pycrdt writers (in the order made), and a Doc holding
+    all of it."""
+    rng = random.Random(seed)
+    docs = [MemoryDoc(Doc(client_id=1000 + n)) for n in range(WRITERS)]
+    local: list[list[bytes]] = [[] for _ in docs]
+    updates: list[bytes] = []
+    syncing = [False]
+    for n, doc in enumerate(docs):
+        doc.doc.observe(lambda event, n=n: None if syncing[0] else local[n].append(event.update))
+    old_states: list[tuple[int, bytes]] = []
+    for step in range(STEPS):
+        n = rng.randrange(WRITERS)
+        doc = docs[n]
+        ctx = WriteContext(device=f"{n + 1:016x}", at=f"2025-01-01T00:{step // 60:02d}:{step % 60:02d}.000Z",
+                           new_op_id=lambda: f"{rng.getrandbits(32):08x}")
+        ids = sorted(m for m in doc.memory_ids() if isinstance(doc.memories.get(m), Map))
+        made = len(local[n])
+        roll = rng.random()
+        if roll < 0.25 or not ids:
+            doc.add(f"0190{rng.getrandbits(32):08x}-0000-7000-8000-000000000000", ctx, content=f"memory {step}",
+                    tags=rng.sample(["a", "b", "c"], rng.randrange(3)))
+        elif roll < 0.5:
+            doc.write(rng.choice(ids), ctx, {rng.choice(["content", "category", "source"]): f"value {step}"})
+        elif roll < 0.62:
+            doc.set_tags(rng.choice(ids), ctx, add=[rng.choice("abc")], remove=[rng.choice("abc")])
+        elif roll < 0.7:
+            doc.write(rng.choice(ids), ctx, {"deleted": True})
+        elif roll < 0.85:
+            other = rng.choice(docs)
+            syncing[0] = True
+            doc.doc.apply_update(other.doc.get_update(doc.doc.get_state()))
+            syncing[0] = False
+        elif roll < 0.93:
+            old_states.append((n, doc.doc.get_state()))
+        elif old_states:
+            was, state = rng.choice(old_states)
+            updates.append(docs[was].doc.get_update(state))
+        updates += local[n][made:]
+    for n in range(WRITERS):
+        chosen = [u for u in local[n] if rng.random() < 0.4]
+        if len(chosen) >= 2:
+            updates.append(merge_updates(*chosen))
+    updates += [u for u in updates if rng.random() < 0.1]
+    everything: Doc[Any] = Doc()
+    for doc in docs:
+        everything.apply_update(doc.doc.get_update())
+    return updates, everything
+
+
+def reading(doc: Doc[Any]) -> dict[str, Memory]:
+    """The memories ``doc`` holds as the v1 reader reads them (records without content read as absent)."""
+    records: dict[str, Any] = doc.get("memories", type=Map).to_py() or {}
+    read = {memory_id: read_record(memory_id, record, believable_until()) for memory_id, record in records.items()}
+    return {memory_id: r[0] for memory_id, r in read.items() if r is not None}
+
+
+def covered(ranges: dict[int, tuple[tuple[int, int], ...]], state: dict[int, int]) -> set[tuple[int, int]]:
+    """Every ID ``(client, clock)`` that ``ranges`` (client -> ``[start, end)`` clock ranges) cover and ``state``
+    (client -> next clock) does not."""
+    return {(c, k) for c, rs in ranges.items() for start, end in rs for k in range(max(start, state.get(c, 0)), end)}
+
+
+@given(seed=st.integers(0, 2**32 - 1), data=st.data())
+@settings(max_examples=40, deadline=None)
+def test_an_update_that_waits_is_cut_into_what_integrates_now_and_what_still_waits(
+    seed: int, data: st.DataObject
+) -> None:
+    """:func:`split_integrable` on an update that waits for structs, at the state a Doc reached from the updates
+    made before some point: the part for now needs nothing more and moves the clocks exactly over its structs
+    (yrs keeps nothing of it pending), the rest still waits, and together they hold the update's structs not
+    known yet and its delete set."""
+    updates, _ = history(seed)
+    before = data.draw(st.integers(0, len(updates)), label="updates known")
+    base: Doc[Any] = Doc()
+    for known in updates[:before]:  # each needs only what was made before it, so none waits
+        base.apply_update(known)
+    state = decode_state_vector(base.get_state())
+    waiting = [u for u in updates if missing_dependencies(decode_update(u), state).gaps
+               or missing_dependencies(decode_update(u), state).references]
+    cut = [(u, parts) for u in waiting if (parts := split_integrable(u, decode_update(u), state)) is not None]
+    assume(cut)
+    update, parts = data.draw(st.sampled_from(cut), label="update")
+    decoded = decode_update(update)
+    now, rest = (decode_update(part) for part in parts)
+    assert not missing_dependencies(now, state)
+    base.apply_update(parts[0])
+    assert decode_state_vector(base.get_state()) == expected_state(now, state)
+    assert missing_dependencies(rest, expected_state(now, state))
+    assert covered(now.structs, state) | covered(rest.structs, state) == covered(decoded.structs, state)
+    merged_deletes = covered({c: now.deletes.get(c, ()) + rest.deletes.get(c, ()) for c in decoded.deletes}, {})
+    assert merged_deletes == covered(decoded.deletes, {})
