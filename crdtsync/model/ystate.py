@@ -223,26 +223,6 @@ def _encode_structs(data: bytes, runs: Sequence[tuple[int, Sequence[StructSpan]]
     return bytes(out)
 
 
-def combine(updates: Sequence[DecodedUpdate]) -> DecodedUpdate:
-    """What several updates hold together, as if merged into one: the union of their structs, references,
-    deletes, roots and content kinds (``delete_set_at`` is meaningless and 0). With :func:`missing_dependencies`
-    it tells whether a group of held updates is complete together although none is alone."""
-    structs: dict[int, list[tuple[int, int]]] = {}
-    deletes: dict[int, list[tuple[int, int]]] = {}
-    for update in updates:
-        for client, ranges in update.structs.items():
-            structs.setdefault(client, []).extend(ranges)
-        for client, ranges in update.deletes.items():
-            deletes.setdefault(client, []).extend(ranges)
-    return DecodedUpdate(
-        {client: _merge(rs) for client, rs in structs.items()},
-        frozenset().union(*(u.references for u in updates)),
-        {client: _merge(rs) for client, rs in deletes.items()},
-        frozenset().union(*(u.root_names for u in updates)),
-        frozenset().union(*(u.kinds for u in updates)),
-    )
-
-
 def _merge(ranges: Iterable[tuple[int, int]]) -> Ranges:
     """Sorted, merged ``[start, end)`` ranges (empty ones dropped)."""
     out: list[tuple[int, int]] = []

@@ -450,6 +450,13 @@ class Store(MaterializedMemories):
         self.conn.execute("UPDATE inbox SET data = ?, waiting = ? WHERE id = ?", (first, UNTRIED, inbox_id))
         self.hold(rest, origin=origin, waiting="deletes of structs not here yet")
 
+    def narrow_held(self, inbox_id: int, rest: bytes, clients: Iterable[int]) -> None:
+        """Keep of the held update ``inbox_id`` only ``rest``, what of it still waits (its other part was
+        logged in this transaction: :func:`crdtsync.model.ystate.split_integrable`), waiting for the Yjs client
+        ids ``clients`` (as :meth:`wait_for` records). Call inside :meth:`write`."""
+        self.conn.execute("UPDATE inbox SET data = ?, waiting = ? WHERE id = ?",
+                          (rest, json.dumps({"clients": sorted(clients)}), inbox_id))
+
     def held_origins(self) -> set[str]:
         """The origins (sender labels: device ids for a mailbox) of the held updates."""
         return {r[0] for r in self.conn.execute("SELECT DISTINCT origin FROM inbox")}

@@ -1,13 +1,16 @@
-"""An update that waits for structs is cut into the part that can integrate now and the rest.
+"""Held updates integrate whatever order they arrive in: the part of an update that can integrate does, the rest
+waits (tests/integration/test_yjs_reorder.py runs the same against JavaScript ``yjs``; this one needs no node).
 
 Three pycrdt writers make random schema-v1 edits through :class:`MemoryDoc` and sync with each other now and
-then; their updates (each transaction, merges of a writer's transactions with holes between them, diffs
-against an old state vector, duplicates) are cut at states a Doc reaches from some of them.
+then; every update a vault could receive of them (each transaction, merges of a writer's transactions with
+holes between them, diffs against an old state vector, duplicates) is delivered in an order hypothesis picks.
 """
 
 from __future__ import annotations
 
 import random
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from hypothesis import assume, given, settings
@@ -18,6 +21,8 @@ from crdtsync.model.records import Memory, believable_until
 from crdtsync.model.schema import MemoryDoc, WriteContext, read_record
 from crdtsync.model.ystate import decode_state_vector, expected_state, missing_dependencies, split_integrable
 from crdtsync.model.yupdate import decode_update
+from crdtsync.vault import Vault
+from tests.conftest import PASSPHRASE, cheap_kdf
 
 WRITERS = 3
 STEPS = 30
@@ -78,6 +83,33 @@ def reading(doc: Doc[Any]) -> dict[str, Memory]:
     records: dict[str, Any] = doc.get("memories", type=Map).to_py() or {}
     read = {memory_id: read_record(memory_id, record, believable_until()) for memory_id, record in records.items()}
     return {memory_id: r[0] for memory_id, r in read.items() if r is not None}
+
+
+def rows_equal_the_doc(vault: Vault) -> bool:
+    doc: Doc[Any] = Doc()
+    doc.apply_update(vault.encode_update())
+    return {m.id: m for m in vault.list(include_deleted=True)} == reading(doc)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), data=st.data())
+def test_updates_of_several_writers_integrate_in_any_order(seed: int, data: st.DataObject) -> None:
+    updates, everything = history(seed)
+    delivered = data.draw(st.permutations(updates), label="delivery order")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Vault.init(Path(folder) / "v", name="reorder", passphrase=PASSPHRASE, kdf=cheap_kdf())
+        with Vault.open(path) as vault:
+            while delivered:
+                size = data.draw(st.integers(1, 5), label="batch")
+                results = vault.apply_updates([(u, "writers") for u in delivered[:size]])
+                delivered = delivered[size:]
+                assert all(r.status != "refused" for r in results), results
+                assert rows_equal_the_doc(vault)
+            assert vault.store.held_count() == 0 and vault.store.quarantined() == []
+            assert {m.id: m for m in vault.list(include_deleted=True)} == reading(everything)
+            state = decode_state_vector(vault.state_vector())
+            writers = decode_state_vector(everything.get_state())
+            assert {c: state.get(c) for c in writers} == writers
 
 
 def covered(ranges: dict[int, tuple[tuple[int, int], ...]], state: dict[int, int]) -> set[tuple[int, int]]:
