@@ -34,7 +34,7 @@ from crdtsync.model.ystate import (
 from crdtsync.model.yupdate import DecodedUpdate, decode_update
 from crdtsync.store.db import UNTRIED, Store
 from crdtsync.store.memories import new_memory_id
-from crdtsync.store.worker import IntegrationWorker, Row, WorkerResult
+from crdtsync.store.worker import IntegrationWorker, Row, WorkerResult, is_verdict
 
 T = TypeVar("T")
 
@@ -130,6 +130,12 @@ class UpdateIntegration:
            (``"integrated"``) and holds those deletes apart.
 
         Returns one :class:`ApplyResult` per input, in order. Never raises for a bad update.
+
+        Raises:
+            KeyboardInterrupt: (or any other exception that is not a verdict on an update, such as the
+                ``SystemExit`` of a SIGTERM handler) as it came: the update it interrupted stays held, nothing of
+                it logged, and integrates at the next call or :meth:`resume_held` (a sync).
+            VaultError: ``VAULT_REBUILD_FAILED`` (see :meth:`_worker_for`); the store's errors.
         """
         outcomes: list[ApplyResult | int] = []
         with self._store.write():
@@ -478,15 +484,23 @@ class UpdateIntegration:
         """Log a worker-checked update whose rows are stored; apply it to the live Doc if this process has one
         loaded (a pull into an unloaded vault never loads it). When the update replaced records held here (a
         concurrent creation of one id), the live Doc is loaded to read what they held and it is resurfaced.
-        Returns the id the update was logged under."""
+        Returns the id the update was logged under.
+
+        Raises:
+            UpdateRejectedError: ``UPDATE_MALFORMED`` when pycrdt raises or panics on it in the live Doc.
+            KeyboardInterrupt: (or another exception that is not a verdict: :func:`is_verdict`) as it came, the live
+                Doc dropped (it is reloaded from the store, which does not hold the update, on next use).
+        """
         lost_ids = [k for k in result.replaced if self._store.memory_level(k) == 1]
         if lost_ids or self._doc is not None:
             doc = self._current_doc()  # the store does not hold this update yet: the state before it
             before = {k: doc.memories[k].to_py() or {} for k in lost_ids if isinstance(doc.memories.get(k), Map)}
             try:
                 doc.doc.apply_update(data)
-            except BaseException:
-                self._doc = None
+            except BaseException as exc:
+                self._doc = None  # it may hold the update (an interrupt comes once yrs returns) or be broken
+                if not is_verdict(exc):
+                    raise
                 raise UpdateRejectedError("pycrdt refused an update the worker accepted",
                                           code="UPDATE_MALFORMED") from None
         update_id = self._store.append_update(data, origin=origin, local=False)
