@@ -194,15 +194,17 @@ class UpdateIntegration:
         return results
 
     def resume_held(self) -> dict[int, ApplyResult]:
-        """Integrate the received updates that were stored in the inbox but never tried: a process killed between
-        storing an update and integrating it (a join or sync that the OS or kill -9 stopped) leaves them there,
-        and the relay's cursor has moved past them, so no pull brings them again. Returns the outcomes by inbox id
-        (none when every held update was tried: those wait for updates still to come, which trigger them).
+        """Integrate the held updates due a try (:meth:`Store.due_count`): a process stopped between storing an
+        update and integrating it (a join or sync that the OS or kill -9 stopped, an interrupt) leaves it
+        untried, and one stopped between integrating an update and trying those that waited for it leaves those
+        tried too early; the relay's cursor has moved past them, so no pull brings them again. Returns the
+        outcomes by inbox id (none when every held update was tried since the last received update integrated:
+        those wait for updates still to come, which trigger them).
 
         Raises:
             VaultError: ``VAULT_REBUILD_FAILED`` as :meth:`apply_updates` can.
         """
-        if not self._store.untried_count():
+        if not self._store.due_count():
             return {}
         return self._drain_inbox()
 

@@ -89,17 +89,23 @@ def assert_rows_equal_the_doc(vault: Vault) -> None:
         memory_id: read[0] for memory_id, read in reading.items() if read is not None}
 
 
-@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(("how", "held_before"), [("SIGINT", False), ("SIGTERM", True)],
+                         ids=["ctrl-c on a fresh update", "sigterm on an update that waited"])
 def test_an_interrupted_live_apply_leaves_the_update_held_and_the_next_sync_integrates_it(
-    tmp_path: Path, updates: tuple[Path, Path], how: str
+    tmp_path: Path, updates: tuple[Path, Path], how: str, held_before: bool
 ) -> None:
     """The child applies the big update and is interrupted while yrs applies it to the live Doc (after the
-    worker accepted it)."""
+    worker accepted it). ``held_before``: the big update came first and waited for the small one, which the
+    child brings: the big one, last tried before the small one integrated, must be due a try, or no sync would
+    try it again until the sender wrote more."""
     small, big = updates
     path = Vault.init(tmp_path / "v", name="interrupt", device_name="v", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    if held_before:
+        with Vault.open(path) as vault:
+            assert vault.apply_updates([(big.read_bytes(), "sender")])[0].status == "pending"
     script = tmp_path / "apply.py"
     script.write_text(APPLY_SCRIPT)
-    delivered = [small, big]
+    delivered = [small] if held_before else [small, big]
     with running(script, str(path), how, str(big), *map(str, delivered)) as child:
         assert child.wait_for(lambda line: line == "applying", CHILD_START_TIMEOUT), child.lines
         if how == "SIGINT":
@@ -116,7 +122,7 @@ def test_an_interrupted_live_apply_leaves_the_update_held_and_the_next_sync_inte
     with Vault.open(path) as vault:
         assert vault.store.quarantined() == []
         assert [data for _, _, data in vault.store.held()] == [big.read_bytes()]
-        assert vault.store.untried_count() == 1
+        assert vault.store.due_count() == 1
         assert vault.get(MEMORY).tags == frozenset()  # the small update integrated before the interrupt
         assert_rows_equal_the_doc(vault)
         vault.add_relay("box", (tmp_path / "box").as_uri())
