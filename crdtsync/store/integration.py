@@ -25,6 +25,7 @@ from crdtsync.model.authorship import FORGERY_CODES, check_registry_change
 from crdtsync.model.records import MAX_CLOCK_SKEW, Conflict, Memory
 from crdtsync.model.schema import CONTENT_KINDS, ROOTS, MemoryDoc, WriteContext, registry_entry
 from crdtsync.model.ystate import (
+    Missing,
     decode_state_vector,
     expected_state,
     missing_dependencies,
@@ -82,12 +83,13 @@ class UpdateIntegration:
     _doc: MemoryDoc | None
     _seen: int
     #: The integration worker (None until needed or after a failure), the store's last update id its scratch
-    #: Doc holds and the state generation it was loaded under, and the strict reader's results for held updates
-    #: by inbox id.
+    #: Doc holds and the state generation it was loaded under, the strict reader's results for held updates by
+    #: inbox id, and for those of which nothing could integrate at their last try, what they missed then.
     _worker: IntegrationWorker | None
     _worker_at: int
     _worker_generation: int
     _decoded: dict[int, DecodedUpdate]
+    _stuck: dict[int, Missing]
 
     if TYPE_CHECKING:
         def _stored_updates(self) -> Iterator[tuple[int, bytes]]: ...
@@ -181,6 +183,7 @@ class UpdateIntegration:
                         self._store.quarantine(bytes(data), origin=origin, code="UPDATE_INBOX_FULL",
                                                message=message)
                         self._decoded.pop(outcome, None)
+                        self._stuck.pop(outcome, None)
                         held.discard(outcome)
                         done[outcome] = ApplyResult("refused", "UPDATE_INBOX_FULL", message)
         results = []
@@ -356,10 +359,17 @@ class UpdateIntegration:
                             cache[inbox_id] = known_decoded
                             progress = True
                             continue
-                        parts = split_integrable(data, decoded, state) if missing.gaps or missing.references else None
+                        parts = None
+                        # Nothing of it can integrate while it misses the same: every struct it cannot take roots
+                        # in what it misses. So a big held snapshot is not cut again at every pull.
+                        if (missing.gaps or missing.references) and self._stuck.get(inbox_id) != missing:
+                            parts = split_integrable(data, decoded, state)
+                            if parts is None:
+                                self._stuck[inbox_id] = missing
                         if missing and parts is None:
                             self._store.wait_for(inbox_id, missing.clients())
                             continue
+                        self._stuck.pop(inbox_id, None)
                         earlier = done[inbox_id].changed if inbox_id in done else ()
                         if parts is None:
                             result = self._integrate_one(worker, data, decoded, state, origin, patience)
@@ -384,6 +394,7 @@ class UpdateIntegration:
                         self._store.quarantine(data, origin=origin, code=exc.code, message=exc.message)
                         self._alarm_on_forgery(exc, origin)
                     cache.pop(inbox_id, None)
+                    self._stuck.pop(inbox_id, None)
                     done[inbox_id] = ApplyResult("refused", exc.code, exc.message)
                     progress = True
                 except VaultError as exc:

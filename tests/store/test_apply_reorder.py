@@ -13,14 +13,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc, Map, merge_updates
 
+from crdtsync.model import ystate
 from crdtsync.model.records import Memory, believable_until
 from crdtsync.model.schema import MemoryDoc, WriteContext, read_record
 from crdtsync.model.ystate import decode_state_vector, expected_state, missing_dependencies, split_integrable
-from crdtsync.model.yupdate import decode_update
+from crdtsync.model.yupdate import StructSpan, decode_update, struct_layout
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
 
@@ -147,3 +149,40 @@ def test_an_update_that_waits_is_cut_into_what_integrates_now_and_what_still_wai
     assert covered(now.structs, state) | covered(rest.structs, state) == covered(decoded.structs, state)
     merged_deletes = covered({c: now.deletes.get(c, ()) + rest.deletes.get(c, ()) for c in decoded.deletes}, {})
     assert merged_deletes == covered(decoded.deletes, {})
+
+
+
+def test_an_update_held_for_a_missing_reference_is_not_cut_again_while_it_misses_the_same(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every drain tries every held update, and cutting one reads all its structs (seconds for a big snapshot).
+    One of which nothing could integrate is not read again while it misses the same: not at the five pulls of a
+    third writer's updates here; once what it refers to arrives, it integrates."""
+    a, b, c = (MemoryDoc(Doc(client_id=client)) for client in (7, 8, 9))
+    ctx = WriteContext(device="0000000000000777", at="2025-01-01T00:00:00.000Z", new_op_id=lambda: "op")
+    a.add("01900000-0000-7000-8000-00000000000a", ctx, content="written on a")
+    b.add("01900000-0000-7000-8000-00000000000b", ctx, content="written on b")
+    from_a, from_b = a.doc.get_update(), b.doc.get_update()
+    b.doc.apply_update(from_a)
+    before_edit = b.doc.get_state()
+    b.write("01900000-0000-7000-8000-00000000000a", ctx, {"content": "edited on b"})
+    edit = b.doc.get_update(before_edit)  # b's structs inside a's record: each refers to it
+    reads: list[bytes] = []
+
+    def counted(data: bytes) -> list[tuple[int, tuple[StructSpan, ...]]]:
+        reads.append(data)
+        return struct_layout(data)
+
+    monkeypatch.setattr(ystate, "struct_layout", counted)
+    path = Vault.init(tmp_path / "v", name="reorder", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    with Vault.open(path) as vault:
+        assert [r.status for r in vault.apply_updates([(from_b, "b"), (edit, "b")])] == ["integrated", "pending"]
+        assert reads == [edit]  # b's clock is known here, so its structs were read: the first needs a's record
+        for n in range(5):
+            known = c.doc.get_state()
+            c.add(f"01900000-0000-7000-8000-0000000000c{n}", ctx, content=f"written on c {n}")
+            assert vault.apply_updates([(c.doc.get_update(known), "c")])[0].status == "integrated"
+        assert reads == [edit]
+        assert vault.apply_updates([(from_a, "a")])[0].status == "integrated"
+        assert vault.store.held_count() == 0
+        assert vault.get("01900000-0000-7000-8000-00000000000a").content == "edited on b"
