@@ -4,7 +4,8 @@
 (its clients' earlier clocks, the IDs its Items refer to, what its delete set names) is present locally or
 in the update itself, and :func:`expected_state` what the state vector must become once it is applied.
 :func:`decode_state_vector` reads a state vector as strictly as :mod:`crdtsync.model.yupdate` reads an update
-and :func:`encode_state_vector` writes one.
+and :func:`encode_state_vector` writes one. :func:`split_unknown_deletes` and :func:`split_integrable` cut an
+update that cannot integrate whole into a part that can integrate now and a rest that waits.
 
 The state vector format is Yjs ``encodeStateVector`` / ``decodeStateVector`` (yjs ``src/utils/encoding.js``:
 ``writeStateVector``, ``readStateVector``) on lib0 varuints (lib0 ``encoding.js`` ``writeVarUint``,
@@ -18,7 +19,17 @@ from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from crdtsync.model.yupdate import MAX_CLIENT, MAX_CLOCK, DecodedUpdate, Ranges, _covers, _fail, _Reader
+from crdtsync.model.yupdate import (
+    MAX_CLIENT,
+    MAX_CLOCK,
+    DecodedUpdate,
+    Ranges,
+    StructSpan,
+    _covers,
+    _fail,
+    _Reader,
+    struct_layout,
+)
 
 
 @dataclass(frozen=True)
@@ -127,24 +138,91 @@ def split_unknown_deletes(
             replace(decoded, deletes=known_deletes), b"\x00" + _encode_delete_set(rest))
 
 
-def combine(updates: Sequence[DecodedUpdate]) -> DecodedUpdate:
-    """What several updates hold together, as if merged into one: the union of their structs, references,
-    deletes, roots and content kinds (``delete_set_at`` is meaningless and 0). With :func:`missing_dependencies`
-    it tells whether a group of held updates is complete together although none is alone."""
-    structs: dict[int, list[tuple[int, int]]] = {}
-    deletes: dict[int, list[tuple[int, int]]] = {}
-    for update in updates:
-        for client, ranges in update.structs.items():
-            structs.setdefault(client, []).extend(ranges)
-        for client, ranges in update.deletes.items():
-            deletes.setdefault(client, []).extend(ranges)
-    return DecodedUpdate(
-        {client: _merge(rs) for client, rs in structs.items()},
-        frozenset().union(*(u.references for u in updates)),
-        {client: _merge(rs) for client, rs in deletes.items()},
-        frozenset().union(*(u.root_names for u in updates)),
-        frozenset().union(*(u.kinds for u in updates)),
-    )
+def split_integrable(data: bytes, decoded: DecodedUpdate, state: Mapping[int, int]) -> tuple[bytes, bytes] | None:
+    """Cut a Yjs v1 update that cannot integrate whole into the part that can integrate now and the rest.
+
+    Each client's structs are taken in clock order, as yjs ``integrateStructs`` takes them, from the clock known
+    here (``state``, client -> next clock) up to the first struct that starts past what is known (a gap, or a
+    Skip hole of a merged update) or refers to an ID neither known nor taken (other clients' taken structs
+    count, so a chain across clients is followed). ``now`` holds the taken structs not known yet, byte for byte,
+    with the delete ranges of what is known once it is applied; ``rest`` holds the other structs (from the first
+    one not taken, leading Skips dropped) and delete ranges. Applied in that order after what ``state``
+    describes, they do what ``data`` does, and ``now`` leaves nothing pending in yrs, which integrates
+    pending structs wrongly (it can show records of a pending struct without counting its clock, or leave a
+    pending struct out for ever once a later update fills the gap before it: shared/data/yjs-interop).
+
+    Held updates that are complete together always make progress this way: the earliest struct (in causal
+    order) that none of them has integrated yet is taken from whichever holds it.
+
+    Args:
+        data: Yjs v1 update bytes that passed :func:`crdtsync.model.yupdate.decode_update`, which read
+            ``decoded`` from them.
+        state: the local state vector.
+
+    Returns:
+        ``(now, rest)`` (both decode with the strict reader), or None when no struct of ``data`` can be taken
+        now. Raises nothing for bytes that passed the strict reader.
+    """
+    if expected_state(decoded, state) == dict(state):
+        return None  # no client's structs reach its known clock: nothing to take, and no need to read them
+    layout = struct_layout(data)
+    reached = dict(state)
+    taken = dict.fromkeys((client for client, _ in layout), 0)
+    progress = True
+    while progress:
+        progress = False
+        for client, spans in layout:
+            i = taken[client]
+            while i < len(spans):
+                span = spans[i]
+                known = reached.get(client, 0)
+                if span.end <= known:
+                    i += 1
+                    continue
+                if span.clock > known or span.skip or any(k >= reached.get(c, 0) for c, k in span.references):
+                    break
+                reached[client] = span.end
+                i += 1
+                progress = True
+            taken[client] = i
+    now_runs = []
+    rest_runs = []
+    for client, spans in layout:
+        now_spans = [s for s in spans[: taken[client]] if s.end > state.get(client, 0) and not s.skip]
+        rest_spans = list(spans[taken[client] :])
+        while rest_spans and rest_spans[0].skip:
+            rest_spans.pop(0)
+        if now_spans:
+            now_runs.append((client, now_spans))
+        if rest_spans:
+            rest_runs.append((client, rest_spans))
+    if not now_runs:
+        return None
+    now_deletes: dict[int, list[tuple[int, int]]] = {}
+    rest_deletes: dict[int, list[tuple[int, int]]] = {}
+    for client, ranges in decoded.deletes.items():
+        cover = ((0, reached.get(client, 0)),)
+        for start, end in ranges:
+            inside, outside = _split_range(cover, start, end)
+            now_deletes.setdefault(client, []).extend(inside)
+            rest_deletes.setdefault(client, []).extend(outside)
+    return (_encode_structs(data, now_runs) + _encode_delete_set(now_deletes),
+            _encode_structs(data, rest_runs) + _encode_delete_set(rest_deletes))
+
+
+def _encode_structs(data: bytes, runs: Sequence[tuple[int, Sequence[StructSpan]]]) -> bytes:
+    """The struct part of a Yjs v1 update (``writeClientsStructs``): var uint client count, then per client its
+    struct count, id and first clock, then its structs, copied from ``data`` (consecutive spans of one client
+    each, as :func:`crdtsync.model.yupdate.struct_layout` found them)."""
+    out = bytearray()
+    _write_uint(out, len(runs))
+    for client, spans in runs:
+        _write_uint(out, len(spans))
+        _write_uint(out, client)
+        _write_uint(out, spans[0].clock)
+        for span in spans:
+            out += data[span.start : span.stop]
+    return bytes(out)
 
 
 def _merge(ranges: Iterable[tuple[int, int]]) -> Ranges:
@@ -252,6 +330,3 @@ def encode_state_vector(state: Mapping[int, int]) -> bytes:
         _write_uint(out, clock)
     return bytes(out)
 
-
-# yupdate re-exports this module's names, so it imports this module in turn: binding its names last lets
-# either module be imported first.

@@ -421,6 +421,61 @@ def item_positions(data: bytes) -> dict[tuple[int, int], bytes]:
     return out
 
 
+@dataclass(frozen=True)
+class StructSpan:
+    """One struct of a Yjs v1 update as :func:`struct_layout` finds it.
+
+    Attributes:
+        clock: its first clock; ``end`` the clock after its last unit.
+        start: the byte offset of its info byte; ``stop`` the offset after its last byte. The bytes between
+            are position-independent (Items name their origins by ID), so they can be copied into another
+            update at the same clock.
+        skip: a Skip struct: a hole a merged update leaves where it holds nothing.
+        references: the IDs ``(client, clock)`` it refers to (origin, right origin, parent item); none for GC
+            and Skip structs.
+    """
+
+    clock: int
+    end: int
+    start: int
+    stop: int
+    skip: bool
+    references: frozenset[tuple[int, int]]
+
+
+def struct_layout(data: bytes) -> list[tuple[int, tuple[StructSpan, ...]]]:
+    """Each client's structs in a Yjs v1 update, in the order the update lists clients: ``(client, spans)``, spans
+    in clock order with their byte positions (yjs ``readClientsStructRefs``); the delete set is not read. What
+    :func:`crdtsync.model.ystate.split_integrable` cuts an update with.
+
+    Raises:
+        UpdateRejectedError: as :func:`decode_update` when a struct does not decode; run that first for the
+            full check.
+    """
+    r = _Reader(bytes(data))
+    out: list[tuple[int, tuple[StructSpan, ...]]] = []
+    for _ in range(r.count(3)):
+        n_structs, _, client, clock = r.client_header()
+        spans: list[StructSpan] = []
+        for _ in range(n_structs):
+            at = r.pos
+            if at >= r.end:
+                _fail("truncated: struct expected", at)
+            info = r.data[at]
+            r.pos = at + 1
+            references: frozenset[tuple[int, int]] = frozenset()
+            if info & 0x1F in (_GC, _SKIP):
+                length = r.uint()
+            else:
+                r.refs = set()
+                length = r.item(info, client, clock)
+                references = frozenset(r.refs)
+            spans.append(StructSpan(clock, clock + length, at, r.pos, info == _SKIP, references))
+            clock += length
+        out.append((client, tuple(spans)))
+    return out
+
+
 def _check_causal(structs: dict[int, Ranges], deps: list[_Dep]) -> None:
     """Refuse references between the update's own structs that go round in a cycle across clients: no
     causal history writes them, and yrs keeps such an update pending for ever (a later clock of the same

@@ -427,10 +427,17 @@ class Store(MaterializedMemories, AuthorLogs):
         return [(r[0], r[1], bytes(r[2])) for r in rows]
 
     def wait_for(self, inbox_id: int, clients: Iterable[int]) -> None:
-        """Record which Yjs client ids the held update ``inbox_id`` waits for (what its last try found missing).
-        Call inside :meth:`write`."""
-        self.conn.execute("UPDATE inbox SET waiting = ? WHERE id = ?",
-                          (json.dumps({"clients": sorted(clients)}), inbox_id))
+        """Record which Yjs client ids the held update ``inbox_id`` waits for (what its last try found missing),
+        and the newest received update logged at that try (see :meth:`due_count`). Call inside :meth:`write`."""
+        self.conn.execute("UPDATE inbox SET waiting = ? WHERE id = ?", (self._wait_record(clients), inbox_id))
+
+    def _wait_record(self, clients: Iterable[int]) -> str:
+        """``waiting`` of a tried update: JSON ``{"clients": [client id...], "after": update id}``."""
+        return json.dumps({"clients": sorted(clients), "after": self._last_received()})
+
+    def _last_received(self) -> int:
+        """The id of the newest received update in the log (0 when none is)."""
+        return int(self.conn.execute("SELECT coalesce(max(id), 0) FROM updates WHERE local = 0").fetchone()[0])
 
     def held_waits(self) -> list[dict[str, Any]]:
         """Each held update, oldest first, as ``{origin, since (ISO-8601 UTC), clients}``: the Yjs client ids it
@@ -452,6 +459,13 @@ class Store(MaterializedMemories, AuthorLogs):
         self.conn.execute("UPDATE inbox SET data = ?, waiting = ? WHERE id = ?", (first, UNTRIED, inbox_id))
         self.hold(rest, origin=origin, waiting="deletes of structs not here yet")
 
+    def narrow_held(self, inbox_id: int, rest: bytes, clients: Iterable[int]) -> None:
+        """Keep of the held update ``inbox_id`` only ``rest``, what of it still waits (its other part was
+        logged in this transaction: :func:`crdtsync.model.ystate.split_integrable`), waiting for the Yjs client
+        ids ``clients`` (as :meth:`wait_for` records). Call inside :meth:`write`."""
+        self.conn.execute("UPDATE inbox SET data = ?, waiting = ? WHERE id = ?",
+                          (rest, self._wait_record(clients), inbox_id))
+
     def held_origins(self) -> set[str]:
         """The origins (sender labels: device ids for a mailbox) of the held updates."""
         return {r[0] for r in self.conn.execute("SELECT DISTINCT origin FROM inbox")}
@@ -460,9 +474,14 @@ class Store(MaterializedMemories, AuthorLogs):
         """How many received updates wait for dependencies."""
         return int(self.conn.execute("SELECT count(*) FROM inbox").fetchone()[0])
 
-    def untried_count(self) -> int:
-        """How many held updates were never tried (``waiting`` is still ``"not yet tried"``)."""
-        return int(self.conn.execute("SELECT count(*) FROM inbox WHERE waiting = ?", (UNTRIED,)).fetchone()[0])
+    def due_count(self) -> int:
+        """How many held updates are due a try: not tried since they were stored (``waiting`` is :data:`UNTRIED`
+        or another note, not a wait :meth:`wait_for` recorded), or tried before the newest received update was logged,
+        which may be what they waited for (a process stopped between that update's commit and their try). A
+        wait recorded without ``after`` (by crdtsync up to 810fad0) counts as current."""
+        return int(self.conn.execute(
+            "SELECT count(*) FROM inbox WHERE CASE WHEN json_valid(waiting) THEN json_extract(waiting, '$.after') < ? "
+            "ELSE 1 END", (self._last_received(),)).fetchone()[0])
 
     def release(self, inbox_id: int) -> None:
         """Drop a held update (it integrated or was quarantined). Call inside :meth:`write`."""

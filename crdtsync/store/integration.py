@@ -12,7 +12,6 @@ use; everything here is private to crdtsync.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,16 +25,17 @@ from crdtsync.model.authorship import FORGERY_CODES, check_registry_change
 from crdtsync.model.records import MAX_CLOCK_SKEW, Conflict, Memory
 from crdtsync.model.schema import CONTENT_KINDS, ROOTS, MemoryDoc, WriteContext, registry_entry
 from crdtsync.model.ystate import (
-    combine,
+    Missing,
     decode_state_vector,
     expected_state,
     missing_dependencies,
+    split_integrable,
     split_unknown_deletes,
 )
-from crdtsync.model.yupdate import MAX_CLOCK, DecodedUpdate, decode_update
+from crdtsync.model.yupdate import DecodedUpdate, decode_update
 from crdtsync.store.db import UNTRIED, Store
 from crdtsync.store.memories import new_memory_id
-from crdtsync.store.worker import IntegrationWorker, Row, WorkerResult
+from crdtsync.store.worker import IntegrationWorker, Row, WorkerResult, is_verdict
 
 T = TypeVar("T")
 
@@ -50,18 +50,19 @@ MAX_ATTEMPTS = 3
 LEVEL_CONFLICT = "MEMORY_LEVEL_CONFLICT"
 
 
-def _authors(origins: Iterable[str]) -> frozenset[str] | None:
-    """The authenticated authors of updates from ``origins``: None when one of them is a local caller's label
-    rather than a device id (nothing to check its writes against)."""
-    authors = frozenset(origins)
-    return authors if all(is_device_id(origin) for origin in authors) else None
+def _authors(origin: str) -> frozenset[str] | None:
+    """The authenticated author of an update from ``origin``: None when it is a local caller's label rather than
+    a device id (nothing to check its writes against)."""
+    return frozenset({origin}) if is_device_id(origin) else None
 
 
 @dataclass(frozen=True)
 class ApplyResult:
     """The outcome of one received update: ``status`` is ``"integrated"`` (now in the Doc and the store),
     ``"pending"`` (stored, waiting for updates it depends on; it integrates when they arrive) or ``"refused"``
-    (quarantined; ``code`` says why, nothing of it was applied). ``changed`` lists memory ids it touched."""
+    (quarantined; ``code`` says why; nothing of it was applied, or, of an update part of which integrated while
+    the rest waited, nothing of that rest). ``changed`` lists memory ids it touched (for a pending update, those
+    the part of it that could integrate already touched)."""
 
     status: str
     code: str | None = None
@@ -82,12 +83,13 @@ class UpdateIntegration:
     _doc: MemoryDoc | None
     _seen: int
     #: The integration worker (None until needed or after a failure), the store's last update id its scratch
-    #: Doc holds and the state generation it was loaded under, and the strict reader's results for held updates
-    #: by inbox id.
+    #: Doc holds and the state generation it was loaded under, the strict reader's results for held updates by
+    #: inbox id, and for those of which nothing could integrate at their last try, what they missed then.
     _worker: IntegrationWorker | None
     _worker_at: int
     _worker_generation: int
     _decoded: dict[int, DecodedUpdate]
+    _stuck: dict[int, Missing]
 
     if TYPE_CHECKING:
         def _stored_updates(self) -> Iterator[tuple[int, bytes]]: ...
@@ -123,11 +125,19 @@ class UpdateIntegration:
            :data:`MAX_HELD` held updates in all: past it, those of this call that still wait are refused
            (``UPDATE_INBOX_FULL``), newest first; an update that integrates is never refused for a full inbox.
            ``limit_held=False`` holds them all: for a caller that bounds what it hands over itself (a
-           mailbox pull, whose cursor moves past what it hands over). An update that only waits to delete
-           structs not here yet integrates the rest (``"integrated"``) and holds those deletes apart; held
-           updates that are complete together integrate as a group.
+           mailbox pull, whose cursor moves past what it hands over). Of an update that waits for structs,
+           what can integrate now does and the rest stays held (``"pending"``, ``changed`` naming what its
+           integrated part touched), so updates that are complete together integrate whatever order they
+           arrive in; one that only waits to delete structs not here yet integrates the rest
+           (``"integrated"``) and holds those deletes apart.
 
         Returns one :class:`ApplyResult` per input, in order. Never raises for a bad update.
+
+        Raises:
+            KeyboardInterrupt: (or any other exception that is not a verdict on an update, such as the
+                ``SystemExit`` of a SIGTERM handler) as it came: the update it interrupted stays held, nothing of
+                it logged, and integrates at the next call or :meth:`resume_held` (a sync).
+            VaultError: ``VAULT_REBUILD_FAILED`` (see :meth:`_worker_for`); the store's errors.
         """
         outcomes: list[ApplyResult | int] = []
         with self._store.write():
@@ -173,6 +183,7 @@ class UpdateIntegration:
                         self._store.quarantine(bytes(data), origin=origin, code="UPDATE_INBOX_FULL",
                                                message=message)
                         self._decoded.pop(outcome, None)
+                        self._stuck.pop(outcome, None)
                         held.discard(outcome)
                         done[outcome] = ApplyResult("refused", "UPDATE_INBOX_FULL", message)
         results = []
@@ -186,15 +197,17 @@ class UpdateIntegration:
         return results
 
     def resume_held(self) -> dict[int, ApplyResult]:
-        """Integrate the received updates that were stored in the inbox but never tried: a process killed between
-        storing an update and integrating it (a join or sync that the OS or kill -9 stopped) leaves them there,
-        and the relay's cursor has moved past them, so no pull brings them again. Returns the outcomes by inbox id
-        (none when every held update was tried: those wait for updates still to come, which trigger them).
+        """Integrate the held updates due a try (:meth:`Store.due_count`): a process stopped between storing an
+        update and integrating it (a join or sync that the OS or kill -9 stopped, an interrupt) leaves it
+        untried, and one stopped between integrating an update and trying those that waited for it leaves those
+        tried too early; the relay's cursor has moved past them, so no pull brings them again. Returns the
+        outcomes by inbox id (none when every held update was tried since the last received update integrated:
+        those wait for updates still to come, which trigger them).
 
         Raises:
             VaultError: ``VAULT_REBUILD_FAILED`` as :meth:`apply_updates` can.
         """
-        if not self._store.untried_count():
+        if not self._store.due_count():
             return {}
         return self._drain_inbox()
 
@@ -297,10 +310,20 @@ class UpdateIntegration:
         return worker
 
     def _drain_inbox(self, *, patience: float = 1.0) -> dict[int, ApplyResult]:
-        """Integrate every held update whose dependencies are present, until no more progress is possible.
-        Strict-reader results are cached per inbox id for as long as the update stays held. The worker's state
-        vector (equal to the store's) decides what is missing, so a pull never needs the live Doc. The worker's
-        deadline is multiplied by ``patience``."""
+        """Integrate what the held updates hold that can integrate, until no more progress is possible.
+
+        A held update whose dependencies are all present is applied whole. Of one that waits for structs, the
+        part that can integrate now (:func:`~crdtsync.model.ystate.split_integrable`) is applied and logged and
+        the rest stays held under its inbox id: yrs never keeps a struct pending (it integrates pending structs
+        wrongly), and updates that are complete together integrate piece by piece whatever order they came
+        in. One that only waits to delete structs not here yet integrates the rest and holds those deletes apart
+        (:func:`~crdtsync.model.ystate.split_unknown_deletes`). Strict-reader results are cached per inbox id
+        for as long as the update stays held. The worker's state vector (equal to the store's) decides what is
+        missing, so a pull never needs the live Doc. The worker's deadline is multiplied by ``patience``.
+
+        Returns by inbox id the outcome of each held update that integrated or was refused, and ``"pending"``
+        with the memories its integrated part changed for one still held after part of it integrated.
+        """
         done: dict[int, ApplyResult] = {}
         cache = self._decoded
         def decoded_of(inbox_id: int, data: bytes) -> DecodedUpdate:
@@ -336,142 +359,72 @@ class UpdateIntegration:
                             cache[inbox_id] = known_decoded
                             progress = True
                             continue
-                        if missing:
+                        parts = None
+                        # Nothing of it can integrate while it misses the same: every struct it cannot take roots
+                        # in what it misses. So a big held snapshot is not cut again at every pull.
+                        if (missing.gaps or missing.references) and self._stuck.get(inbox_id) != missing:
+                            parts = split_integrable(data, decoded, state)
+                            if parts is None:
+                                self._stuck[inbox_id] = missing
+                        if missing and parts is None:
                             self._store.wait_for(inbox_id, missing.clients())
                             continue
-                        with self._closing_on_failure(worker):
-                            result = worker.apply(data, on_rows=self._store_rows, patience=patience,
-                                                  authors=_authors([origin]))
-                            if decode_state_vector(result.state_vector) != expected_state(decoded, state):
-                                raise UpdateRejectedError(
-                                    "the update moved a client's clock further than its content justifies",
-                                    code="UPDATE_CLOCK_JUMP")
-                            self._check_authorship(origin, result)
-                            self._worker_at = self._integrate_checked(data, origin, result)
-                            self._alarm_on_clock_ahead(origin, result)
-                        self._store.release(inbox_id)
-                        cache.pop(inbox_id, None)
-                        done[inbox_id] = ApplyResult("integrated", changed=tuple(r[0] for r in result.rows))
-                        progress = True
+                        self._stuck.pop(inbox_id, None)
+                        earlier = done[inbox_id].changed if inbox_id in done else ()
+                        if parts is None:
+                            result = self._integrate_one(worker, data, decoded, state, origin, patience)
+                            self._store.release(inbox_id)
+                            cache.pop(inbox_id, None)
+                            outcome = ApplyResult("integrated", changed=(*earlier, *(r[0] for r in result.rows)))
+                        else:
+                            now, rest = parts
+                            now_decoded = decode_update(now)
+                            result = self._integrate_one(worker, now, now_decoded, state, origin, patience)
+                            self._store.forget_quarantined(data)  # a retried update: it is not refused any more
+                            rest_decoded = decode_update(rest)
+                            waits = missing_dependencies(rest_decoded, expected_state(now_decoded, state))
+                            self._store.narrow_held(inbox_id, rest, waits.clients())
+                            cache[inbox_id] = rest_decoded
+                            outcome = ApplyResult("pending", changed=(*earlier, *(r[0] for r in result.rows)))
+                    done[inbox_id] = outcome
+                    progress = True
                 except UpdateRejectedError as exc:
                     with self._store.write():
                         self._store.release(inbox_id)
                         self._store.quarantine(data, origin=origin, code=exc.code, message=exc.message)
                         self._alarm_on_forgery(exc, origin)
                     cache.pop(inbox_id, None)
+                    self._stuck.pop(inbox_id, None)
                     done[inbox_id] = ApplyResult("refused", exc.code, exc.message)
                     progress = True
                 except VaultError as exc:
                     if exc.code == "VAULT_REBUILD_FAILED":  # outside the rolled-back transaction, so it stays
                         self._store.raise_alarm(exc.code, exc.message)
                     raise
-            if not progress and self._store.held_count():
-                group = self._complete_group(decoded_of)
-                if group:
-                    done.update(self._integrate_group(group, decoded_of, patience))
-                    progress = True
         self._maybe_compact()
         return done
 
-    def _complete_group(self, decoded_of: Callable[[int, bytes], DecodedUpdate]) -> list[tuple[int, str, bytes]]:
-        """Held updates that are complete together although none is alone, or ``[]``. Yjs integrates each
-        update as far as it can and keeps the rest pending, so two updates can each need a struct of the
-        other: a device's snapshot holds all its structs up to a seq, one of which needs a newer struct of a
-        second device, whose next update refers to an older struct in that snapshot.
+    def _integrate_one(self, worker: IntegrationWorker, data: bytes, decoded: DecodedUpdate, state: dict[int, int],
+                       origin: str, patience: float) -> WorkerResult:
+        """Integrate ``data`` (Yjs v1 bytes the strict reader read as ``decoded``, complete at the worker's state
+        vector ``state``), in the caller's write transaction: apply it in ``worker`` (its materialized rows are
+        stored as they arrive), refuse it when the state vector moved other than its content justifies or it
+        broke the registry's rules, then log it and apply it to the live Doc when one is loaded. Returns the
+        worker's result; on any failure the worker is closed.
 
-        Linear in the held updates: each missing struct is looked up among the held updates' structs; an update
-        that needs a struct no held update has (or only one that itself needs such a struct, and so on) can be in
-        no complete group and is left out. From each remaining update, the updates that hold what it misses are
-        gathered until the group misses nothing."""
-        held: list[tuple[tuple[int, str, bytes], DecodedUpdate]] = []
-        for row in self._store.held():
-            try:
-                held.append((row, decoded_of(row[0], row[2])))
-            except UpdateRejectedError:
-                continue
-        runs: dict[int, list[tuple[int, int, int]]] = {}  # client -> sorted (start, end, position in ``held``)
-        for n, (_, decoded) in enumerate(held):
-            for client, ranges in decoded.structs.items():
-                runs.setdefault(client, []).extend((start, end, n) for start, end in ranges)
-        for client_runs in runs.values():
-            client_runs.sort()
-
-        def holder(client: int, clock: int) -> int | None:
-            client_runs = runs.get(client, [])
-            for i in range(bisect_right(client_runs, (clock, MAX_CLOCK + 1, len(held))) - 1, -1, -1):
-                if client_runs[i][1] > clock:  # runs of two held updates may overlap: look further back
-                    return client_runs[i][2]
-            return None
-
-        with self._store.write():
-            state = decode_state_vector(self._worker_for().state_vector)
-        providers: list[set[int]] = []
-        blocked: list[int] = []
-        dependents: dict[int, list[int]] = {}
-        for n, (_, decoded) in enumerate(held):
-            missing = missing_dependencies(decoded, state)
-            needs = [*missing.references, *((c, reach) for c, (reach, _) in missing.gaps.items()),
-                     *missing.deletes.items()]
-            found = {holder(client, clock) for client, clock in needs}
-            providers.append({p for p in found if p is not None and p != n})
-            if None in found:
-                blocked.append(n)
-            for p in providers[n]:
-                dependents.setdefault(p, []).append(n)
-        unreachable = set(blocked)
-        while blocked:
-            for n in dependents.get(blocked.pop(), ()):
-                if n not in unreachable:
-                    unreachable.add(n)
-                    blocked.append(n)
-        for n in range(len(held)):
-            if n in unreachable or not providers[n]:
-                continue
-            members, todo = {n}, list(providers[n])
-            while todo:
-                p = todo.pop()
-                if p not in members:
-                    members.add(p)
-                    todo.extend(providers[p])
-            group = [held[i] for i in sorted(members)]
-            if not missing_dependencies(combine([d for _, d in group]), state):
-                return [row for row, _ in group]
-        return []
-
-    def _integrate_group(self, group: list[tuple[int, str, bytes]],
-                         decoded_of: Callable[[int, bytes], DecodedUpdate], patience: float) -> dict[int, ApplyResult]:
-        """Apply a group from :meth:`_complete_group` in the worker one after the other (yrs resolves what each
-        left pending), check the clocks once for the whole group, then log each update in that order and
-        release them, all in one transaction. A refusal quarantines the whole group with its code."""
-        done: dict[int, ApplyResult] = {}
-        try:
-            with self._store.write():
-                worker = self._worker_for()
-                state = decode_state_vector(worker.state_vector)
-                with self._closing_on_failure(worker):
-                    authors = _authors([origin for _, origin, _ in group])
-                    results = [worker.apply(data, on_rows=self._store_rows, patience=patience, authors=authors)
-                               for _, _, data in group]
-                    together = combine([decoded_of(inbox_id, data) for inbox_id, _, data in group])
-                    if decode_state_vector(results[-1].state_vector) != expected_state(together, state):
-                        raise UpdateRejectedError("the updates moved a client's clock further than their content "
-                                                  "justifies, or left part of it pending", code="UPDATE_CLOCK_JUMP")
-                    for (inbox_id, origin, data), result in zip(group, results, strict=True):
-                        self._check_authorship(origin, result)
-                        self._worker_at = self._integrate_checked(data, origin, result)
-                        self._alarm_on_clock_ahead(origin, result)
-                        self._store.release(inbox_id)
-                        self._decoded.pop(inbox_id, None)
-                        done[inbox_id] = ApplyResult("integrated", changed=tuple(r[0] for r in result.rows))
-        except UpdateRejectedError as exc:
-            with self._store.write():
-                for inbox_id, origin, data in group:
-                    self._store.release(inbox_id)
-                    self._store.quarantine(data, origin=origin, code=exc.code, message=exc.message)
-                    self._alarm_on_forgery(exc, origin)
-                    self._decoded.pop(inbox_id, None)
-                    done[inbox_id] = ApplyResult("refused", exc.code, exc.message)
-        return done
+        Raises:
+            UpdateRejectedError: the worker's codes (:meth:`IntegrationWorker.apply`), ``UPDATE_CLOCK_JUMP``, the
+                registry's (:meth:`_check_authorship`), ``UPDATE_MALFORMED`` when the live Doc refuses it.
+        """
+        with self._closing_on_failure(worker):
+            result = worker.apply(data, on_rows=self._store_rows, patience=patience, authors=_authors(origin))
+            if decode_state_vector(result.state_vector) != expected_state(decoded, state):
+                raise UpdateRejectedError("the update moved a client's clock further than its content justifies",
+                                          code="UPDATE_CLOCK_JUMP")
+            self._check_authorship(origin, result)
+            self._worker_at = self._integrate_checked(data, origin, result)
+            self._alarm_on_clock_ahead(origin, result)
+        return result
 
     def _check_authorship(self, origin: str, result: WorkerResult) -> None:
         """Refuse a worker-checked update whose author (``origin``, when it is a device id: the mailbox's
@@ -544,15 +497,23 @@ class UpdateIntegration:
         """Log a worker-checked update whose rows are stored; apply it to the live Doc if this process has one
         loaded (a pull into an unloaded vault never loads it). When the update replaced records held here (a
         concurrent creation of one id), the live Doc is loaded to read what they held and it is resurfaced.
-        Returns the id the update was logged under."""
+        Returns the id the update was logged under.
+
+        Raises:
+            UpdateRejectedError: ``UPDATE_MALFORMED`` when pycrdt raises or panics on it in the live Doc.
+            KeyboardInterrupt: (or another exception that is not a verdict: :func:`is_verdict`) as it came, the live
+                Doc dropped (it is reloaded from the store, which does not hold the update, on next use).
+        """
         lost_ids = [k for k in result.replaced if self._store.memory_level(k) == 1]
         if lost_ids or self._doc is not None:
             doc = self._current_doc()  # the store does not hold this update yet: the state before it
             before = {k: doc.memories[k].to_py() or {} for k in lost_ids if isinstance(doc.memories.get(k), Map)}
             try:
                 doc.doc.apply_update(data)
-            except BaseException:
-                self._doc = None
+            except BaseException as exc:
+                self._doc = None  # it may hold the update (an interrupt comes once yrs returns) or be broken
+                if not is_verdict(exc):
+                    raise
                 raise UpdateRejectedError("pycrdt refused an update the worker accepted",
                                           code="UPDATE_MALFORMED") from None
         update_id = self._store.append_update(data, origin=origin, local=False)

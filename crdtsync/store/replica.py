@@ -23,7 +23,7 @@ from crdtsync.crypto.keys import DeviceKeys
 from crdtsync.errors import VaultError
 from crdtsync.model.records import Conflict, Memory, believable_until, utc_now_iso
 from crdtsync.model.schema import MemoryDoc, WriteContext
-from crdtsync.model.ystate import decode_state_vector, encode_state_vector
+from crdtsync.model.ystate import Missing, decode_state_vector, encode_state_vector
 from crdtsync.model.yupdate import MAX_CLOCK, DecodedUpdate, decode_update
 from crdtsync.store.db import Store
 from crdtsync.store.incarnation import ALARM as INCARNATION_ALARM
@@ -104,6 +104,7 @@ class Replica(UpdateIntegration):
         self._worker_generation = -1
         self._registered = False
         self._decoded: dict[int, DecodedUpdate] = {}
+        self._stuck: dict[int, Missing] = {}
 
     @property
     def device_id(self) -> str:

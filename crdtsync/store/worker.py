@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -301,6 +302,15 @@ class ScratchDoc:
         return rows
 
 
+def is_verdict(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while pycrdt applied an update, is a verdict on the update: an ordinary exception,
+    or a Rust panic (pyo3's ``pyo3_runtime.PanicException``, a BaseException that Python cannot import by name).
+    An interrupt (KeyboardInterrupt, the SystemExit of a signal handler, a cancelled task's CancelledError) is
+    not: it says nothing of the update, which stays to be applied again."""
+    return isinstance(exc, Exception) or any(cls.__module__ == "pyo3_runtime" and cls.__name__ == "PanicException"
+                                             for cls in type(exc).__mro__)
+
+
 def _pack(*message: Any) -> bytes:
     packed: bytes = msgpack.packb(message, use_bin_type=True)
     return packed
@@ -308,6 +318,8 @@ def _pack(*message: Any) -> bytes:
 
 def _serve(conn: Connection) -> None:  # pragma: no cover - runs in the child process
     disable_core_dumps()  # it holds the vault's decrypted memories
+    # A terminal's Ctrl-C reaches the whole process group: the parent stops, and kills this child as it does.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     scratch = ScratchDoc()
     conn.send_bytes(_pack("ready"))
     while True:
@@ -325,6 +337,8 @@ def _serve(conn: Connection) -> None:  # pragma: no cover - runs in the child pr
             else:
                 scratch.apply(data)
         except BaseException as exc:  # PanicException is a BaseException; the Doc is unusable afterwards
+            if not is_verdict(exc):
+                raise
             why = f"pycrdt refused the update: {type(exc).__name__}: {exc}"
             conn.send_bytes(_pack("error", "UPDATE_MALFORMED", why))
             return
@@ -367,12 +381,16 @@ class IntegrationWorker:
             )
             self._conn = Connection(mine.detach())
         self.alive = True
-        # The child says when it is ready (its imports can take seconds on a slow phone), so that the stall
-        # timeouts only ever apply to a child that is reading.
-        if self._receive(STARTUP_SECONDS, [0.0]) != ["ready"]:
-            raise self._fail("the integration worker did not start", "UPDATE_WORKER_CRASHED")
-        size = sum(len(update) for update in state)
-        loaded = self._call(["load", list(state)], deadline=max(deadline, 60.0 + size / 1e6))
+        try:
+            # The child says when it is ready (its imports can take seconds on a slow phone), so that the stall
+            # timeouts only ever apply to a child that is reading.
+            if self._receive(STARTUP_SECONDS, [0.0]) != ["ready"]:
+                raise self._fail("the integration worker did not start", "UPDATE_WORKER_CRASHED")
+            size = sum(len(update) for update in state)
+            loaded = self._call(["load", list(state)], deadline=max(deadline, 60.0 + size / 1e6))
+        except BaseException:  # an interrupt included: no child outlives a worker that never started
+            self.close()
+            raise
         self.state_vector = loaded.state_vector
 
     @property
@@ -427,8 +445,8 @@ class IntegrationWorker:
         bound = believable_until()
         ahead = False
         while True:
-            message = self._receive(deadline, waited)
             try:
+                message = self._receive(deadline, waited)
                 kind = message[0]
                 if kind == "written":
                     written = {str(k): [str(key) for key in v] for k, v in message[1].items()}
@@ -452,7 +470,7 @@ class IntegrationWorker:
             except (TypeError, ValueError, IndexError, AttributeError, RecursionError):
                 raise self._fail("the integration worker sent a malformed message",
                                  "UPDATE_WORKER_CRASHED") from None
-            except BaseException:  # a refusal, or on_rows failed: the child's stream is not drained
+            except BaseException:  # a refusal, on_rows failed, or an interrupt: the child's stream is not drained
                 self.close()
                 raise
 
@@ -472,8 +490,8 @@ class IntegrationWorker:
         waiting for the child), times ``patience`` (more than 1 for an update tried again after a timeout).
         ``on_rows`` receives the checked rows chunk by chunk as they arrive, so that the
         caller can store them while the child reads the next chunk; a later refusal means the caller must
-        discard them (roll back its transaction). ``authors``: the device ids of the update's authenticated
-        author (several for a group integrated together): what it wrote must be in their name.
+        discard them (roll back its transaction). ``authors``: the device id(s) of the update's authenticated
+        author: what it wrote must be in their name (None: no known author, nothing is checked).
 
         Raises:
             UpdateRejectedError: ``UPDATE_WORKER_TIMEOUT`` (past the deadline), ``UPDATE_WORKER_CRASHED`` (the
