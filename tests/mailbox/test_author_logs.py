@@ -199,3 +199,40 @@ def test_an_entry_a_member_alters_on_the_way_is_refused_and_the_honest_copy_stil
     assert _memories(tablet) == _memories(phone)
     for v in (phone, laptop, tablet):
         v.close()
+
+
+def test_a_bridged_chain_through_a_folder_and_s3_converges_and_s3_heals(
+    tmp_path: Path, s3_bucket: str, s3_endpoint: str,
+) -> None:
+    """phone -folder- laptop -S3 (moto's server)- tablet: the laptop carries each side's entries to the other,
+    and a head and an entry the bucket lost are put back by the next sync of a device that holds them."""
+    import boto3
+
+    box, bucket = tmp_path / "box", f"s3://{s3_bucket}/vault"
+    Vault.init(tmp_path / "laptop", name="v", device_name="laptop", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    laptop = Vault.open(tmp_path / "laptop")
+    laptop.add_relay("box", box.as_uri())
+    laptop.add_relay("s3", bucket)
+    assert _errors(laptop.sync()) == []
+    Vault.join(tmp_path / "phone", box.as_uri(), passphrase=PASSPHRASE, device_name="phone")
+    Vault.join(tmp_path / "tablet", bucket, passphrase=PASSPHRASE, device_name="tablet")
+    phone, tablet = Vault.open(tmp_path / "phone"), Vault.open(tmp_path / "tablet")
+    from_phone, from_tablet = phone.add("written on the phone"), tablet.add("written on the tablet")
+    for device in (phone, tablet, laptop, phone, tablet):
+        assert _errors(device.sync()) == []
+    assert tablet.get(from_phone.id).content == "written on the phone"
+    assert phone.get(from_tablet.id).content == "written on the tablet"
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]]
+    lost = [k for k in keys if f"/a/{phone.device_id}/" in k]
+    assert lost and any(k.endswith("/head") for k in lost)
+    for key in lost:
+        s3.delete_object(Bucket=s3_bucket, Key=key)
+    (_, healed) = laptop.sync()
+    assert healed.errors == [] and healed.objects_up >= len(lost)
+    assert {o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]} >= set(lost)
+    Vault.join(tmp_path / "late", bucket, passphrase=PASSPHRASE, device_name="late")
+    with Vault.open(tmp_path / "late") as late:
+        assert _memories(late) == _memories(laptop)
+    for v in (laptop, phone, tablet):
+        v.close()
