@@ -198,7 +198,10 @@ class AuthorLogReplica:
                 code="UPDATE_INBOX_FULL")
 
     def accept(self, entry: Entry, applied: int, chain: bytes, where: str) -> Accepted:
-        """Open ``entry`` and check it follows its author's log applied up to ``applied`` (digest ``chain``).
+        """Open ``entry``, check it follows its author's log applied up to ``applied`` (digest ``chain``), and keep
+        it as received (its own transaction: an entry kept but not yet integrated is fetched and kept again by the
+        next sync, and served meanwhile as the author signed it). The :class:`Accepted` returned no longer holds
+        the parts, so a large entry is not in memory twice while it integrates.
 
         Raises:
             EnvelopeError, MailboxError: the entry does not open, is not what was expected, or does not follow
@@ -211,21 +214,21 @@ class AuthorLogReplica:
             if exc.code == "MAILBOX_FORK":
                 self.db.raise_alarm("MAILBOX_FORK", exc.message, device=entry.author)
             raise
-        return Accepted(entry, opened, opened.batch.prev if entry.kind == KIND_SNAPSHOT else opened.digest)
+        link = opened.batch.prev if entry.kind == KIND_SNAPSHOT else opened.digest
+        with self.db.write():
+            self.db.put_entry(entry.author, entry.kind, entry.seq, link, list(entry.parts))
+        return Accepted(replace(entry, parts=()), opened, link)
 
     def integrate(self, group: list[Accepted]) -> list[tuple[Entry, ApplyResult]]:
-        """Keep ``group``'s entries (one author's, in order, each accepted after the one before) as received and
-        integrate their updates; the author's applied point moves to the last of them, and its pending head is
-        stored when it names that point, in the same transaction. Updates with structs of client ids the author
-        does not own are quarantined (``UPDATE_FOREIGN_CLIENT``), their entries kept (they are the author's, and
-        every device refuses them alike). Returns each entry's result."""
+        """Integrate the updates of ``group`` (one author's accepted entries, in order, each accepted after the
+        one before); the author's applied point moves to the last of them, and its pending head is stored when it
+        names that point, in the transaction that stores the updates. Updates with structs of client ids the
+        author does not own are quarantined (``UPDATE_FOREIGN_CLIENT``), their entries kept (they are the
+        author's, and every device refuses them alike). Returns each entry's result."""
         author = group[0].entry.author
         last = group[-1]
 
         def stored() -> None:
-            for item in group:
-                digest = item.opened.batch.prev if item.entry.kind == KIND_SNAPSHOT else item.opened.digest
-                self.db.put_entry(author, item.entry.kind, item.entry.seq, digest, list(item.entry.parts))
             self.db.set_applied(author, last.entry.seq, last.chain)
             pending = self.pending.get(author)
             if pending is not None and pending[0].seq == last.entry.seq and pending[0].digest in (last.chain, b""):

@@ -363,14 +363,18 @@ class AuthorLogSync:
 
     def _put_author(self, relay: RelayView, author: str, head_data: bytes, ours: tuple[int, int]) -> None:
         head = open_head(self.logs.keyring, self.logs.sender_key, head_data, author, "a stored head")
+        remembered = self.db.relay_head(relay.name, author)
+        shown = None if remembered is None else (remembered[1], remembered[2])
         plan = plan_author(self.tag, author, head, self.db.entry_sizes(author), relay.objects,
-                           relay.heads.get(author))
+                           relay.heads.get(author), shown)
         for key, kind, seq, part in plan.puts:
             parts = self.db.entry_parts(author, kind, seq) or []
             self._put_object(relay, key, parts[part], healed=key in plan.healed)
         if plan.put_head:
+            # Healed: the relay showed this head (or a newer one) before and lost it or went back.
+            lost = author not in relay.heads and shown is not None
             self._put_object(relay, author_key(self.tag, author, "head"), head_data,
-                             healed=author in relay.rolled_back)
+                             healed=author in relay.rolled_back or lost)
             relay.heads[author] = ours
             if author == self.me:  # the mark of what we put is unknown until listed: its size stands in, for
                 with self.db.write():  # our own head only (no one else writes a newer one)

@@ -156,13 +156,14 @@ class AuthorPlan:
 
 
 def plan_author(tag: str, author: str, head: Head, held: Mapping[tuple[int, int], list[int]], listing: Listing,
-                theirs: tuple[int, int] | None) -> AuthorPlan:
+                theirs: tuple[int, int] | None, shown: tuple[int, int] | None = None) -> AuthorPlan:
     """What relay ``listing`` needs of ``author`` so that it holds what ``head`` (the newest head of the author
     this device verified) says: its logs from ``head.first`` and its snapshot, where this device ``held`` them
     (``(kind, seq) -> [size of each part]``), and the head itself unless the relay's (``theirs``: its ``(seq,
     n)``, None when it has none) is as new. Continuations are put before the part at the key, so that a reader
     who finds part 0 finds the rest. When the relay's head is not newer than ``head``, logs below ``head.first``
-    and snapshots other than ``head.snap`` are deleted."""
+    and snapshots other than ``head.snap`` are deleted. A put is counted as healed when the relay's head, now
+    or as it was ``shown`` at an earlier sync, says the relay held that entry."""
     plan = AuthorPlan()
     wanted = [(KIND_UPDATE, seq) for seq in range(head.first, head.seq + 1)]
     if head.snap:
@@ -176,7 +177,7 @@ def plan_author(tag: str, author: str, head: Head, held: Mapping[tuple[int, int]
             continue
         for part in reversed(range(len(sizes))):
             plan.puts.append((keys[part], kind, seq, part))
-            if theirs is not None and theirs[0] >= seq:
+            if max(theirs or (0, 0), shown or (0, 0))[0] >= seq:
                 plan.healed.append(keys[part])
     ours = (head.seq, head.n)
     plan.put_head = theirs is None or theirs < ours

@@ -3,9 +3,11 @@ each author's newest verified head, and what each relay was last seen to hold.
 
 Tables (created by :class:`crdtsync.store.db.Store`):
 
-- ``entries (author, kind, seq, digest, parts)``: an entry's parts (a msgpack array of the part objects, byte
-  for byte as the author sealed them), kept until the author's head says its log no longer needs them
-  (compaction); ``digest`` is the chain digest of a log body, or for a snapshot the digest it links to.
+- ``entries (author, kind, seq, digest, parts, sizes)``: an entry's parts (a msgpack array of the part objects,
+  byte for byte as the author sealed them), kept until the author's head says its log no longer needs them
+  (compaction); ``digest`` is the chain digest of a log body, or for a snapshot the digest it links to;
+  ``sizes`` the parts' sizes in bytes (a JSON array: what a relay's listing is compared with, without reading
+  the parts).
 - ``authors (author, applied, chain, head, head_seq, head_n)``: the author's log applied up to ``applied``
   (its body digest ``chain``), and the newest head of it this device verified, as received.
 - ``relay_heads (relay, author, token, seq, n)``: what a relay's head object of the author looked like when
@@ -15,6 +17,7 @@ Tables (created by :class:`crdtsync.store.db.Store`):
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 
@@ -26,7 +29,7 @@ from crdtsync.protocol.messages import Have
 AUTHOR_LOG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     author TEXT NOT NULL, kind INTEGER NOT NULL, seq INTEGER NOT NULL, digest BLOB NOT NULL, parts BLOB NOT NULL,
-    PRIMARY KEY (author, kind, seq));
+    sizes TEXT NOT NULL, PRIMARY KEY (author, kind, seq));
 CREATE TABLE IF NOT EXISTS authors (
     author TEXT PRIMARY KEY, applied INTEGER NOT NULL DEFAULT 0, chain BLOB NOT NULL DEFAULT x'',
     head BLOB, head_seq INTEGER NOT NULL DEFAULT 0, head_n INTEGER NOT NULL DEFAULT 0);
@@ -79,8 +82,9 @@ class AuthorLogs:
 
     def put_entry(self, author: str, kind: int, seq: int, digest: bytes, parts: list[bytes]) -> None:
         """Keep an entry's parts as received."""
-        self.conn.execute("INSERT OR REPLACE INTO entries (author, kind, seq, digest, parts) VALUES (?, ?, ?, ?, ?)",
-                          (author, kind, seq, digest, msgpack.packb(parts, use_bin_type=True)))
+        self.conn.execute("INSERT OR REPLACE INTO entries (author, kind, seq, digest, parts, sizes) VALUES "
+                          "(?, ?, ?, ?, ?, ?)", (author, kind, seq, digest, msgpack.packb(parts, use_bin_type=True),
+                                                 json.dumps([len(part) for part in parts])))
 
     def entry_parts(self, author: str, kind: int, seq: int) -> list[bytes] | None:
         """The parts of a held entry, or None."""
@@ -93,8 +97,8 @@ class AuthorLogs:
 
     def entry_sizes(self, author: str) -> dict[tuple[int, int], list[int]]:
         """``(kind, seq) -> [size of each part]`` of every held entry of ``author``."""
-        rows = self.conn.execute("SELECT kind, seq, parts FROM entries WHERE author = ?", (author,))
-        return {(r[0], r[1]): [len(p) for p in msgpack.unpackb(r[2])] for r in rows}
+        rows = self.conn.execute("SELECT kind, seq, sizes FROM entries WHERE author = ?", (author,))
+        return {(r[0], r[1]): json.loads(r[2]) for r in rows}
 
     def known_digests(self, author: str) -> dict[int, bytes]:
         """seq -> chain digest of ``author``'s log bodies this device can vouch for: its held log entries, the

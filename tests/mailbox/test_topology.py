@@ -63,7 +63,7 @@ def test_a_write_that_waits_for_an_author_a_relay_lost_is_shown_and_integrates_o
         assert shown.exit_code == 0 and f"Yjs client {phone_client}" in shown.stdout
 
         (_, healed) = a.sync()
-        assert healed.errors == [] and healed.healed == [] and healed.objects_up > 0  # carried again
+        assert healed.errors == [] and any(key.endswith(f"{b.device_id}/head") for key in healed.healed)
         assert [e for r in c.sync() for e in r.errors] == []
         assert c.status()["held"] == []
         assert c.get(from_phone.id).content == "edited on the laptop" and c.get(from_laptop.id)

@@ -91,3 +91,13 @@ def test_a_head_is_read_when_the_listing_shows_entries_past_what_was_applied() -
     remembered = {ME: Remembered("put:90", 1, 1)}
     assert heads_to_read(listing, TAG, [ME], remembered, {ME: 1}, ME) == [ME]
     assert heads_to_read(listing, TAG, [ME], remembered, {ME: 2}, ME) == []
+
+
+def test_puts_into_a_relay_that_showed_the_entries_before_count_as_healed() -> None:
+    """A wiped author folder: the relay's head is gone, but this device saw it (``shown``) at seq 5."""
+    head = Head(seq=5, first=4, digest=b"d" * 32, n=3)
+    held = {(KIND_UPDATE, 4): [10], (KIND_UPDATE, 5): [10]}
+    fresh = plan_author(TAG, OTHER, head, held, {}, None)
+    assert fresh.put_head and len(fresh.puts) == 2 and fresh.healed == []  # carried there for the first time
+    wiped = plan_author(TAG, OTHER, head, held, {}, None, shown=(5, 3))
+    assert wiped.healed == [entry_key(TAG, OTHER, KIND_UPDATE, 4), entry_key(TAG, OTHER, KIND_UPDATE, 5)]
