@@ -236,15 +236,23 @@ BACKEND, STORE, WORKER = "crdtsync.mailbox.backend:BlobStore", "crdtsync.store.d
 def _push_stopwatch() -> Stopwatch:
     watch = Stopwatch()
     wrap_any(watch, "add_relay: publish vault.json (get + put)", f"{SYNC}:publish_header")
-    wrap_any(watch, "load A's Doc (snapshot + log)", f"{REPLICA}._load_doc", f"{VAULT}._load_doc")
     wrap_any(watch, "registry reads (devices)", f"{REPLICA}.devices", f"{VAULT}.devices")
-    wrap_any(watch, "encode A's whole contribution (own_contribution)", f"{REPLICA}.own_contribution",
+    wrap_any(watch, "commit A's first log entry (AuthorLogSync._commit)", f"{SYNC}:AuthorLogSync._commit")
+    wrap_any(watch, "  load A's Doc (snapshot + log)", f"{REPLICA}._load_doc", f"{VAULT}._load_doc")
+    wrap_any(watch, "  encode A's whole contribution (own_contribution)", f"{REPLICA}.own_contribution",
              f"{VAULT}.own_contribution")
-    wrap_any(watch, "split + seal envelopes (seal_entry)", "crdtsync.protocol.sealing:seal_entry")
-    wrap_any(watch, "pack the objects (msgpack)", "crdtsync.protocol.messages:pack_parts")
+    # the modules import these by name: their own references are the ones called
+    wrap_any(watch, "  split + seal envelopes (seal_entry)", f"{SYNC}:seal_entry",
+             "crdtsync.protocol.sealing:seal_entry")
+    wrap_any(watch, "    pack the objects (msgpack)", "crdtsync.protocol.sealing:pack_parts",
+             "crdtsync.protocol.messages:pack_parts")
+    wrap_any(watch, "  keep the sealed entry (Store.put_entry; not the commit's fsync)", f"{STORE}.put_entry")
+    wrap_any(watch, "put the entry and the head (AuthorLogSync._put)", f"{SYNC}:AuthorLogSync._put")
+    wrap_any(watch, "  read the held entries' sizes (Store.entry_sizes)", f"{STORE}.entry_sizes")
+    wrap_any(watch, "  read the held entries (Store.entry_parts)", f"{STORE}.entry_parts")
     wrap_any(watch, "store get", f"{BACKEND}.get")
     wrap_any(watch, "store put", f"{BACKEND}.put")
-    wrap_any(watch, "store list", f"{BACKEND}.list")
+    wrap_any(watch, "store list", f"{BACKEND}.list", f"{BACKEND}.walk")
     wrap_any(watch, "pull (nothing to fetch yet)", f"{SYNC}:AuthorLogSync._pull")
     return watch
 
@@ -521,6 +529,9 @@ def _pull_stopwatch() -> Stopwatch:
     wrap_any(watch, "live apply + log + store rows", f"{REPLICA}._integrate_checked", f"{VAULT}._integrate_checked")
     wrap_any(watch, "compaction check (_maybe_compact)", f"{REPLICA}._maybe_compact", f"{VAULT}._maybe_compact")
     wrap_any(watch, "registry reads (devices)", f"{REPLICA}.devices", f"{VAULT}.devices")
+    wrap_any(watch, "commit the next log entry (AuthorLogSync._commit)", f"{SYNC}:AuthorLogSync._commit")
+    wrap_any(watch, "put what the relay lacks (AuthorLogSync._put)", f"{SYNC}:AuthorLogSync._put")
+    wrap_any(watch, "  read the held entries' sizes (Store.entry_sizes)", f"{STORE}.entry_sizes")
     return watch
 
 
