@@ -91,6 +91,8 @@ ORDER = ("push", "join", "edit", "floor_push", "floor_pull", "naive_push", "naiv
 #: of the choice.
 HEAL_SHARE = 0.10
 HEAL_SEED = 10
+#: Rounds of loss and heal, one seed each from HEAL_SEED on (the first is the headline figure).
+HEAL_ROUNDS = 10
 
 
 # -- measuring helpers (child side) ---------------------------------------------------------------------------
@@ -291,6 +293,7 @@ def _join_stopwatch() -> Stopwatch:
     wrap_any(watch, "join chunks", "crdtsync.protocol.sealing:join_chunks")
     wrap_any(watch, "parse batch bodies", "crdtsync.protocol.messages:Batch.from_body")
     wrap_any(watch, "strict reader #2 (apply_updates)", "crdtsync.store.integration:decode_update")
+    wrap_any(watch, "keep the received entries as they came (Store.put_entry)", f"{STORE}.put_entry")
     wrap_any(watch, "store the update in the inbox (Store.hold)", f"{STORE}.hold")
     wrap_any(watch, "missing_dependencies", "crdtsync.store.integration:missing_dependencies")
     wrap_any(watch, "load B's Doc", f"{REPLICA}._load_doc", f"{VAULT}._load_doc")
@@ -469,50 +472,65 @@ def _relay_store(params: Result) -> tuple[Any, str]:
 
 
 def scenario_heal(work: Path, params: Result) -> Result:
-    """The relay loses 10% of the objects under the vault's ``a/`` folder (a fixed seed picks them; deleted
-    through the store); A's next sync, in a fresh process, puts them back; then a fresh device joins."""
+    """The relay loses 10% of the objects under the vault's ``a/`` folder, picked with a fixed seed and deleted
+    through the store; A's next sync (a fresh ``Vault``, as a ``crdtsync sync`` process) puts them back; then a
+    fresh device joins. The loss and the heal are repeated with the next seeds (:data:`HEAL_ROUNDS` in all),
+    so that every kind of object (heads, small entries, parts of the big first entry) is lost in some round;
+    the first seed's round is the headline figure."""
+    from crdtsync.vault import Vault
+
+    out: Result = {}
+    # A is up to date first (it holds the floor's edit, unpushed), so that the timed syncs only heal
+    with Vault.open(store_dir(params) / "A") as a, timed(out, "presync_s"):
+        out["presync_reports"] = [report.to_json() for report in a.sync("box")]
+        out["memories_on_a"] = a.status()["memories"]
+    tap = StoreTap()
+    tap.install()
+    counter = api_counter(params)
+    watch = _carry_stopwatch()
+    out["rounds"] = [_heal_round(work, params, seed, tap, counter, watch)
+                     for seed in range(HEAL_SEED, HEAL_SEED + HEAL_ROUNDS)]
+    out |= out["rounds"][0]
+    out["join"] = _one_join(store_dir(params) / "D", store_url(params, "mailbox"), tap, counter, _join_stopwatch())
+    out["worker_peak_mb"] = harness.children_peak_mb()
+    if out["join"]["status"] == "joined":
+        out["memories_on_d"] = _memories(store_dir(params) / "D")
+    return out
+
+
+def _heal_round(work: Path, params: Result, seed: int, tap: StoreTap, counter: ApiCounter | None,
+                watch: Stopwatch) -> Result:
+    """Delete :data:`HEAL_SHARE` of the objects under ``a/`` (``random.Random(seed)``), then A's timed sync."""
     import random
 
     from crdtsync.store.secrets_file import read_secrets
     from crdtsync.vault import Vault
 
-    out: Result = {}
-    # A is up to date first (it holds the floor's edit, unpushed), so that the timed sync only heals
-    with Vault.open(store_dir(params) / "A") as a, timed(out, "presync_s"):
-        out["presync_reports"] = [report.to_json() for report in a.sync("box")]
     relay, folder = _relay_store(params)
     before = relay.walk(folder)
-    # the same objects in every run: authors named by role (A, B), then the object's name within the folder
+    # the same objects for a seed in every run: authors by role (A, B), then the object's name in the folder
     b_path = Path(json.loads((work / f"{params['store']}__join.json").read_text())["joined_path"])
     roles = {read_secrets(path / "keys").device.device_id: role
              for role, path in (("A", store_dir(params) / "A"), ("B", b_path))}
 
     def stable(key: str) -> tuple[str, str]:
         author, _, rest = key[len(folder) + 1:].partition("/")
-        return roles.get(author, "other:" + author), rest
+        return roles.get(author, "other"), rest
 
     keys = sorted(before, key=stable)
-    lost = sorted(random.Random(HEAL_SEED).sample(keys, max(1, round(len(keys) * HEAL_SHARE))), key=stable)
+    lost = sorted(random.Random(seed).sample(keys, max(1, round(len(keys) * HEAL_SHARE))), key=stable)
     for key in lost:
         relay.delete(key)
-    out |= {"objects_before": len(before), "bytes_before": sum(size for size, _ in before.values()),
-            "lost": [{"author": stable(k)[0].split(":")[0], "name": stable(k)[1], "bytes": before[k][0]} for k in lost],
-            "lost_bytes": sum(before[k][0] for k in lost), "left": len(relay.walk(folder))}
-    tap = StoreTap()
-    tap.install()
-    counter = api_counter(params)
-    watch = _carry_stopwatch()
+    out: Result = {"seed": seed, "objects_before": len(before),
+                   "bytes_before": sum(size for size, _ in before.values()),
+                   "lost": [{"author": stable(k)[0], "name": stable(k)[1], "bytes": before[k][0]} for k in lost],
+                   "lost_bytes": sum(before[k][0] for k in lost), "left": len(relay.walk(folder))}
     with Vault.open(store_dir(params) / "A") as a:
-        out["memories_on_a"] = a.status()["memories"]
         _timed_sync(a, out, tap, counter, watch, relay="box")
     after = relay.walk(folder)
-    out["still_missing"] = sorted("/".join(stable(k)) for k in lost if k not in after)
+    out["still_missing"] = ["/".join(stable(k)) for k in lost if k not in after]
     out["put_back"] = sum(k in after for k in lost)
-    out["changed"] = sorted("/".join(stable(k)) for k in before if k in after and after[k][0] != before[k][0])
-    out["join"] = _one_join(store_dir(params) / "D", store_url(params, "mailbox"), tap, counter, _join_stopwatch())
-    out["worker_peak_mb"] = harness.children_peak_mb()
-    if out["join"]["status"] == "joined":
-        out["memories_on_d"] = _memories(store_dir(params) / "D")
+    out["changed"] = ["/".join(stable(k)) for k in before if k in after and after[k][0] != before[k][0]]
     return out
 
 
@@ -1078,6 +1096,10 @@ def summarize_relays(s: Result) -> Result:
                                 "put_back": heal["put_back"], "lost_names": [f"{x['author']}/{x['name']}"
                                                                              for x in heal["lost"]],
                                 "changed": heal["changed"]}
+        out["heal_rounds"] = [{**_sync_row(r), "seed": r["seed"], "lost": [f"{x['author']}/{x['name']}" for x in
+                                                                         r["lost"]],
+                               "lost_bytes": r["lost_bytes"], "put_back": r["put_back"],
+                               "still_missing": r["still_missing"]} for r in heal.get("rounds", [])]
         out["joins"]["after_heal"] = _join_row(heal["join"], heal.get("worker_peak_mb"), heal.get("memories_on_d"))
         out.setdefault("memories_on_a", heal["memories_on_a"])
     base_sync, base_join = out["syncs"].get("push"), out["joins"].get("plain")
@@ -1262,7 +1284,7 @@ def _relay_tables(store: str, rel: Result, s: Result, console: Any) -> None:
         cols = [(k, label) for k, label in (
             ("push", "A's first push into R1 (push)"),
             ("carry", "B: add_relay R2 + sync, carries A's entries into R2 (bridge)"),
-            ("heal", "A's next sync, R1 lost 10% of a/ (heal)")) if k in syncs]
+            ("heal", "A's next sync, R1 lost 10% of a/ (heal, first seed)")) if k in syncs]
         t = Table(title=f"{store}: A bridged chain and a healed relay, beside A's first push (same run)")
         t.add_column("")
         for _, label in cols:
@@ -1285,6 +1307,17 @@ def _relay_tables(store: str, rel: Result, s: Result, console: Any) -> None:
                           f"A's sync: {heal['put_back']}; still missing: "
                           f"{', '.join(heal['still_missing']) or 'none'}; rewritten with another size: "
                           f"{', '.join(heal['changed']) or 'none'}")
+        rounds = rel.get("heal_rounds") or []
+        if len(rounds) > 1:
+            t = Table(title=f"{store}: heal, one round per seed: 10% of a/ lost, then A's next sync")
+            for col in ("seed", "objects lost (author/name)", "bytes lost", "time", "bytes up", "operations",
+                        "put / healed", "in the relay again"):
+                t.add_column(col, justify="left" if col.startswith("objects") else "right")
+            for x in rounds:
+                t.add_row(str(x["seed"]), ", ".join(x["lost"]), fmt_b(x["lost_bytes"]), fmt_s(x["seconds"]),
+                          fmt_b(x["bytes_up"]), str(x["ops"]), f"{x['objects_up']} / {x['healed']}",
+                          f"{x['put_back']} of {len(x['lost'])}")
+            console.print(t)
         for x, label in ((syncs.get("carry"), "bridge: B's sync"), (heal, "heal: A's sync")):
             if x and x["errors"]:
                 console.print(f"[red]{label} reported errors:[/red] {x['errors']}")
