@@ -17,6 +17,8 @@ per store, in this order:
     wrapped); the ``SyncReport`` objects of its two syncs (``sync_relays`` is wrapped) are kept too. If the
     integration worker refuses the update under the default deadline, the join is repeated in a new folder
     with ``Vault.open(deadline=--apply-deadline)`` and both are reported.
+    What the join left on disk is recorded too: ``vault.db`` and its WAL, each table's bytes (``dbstat``) and
+    the bytes of the entries kept as received.
 ``edit``
     A and B open in one process; A pulls B's registration (untimed). Then ``--edit-rounds`` rounds of: A edits
     one memory's content (untimed), A ``sync(pull=False)`` and B ``sync(push=False)`` (each timed, bytes and
@@ -35,6 +37,16 @@ per store, in this order:
     metadata}`` sealed in one envelope, put as ``m/<id>``. Cold sync: list + one get per memory + open + parse.
     One edit: one put; list + one get on the other side. ``--naive-n`` (S3) / ``--naive-n-folder`` measure it
     on fewer memories; the figures at N are then extrapolated linearly (and labelled so).
+``bridge``
+    A bridged chain: B (joined through relay R1 by ``join``) adds relay R2 and syncs, carrying A's entries into R2
+    byte for byte (timed like A's first push); then C joins through R2 alone (measured like ``join``), and C's
+    memory counts are checked against A's. Shown beside A's first push and B's join, with ratios.
+``heal``
+    A syncs (untimed), then 10% of the objects under the vault's ``a/`` folder in R1 are deleted through the
+    store (picked with ``random.Random(seed)`` over keys ordered by author role and name), and A's next sync
+    (a fresh ``Vault``) puts them back: time, bytes, operations, objects put and ``SyncReport.healed``, and
+    whether each lost key is there again; ten rounds, seeds 10 to 19 (the first is the headline). Then D joins
+    through R1.
 
 On S3 the API requests the client made (``aiobotocore``'s ``_make_api_call`` wrapped in the child) are
 counted by type as well: a store "get" is up to two HEADs + a GET (``fs.size`` and s3fs's own size check).
