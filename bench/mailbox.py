@@ -17,6 +17,8 @@ per store, in this order:
     wrapped); the ``SyncReport`` objects of its two syncs (``sync_relays`` is wrapped) are kept too. If the
     integration worker refuses the update under the default deadline, the join is repeated in a new folder
     with ``Vault.open(deadline=--apply-deadline)`` and both are reported.
+    What the join left on disk is recorded too: ``vault.db`` and its WAL, each table's bytes (``dbstat``) and
+    the bytes of the entries kept as received.
 ``edit``
     A and B open in one process; A pulls B's registration (untimed). Then ``--edit-rounds`` rounds of: A edits
     one memory's content (untimed), A ``sync(pull=False)`` and B ``sync(push=False)`` (each timed, bytes and
@@ -35,6 +37,16 @@ per store, in this order:
     metadata}`` sealed in one envelope, put as ``m/<id>``. Cold sync: list + one get per memory + open + parse.
     One edit: one put; list + one get on the other side. ``--naive-n`` (S3) / ``--naive-n-folder`` measure it
     on fewer memories; the figures at N are then extrapolated linearly (and labelled so).
+``bridge``
+    A bridged chain: B (joined through relay R1 by ``join``) adds relay R2 and syncs, carrying A's entries into R2
+    byte for byte (timed like A's first push); then C joins through R2 alone (measured like ``join``), and C's
+    memory counts are checked against A's. Shown beside A's first push and B's join, with ratios.
+``heal``
+    A syncs (untimed), then 10% of the objects under the vault's ``a/`` folder in R1 are deleted through the
+    store (picked with ``random.Random(seed)`` over keys ordered by author role and name), and A's next sync
+    (a fresh ``Vault``) puts them back: time, bytes, operations, objects put and ``SyncReport.healed``, and
+    whether each lost key is there again; ten rounds, seeds 10 to 19 (the first is the headline). Then D joins
+    through R1.
 
 On S3 the API requests the client made (``aiobotocore``'s ``_make_api_call`` wrapped in the child) are
 counted by type as well: a store "get" is up to two HEADs + a GET (``fs.size`` and s3fs's own size check).
@@ -86,7 +98,13 @@ EDIT_MAX_BYTES = 2 * 1024
 EDIT_MAX_OPERATIONS = 5
 COLD_MAX_RATIO = 2.0
 STORES = ("folder", "s3")
-ORDER = ("push", "join", "edit", "floor_push", "floor_pull", "naive_push", "naive_pull")
+ORDER = ("push", "join", "edit", "floor_push", "floor_pull", "naive_push", "naive_pull", "bridge", "heal")
+#: Share of the objects under the vault's ``a/`` folder the ``heal`` scenario deletes from the relay, and the seed
+#: of the choice.
+HEAL_SHARE = 0.10
+HEAL_SEED = 10
+#: Rounds of loss and heal, one seed each from HEAL_SEED on (the first is the headline figure).
+HEAL_ROUNDS = 10
 
 
 # -- measuring helpers (child side) ---------------------------------------------------------------------------
@@ -232,15 +250,23 @@ BACKEND, STORE, WORKER = "crdtsync.mailbox.backend:BlobStore", "crdtsync.store.d
 def _push_stopwatch() -> Stopwatch:
     watch = Stopwatch()
     wrap_any(watch, "add_relay: publish vault.json (get + put)", f"{SYNC}:publish_header")
-    wrap_any(watch, "load A's Doc (snapshot + log)", f"{REPLICA}._load_doc", f"{VAULT}._load_doc")
     wrap_any(watch, "registry reads (devices)", f"{REPLICA}.devices", f"{VAULT}.devices")
-    wrap_any(watch, "encode A's whole contribution (own_contribution)", f"{REPLICA}.own_contribution",
+    wrap_any(watch, "commit A's first log entry (AuthorLogSync._commit)", f"{SYNC}:AuthorLogSync._commit")
+    wrap_any(watch, "  load A's Doc (snapshot + log)", f"{REPLICA}._load_doc", f"{VAULT}._load_doc")
+    wrap_any(watch, "  encode A's whole contribution (own_contribution)", f"{REPLICA}.own_contribution",
              f"{VAULT}.own_contribution")
-    wrap_any(watch, "split + seal envelopes (seal_entry)", "crdtsync.protocol.sealing:seal_entry")
-    wrap_any(watch, "pack the objects (msgpack)", "crdtsync.protocol.messages:pack_parts")
+    # the modules import these by name: their own references are the ones called
+    wrap_any(watch, "  split + seal envelopes (seal_entry)", f"{SYNC}:seal_entry",
+             "crdtsync.protocol.sealing:seal_entry")
+    wrap_any(watch, "    pack the objects (msgpack)", "crdtsync.protocol.sealing:pack_parts",
+             "crdtsync.protocol.messages:pack_parts")
+    wrap_any(watch, "  keep the sealed entry (Store.put_entry; not the commit's fsync)", f"{STORE}.put_entry")
+    wrap_any(watch, "put the entry and the head (AuthorLogSync._put)", f"{SYNC}:AuthorLogSync._put")
+    wrap_any(watch, "  read the held entries' sizes (Store.entry_sizes)", f"{STORE}.entry_sizes")
+    wrap_any(watch, "  read the held entries (Store.entry_parts)", f"{STORE}.entry_parts")
     wrap_any(watch, "store get", f"{BACKEND}.get")
     wrap_any(watch, "store put", f"{BACKEND}.put")
-    wrap_any(watch, "store list", f"{BACKEND}.list")
+    wrap_any(watch, "store list", f"{BACKEND}.list", f"{BACKEND}.walk")
     wrap_any(watch, "pull (nothing to fetch yet)", f"{SYNC}:AuthorLogSync._pull")
     return watch
 
@@ -279,6 +305,7 @@ def _join_stopwatch() -> Stopwatch:
     wrap_any(watch, "join chunks", "crdtsync.protocol.sealing:join_chunks")
     wrap_any(watch, "parse batch bodies", "crdtsync.protocol.messages:Batch.from_body")
     wrap_any(watch, "strict reader #2 (apply_updates)", "crdtsync.store.integration:decode_update")
+    wrap_any(watch, "keep the received entries as they came (Store.put_entry)", f"{STORE}.put_entry")
     wrap_any(watch, "store the update in the inbox (Store.hold)", f"{STORE}.hold")
     wrap_any(watch, "missing_dependencies", "crdtsync.store.integration:missing_dependencies")
     wrap_any(watch, "load B's Doc", f"{REPLICA}._load_doc", f"{VAULT}._load_doc")
@@ -345,10 +372,177 @@ def scenario_join(work: Path, params: Result) -> Result:
         out["long"]["deadline_s"] = deadline
         Vault.open = original  # type: ignore[method-assign]
     out["joined_path"] = str(joined)
+    out["db"] = db_usage(joined)  # before anything else opens it: what the join left on disk
     with Vault.open(joined) as vault:
         out["memories_on_b"] = vault.status()["memories"]
         out["conflicts_on_b"] = len(vault.conflicts())
     out["worker_peak_mb"] = harness.children_peak_mb()
+    return out
+
+
+def db_usage(vault_path: Path) -> Result:
+    """What a vault's ``vault.db`` takes on disk: the file and its WAL in bytes, the bytes of each table with its
+    indexes (SQLite's ``dbstat``: pages in use; free pages are ``(free pages)``), and the bytes of the received
+    entries kept as they came (``sum(length(parts))`` of the ``entries`` table; 0 before protocol v2)."""
+    import sqlite3
+
+    db = vault_path / "vault.db"
+    wal = db.with_name(db.name + "-wal")
+    out: Result = {"file_bytes": db.stat().st_size, "wal_bytes": wal.stat().st_size if wal.exists() else 0}
+    conn = sqlite3.connect(db)
+    try:
+        owner = dict(conn.execute("SELECT name, tbl_name FROM sqlite_master WHERE name IS NOT NULL"))
+        tables: dict[str, int] = {}
+        for name, size in conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"):
+            table = owner.get(name, name)
+            tables[table] = tables.get(table, 0) + int(size)
+        page_size, free = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "freelist_count"))
+        tables["(free pages)"] = page_size * free
+        out["tables"] = dict(sorted(tables.items(), key=lambda kv: -kv[1]))
+        has_entries = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'entries'").fetchone()
+        out["entries_parts_bytes"] = int(conn.execute(
+            "SELECT coalesce(sum(length(parts)), 0) FROM entries").fetchone()[0]) if has_entries else 0
+        out["entries_rows"] = conn.execute("SELECT count(*) FROM entries").fetchone()[0] if has_entries else 0
+    finally:
+        conn.close()
+    return out
+
+
+def _carry_stopwatch() -> Stopwatch:
+    watch = Stopwatch()
+    wrap_any(watch, "add_relay: publish vault.json (get + put)", f"{SYNC}:publish_header")
+    wrap_any(watch, "list each relay + read changed heads (AuthorLogSync._look)", f"{SYNC}:AuthorLogSync._look")
+    wrap_any(watch, "pull (nothing new)", f"{SYNC}:AuthorLogSync._pull")
+    wrap_any(watch, "put what each relay lacks (AuthorLogSync._put)", f"{SYNC}:AuthorLogSync._put")
+    wrap_any(watch, "  read the held entries' sizes (Store.entry_sizes)", f"{STORE}.entry_sizes")
+    wrap_any(watch, "  read the held entries (Store.entry_parts)", f"{STORE}.entry_parts")
+    wrap_any(watch, "  store put", f"{BACKEND}.put")
+    wrap_any(watch, "store list", f"{BACKEND}.walk")
+    wrap_any(watch, "store get", f"{BACKEND}.get")
+    wrap_any(watch, "registry reads (devices)", f"{REPLICA}.devices", f"{VAULT}.devices")
+    return watch
+
+
+def _timed_sync(vault: Any, out: Result, tap: StoreTap, counter: ApiCounter | None, watch: Stopwatch,
+                add: tuple[str, str] | None = None, **sync_args: Any) -> None:
+    """``vault.sync(**sync_args)`` (after ``add_relay(*add)`` when given, timed with it), measured into ``out``:
+    seconds, peak RSS, the summed store stats, the S3 requests, one report per relay, the breakdown."""
+    stats_before, api_before = tap.totals(), counter.snapshot() if counter else {}
+    watch.reset()
+    base = reset_peak()
+    if add is not None:
+        with timed(out, "add_relay_s"):
+            vault.add_relay(*add)
+    with timed(out, "sync_s"):
+        reports = vault.sync(**sync_args)
+    out["seconds"] = out.get("add_relay_s", 0.0) + out["sync_s"]
+    out["rss_base_mb"], out["rss_peak_mb"] = base, memory_mb()["peak"]
+    out["stats"] = diff_stats(tap.totals(), stats_before)
+    out["api"] = counter.since(api_before) if counter else None
+    out["reports"] = [report.to_json() for report in reports]
+    out["breakdown"] = watch.snapshot()
+
+
+def _memories(path: Path) -> int:
+    from crdtsync.vault import Vault
+
+    with Vault.open(path) as vault:
+        count: int = vault.status()["memories"]
+    return count
+
+
+def scenario_bridge(work: Path, params: Result) -> Result:
+    """A bridged chain of three devices over two relays: B (joined through relay R1, the ``join`` scenario's)
+    adds relay R2 and syncs, carrying A's entries into R2 byte for byte; then C joins through R2 alone."""
+    from crdtsync.vault import Vault
+
+    tap = StoreTap()
+    tap.install()
+    counter = api_counter(params)
+    carry_watch, join_watch = _carry_stopwatch(), _join_stopwatch()
+    b_path = Path(json.loads((work / f"{params['store']}__join.json").read_text())["joined_path"])
+    out: Result = {"memories_on_a": _memories(store_dir(params) / "A"), "carry": {}}
+    with Vault.open(b_path) as b:
+        _timed_sync(b, out["carry"], tap, counter, carry_watch, add=("r2", store_url(params, "mailbox2")))
+    out["join_c"] = _one_join(store_dir(params) / "C", store_url(params, "mailbox2"), tap, counter, join_watch)
+    out["worker_peak_mb"] = harness.children_peak_mb()
+    if out["join_c"]["status"] == "joined":
+        out["db_c"] = db_usage(store_dir(params) / "C")
+        out["memories_on_c"] = _memories(store_dir(params) / "C")
+    return out
+
+
+def _relay_store(params: Result) -> tuple[Any, str]:
+    """The mailbox (R1) as a store of its own (its stats apart from the vaults'), and the vault's ``a/`` folder."""
+    from crdtsync.crypto.keys import vault_tag
+    from crdtsync.mailbox.backend import open_store
+    from crdtsync.protocol.mailbox import AUTHORS, vault_prefix
+    from crdtsync.store.secrets_file import read_secrets
+
+    secrets = read_secrets(store_dir(params) / "A" / "keys")
+    return open_store(store_url(params, "mailbox")), f"{vault_prefix(vault_tag(secrets.vault_id))}/{AUTHORS}"
+
+
+def scenario_heal(work: Path, params: Result) -> Result:
+    """The relay loses 10% of the objects under the vault's ``a/`` folder, picked with a fixed seed and deleted
+    through the store; A's next sync (a fresh ``Vault``, as a ``crdtsync sync`` process) puts them back; then a
+    fresh device joins. The loss and the heal are repeated with the next seeds (:data:`HEAL_ROUNDS` in all),
+    so that every kind of object (heads, small entries, parts of the big first entry) is lost in some round;
+    the first seed's round is the headline figure."""
+    from crdtsync.vault import Vault
+
+    out: Result = {}
+    # A is up to date first (it holds the floor's edit, unpushed), so that the timed syncs only heal
+    with Vault.open(store_dir(params) / "A") as a, timed(out, "presync_s"):
+        out["presync_reports"] = [report.to_json() for report in a.sync("box")]
+        out["memories_on_a"] = a.status()["memories"]
+    tap = StoreTap()
+    tap.install()
+    counter = api_counter(params)
+    watch = _carry_stopwatch()
+    out["rounds"] = [_heal_round(work, params, seed, tap, counter, watch)
+                     for seed in range(HEAL_SEED, HEAL_SEED + HEAL_ROUNDS)]
+    out |= out["rounds"][0]
+    out["join"] = _one_join(store_dir(params) / "D", store_url(params, "mailbox"), tap, counter, _join_stopwatch())
+    out["worker_peak_mb"] = harness.children_peak_mb()
+    if out["join"]["status"] == "joined":
+        out["memories_on_d"] = _memories(store_dir(params) / "D")
+    return out
+
+
+def _heal_round(work: Path, params: Result, seed: int, tap: StoreTap, counter: ApiCounter | None,
+                watch: Stopwatch) -> Result:
+    """Delete :data:`HEAL_SHARE` of the objects under ``a/`` (``random.Random(seed)``), then A's timed sync."""
+    import random
+
+    from crdtsync.store.secrets_file import read_secrets
+    from crdtsync.vault import Vault
+
+    relay, folder = _relay_store(params)
+    before = relay.walk(folder)
+    # the same objects for a seed in every run: authors by role (A, B), then the object's name in the folder
+    b_path = Path(json.loads((work / f"{params['store']}__join.json").read_text())["joined_path"])
+    roles = {read_secrets(path / "keys").device.device_id: role
+             for role, path in (("A", store_dir(params) / "A"), ("B", b_path))}
+
+    def stable(key: str) -> tuple[str, str]:
+        author, _, rest = key[len(folder) + 1:].partition("/")
+        return roles.get(author, "other"), rest
+
+    keys = sorted(before, key=stable)
+    lost = sorted(random.Random(seed).sample(keys, max(1, round(len(keys) * HEAL_SHARE))), key=stable)
+    for key in lost:
+        relay.delete(key)
+    out: Result = {"seed": seed, "objects_before": len(before),
+                   "bytes_before": sum(size for size, _ in before.values()),
+                   "lost": [{"author": stable(k)[0], "name": stable(k)[1], "bytes": before[k][0]} for k in lost],
+                   "lost_bytes": sum(before[k][0] for k in lost), "left": len(relay.walk(folder))}
+    with Vault.open(store_dir(params) / "A") as a:
+        _timed_sync(a, out, tap, counter, watch, relay="box")
+    after = relay.walk(folder)
+    out["still_missing"] = ["/".join(stable(k)) for k in lost if k not in after]
+    out["put_back"] = sum(k in after for k in lost)
+    out["changed"] = ["/".join(stable(k)) for k in before if k in after and after[k][0] != before[k][0]]
     return out
 
 
@@ -365,6 +559,9 @@ def _pull_stopwatch() -> Stopwatch:
     wrap_any(watch, "live apply + log + store rows", f"{REPLICA}._integrate_checked", f"{VAULT}._integrate_checked")
     wrap_any(watch, "compaction check (_maybe_compact)", f"{REPLICA}._maybe_compact", f"{VAULT}._maybe_compact")
     wrap_any(watch, "registry reads (devices)", f"{REPLICA}.devices", f"{VAULT}.devices")
+    wrap_any(watch, "commit the next log entry (AuthorLogSync._commit)", f"{SYNC}:AuthorLogSync._commit")
+    wrap_any(watch, "put what the relay lacks (AuthorLogSync._put)", f"{SYNC}:AuthorLogSync._put")
+    wrap_any(watch, "  read the held entries' sizes (Store.entry_sizes)", f"{STORE}.entry_sizes")
     return watch
 
 
@@ -656,6 +853,8 @@ SCENARIOS: dict[str, Callable[[Path, Result], Result]] = {
     "floor_pull": scenario_floor_pull,
     "naive_push": scenario_naive_push,
     "naive_pull": scenario_naive_pull,
+    "bridge": scenario_bridge,
+    "heal": scenario_heal,
 }
 
 
@@ -867,6 +1066,62 @@ def summarize(store: str, s: Result, params: Result) -> Result:
     return out
 
 
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    return value / reference if value is not None and reference else None
+
+
+def _sync_row(r: Result) -> Result:
+    """A measured sync or push (``push``, ``bridge``'s ``carry``, ``heal``) as a column of the bridge/heal table."""
+    reports = r.get("reports") or ([r["report"]] if r.get("report") else [])
+    return {"seconds": r["seconds"], "bytes_up": r["stats"]["bytes_up"], "bytes_down": r["stats"]["bytes_down"],
+            "ops": r["stats"]["operations"], "api": r.get("api"), "rss_peak_mb": r.get("rss_peak_mb"),
+            "objects_up": sum(x["up"]["objects"] for x in reports), "healed": sum(x["healed"] for x in reports),
+            "errors": [e for x in reports for e in x["errors"]]}
+
+
+def _join_row(j: Result, worker_peak_mb: float | None, memories: int | None) -> Result:
+    """A measured join as a column of the joins table."""
+    return {"status": j["status"], "error": j.get("error"), "seconds": j["seconds"],
+            "bytes_down": j["stats"]["bytes_down"], "bytes_up": j["stats"]["bytes_up"],
+            "ops": j["stats"]["operations"], "api": j.get("api"), "rss_peak_mb": j["rss_peak_mb"],
+            "worker_peak_mb": worker_peak_mb, "memories": memories}
+
+
+def summarize_relays(s: Result) -> Result:
+    """The bridged chain and the healed relay beside the plain cold sync of the same run: A's first push, B's
+    join through R1 (the ``push`` and ``join`` scenarios), with the ratios of time, bytes and operations."""
+    out: Result = {"syncs": {}, "joins": {}}
+    push, join, bridge, heal = s.get("push"), s.get("join"), s.get("bridge"), s.get("heal")
+    if _ok(push):
+        out["syncs"]["push"] = _sync_row(push)
+    if _ok(join):
+        out["joins"]["plain"] = _join_row(_joined(join), join.get("worker_peak_mb"), join.get("memories_on_b"))
+        out["db_b"] = join.get("db")
+    if _ok(bridge):
+        out["syncs"]["carry"] = _sync_row(bridge["carry"])
+        out["joins"]["bridged"] = _join_row(bridge["join_c"], bridge.get("worker_peak_mb"), bridge.get("memories_on_c"))
+        out["memories_on_a"] = bridge["memories_on_a"]
+        out["db_c"] = bridge.get("db_c")
+    if _ok(heal):
+        out["syncs"]["heal"] = {**_sync_row(heal), "lost": len(heal["lost"]), "lost_bytes": heal["lost_bytes"],
+                                "objects_before": heal["objects_before"], "still_missing": heal["still_missing"],
+                                "put_back": heal["put_back"], "lost_names": [f"{x['author']}/{x['name']}"
+                                                                             for x in heal["lost"]],
+                                "changed": heal["changed"]}
+        out["heal_rounds"] = [{**_sync_row(r), "seed": r["seed"], "lost": [f"{x['author']}/{x['name']}" for x in
+                                                                         r["lost"]],
+                               "lost_bytes": r["lost_bytes"], "put_back": r["put_back"],
+                               "still_missing": r["still_missing"]} for r in heal.get("rounds", [])]
+        out["joins"]["after_heal"] = _join_row(heal["join"], heal.get("worker_peak_mb"), heal.get("memories_on_d"))
+        out.setdefault("memories_on_a", heal["memories_on_a"])
+    base_sync, base_join = out["syncs"].get("push"), out["joins"].get("plain")
+    for rows, base in ((out["syncs"], base_sync), (out["joins"], base_join)):
+        for row in rows.values():
+            if base is not None:
+                row["ratios"] = {k: _ratio(row[k], base[k]) for k in ("seconds", "bytes_up", "bytes_down", "ops")}
+    return out
+
+
 def _absolute(what: str, value: float, limit: float, unit: str) -> Result:
     """A target row with an absolute limit (bytes are shown in KiB)."""
     shown = f"< {limit / 1024:g} KiB" if unit == "B" else f"< {limit:g} {unit}"
@@ -985,6 +1240,8 @@ def report_tables(r: Result, console: Any) -> None:
         t.add_row("B converged", *(str(x.get("converged", "")) for x in rows))
         console.print(t)
 
+        _relay_tables(store, summary.get("relays") or {}, s, console)
+
         if _ok(s.get("join")):
             join = s["join"]
             j = _joined(join)
@@ -1023,6 +1280,103 @@ def report_tables(r: Result, console: Any) -> None:
     console.print(f"corpus {r['corpus']['records']:,} records (JSONL {r['corpus']['jsonl_mb']:.1f} MiB); whole run "
                   f"{r['wall_s']:.0f} s; load average (1/5/15 min) at start {harness.format_loads(r, 'start', '')},"
                   f" at end {harness.format_loads(r, 'end', '')} on {m['cpus']} CPUs")
+
+
+def _x(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
+def _relay_tables(store: str, rel: Result, s: Result, console: Any) -> None:
+    """The bridged chain and the healed relay, beside A's first push and B's plain join (same run)."""
+    from rich.table import Table
+
+    syncs, joins = rel.get("syncs", {}), rel.get("joins", {})
+    s3 = store == "s3"
+    if set(syncs) - {"push"}:
+        cols = [(k, label) for k, label in (
+            ("push", "A's first push into R1 (push)"),
+            ("carry", "B: add_relay R2 + sync, carries A's entries into R2 (bridge)"),
+            ("heal", "A's next sync, R1 lost 10% of a/ (heal, first seed)")) if k in syncs]
+        t = Table(title=f"{store}: A bridged chain and a healed relay, beside A's first push (same run)")
+        t.add_column("")
+        for _, label in cols:
+            t.add_column(label, justify="right")
+        rows = [syncs[k] for k, _ in cols]
+        t.add_row("time", *(fmt_s(x["seconds"]) for x in rows))
+        t.add_row("bytes up / down", *(f"{fmt_b(x['bytes_up'])} / {fmt_b(x['bytes_down'])}" for x in rows))
+        t.add_row("store operations", *(f"{x['ops']:,}" for x in rows))
+        if s3:
+            t.add_row("S3 requests", *(fmt_api(x["api"]) for x in rows))
+        t.add_row("objects put / of which healed", *(f"{x['objects_up']} / {x['healed']}" for x in rows))
+        t.add_row("peak RSS", *(f"{x['rss_peak_mb']:.0f} MiB" if x.get("rss_peak_mb") else "-" for x in rows))
+        for key, label in (("seconds", "time"), ("bytes_up", "bytes up"), ("ops", "operations")):
+            t.add_row(f"{label} vs A's first push", *(_x(x.get("ratios", {}).get(key)) for x in rows))
+        console.print(t)
+        heal = syncs.get("heal")
+        if heal:
+            console.print(f"heal: {heal['lost']} of the {heal['objects_before']} objects under a/ deleted "
+                          f"({fmt_b(heal['lost_bytes'])}: {', '.join(heal['lost_names'])}); in the relay again after "
+                          f"A's sync: {heal['put_back']}; still missing: "
+                          f"{', '.join(heal['still_missing']) or 'none'}; rewritten with another size: "
+                          f"{', '.join(heal['changed']) or 'none'}")
+        rounds = rel.get("heal_rounds") or []
+        if len(rounds) > 1:
+            t = Table(title=f"{store}: heal, one round per seed: 10% of a/ lost, then A's next sync")
+            for col in ("seed", "objects lost (author/name)", "bytes lost", "time", "bytes up", "operations",
+                        "put / healed", "in the relay again"):
+                t.add_column(col, justify="left" if col.startswith("objects") else "right")
+            for x in rounds:
+                t.add_row(str(x["seed"]), ", ".join(x["lost"]), fmt_b(x["lost_bytes"]), fmt_s(x["seconds"]),
+                          fmt_b(x["bytes_up"]), str(x["ops"]), f"{x['objects_up']} / {x['healed']}",
+                          f"{x['put_back']} of {len(x['lost'])}")
+            console.print(t)
+        for x, label in ((syncs.get("carry"), "bridge: B's sync"), (heal, "heal: A's sync")):
+            if x and x["errors"]:
+                console.print(f"[red]{label} reported errors:[/red] {x['errors']}")
+    if set(joins) - {"plain"}:
+        cols = [(k, label) for k, label in (
+            ("plain", "B joins through R1 (join)"), ("bridged", "C joins through R2, all carried by B (bridge)"),
+            ("after_heal", "D joins through R1 after the heal (heal)")) if k in joins]
+        t = Table(title=f"{store}: Joins: plain, through the bridged relay, after the heal (same run)")
+        t.add_column("")
+        for _, label in cols:
+            t.add_column(label, justify="right")
+        rows = [joins[k] for k, _ in cols]
+        t.add_row("status", *(x["status"] for x in rows))
+        t.add_row("time", *(fmt_s(x["seconds"]) for x in rows))
+        t.add_row("bytes down / up", *(f"{fmt_b(x['bytes_down'])} / {fmt_b(x['bytes_up'])}" for x in rows))
+        t.add_row("store operations", *(f"{x['ops']:,}" for x in rows))
+        if s3:
+            t.add_row("S3 requests", *(fmt_api(x["api"]) for x in rows))
+        t.add_row("peak RSS: join process / largest worker",
+                  *(f"{x['rss_peak_mb']:.0f} / {x['worker_peak_mb']:.0f} MiB" if x.get("worker_peak_mb")
+                    else f"{x['rss_peak_mb']:.0f} MiB / -" for x in rows))
+        on_a = rel.get("memories_on_a")
+        t.add_row("memories (status counts) vs A's",
+                  *("-" if not x.get("memories") else f"{x['memories']['live']:,} live, " + (
+                      "same as A" if x["memories"] == on_a else f"A: {on_a}, here: {x['memories']}") for x in rows))
+        for key, label in (("seconds", "time"), ("bytes_down", "bytes down"), ("ops", "operations")):
+            t.add_row(f"{label} vs B's plain join", *(_x(x.get("ratios", {}).get(key)) for x in rows))
+        console.print(t)
+        for x in rows:
+            if x.get("error"):
+                console.print(f"[red]{store}: a join failed:[/red] {x['status']}: {x['error']}")
+    for name, label, part in (("bridge", "B's add_relay R2 + sync (bridge)", "carry"),
+                              ("heal", "A's healing sync (heal)", None)):
+        if _ok(s.get(name)):
+            r = s[name][part] if part else s[name]
+            console.print(harness.breakdown_table(f"{store}: Where {label} goes", r["breakdown"], fmt_s,
+                                                  total=("[bold]end to end[/bold]", r["seconds"]),
+                                                  hide_uncalled=True))
+    for key, who in (("db_b", "B's vault.db after the join"), ("db_c", "C's vault.db after the bridged join")):
+        db = rel.get(key)
+        if db:
+            total = db["file_bytes"] + db["wal_bytes"]
+            entries = db["tables"].get("entries", 0)
+            console.print(f"{who}: {fmt_b(total)} (WAL {fmt_b(db['wal_bytes'])}); table entries "
+                          f"{fmt_b(entries)} ({entries / total:.0%}; its parts {fmt_b(db['entries_parts_bytes'])} in "
+                          f"{db['entries_rows']} entries); largest: " + ", ".join(
+                              f"{name} {fmt_b(size)}" for name, size in list(db["tables"].items())[:5]))
 
 
 # -- entry point -------------------------------------------------------------------------------------------------
@@ -1087,6 +1441,7 @@ def main(argv: list[str] | None = None) -> int:
                     if "error" in scen[name]:
                         console.print(f"[red]{store}: {name} failed[/red]: {scen[name]['error']}")
                 results["summary"][store] = summarize(store, scen, {**params, "naive_n": store_params["naive_n"]})
+                results["summary"][store]["relays"] = summarize_relays(scen)
             results["wall_s"] = time.perf_counter() - started
             harness.record_load(results, "end")
             report_tables(results, console)
