@@ -243,6 +243,7 @@ def scenario_template(work: Path, params: Result) -> Result:
 
 
 VAULT, REPLICA, SYNC = "crdtsync.vault:Vault", "crdtsync.store.replica:Replica", "crdtsync.mailbox.sync"
+REPLICATION_COMMIT = "crdtsync.replication:AuthorLogReplica.commit"
 BACKEND, STORE, WORKER = "crdtsync.mailbox.backend:BlobStore", "crdtsync.store.db:Store", \
     "crdtsync.store.worker:IntegrationWorker"
 
@@ -251,7 +252,7 @@ def _push_stopwatch() -> Stopwatch:
     watch = Stopwatch()
     wrap_any(watch, "add_relay: publish vault.json (get + put)", f"{SYNC}:publish_header")
     wrap_any(watch, "registry reads (devices)", f"{REPLICA}.devices", f"{VAULT}.devices")
-    wrap_any(watch, "commit A's first log entry (AuthorLogSync._commit)", f"{SYNC}:AuthorLogSync._commit")
+    wrap_any(watch, "commit A's first log entry (AuthorLogReplica.commit)", REPLICATION_COMMIT)
     wrap_any(watch, "  load A's Doc (snapshot + log)", f"{REPLICA}._load_doc", f"{VAULT}._load_doc")
     wrap_any(watch, "  encode A's whole contribution (own_contribution)", f"{REPLICA}.own_contribution",
              f"{VAULT}.own_contribution")
@@ -316,7 +317,7 @@ def _join_stopwatch() -> Stopwatch:
              f"{VAULT}._integrate_checked")
     wrap_any(watch, "compaction (_maybe_compact)", f"{REPLICA}._maybe_compact", f"{VAULT}._maybe_compact")
     wrap_any(watch, "registry reads (devices)", f"{REPLICA}.devices", f"{VAULT}.devices")
-    wrap_any(watch, "commit B's registration (AuthorLogSync._commit)", f"{SYNC}:AuthorLogSync._commit")
+    wrap_any(watch, "commit B's registration (AuthorLogReplica.commit)", REPLICATION_COMMIT)
     wrap_any(watch, "  of which store put", f"{BACKEND}.put")
     return watch
 
@@ -559,7 +560,7 @@ def _pull_stopwatch() -> Stopwatch:
     wrap_any(watch, "live apply + log + store rows", f"{REPLICA}._integrate_checked", f"{VAULT}._integrate_checked")
     wrap_any(watch, "compaction check (_maybe_compact)", f"{REPLICA}._maybe_compact", f"{VAULT}._maybe_compact")
     wrap_any(watch, "registry reads (devices)", f"{REPLICA}.devices", f"{VAULT}.devices")
-    wrap_any(watch, "commit the next log entry (AuthorLogSync._commit)", f"{SYNC}:AuthorLogSync._commit")
+    wrap_any(watch, "commit the next log entry (AuthorLogReplica.commit)", REPLICATION_COMMIT)
     wrap_any(watch, "put what the relay lacks (AuthorLogSync._put)", f"{SYNC}:AuthorLogSync._put")
     wrap_any(watch, "  read the held entries' sizes (Store.entry_sizes)", f"{STORE}.entry_sizes")
     return watch
