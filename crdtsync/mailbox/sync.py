@@ -187,8 +187,8 @@ class AuthorLogSync:
                 accepted = []
                 applied, chain = row.applied, row.chain
                 for kind, seq in entries_to_fetch(row.applied, head):
-                    entry = self._fetch(relay, self.me, kind, seq)
-                    accepted.append(self.logs.accept(entry, applied, chain, entry_key(self.tag, self.me, kind, seq)))
+                    key = entry_key(self.tag, self.me, kind, seq)
+                    accepted.append(self.logs.accept(self._fetch(relay, self.me, kind, seq), applied, chain, key))
                     applied, chain = seq, accepted[-1].chain
                 self._rebase_reused_clocks(accepted, relay.name)
                 for item in accepted:  # one by one: a snapshot's chain link is not the digest of its body
@@ -307,8 +307,9 @@ class AuthorLogSync:
         try:
             for kind, seq in entries_to_fetch(applied, head):
                 self.logs.check_room(author, seq)
-                entry = self._fetch(relay, author, kind, seq)
-                accepted = self.logs.accept(entry, applied, chain, entry_key(self.tag, author, kind, seq))
+                # The fetched parts are kept by accept and referenced no longer: not held while it integrates.
+                key = entry_key(self.tag, author, kind, seq)
+                accepted = self.logs.accept(self._fetch(relay, author, kind, seq), applied, chain, key)
                 applied, chain = seq, accepted.chain
                 group.append(accepted)
                 size += len(accepted.opened.batch.update)

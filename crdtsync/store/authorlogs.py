@@ -3,11 +3,11 @@ each author's newest verified head, and what each relay was last seen to hold.
 
 Tables (created by :class:`crdtsync.store.db.Store`):
 
-- ``entries (author, kind, seq, digest, parts, sizes)``: an entry's parts (a msgpack array of the part objects,
-  byte for byte as the author sealed them), kept until the author's head says its log no longer needs them
-  (compaction); ``digest`` is the chain digest of a log body, or for a snapshot the digest it links to;
-  ``sizes`` the parts' sizes in bytes (a JSON array: what a relay's listing is compared with, without reading
-  the parts).
+- ``entries (author, kind, seq, digest, parts, sizes)``: an entry's parts, byte for byte as the author sealed
+  them, one after the other (a single part, the usual case, is stored without a copy), kept until the author's
+  head says its log no longer needs them (compaction); ``digest`` is the chain digest of a log body, or for a
+  snapshot the digest it links to; ``sizes`` the parts' sizes in bytes (a JSON array: where ``parts`` is cut,
+  and what a relay's listing is compared with, without reading the parts).
 - ``authors (author, applied, chain, head, head_seq, head_n)``: the author's log applied up to ``applied``
   (its body digest ``chain``), and the newest head of it this device verified, as received.
 - ``relay_heads (relay, author, token, seq, n)``: what a relay's head object of the author looked like when
@@ -20,8 +20,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-
-import msgpack
 
 from crdtsync.crypto.envelope import KIND_SNAPSHOT, KIND_UPDATE
 from crdtsync.protocol.messages import Have
@@ -82,17 +80,21 @@ class AuthorLogs:
 
     def put_entry(self, author: str, kind: int, seq: int, digest: bytes, parts: list[bytes]) -> None:
         """Keep an entry's parts as received."""
+        joined = parts[0] if len(parts) == 1 else b"".join(parts)
         self.conn.execute("INSERT OR REPLACE INTO entries (author, kind, seq, digest, parts, sizes) VALUES "
-                          "(?, ?, ?, ?, ?, ?)", (author, kind, seq, digest, msgpack.packb(parts, use_bin_type=True),
+                          "(?, ?, ?, ?, ?, ?)", (author, kind, seq, digest, joined,
                                                  json.dumps([len(part) for part in parts])))
 
     def entry_parts(self, author: str, kind: int, seq: int) -> list[bytes] | None:
         """The parts of a held entry, or None."""
-        row = self.conn.execute("SELECT parts FROM entries WHERE author = ? AND kind = ? AND seq = ?",
+        row = self.conn.execute("SELECT parts, sizes FROM entries WHERE author = ? AND kind = ? AND seq = ?",
                                 (author, kind, seq)).fetchone()
         if row is None:
             return None
-        parts: list[bytes] = msgpack.unpackb(row[0])
+        data, parts, start = bytes(row[0]), [], 0
+        for size in json.loads(row[1]):
+            parts.append(data[start:start + size])  # the whole of a single part is not copied
+            start += size
         return parts
 
     def entry_sizes(self, author: str) -> dict[tuple[int, int], list[int]]:
