@@ -4,10 +4,10 @@ each author's newest verified head, and what each relay was last seen to hold.
 Tables (created by :class:`crdtsync.store.db.Store`):
 
 - ``entries (author, kind, seq, digest, parts, sizes)``: an entry's parts, byte for byte as the author sealed
-  them, one after the other (a single part, the usual case, is stored without a copy), kept until the author's
-  head says its log no longer needs them (compaction); ``digest`` is the chain digest of a log body, or for a
-  snapshot the digest it links to; ``sizes`` the parts' sizes in bytes (a JSON array: where ``parts`` is cut,
-  and what a relay's listing is compared with, without reading the parts).
+  them, one after the other, kept until the author's head says its log no longer needs them (compaction);
+  ``digest`` is the chain digest of a log body, or for a snapshot the digest it links to; ``sizes`` the parts'
+  sizes in bytes (a JSON array: where ``parts`` is cut, and what a relay's listing is compared with, without
+  reading the parts).
 - ``authors (author, applied, chain, head, head_seq, head_n)``: the author's log applied up to ``applied``
   (its body digest ``chain``), and the newest head of it this device verified, as received.
 - ``relay_heads (relay, author, token, seq, n)``: what a relay's head object of the author looked like when
@@ -80,10 +80,14 @@ class AuthorLogs:
 
     def put_entry(self, author: str, kind: int, seq: int, digest: bytes, parts: list[bytes]) -> None:
         """Keep an entry's parts as received."""
-        joined = parts[0] if len(parts) == 1 else b"".join(parts)
-        self.conn.execute("INSERT OR REPLACE INTO entries (author, kind, seq, digest, parts, sizes) VALUES "
-                          "(?, ?, ?, ?, ?, ?)", (author, kind, seq, digest, joined,
-                                                 json.dumps([len(part) for part in parts])))
+        # The parts are written into a zero blob of their size, part by part (SQLite's incremental blob I/O):
+        # binding them whole would have SQLite copy a large entry once more in memory.
+        cur = self.conn.execute("INSERT OR REPLACE INTO entries (author, kind, seq, digest, parts, sizes) VALUES "
+                                "(?, ?, ?, ?, zeroblob(?), ?)", (author, kind, seq, digest, sum(map(len, parts)),
+                                                                 json.dumps([len(part) for part in parts])))
+        with self.conn.blobopen("entries", "parts", int(cur.lastrowid or 0)) as blob:
+            for part in parts:
+                blob.write(part)
 
     def entry_parts(self, author: str, kind: int, seq: int) -> list[bytes] | None:
         """The parts of a held entry, or None."""
