@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from crdtsync.mailbox.backend import MAX_OBJECT_BYTES
 from crdtsync.protocol.messages import Batch
 from crdtsync.protocol.sealing import Keyring, seal_entry
 from crdtsync.vault import Vault
-from tests.conftest import PASSPHRASE, cheap_kdf
+from tests.conftest import PASSPHRASE, cheap_kdf, crash_workers_applying
 from tests.mailbox.forge import push_raw
 
 
@@ -236,3 +237,44 @@ def test_a_bridged_chain_through_a_folder_and_s3_converges_and_s3_heals(
         assert _memories(late) == _memories(laptop)
     for v in (laptop, phone, tablet):
         v.close()
+
+
+def test_a_write_on_top_of_an_update_a_repair_quarantined_reaches_every_device_with_nothing_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From the first issue's note: after a repair (a received update that breaks every rebuild is quarantined),
+    this device's write made on top of it stays pending in its yrs, and its dependency was then refused elsewhere
+    as UPDATE_CLOCK_JUMP. With author logs the write travels in this device's entry: every device, a late joiner
+    included, integrates it with nothing refused or held."""
+    url = f"memory://{uuid.uuid4().hex}"
+    Vault.init(tmp_path / "a", name="v", device_name="a", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    a = Vault.open(tmp_path / "a")
+    a.add_relay("box", url)
+    assert _errors(a.sync()) == []
+    Vault.join(tmp_path / "sink", url, passphrase=PASSPHRASE, device_name="sink")
+    Vault.join(tmp_path / "c", url, passphrase=PASSPHRASE, device_name="c")
+    sink, c = Vault.open(tmp_path / "sink"), Vault.open(tmp_path / "c")
+    for vault in (a, sink, c):
+        assert _errors(vault.sync()) == []
+    memory = a.add("the record whose update later breaks every rebuild")
+    assert _errors(a.sync()) == [] and _errors(sink.sync()) == [] and _errors(c.sync()) == []
+    culprit = a.store.local_updates_after(0)[-1][1]
+    sink.add("a write of its own first")
+    sink.update(memory.id, content="edited here, on top of it")
+    flag = crash_workers_applying(culprit, tmp_path, monkeypatch)
+    c.add("from c")
+    assert _errors(c.sync()) == []
+    assert _errors(sink.sync()) == []  # the repair runs in this pull
+    assert [q[2] for q in sink.store.quarantined()] == ["UPDATE_REBUILD_FAILED"]
+    flag.unlink()
+    for vault in (a, c, sink, a, c):
+        assert _errors(vault.sync()) == []
+    for vault in (a, c):
+        assert vault.get(memory.id).content == "edited here, on top of it"
+        assert vault.store.quarantined() == [] and vault.store.held_count() == 0
+    Vault.join(tmp_path / "late", url, passphrase=PASSPHRASE, device_name="late")
+    with Vault.open(tmp_path / "late") as late:
+        assert late.get(memory.id).content == "edited here, on top of it"
+        assert late.store.quarantined() == [] and late.store.held_count() == 0
+    for vault in (a, sink, c):
+        vault.close()
