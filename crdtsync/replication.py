@@ -21,7 +21,7 @@ from crdtsync.mailbox.backend import MAX_OBJECT_BYTES
 from crdtsync.mailbox.ports import VaultReplica
 from crdtsync.model.authorship import registered_key
 from crdtsync.protocol.authorlog import check_entry, compaction_floor, contradicts, fork_error
-from crdtsync.protocol.messages import Ack, Batch, Entry, Have, Head, Summary, chain_digest
+from crdtsync.protocol.messages import Ack, Batch, Entry, Head, Summary, chain_digest
 from crdtsync.protocol.sealing import Keyring, OpenedEntry, open_entry, open_head, seal_entry, seal_head
 from crdtsync.store import integration
 from crdtsync.store.integration import ApplyResult
@@ -102,22 +102,14 @@ class AuthorLogReplica:
         """What this device holds of every author it holds anything of (its own log included)."""
         return {author: self.db.have(author) for author in self.db.authors()}
 
-    def have(self, author: str) -> Have:
-        """What this device holds of ``author``."""
-        return self.db.have(author)
-
     def entry(self, author: str, kind: int, seq: int) -> Entry | None:
         """A held entry as it was received (or sealed here), or None."""
         parts = self.db.entry_parts(author, kind, seq)
         return None if parts is None else Entry(author, kind, seq, tuple(parts))
 
-    def head(self, author: str) -> bytes | None:
-        """The newest verified head envelope of ``author`` this device holds."""
-        return self.db.author(author).head
-
     def stored_head(self, author: str) -> Head | None:
-        """:meth:`head`, opened."""
-        data = self.head(author)
+        """The newest verified head of ``author`` this device holds, opened (None: none)."""
+        data = self.db.author(author).head
         return None if data is None else open_head(self.keyring, self.sender_key, data, author, "a stored head")
 
     # -- heads ------------------------------------------------------------------------------------------

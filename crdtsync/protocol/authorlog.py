@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from crdtsync.crypto.envelope import KIND_SNAPSHOT, KIND_UPDATE
 from crdtsync.errors import MailboxError
-from crdtsync.protocol.messages import Batch, Have, Summary
+from crdtsync.protocol.messages import Batch, Summary
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,3 @@ def compaction_floor(snap: int, acks: dict[str, int], readers: set[str]) -> int:
         return 0
     return min([snap] + [acks.get(device, 0) for device in readers])
 
-
-def lacks(ours: Have | None, theirs: Have | None) -> bool:
-    """Whether ``theirs`` is behind ``ours`` on one author."""
-    return ours is not None and (theirs is None or theirs.seq < ours.seq)
