@@ -81,8 +81,9 @@ async def admit(raw: anyio.abc.SocketStream, *, knock_key: bytes, tls: TlsIdenti
     Raises:
         LanError: ``LAN_HANDSHAKE_TIMEOUT``, ``LAN_REFUSED``.
     """
-    host, port = raw.extra(anyio.abc.SocketAttribute.remote_address)[:2]
-    return await _handshake(raw, (str(host), int(port)), False, knock_key, tls, check, timeout)
+    remote = raw.extra(anyio.abc.SocketAttribute.remote_address)
+    address = (str(remote[0]), int(remote[1])) if isinstance(remote, tuple) else (str(remote), 0)
+    return await _handshake(raw, address, False, knock_key, tls, check, timeout)
 
 
 async def _handshake(raw: anyio.abc.SocketStream, address: tuple[str, int], dialed: bool, knock_key: bytes,
