@@ -255,6 +255,7 @@ class AuthorLogReplica:
                 if not rows:
                     return None
                 update = merge_updates(*[data for _, data in rows])
+            self.forget_registry()  # another process of this device may have registered a client id since
             clients = tuple(self.registry().get(self.me, {}).get("clients", ()))
             seq = row.applied + 1
             body = Batch(seq, update, clients, prev=row.chain).to_body()

@@ -70,12 +70,14 @@ class Changes:
 
 async def run_live(live: LiveSync, stream: anyio.abc.ByteStream, *, vault_lock: anyio.CapacityLimiter,
                    heartbeat: float = HEARTBEAT, dead_after: float = DEAD_AFTER, changes: Changes | None = None,
-                   until_synced: bool = False, stop: anyio.Event | None = None) -> LiveReport:
+                   until_synced: bool = False, stop: anyio.Event | None = None,
+                   progress: Callable[[LiveReport], None] | None = None) -> LiveReport:
     """Run ``live`` over ``stream`` until the session ends (see the module docstring); returns its report, whose
     ``error`` names why it ended unless it closed cleanly (``LAN_PEER_GONE``, ``LAN_CONNECTION_LOST`` for a
     broken stream, a protocol or entry code). ``heartbeat`` and ``dead_after`` are in seconds. The stream is closed on
     return. ``stop`` set: close cleanly (CLOSE sent, then the stream closed). Raises nothing for what the peer
-    does; a cancellation propagates after the stream is closed (no CLOSE is sent then)."""
+    does; a cancellation propagates after the stream is closed (no CLOSE is sent then). ``progress(report)`` is
+    called on the event loop's thread whenever entries went either way."""
     sent_at = anyio.current_time()
     waiting_since: float | None = None
     outbox_in, outbox_out = anyio.create_memory_object_stream[bytes](math.inf)
@@ -93,21 +95,33 @@ async def run_live(live: LiveSync, stream: anyio.abc.ByteStream, *, vault_lock: 
             async for data in outbox_out:
                 try:
                     await stream.send(data)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                    fail("LAN_CONNECTION_LOST", f"the connection to the peer broke: {exc}")
+                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                    if not live.closing:  # after our close, a peer that closed first is no failure
+                        fail("LAN_CONNECTION_LOST", f"the connection to the peer broke: {exc}")
                     scope.cancel()
                     return
                 sent_at = anyio.current_time()
+
+    async def begin_close(scope: anyio.CancelScope) -> None:
+        """Send CLOSE, then keep reading until the peer closes too (or :data:`CLOSE_GRACE` passes)."""
+        queue(await call(live.close))
+        scope.deadline = min(scope.deadline, anyio.current_time() + CLOSE_GRACE)
 
     def queue(data: bytes) -> None:
         if data:
             outbox_in.send_nowait(data)
 
+    moved = (0, 0)
+
     async def settle(scope: anyio.CancelScope) -> None:
-        """After each step: notify the other sessions of what came in; close once in sync when asked to."""
-        if until_synced and not live.closed and await call(live.in_sync):
-            queue(await call(live.close))
-            scope.cancel()
+        """After each step: tell ``progress`` what moved; close once in sync when asked to."""
+        nonlocal moved
+        now = (live.report.entries_sent, live.report.entries_received)
+        if progress is not None and now != moved:
+            progress(live.report)
+        moved = now
+        if until_synced and not live.closed and not live.closing and await call(live.in_sync):
+            await begin_close(scope)
 
     async def reader(scope: anyio.CancelScope) -> None:
         nonlocal waiting_since
@@ -142,6 +156,11 @@ async def run_live(live: LiveSync, stream: anyio.abc.ByteStream, *, vault_lock: 
             if now - sent_at >= heartbeat:
                 queue(live.ping())
 
+    async def stopper(event: anyio.Event, scope: anyio.CancelScope) -> None:
+        await event.wait()
+        if not live.closing:
+            await begin_close(scope)
+
     async def local(scope: anyio.CancelScope) -> None:
         assert changes is not None
         seen = changes.version
@@ -161,8 +180,8 @@ async def run_live(live: LiveSync, stream: anyio.abc.ByteStream, *, vault_lock: 
                     if changes is not None:
                         session.start_soon(local, scope)
                     if stop is not None:
-                        session.start_soon(_cancel_on, stop, scope)
-            if not live.closed and live.report.error is None:
+                        session.start_soon(stopper, stop, scope)
+            if not live.closed and live.report.error is None and not live.closing:
                 queue(await call(live.close))
             outbox_in.close()  # the writer sends what is queued, then ends
             tasks.cancel_scope.deadline = anyio.current_time() + CLOSE_GRACE
@@ -172,7 +191,3 @@ async def run_live(live: LiveSync, stream: anyio.abc.ByteStream, *, vault_lock: 
             await stream.aclose()
     return live.report
 
-
-async def _cancel_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -40,9 +40,9 @@ HANDSHAKE_TIMEOUT: Final = 10.0
 #: Seconds a connection attempt may take.
 CONNECT_TIMEOUT: Final = 5.0
 
-#: ``check(peer_certificate_der)`` returns the peer's device id or raises ``LAN_REFUSED``
+#: ``await check(peer_certificate_der)`` returns the peer's device id or raises ``LAN_REFUSED``
 #: (:func:`crdtsync.transport.tls.peer_device` bound to this vault's registry).
-PeerCheck = Callable[[bytes | None], str]
+PeerCheck = Callable[[bytes | None], Awaitable[str]]
 
 
 @dataclass
@@ -98,7 +98,7 @@ async def _handshake(raw: anyio.abc.SocketStream, address: tuple[str, int], dial
             context = tls.client if dialed else tls.server
             stream = await TLSStream.wrap(raw, server_side=not dialed, ssl_context=context,
                                           standard_compatible=False)
-            device = check(stream.extra(TLSAttribute.peer_certificate_binary))
+            device = await check(stream.extra(TLSAttribute.peer_certificate_binary))
             return Connection(stream, device, address, dialed)
     except TimeoutError:
         await _close(raw)

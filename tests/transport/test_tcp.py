@@ -35,8 +35,10 @@ class Side:
         self.tls = identity(secrets.vault_id, key, secrets.current_epoch, signer)
         if claim is not None:  # a certificate that names claim's device, signed by another key
             self.tls = identity(secrets.vault_id, key, secrets.current_epoch, _Impostor(claim, device))
-        registry, vault_id, me = vault.devices(), secrets.vault_id, self.me
-        self.check = lambda cert: peer_device(cert, vault_id, registry, me)
+        self.registry, self.vault_id = vault.devices(), secrets.vault_id
+
+    async def check(self, cert: bytes | None) -> str:
+        return peer_device(cert, self.vault_id, self.registry, self.me)
 
 
 class _Impostor(DeviceKeys):
