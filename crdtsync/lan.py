@@ -34,7 +34,7 @@ import re
 import sqlite3
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -64,6 +64,8 @@ DAEMON_SCOPE: Final = "lan-daemon"
 ALIVE_EVERY: Final = 5.0
 #: Longest pause between two attempts to dial an address, in seconds.
 MAX_REDIAL: Final = 60.0
+#: Most discovered addresses waiting to be dialled.
+MAX_FOUND: Final = 256
 
 T = TypeVar("T")
 Address = tuple[str, int]
@@ -486,6 +488,55 @@ class LanNode:
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.vault_lock)
+
+
+async def serve(node: LanNode, *, discover: bool,
+                task_status: anyio.abc.TaskStatus[list[int]] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Run ``node`` (:meth:`LanNode.serve`) with discovery on its interfaces when ``discover``: it announces the
+    port it listens on and dials every member it finds. Returns once the node was stopped. Discovery that cannot
+    start is logged and left out (``--peer`` and remembered addresses still work)."""
+    send, receive = anyio.create_memory_object_stream[Address](MAX_FOUND)
+    async with anyio.create_task_group() as tasks:
+        async def run_node(*, task_status: anyio.abc.TaskStatus[list[int]]) -> None:
+            await node.serve(found=receive, task_status=task_status)
+            tasks.cancel_scope.cancel()
+
+        ports = await tasks.start(run_node)
+        task_status.started(ports)
+        if discover and node.options.interfaces:
+            tasks.start_soon(_discover, node, send, ports[0])
+
+
+async def sync_round(node: LanNode, addresses: Sequence[Address], *, timeout: float,
+                     interfaces: Sequence[str]) -> RoundResult:
+    """A one-shot round (:meth:`LanNode.sync_round`) with ``addresses`` and, when ``interfaces`` are given, every
+    member discovery finds on them within ``timeout`` seconds."""
+    if not interfaces:
+        return await node.sync_round(addresses, timeout=timeout)
+    send, receive = anyio.create_memory_object_stream[Address](MAX_FOUND)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(_discover, node, send, None, tuple(interfaces))
+        result = await node.sync_round(addresses, timeout=timeout, found=receive)
+        tasks.cancel_scope.cancel()
+    return result
+
+
+async def _discover(node: LanNode, send: anyio.abc.ObjectSendStream[Address], port: int | None,
+                    interfaces: tuple[str, ...] | None = None) -> None:
+    """Feed the addresses of members discovery finds to ``send`` (announcing ``port`` unless None)."""
+    from crdtsync.discovery import Discovery
+
+    chosen = interfaces or node.options.interfaces
+    async with send:
+        try:
+            async with Discovery(node.discovery_key, interfaces=chosen, port=port) as discovery:
+                node.log(f"discovery on {', '.join(chosen)}" + (f", announcing port {port}" if port else ""))
+                while True:
+                    found = await discovery.next_found()
+                    for host in found.addresses:
+                        await send.send((host, found.port))
+        except CrdtsyncError as exc:
+            node.log(f"discovery unavailable: {exc.code} {exc.message}")
 
 
 def peer_rows(vault: Vault) -> dict[str, Any]:
