@@ -95,6 +95,15 @@ class ProtocolError(MailboxError):
     default_code = "PROTOCOL_MALFORMED"
 
 
+class DiscoveryError(MailboxError):
+    """LAN discovery (:mod:`crdtsync.discovery`) could not run: ``DISCOVERY_UNAVAILABLE`` (its multicast sockets
+    could not be opened or zeroconf failed). Choosing the interfaces fails earlier with an
+    :class:`InvalidInputError` of code ``DISCOVERY_NO_INTERFACE`` (a named address is not this host's, or no
+    interface qualifies). A transport failure like a mailbox one, hence the mailbox family and its exit status."""
+
+    default_code = "DISCOVERY_UNAVAILABLE"
+
+
 class ImportFormatError(CrdtsyncError):
     """An import file or line could not be read as any supported memory format."""
 
