@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 KILL_GRACE = 2.0
 #: Seconds any single ``ip``/``iptables`` command may take.
 COMMAND_TIMEOUT = 10.0
-#: Hosts one LAN holds at most (addresses .1 to .200).
+#: Cables one LAN takes at most (addresses .1 to .200).
 MAX_HOSTS = 200
 
 
@@ -71,6 +71,7 @@ class Host:
         self.ip = ip
         self.iface = "eth0"
         self._switch_port = switch_port
+        self._cables = 1
 
     def __repr__(self) -> str:
         return f"Host({self.name!r}, ns={self.ns!r}, ip={self.ip!r})"
@@ -103,6 +104,25 @@ class Host:
         """Plug the cable back in."""
         _ip("-n", self.lan.switch_ns, "link", "set", self._switch_port, "up")
 
+    def plug_into(self, other: Lan) -> str:
+        """Give this host one more cable (``eth1``, ``eth2``, ...) into another LAN's switch: a machine on two
+        networks. Returns its address there. The cable goes when either LAN is torn down.
+
+        Raises:
+            ValueError: ``other`` is this host's own LAN, has the same subnet, or is full.
+        """
+        if other is self.lan or other.subnet == self.lan.subnet:
+            raise ValueError("plug into another LAN, on another subnet")
+        index, iface = other._take_index(), f"eth{self._cables}"
+        port, ip = f"p{index}", f"{other.subnet}.{index}"
+        _ip("-n", other.switch_ns, "link", "add", port, "type", "veth", "peer", "name", iface, "netns", self.ns)
+        _ip("-n", other.switch_ns, "link", "set", port, "master", "br0")
+        _ip("-n", other.switch_ns, "link", "set", port, "up")
+        _ip("-n", self.ns, "addr", "add", f"{ip}/24", "dev", iface)
+        _ip("-n", self.ns, "link", "set", iface, "up")
+        self._cables += 1
+        return ip
+
     def iptables(self, *args: str) -> None:
         """Run ``iptables *args`` in this host's namespace (its own tables), e.g. drop incoming mDNS:
         ``host.iptables("-A", "INPUT", "-d", "224.0.0.251", "-j", "DROP")``.
@@ -129,6 +149,7 @@ class Lan:
         self.subnet = f"10.{secrets.randbelow(200) + 20}.{secrets.randbelow(250) + 1}"
         self.switch_ns = f"{self.prefix}-sw"
         self.hosts: list[Host] = []
+        self._last_index = 0
         self._procs: list[tuple[subprocess.Popen[bytes], bool]] = []  # (process, leads its own group)
         self._namespaces: list[str] = []
         try:
@@ -157,9 +178,7 @@ class Lan:
             raise ValueError(f"host name {name!r}: use up to 20 lower-case letters and digits")
         if name == "sw" or any(h.name == name for h in self.hosts):
             raise ValueError(f"host name {name!r} is taken on this LAN")
-        if len(self.hosts) >= MAX_HOSTS:
-            raise ValueError("this LAN is full")
-        index = len(self.hosts) + 1
+        index = self._take_index()
         ns, port, ip = f"{self.prefix}-{name}", f"p{index}", f"{self.subnet}.{index}"
         self._add_ns(ns)
         # Made inside the switch's namespace with the far end moved straight into the host's: the root namespace
@@ -173,6 +192,12 @@ class Lan:
         host = Host(self, name, ns, ip, port)
         self.hosts.append(host)
         return host
+
+    def _take_index(self) -> int:
+        if self._last_index >= MAX_HOSTS:
+            raise ValueError("this LAN is full")
+        self._last_index += 1
+        return self._last_index
 
     def close(self) -> None:
         """Kill every tracked process (SIGTERM to its group, SIGKILL after :data:`KILL_GRACE` s), then delete

@@ -10,13 +10,17 @@ Design notes:
   other networks, and records heard on one interface never mix with another's.
 - Zeroconf receives multicast on one socket bound to ``0.0.0.0:5353`` that joins 224.0.0.251 on each chosen
   interface (``zeroconf._utils.net.create_sockets``); its per-interface responder sockets are bound to the
-  interface's address and so never receive multicast. On Linux a socket bound to the wildcard address gets the
-  multicast of *every* group any socket of the host joined, on every interface, while ``IP_MULTICAST_ALL`` is on
-  (the default, ``ip(7)``): announcements from a Docker bridge or a VPN would leak in. zeroconf does not set it
-  off and takes no sockets from outside, so :func:`_receive_only_joined_groups` turns it off on the sockets of
-  each instance right after they are made, before zeroconf's loop ever reads them (construction happens on
-  that loop, in the same step), and drops whatever the kernel queued in between. With it off, the kernel
-  delivers to the listen socket only the groups it joined itself, on the interfaces it joined them on.
+  interface's address. On Linux, a socket bound to the wildcard address gets the multicast of *every* group any
+  socket of the host joined, on every interface, while ``IP_MULTICAST_ALL`` is on (the default, ``ip(7)``):
+  announcements from a Docker bridge or a VPN would leak in. Setting it off is not enough either: measured here
+  (kernel 6.18, tests/lan), when another program on the host also listens on 5353 with ``SO_REUSEPORT`` (other
+  zeroconf stacks do) and joined the group on another interface, part of that interface's datagrams still reach
+  our socket. So :func:`_bind_to_interface` also binds every socket of an instance to its interface's device
+  (``SO_BINDTODEVICE``, allowed without privileges since Linux 5.7 on a socket not yet bound to a device); the
+  kernel then hands it only what arrived on that device. zeroconf takes no sockets from outside, so this is done
+  on its sockets right after its constructor made them, before its loop ever reads them (the constructor runs
+  on that loop and the loop wraps the sockets later), and whatever the kernel queued in between is dropped. The
+  test ``test_announcements_on_an_interface_not_chosen_never_reach_discovery`` fails without it.
 - Zeroconf silently runs with no socket when an address is not the host's; :class:`Discovery` checks the
   addresses against :func:`host_interfaces` first, and that zeroconf made a responder socket, and raises.
 """
@@ -105,9 +109,11 @@ def host_interfaces() -> list[Interface]:
     return found
 
 
-def _receive_only_joined_groups(zc: Zeroconf) -> None:
-    """Set ``IP_MULTICAST_ALL`` off on the sockets of ``zc`` and drop what they queued before (see the module
-    docstring). Runs on zc's loop right after the constructor, before the loop wraps the sockets.
+def _bind_to_interface(zc: Zeroconf, device: str) -> None:
+    """Set ``IP_MULTICAST_ALL`` off and ``SO_BINDTODEVICE`` to ``device`` on the sockets of ``zc`` and drop what
+    they queued before (see the module docstring). Runs on zc's loop right after the constructor, before the
+    loop wraps the sockets. Where the system has no ``SO_BINDTODEVICE`` or refuses it (Linux before 5.7 without
+    CAP_NET_RAW), a warning is logged and ``IP_MULTICAST_ALL`` alone filters.
 
     Raises:
         DiscoveryError: this zeroconf keeps its sockets elsewhere (a version we do not know), or setsockopt
@@ -119,15 +125,23 @@ def _receive_only_joined_groups(zc: Zeroconf) -> None:
     if not isinstance(listen, socket.socket) or not isinstance(responders, list):
         raise DiscoveryError("this version of python-zeroconf keeps its sockets where crdtsync does not look: "
                              "install a version crdtsync supports")
+    bind_to_device = getattr(socket, "SO_BINDTODEVICE", None)
     try:
         for sock in (listen, *responders):
             sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-        for _ in range(1000):  # what arrived before the option took effect, bounded
+            if bind_to_device is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, bind_to_device, device.encode())
+                except PermissionError:
+                    log.warning("cannot bind mDNS sockets to %s: announcements from other interfaces may reach "
+                                "discovery when other mDNS programs run here", device)
+                    bind_to_device = None
+        for _ in range(1000):  # what arrived before the options took effect, bounded
             listen.recv(9000, socket.MSG_DONTWAIT)
     except BlockingIOError:
         pass
     except OSError as exc:
-        raise DiscoveryError(f"cannot restrict mDNS to the chosen interfaces: {exc}") from exc
+        raise DiscoveryError(f"cannot restrict mDNS to the interface {device}: {exc}") from exc
 
 
 class Discovery:
@@ -187,6 +201,7 @@ class Discovery:
         self._again: set[str] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
+        self._devices: dict[str, str] = {}  # address -> interface name, from __aenter__
 
     @property
     def own_instances(self) -> tuple[str, ...]:
@@ -201,7 +216,8 @@ class Discovery:
         On error or cancellation, everything opened so far is closed before the exception propagates."""
         if self._thread is not None:
             raise RuntimeError("a Discovery is entered once")
-        own = {interface.address for interface in host_interfaces()}
+        own = {interface.address: interface.name for interface in host_interfaces()}
+        self._devices = own
         for address in self._interfaces:
             if address not in own:
                 self._wake_r.close()
@@ -311,11 +327,12 @@ class Discovery:
                 raise DiscoveryError(f"cannot open mDNS sockets on {address}: {exc} (is another mDNS "
                                      "responder holding port 5353 without SO_REUSEPORT?)") from exc
             self._zeroconfs[address] = aiozc
-            _receive_only_joined_groups(aiozc.zeroconf)
+            _bind_to_interface(aiozc.zeroconf, self._devices[address])
             if not getattr(aiozc.zeroconf.engine, "_respond_sockets", None):
                 raise InvalidInputError(f"cannot send mDNS from {address}: is it still an address of this host?",
                                         code=NO_INTERFACE)
         for aiozc in self._zeroconfs.values():
+            await aiozc.zeroconf.async_wait_for_start()
             self._browsers.append(AsyncServiceBrowser(aiozc.zeroconf, SERVICE_TYPE,
                                                       handlers=[self._on_change(aiozc.zeroconf)]))
         if self._port is not None:

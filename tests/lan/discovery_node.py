@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
+import os
 import sys
 import threading
 
@@ -43,6 +45,11 @@ async def main(args: argparse.Namespace) -> None:
         async with Discovery(bytes.fromhex(args.key), interfaces=[args.ip], port=args.port or None,
                              reannounce=args.reannounce) as discovery:
             say("ready", instances=list(discovery.own_instances))
+            if os.environ.get("DISCOVERY_NODE_DEBUG"):
+                import socket
+                for zc in discovery._zeroconfs.values():
+                    sock = zc.zeroconf.engine._listen_transport.transport.get_extra_info("socket")
+                    print(args.ip, "MC_ALL", sock.getsockopt(socket.IPPROTO_IP, 49), sock, file=sys.stderr)
             threading.Thread(target=read_stdin, daemon=True).start()
             async with anyio.create_task_group() as tasks:
 
@@ -72,4 +79,8 @@ if __name__ == "__main__":
     parser.add_argument("--reannounce", type=float, default=60.0)
     parser.add_argument("--lifetime", type=float, default=60.0)
     arguments = parser.parse_args()
+    if os.environ.get("DISCOVERY_NODE_DEBUG"):
+        logging.basicConfig(stream=sys.stderr, format=f"{arguments.ip} %(name)s %(message)s")
+        logging.getLogger("zeroconf").setLevel(logging.DEBUG)
+        logging.getLogger("crdtsync").setLevel(logging.DEBUG)
     anyio.run(main, arguments, backend=arguments.backend)
