@@ -228,8 +228,9 @@ class Discovery:
         self._thread = threading.Thread(target=self._run_loop, args=(ready,), name="crdtsync-discovery",
                                         daemon=True)
         self._thread.start()
-        await anyio.to_thread.run_sync(ready.wait, 5.0)
         try:
+            if not await anyio.to_thread.run_sync(ready.wait, 5.0):
+                raise DiscoveryError("LAN discovery's thread did not start within 5 s")
             await self._call(self._start(), START_TIMEOUT)
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -254,8 +255,8 @@ class Discovery:
         """Wait for the next member that appeared, or whose addresses or port changed, since the last call
         (changes are queued from ``__aenter__`` on, at most :data:`MAX_FOUND`, the oldest dropped). Cancellable;
         concurrent callers take turns."""
-        if self._thread is None:
-            raise RuntimeError("enter the Discovery first")
+        if self._thread is None or self._closing:
+            raise RuntimeError("next_found() is for an entered Discovery, before it exits")
         async with self._waiting:
             while True:
                 with self._lock:
@@ -277,7 +278,9 @@ class Discovery:
     async def _call(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         """Run ``coro`` on the zeroconf loop and wait for it, at most ``timeout`` seconds; on cancellation, the
         coroutine is cancelled too."""
-        assert self._loop is not None
+        if self._loop is None:
+            coro.close()
+            raise DiscoveryError("LAN discovery's thread is not running")
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return await anyio.to_thread.run_sync(future.result, timeout, abandon_on_cancel=True)

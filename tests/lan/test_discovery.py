@@ -67,9 +67,9 @@ class Proc:
 
 class Node(Proc):
     def __init__(self, host: Host, *, key: bytes = KEY, port: int = 7000, backend: str = "asyncio",
-                 reannounce: float = 60.0) -> None:
+                 reannounce: float = 60.0, lifetime: float = 40.0) -> None:
         super().__init__(host, [str(HERE / "discovery_node.py"), key.hex(), host.ip, str(port), backend,
-                                "--reannounce", str(reannounce), "--lifetime", "40"])
+                                "--reannounce", str(reannounce), "--lifetime", str(lifetime)])
         self.port = port
         self.instances = self.expect(lambda e: e["event"] == "ready", 15)["instances"]
 
@@ -195,6 +195,28 @@ def test_names_are_random_per_run_and_never_the_machines_host_name(lan: Lan) -> 
     assert instance1 != instance2 and server1 != server2
     hostname = os.uname().nodename.lower()
     assert all(hostname not in name.lower() for name in (instance1, instance2, server1, server2))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_member_cancelled_says_goodbye_too(lan: Lan, backend: str) -> None:
+    a = Node(lan.host("a"))
+    b = Node(lan.host("b"), backend=backend, lifetime=3.0)  # its task is cancelled after 3 s
+    assert a.wait_members(lambda m: len(m) == 1)
+    b.expect(lambda e: e["event"] == "closed", 6)
+    assert a.wait_members(lambda m: m == [], timeout=4) == []
+
+
+def test_a_browse_only_device_finds_members_and_is_not_announced(lan: Lan) -> None:
+    observer = observe(lan.host("o"))
+    a = Node(lan.host("a"))
+    browser = Node(lan.host("b"), port=0, backend="trio")
+    assert [m["instance"] for m in browser.wait_members(lambda m: len(m) == 1)] == a.instances
+    time.sleep(0.5)
+    assert a.members() == []
+    heard = [e for e in observer.history if e["event"] == "record" and e["source"] == browser.host.ip]
+    # Its queries may list what it knows (a's records, "known answers"), never a service of its own.
+    assert all(e["name"].startswith(a.instances[0]) or e.get("alias", "").startswith(a.instances[0])
+               for e in heard if e["type"] in ("PTR", "SRV", "TXT"))
 
 
 def test_a_goodbye_takes_a_member_out_of_the_others_view_at_once(lan: Lan) -> None:
