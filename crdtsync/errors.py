@@ -102,10 +102,18 @@ class LanError(CrdtsyncError):
     the liveness limit), ``LAN_UNREACHABLE`` (a connection could not be opened), ``LAN_CONNECTION_LOST`` (the
     connection broke, or the peer's stream ended without a close), ``LAN_DUPLICATE`` (a second
     session with a device that already has one), ``LAN_BUSY`` (too many sessions or attempts), ``LAN_ADDRESS``
-    (a ``HOST:PORT`` that cannot be read), ``DISCOVERY_NO_INTERFACE`` (no interface to announce on, or a named
-    address that is not on this host), and the pairing codes ``PAIRING_*``."""
+    (a ``HOST:PORT`` that cannot be read), and the pairing codes ``PAIRING_*``."""
 
     default_code = "LAN_UNREACHABLE"
+
+
+class DiscoveryError(LanError):
+    """LAN discovery (:mod:`crdtsync.discovery`) could not run: ``DISCOVERY_UNAVAILABLE`` (its multicast sockets
+    could not be opened or zeroconf failed). Choosing the interfaces fails earlier with an
+    :class:`InvalidInputError` of code ``DISCOVERY_NO_INTERFACE`` (a named address is not this host's, or no
+    interface qualifies)."""
+
+    default_code = "DISCOVERY_UNAVAILABLE"
 
 
 class ImportFormatError(CrdtsyncError):
