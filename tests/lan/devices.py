@@ -4,6 +4,7 @@ serve`` inside each host's namespace, their stderr lines collected by a thread."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import re
@@ -85,10 +86,8 @@ class Daemon:
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {pattern!r} from serve on {self.host.name} within {timeout:g} s:\n"
                                      + "\n".join(self.lines))
-            try:
+            with contextlib.suppress(queue.Empty):
                 self._new.get(timeout=0.05)
-            except queue.Empty:
-                pass
 
     @property
     def port(self) -> int:
@@ -108,7 +107,8 @@ class Daemon:
         self.proc.wait(timeout=10)
 
 
-def crdtsync(folder: Path, *args: str, host: Host | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def crdtsync(folder: Path, *args: str, host: Host | None = None,
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run a ``crdtsync`` command on the vault in ``folder`` (inside ``host``'s namespace when given)."""
     argv = [str(CRDTSYNC), *args]
     if host is not None:

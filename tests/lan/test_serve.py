@@ -14,6 +14,7 @@ from tests.conftest import shared_data
 from tests.lan.devices import Daemon, contents, crdtsync, eventually, make_devices
 from tests.netns import Host, Lan
 
+
 def drop_multicast(host: Host) -> None:
     """The network drops multicast to and from ``host`` (a Wi-Fi with client isolation, a router that filters
     mDNS): its announcements and queries never leave, and none reach it."""
