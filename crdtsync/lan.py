@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import time
 from collections import defaultdict, deque
@@ -43,9 +42,17 @@ import anyio.abc
 import anyio.to_thread
 
 from crdtsync.crypto.lan import lan_key
-from crdtsync.errors import CrdtsyncError, LanError, NotFoundError
+from crdtsync.errors import CrdtsyncError, LanError
 from crdtsync.live import LiveReport, LiveSync
-from crdtsync.model.records import check_label
+from crdtsync.node import (
+    ALIVE_EVERY,
+    DAEMON_SCOPE,
+    MANUAL_SCOPE,
+    PEER_SCOPE,
+    Address,
+    parse_address,
+    show_address,
+)
 from crdtsync.replication import AuthorLogReplica
 from crdtsync.transport.stream import DEAD_AFTER, HEARTBEAT, Changes, run_live
 from crdtsync.transport.tcp import HANDSHAKE_TIMEOUT, Connection, admit, dial
@@ -54,41 +61,12 @@ from crdtsync.vault import Vault
 
 #: The TCP port ``serve`` listens on unless told otherwise.
 DEFAULT_PORT: Final = 47354
-#: Cursor scope of what is known of each peer device (key: device id; value: JSON).
-PEER_SCOPE: Final = "lan-peer"
-#: Cursor scope of the addresses kept with ``peer add`` (key: name; value: ``HOST:PORT``).
-MANUAL_SCOPE: Final = "lan-manual"
-#: Cursor scope of the running daemon's state (key ``""``; value: JSON with its pid and the time it wrote it).
-DAEMON_SCOPE: Final = "lan-daemon"
-#: Seconds between the daemon's notes that it is alive (``peers`` calls a daemon silent for 3 of them gone).
-ALIVE_EVERY: Final = 5.0
 #: Longest pause between two attempts to dial an address, in seconds.
 MAX_REDIAL: Final = 60.0
 #: Most discovered addresses waiting to be dialled.
 MAX_FOUND: Final = 256
 
 T = TypeVar("T")
-Address = tuple[str, int]
-_ADDRESS_RE = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\s\[\]]+)):(?P<port>\d{1,5})$")
-
-
-def parse_address(text: str) -> Address:
-    """``HOST:PORT`` (or ``[IPv6]:PORT``) as a (host, port) pair.
-
-    Raises:
-        LanError: ``LAN_ADDRESS`` when it is not one (the port must be 1 to 65535).
-    """
-    match = _ADDRESS_RE.match(text.strip())
-    port = int(match["port"]) if match else 0
-    if match is None or not 0 < port < 65536:
-        raise LanError(f"{text!r} is not HOST:PORT (a port from 1 to 65535)", code="LAN_ADDRESS")
-    return (match["v6"] or match["host"], port)
-
-
-def show_address(address: Address) -> str:
-    """``HOST:PORT`` for an address (IPv6 hosts in brackets)."""
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -472,6 +450,7 @@ class LanNode:
             known["entries_received"] = int(known.get("entries_received", 0)) + report.entries_received
         with store.write():
             store.set_cursor(PEER_SCOPE, connection.device, json.dumps(known).encode())
+            self._note_daemon(True)  # the sessions it lists changed
         name = str(self.logs.registry().get(connection.device, {}).get("name") or "")
         return f"{name} ({connection.device[:12]})" if name else connection.device[:12]
 
@@ -537,62 +516,3 @@ async def _discover(node: LanNode, send: anyio.abc.ObjectSendStream[Address], po
                         await send.send((host, found.port))
         except CrdtsyncError as exc:
             node.log(f"discovery unavailable: {exc.code} {exc.message}")
-
-
-def peer_rows(vault: Vault) -> dict[str, Any]:
-    """What ``crdtsync peers`` shows: the daemon (running or not, its pid, ports and interfaces) and each peer
-    device this vault has met directly (name, id, address, state, last seen, entries each way, last error), and
-    the addresses kept with ``peer add``."""
-    store = vault.store
-    raw = store.get_cursor(DAEMON_SCOPE, "")
-    daemon: dict[str, Any] = json.loads(raw) if raw else {"running": False}
-    if daemon.get("running") and (time.time() - float(daemon.get("updated", 0)) > 3 * ALIVE_EVERY
-                                  or not _alive(int(daemon.get("pid", 0)))):
-        daemon["running"] = False
-    names = vault.device_names()
-    live = set(daemon.get("sessions", ())) if daemon["running"] else set()
-    peers = []
-    for device, value in sorted(store.cursors(PEER_SCOPE).items()):
-        known = json.loads(value)
-        peers.append({"device": device, "name": names.get(device, ""), "address": known.get("address"),
-                      "state": "connected" if device in live else "disconnected",
-                      "last_seen": known.get("last_seen"), "entries_sent": known.get("entries_sent", 0),
-                      "entries_received": known.get("entries_received", 0), "last_error": known.get("last_error")})
-    kept = [{"name": name, "address": value.decode()} for name, value in sorted(store.cursors(MANUAL_SCOPE).items())]
-    return {"daemon": daemon, "peers": peers, "kept": kept}
-
-
-def keep_peer(vault: Vault, name: str, address: str) -> Address:
-    """Keep ``address`` (``HOST:PORT``) under ``name`` for ``serve`` and ``sync --lan`` to dial.
-
-    Raises:
-        LanError: ``LAN_ADDRESS``.
-        InvalidInputError: an empty or overlong name.
-    """
-    check_label("peer name", name)
-    parsed = parse_address(address)
-    with vault.store.write():
-        vault.store.set_cursor(MANUAL_SCOPE, name, show_address(parsed).encode())
-    return parsed
-
-
-def forget_peer(vault: Vault, name: str) -> None:
-    """Forget the address kept under ``name``.
-
-    Raises:
-        NotFoundError: no address is kept under that name.
-    """
-    if vault.store.get_cursor(MANUAL_SCOPE, name) is None:
-        raise NotFoundError(f"no peer address is kept under the name {name!r} (see `crdtsync peers`)")
-    with vault.store.write():
-        vault.store.delete_cursor(MANUAL_SCOPE, name)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0

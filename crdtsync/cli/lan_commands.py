@@ -3,22 +3,22 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 import typer
 from rich.table import Table
 
-from crdtsync import lan
-from crdtsync.cli.app import JsonOpt, VaultOpt, _emit_json, _guard, _open, _plain, app, err, out
+from crdtsync import lan, node
+from crdtsync.cli.app import JsonOpt, VaultOpt, _emit_json, _epoch, _guard, _open, _plain, app, err, out
 from crdtsync.discovery import choose_interfaces, host_interfaces
 from crdtsync.errors import CrdtsyncError, LanError
-from crdtsync.lan import DEFAULT_PORT, LanNode, LanOptions, RoundResult, parse_address
+from crdtsync.lan import DEFAULT_PORT, LanNode, LanOptions, RoundResult
+from crdtsync.node import parse_address
 from crdtsync.vault import Vault
 
 InterfaceOpt = Annotated[list[str] | None, typer.Option(
@@ -32,14 +32,11 @@ peer_app = typer.Typer(help="Addresses of peers kept for `serve` and `sync --lan
 app.add_typer(peer_app, name="peer")
 
 
-def _stderr_log(as_json: bool) -> Any:
-    """One line per event on stderr (a JSON object per line with --json), stamped with UTC time."""
-    def log(line: str) -> None:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        text = json.dumps({"at": stamp, "event": line}) if as_json else f"{stamp} {line}"
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-    return log
+def _stderr_log(line: str) -> None:
+    """One line per event on stderr, stamped with the UTC time to the millisecond."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    sys.stderr.write(f"{stamp} {line}\n")
+    sys.stderr.flush()
 
 
 def _interfaces(named: list[str] | None, *, required: bool) -> tuple[str, ...]:
@@ -65,22 +62,20 @@ def serve(
         "--no-discovery",
         help="Neither announce nor look for peers with mDNS (dial --peer and kept addresses).")] = False,
     vault: VaultOpt = None,
-    as_json: JsonOpt = False,
 ) -> None:
     """Sync live with the vault's other devices on the network until stopped (Ctrl-C or SIGTERM).
 
     Announces this device with mDNS on the chosen interfaces, accepts and dials peers, sends every change made
     here (by any process) to connected peers at once, passes on what each peer sends to the others, and syncs the
     relays every --relay-interval seconds. Logs one line per event on stderr."""
-    with _guard(as_json):
+    with _guard():
         peers = tuple(parse_address(p) for p in peer or [])
         interfaces = _interfaces(interface, required=not peers)
-    log = _stderr_log(as_json)
-    with _open(vault, as_json) as v:
+    with _open(vault) as v:
         options = LanOptions(interfaces=interfaces, port=port, peers=peers, relay_interval=relay_interval)
-        node = LanNode(v, options, log=log)
+        node = LanNode(v, options, log=_stderr_log)
         anyio.run(_serve, node, not no_discovery)
-    log("stopped")
+    _stderr_log("stopped")
 
 
 async def _serve(node: LanNode, discover: bool) -> None:
@@ -104,7 +99,7 @@ def sync_lan(vault: Vault, interface: list[str] | None, peer: list[str] | None, 
     none."""
     peers = tuple(parse_address(p) for p in peer or [])
     interfaces = _interfaces(interface, required=False)
-    node = LanNode(vault, LanOptions(), log=_stderr_log(as_json) if not as_json else lambda line: None)
+    node = LanNode(vault, LanOptions(), log=_stderr_log)
     started = time.monotonic()
     result: RoundResult = anyio.run(lambda: lan.sync_round(node, peers, timeout=timeout, interfaces=interfaces))
     names = vault.device_names()
@@ -131,7 +126,7 @@ def sync_lan(vault: Vault, interface: list[str] | None, peer: list[str] | None, 
 def peers(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
     """List the peers met directly (connected now when `serve` runs), and the addresses kept with `peer add`."""
     with _open(vault, as_json) as v:
-        rows = lan.peer_rows(v)
+        rows = node.peer_rows(v.store, v.device_names())
     if as_json:
         _emit_json(rows)
         return
@@ -144,7 +139,7 @@ def peers(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
     for column in ("device", "name", "address", "state", "last seen", "entries sent", "received", "last error"):
         table.add_column(column, overflow="fold")
     for p in rows["peers"]:
-        seen = datetime.fromtimestamp(p["last_seen"]).strftime("%Y-%m-%d %H:%M:%S") if p["last_seen"] else "never"
+        seen = _epoch(p["last_seen"])
         error = p["last_error"]
         table.add_row(p["device"][:12], _plain(p["name"]), p["address"] or "", p["state"], seen,
                       str(p["entries_sent"]), str(p["entries_received"]),
@@ -163,7 +158,7 @@ def peer_add(
 ) -> None:
     """Keep an address for `serve` and `sync --lan` to dial (for networks where multicast does not pass)."""
     with _open(vault, as_json) as v:
-        lan.keep_peer(v, name, address)
+        node.keep_peer(v.store, name, address)
     if as_json:
         _emit_json({"name": name, "address": address})
     else:
@@ -174,7 +169,7 @@ def peer_add(
 def peer_rm(name: str, vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
     """Forget a kept address."""
     with _open(vault, as_json) as v:
-        lan.forget_peer(v, name)
+        node.forget_peer(v.store, name)
     if as_json:
         _emit_json({"removed": name})
     else:

@@ -64,7 +64,14 @@ def test_peer_works_with_multicast_dropped_and_the_address_is_remembered(lan: La
     second.wait_for(r"peer up d0")
     crdtsync(d0, "add", "through --peer")
     eventually(lambda: [c for _, c in contents(d1)] == ["through --peer"], what="the write arriving")
+    peers = json.loads(crdtsync(d1, "peers", "--json").stdout)
+    assert peers["daemon"]["running"] and [(p["name"], p["state"]) for p in peers["peers"]] == [("d0", "connected")]
+    reached = {d["name"]: d["reached"] for d in json.loads(crdtsync(d1, "devices", "--json").stdout)}
+    assert reached["d0"]["address"] == f"{a.ip}:{first.port}" and reached["d1"] is None
+    assert "peer d0" in crdtsync(d1, "status").stdout
     assert second.stop() == 0
+    stopped = json.loads(crdtsync(d1, "peers", "--json").stdout)
+    assert not stopped["daemon"]["running"] and stopped["peers"][0]["state"] == "disconnected"
     again = Daemon(b, d1)  # no --peer now: the address where d0 was reached is remembered
     again.wait_for(r"peer up d0")
 
