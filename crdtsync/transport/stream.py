@@ -3,13 +3,15 @@ stream of a pairing, a WebRTC data channel later. The adapter only moves bytes; 
 
 Three tasks share one session:
 
-- the **reader** takes what the peer sends and gives it to the session; the session's work (checking, storing
-  and integrating entries) runs in a worker thread under ``vault_lock`` (one vault, one writer at a time, and
-  the event loop stays free for heartbeats and other peers);
+- the **pump** reads the socket up to :data:`READ_AHEAD` reads ahead, and the **reader** gives what the peer
+  sent to the session; the session's work (checking, storing and integrating entries) runs in a worker thread
+  under ``vault_lock`` (one vault, one writer at a time, and the event loop stays free for heartbeats and other
+  peers);
 - the **writer** sends what the session returns, item after item: an entry's frames are never cut by a ping;
 - the **pulse** sends a ping when nothing was sent for ``heartbeat`` seconds, and ends the session with
-  ``LAN_PEER_GONE`` when the reader has waited ``dead_after`` seconds without a byte (a peer that vanished
-  without a FIN, a cut cable). Time this side spends storing is not counted: the peer's pings wait in the socket.
+  ``LAN_PEER_GONE`` when the pump has waited ``dead_after`` seconds without a byte (a peer that vanished
+  without a FIN, a cut cable). Time the pump spends blocked on a full read-ahead (this side busy storing) is not
+  counted.
 
 ``changes`` (a :class:`Changes`) wakes the session when this device wrote, or when another session brought
 entries: it then sends its next entry and whatever else the peer lacks (author logs: a device forwards every
@@ -37,9 +39,12 @@ from crdtsync.live import LiveReport, LiveSync
 from crdtsync.protocol.session import MAX_READ
 
 #: Default seconds without sending anything after which a ping is sent.
-HEARTBEAT = 5.0
-#: Default seconds the reader may wait on a silent peer before the session ends with ``LAN_PEER_GONE``.
-DEAD_AFTER = 15.0
+HEARTBEAT = 4.0
+#: Default seconds the reader may wait on a silent peer before the session ends with ``LAN_PEER_GONE``: with the
+#: pulse's check every ``HEARTBEAT / 8`` s, a vanished peer is noticed within 12.5 s of its last byte.
+DEAD_AFTER = 12.0
+#: Reads (of up to :data:`~crdtsync.protocol.session.MAX_READ` bytes) taken from the socket ahead of the session.
+READ_AHEAD = 4
 #: Seconds a closing side waits to flush its last bytes before it closes the stream.
 CLOSE_GRACE = 2.0
 
@@ -123,29 +128,42 @@ async def run_live(live: LiveSync, stream: anyio.abc.ByteStream, *, vault_lock: 
         if until_synced and not live.closed and not live.closing and await call(live.in_sync):
             await begin_close(scope)
 
-    async def reader(scope: anyio.CancelScope) -> None:
+    inbox_in, inbox_out = anyio.create_memory_object_stream[bytes](READ_AHEAD)
+
+    async def pump() -> None:
+        """Read the socket ahead of the session's work, so that the peer's pings are seen while this side stores:
+        only time spent waiting on the socket with nothing unread counts towards ``dead_after``."""
         nonlocal waiting_since
+        async with inbox_in:
+            while True:
+                waiting_since = anyio.current_time()
+                try:
+                    data = await stream.receive(MAX_READ)
+                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    data = b""
+                waiting_since = None
+                await inbox_in.send(data)
+                if not data:
+                    return
+
+    async def reader(scope: anyio.CancelScope) -> None:
         queue(await call(live.start))
         received = 0
-        while not live.closed:
-            waiting_since = anyio.current_time()
-            try:
-                data = await stream.receive(MAX_READ)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                data = b""
-            waiting_since = None
-            try:
-                queue(await call(live.receive, data))
-            except CrdtsyncError as exc:  # the peer broke the protocol: tell it why, and end
-                queue(live.abort(exc.code, exc.message))
-            if changes is not None and live.report.entries_received > received:
-                received = live.report.entries_received
-                changes.notify()
-            await settle(scope)
-        scope.cancel()
+        async with inbox_out:
+            while not live.closed:
+                data = await inbox_out.receive()
+                try:
+                    queue(await call(live.receive, data))
+                except CrdtsyncError as exc:  # the peer broke the protocol: tell it why, and end
+                    queue(live.abort(exc.code, exc.message))
+                if changes is not None and live.report.entries_received > received:
+                    received = live.report.entries_received
+                    changes.notify()
+                await settle(scope)
+            scope.cancel()  # before the inbox closes under the pump
 
     async def pulse(scope: anyio.CancelScope) -> None:
-        step = min(heartbeat, dead_after) / 4
+        step = min(heartbeat, dead_after) / 8
         while True:
             await anyio.sleep(step)
             now = anyio.current_time()
@@ -175,6 +193,7 @@ async def run_live(live: LiveSync, stream: anyio.abc.ByteStream, *, vault_lock: 
             tasks.start_soon(writer, scope)
             with scope:
                 async with anyio.create_task_group() as session:
+                    session.start_soon(pump)
                     session.start_soon(reader, scope)
                     session.start_soon(pulse, scope)
                     if changes is not None:
