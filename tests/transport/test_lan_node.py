@@ -4,6 +4,7 @@ peers, crossed dials leave one session per pair, and a one-shot round syncs and 
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ import anyio.to_thread
 import pytest
 
 from crdtsync.lan import LanNode, LanOptions
+from crdtsync.transport.tcp import dial
 from crdtsync.vault import Vault
 from tests.cli.test_cli import CRDTSYNC, process_env
 
@@ -119,5 +121,41 @@ async def _sessions(node: LanNode, count: int) -> bool:
     return len(node.sessions) == count
 
 
-async def _logged(node: LanNode, text: str) -> bool:
-    return any(text in line for line in node.lines)  # type: ignore[attr-defined]
+async def _logged(node: LanNode, pattern: str) -> bool:
+    return any(re.search(pattern, line) for line in node.lines)  # type: ignore[attr-defined]
+
+
+async def test_a_member_forwarding_a_forged_entry_is_refused_while_an_honest_peer_keeps_syncing(
+        devices: list[Vault]) -> None:
+    d0, d1, d2, d3 = devices
+    d2.add("written on d2")
+    assert all(not r.errors for r in d2.sync())
+    assert all(not r.errors for r in d1.sync())  # d1 holds d2's entry, which it will forward altered
+    seq = d1.store.author(d2.device_id).applied
+    parts = d1.store.entry_parts(d2.device_id, 1, seq)
+    assert parts is not None
+    forged = bytearray(parts[0])
+    forged[len(forged) // 2] ^= 1
+    with d1.store.write():
+        d1.store.put_entry(d2.device_id, 1, seq, b"\0" * 32, [bytes(forged)])
+    async with running(d0) as a, running(d3, a.ports[0]):
+        await _until(lambda: _sessions(a, 1))
+        async with running(d1, a.ports[0], listen=False):
+            await _until(lambda: _logged(a, r"ENVELOPE_BAD_SIGNATURE"))
+            written = await anyio.to_thread.run_sync(d3.add, "honest write during the attack")
+            await _until(lambda: _has(a, {"honest write during the attack"}))
+        assert written.id in {m.id for m in d0.list()}
+        assert "written on d2" not in {m.content for m in d0.list()}
+        assert any(f"peer down d1 ({d1.device_id[:12]}): ENVELOPE_BAD_SIGNATURE" in line
+                   for line in a.lines)  # type: ignore[attr-defined]
+
+
+async def test_an_oversized_frame_from_a_member_ends_its_session_with_its_code(devices: list[Vault]) -> None:
+    d0, d1 = devices[:2]
+    async with running(d0) as a:
+        member = LanNode(d1, LanOptions(**FAST))  # type: ignore[arg-type]
+        connection = await dial("127.0.0.1", a.ports[0], knock_key=member.knock_key, tls=member.tls,
+                                check=member._check)
+        await connection.stream.send((0xFFFFFFFF).to_bytes(4, "big"))
+        await _until(lambda: _logged(a, r"PROTOCOL_FRAME_TOO_LARGE"))
+        await connection.stream.aclose()
