@@ -40,6 +40,20 @@ def test_two_devices_discover_each_other_and_converge_on_the_locomo_corpus(lan: 
     eventually(lambda: memory_id in dict(contents(d1)), timeout=10, what="the CLI write reaching the peer")
 
 
+def test_four_devices_each_with_part_of_the_corpus_all_converge(lan: Lan, tmp_path: Path) -> None:
+    folders = make_devices(tmp_path, 4)
+    for folder, part in zip(folders, ("26.json", "30.json", "41.json", "42.json"), strict=True):
+        assert crdtsync(folder, "import", str(shared_data("locomo", part))).returncode == 0
+    daemons = [Daemon(lan.host(f"h{n}"), folder) for n, folder in enumerate(folders)]
+    for daemon in daemons:
+        for other in range(4):
+            if daemon.folder != folders[other]:
+                daemon.wait_for(rf"peer up d{other} ")
+    reference = eventually(lambda: contents(folders[0]) if len({len(contents(f)) for f in folders}) == 1 and
+                           len(contents(folders[0])) > 2000 else None, timeout=120, what="four vaults converging")
+    assert all(contents(folder) == reference for folder in folders[1:])
+
+
 def test_a_chain_where_the_ends_never_see_each_other_converges(lan: Lan, tmp_path: Path) -> None:
     d0, d1, d2 = make_devices(tmp_path, 3)
     a, b, c = lan.host("a"), lan.host("b"), lan.host("c")
