@@ -41,6 +41,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from crdtsync._process import process_token
 from crdtsync.crypto.lan import lan_key
 from crdtsync.errors import CrdtsyncError, LanError
 from crdtsync.live import LiveReport, LiveSync
@@ -144,6 +145,7 @@ class LanNode:
         self._attempts: dict[str, deque[float]] = defaultdict(deque)
         self._one_shot = False
         self._address_device: dict[Address, str] = {}
+        self._holder = process_token()
 
     # -- public ------------------------------------------------------------------------------------------
 
@@ -430,7 +432,7 @@ class LanNode:
             await self._call(self._note_daemon, True)
 
     def _note_daemon(self, running: bool) -> None:
-        value = {"pid": os.getpid(), "updated": time.time(), "ports": self.ports,
+        value = {"pid": os.getpid(), "holder": self._holder, "updated": time.time(), "ports": self.ports,
                  "interfaces": list(self.options.interfaces), "running": running,
                  "sessions": sorted(self.sessions)}
         with self.vault.store.write():

@@ -11,12 +11,12 @@ backend.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from crdtsync._process import process_alive
 from crdtsync.crypto.header import FINGERPRINT_CHARS, VaultHeader, check_join_kdf, fingerprint, unwrap_vault_keys
 from crdtsync.crypto.keys import vault_tag
 from crdtsync.errors import CryptoError, InvalidInputError, LanError, MailboxError, NotFoundError
@@ -242,7 +242,7 @@ def peer_rows(store: Store, names: dict[str, str]) -> dict[str, Any]:
     raw = store.get_cursor(DAEMON_SCOPE, "")
     daemon: dict[str, Any] = json.loads(raw) if raw else {"running": False}
     if daemon.get("running") and (time.time() - float(daemon.get("updated", 0)) > 3 * ALIVE_EVERY
-                                  or not _alive(int(daemon.get("pid", 0)))):
+                                  or not process_alive(str(daemon.get("holder", "0::")))):
         daemon["running"] = False
     live = set(daemon.get("sessions", ())) if daemon["running"] else set()
     peers = []
@@ -280,13 +280,3 @@ def forget_peer(store: Store, name: str) -> None:
         raise NotFoundError(f"no peer address is kept under the name {name!r} (see `crdtsync peers`)")
     with store.write():
         store.delete_cursor(MANUAL_SCOPE, name)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return pid > 0
