@@ -333,6 +333,8 @@ class LanNode:
     async def _run(self, connection: Connection) -> LiveReport | None:
         """Run a session over an authenticated connection, unless the pair has one already (module docstring)."""
         device = connection.device
+        if connection.dialed:  # this address reaches that device: not dialled again while it has a session
+            self._address_device[connection.address] = device
         existing = self.sessions.get(device)
         if existing is not None:
             # Same direction (two addresses of one device): keep the first. Crossed dials: keep the one the
@@ -351,8 +353,6 @@ class LanNode:
             await loser.done.wait()
         session = _Session(connection)
         self.sessions[device] = session
-        if connection.dialed:
-            self._address_device[connection.address] = device
         how = "dialled" if connection.dialed else "accepted"
         name = await self._call(self._note_peer, connection, "connected", None)
         self.log(f"peer up {name} at {show_address(connection.address)} ({how})")
