@@ -159,3 +159,21 @@ async def test_an_oversized_frame_from_a_member_ends_its_session_with_its_code(d
         await connection.stream.send((0xFFFFFFFF).to_bytes(4, "big"))
         await _until(lambda: _logged(a, r"PROTOCOL_FRAME_TOO_LARGE"))
         await connection.stream.aclose()
+
+
+async def test_a_local_write_with_no_peer_connected_goes_to_the_relays_at_once(devices: list[Vault]) -> None:
+    d0, d1 = devices[:2]
+    options = LanOptions(interfaces=(), relay_interval=3600.0, heartbeat=0.5, dead_after=3.0)
+    node = LanNode(d0, options)
+    async with anyio.create_task_group() as tg:
+        await tg.start(node.serve)
+        await anyio.to_thread.run_sync(lambda: subprocess.run(
+            [str(CRDTSYNC), "add", "no peer is connected"], env=process_env(d0.path), check=True,
+            capture_output=True, timeout=60))
+
+        async def on_the_relay() -> bool:
+            await anyio.to_thread.run_sync(d1.sync)
+            return "no peer is connected" in {m.content for m in d1.list()}
+
+        await _until(on_the_relay, timeout=15)
+        node.stop()
