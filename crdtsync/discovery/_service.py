@@ -303,6 +303,7 @@ class Discovery:
                 loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
             await anyio.to_thread.run_sync(thread.join, STOP_TIMEOUT)
+        anyio.notify_closing(self._wake_r)  # a next_found() still waiting wakes up with ClosedResourceError
         self._wake_r.close()
         self._wake_w.close()
 
