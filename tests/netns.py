@@ -27,7 +27,7 @@ import shutil
 import signal
 import subprocess
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,8 @@ class Lan:
         NetnsUnavailable: from the constructor, when namespaces cannot be made here.
     """
 
+    _subnets_in_use: ClassVar[set[str]] = set()
+
     def __init__(self) -> None:
         if shutil.which("ip") is None:
             raise NetnsUnavailable("iproute2's `ip` is not installed")
@@ -147,6 +149,9 @@ class Lan:
             raise NetnsUnavailable("network namespaces need root")
         self.prefix = "n" + secrets.token_hex(3)[:5]
         self.subnet = f"10.{secrets.randbelow(200) + 20}.{secrets.randbelow(250) + 1}"
+        while self.subnet in Lan._subnets_in_use:  # LANs alive at once get distinct subnets
+            self.subnet = f"10.{secrets.randbelow(200) + 20}.{secrets.randbelow(250) + 1}"
+        Lan._subnets_in_use.add(self.subnet)
         self.switch_ns = f"{self.prefix}-sw"
         self.hosts: list[Host] = []
         self._last_index = 0
@@ -224,6 +229,7 @@ class Lan:
             except Exception as exc:
                 log.error("cannot delete namespace %s: %s", ns, getattr(exc, "stderr", b"") or exc)
         self._namespaces.clear()
+        Lan._subnets_in_use.discard(self.subnet)
         try:  # anything of this run left behind, e.g. by a failure halfway through host()
             leftovers = [ns for ns in netns_names() if ns.startswith(self.prefix + "-")]
         except Exception as exc:

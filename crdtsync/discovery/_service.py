@@ -13,14 +13,17 @@ Design notes:
   interface's address. On Linux, a socket bound to the wildcard address gets the multicast of *every* group any
   socket of the host joined, on every interface, while ``IP_MULTICAST_ALL`` is on (the default, ``ip(7)``):
   announcements from a Docker bridge or a VPN would leak in. Setting it off is not enough either: measured here
-  (kernel 6.18, tests/lan), when another program on the host also listens on 5353 with ``SO_REUSEPORT`` (other
-  zeroconf stacks do) and joined the group on another interface, part of that interface's datagrams still reach
-  our socket. So :func:`_bind_to_interface` also binds every socket of an instance to its interface's device
-  (``SO_BINDTODEVICE``, allowed without privileges since Linux 5.7 on a socket not yet bound to a device); the
-  kernel then hands it only what arrived on that device. zeroconf takes no sockets from outside, so this is done
-  on its sockets right after its constructor made them, before its loop ever reads them (the constructor runs
-  on that loop and the loop wraps the sockets later), and whatever the kernel queued in between is dropped. The
-  test ``test_announcements_on_an_interface_not_chosen_never_reach_discovery`` fails without it.
+  (kernel 6.18, namespaces), when another program on the host also listens on 5353 with ``SO_REUSEPORT`` (other
+  zeroconf stacks do) and joined the group on another interface, about half of that interface's datagrams reach
+  our socket *instead of* that program's (of 40 sent, 22 came to ours and 18 to it: the kernel picked one socket
+  of the port's reuseport group by source address and port). So :func:`_bind_to_interface` also binds every
+  socket of an instance to its interface's device (``SO_BINDTODEVICE``, allowed without privileges since Linux
+  5.7 on a socket not yet bound to a device); the kernel then hands it only what arrived on that device, and the
+  other program gets all of its own (40 of 40, ours 0; sockets bound to the same interface all still get every
+  datagram). zeroconf takes no sockets from outside, so this is done on its sockets right after its constructor
+  made them, before its loop ever reads them (the constructor runs on that loop and the loop wraps the sockets
+  later), and whatever the kernel queued in between is dropped. The test
+  ``test_announcements_on_an_interface_not_chosen_never_reach_discovery`` fails without it.
 - Zeroconf silently runs with no socket when an address is not the host's; :class:`Discovery` checks the
   addresses against :func:`host_interfaces` first, and that zeroconf made a responder socket, and raises.
 """
@@ -303,6 +306,7 @@ class Discovery:
                 loop.call_soon_threadsafe(loop.stop)
         if thread is not None:
             await anyio.to_thread.run_sync(thread.join, STOP_TIMEOUT)
+        anyio.notify_closing(self._wake_r)  # a next_found() still waiting wakes up with ClosedResourceError
         self._wake_r.close()
         self._wake_w.close()
 

@@ -6,6 +6,7 @@ command ``found`` on stdin, ``{"event": "closed"}`` after ``quit`` (or end of st
 Other commands: ``reannounce``. Exits after ``--lifetime`` seconds whatever happens.
 
 Usage: discovery_node.py KEY_HEX IP PORT(0: browse only) BACKEND [--reannounce S] [--lifetime S]
+(with DISCOVERY_NODE_DEBUG=1 in the environment, zeroconf's debug log goes to stderr, every packet in it.)
 """
 
 from __future__ import annotations
@@ -45,11 +46,6 @@ async def main(args: argparse.Namespace) -> None:
         async with Discovery(bytes.fromhex(args.key), interfaces=[args.ip], port=args.port or None,
                              reannounce=args.reannounce) as discovery:
             say("ready", instances=list(discovery.own_instances))
-            if os.environ.get("DISCOVERY_NODE_DEBUG"):
-                import socket
-                for zc in discovery._zeroconfs.values():
-                    sock = zc.zeroconf.engine._listen_transport.transport.get_extra_info("socket")
-                    print(args.ip, "MC_ALL", sock.getsockopt(socket.IPPROTO_IP, 49), sock, file=sys.stderr)
             threading.Thread(target=read_stdin, daemon=True).start()
             async with anyio.create_task_group() as tasks:
 
