@@ -66,6 +66,10 @@ DEFAULT_PORT: Final = 47354
 MAX_REDIAL: Final = 60.0
 #: Most discovered addresses waiting to be dialled.
 MAX_FOUND: Final = 256
+#: Most addresses dialled at once (given, kept, remembered and discovered).
+MAX_DIALING: Final = 64
+#: Failed dials in a row after which a discovered address is dropped (until it is announced again).
+DISCOVERED_ATTEMPTS: Final = 3
 
 T = TypeVar("T")
 
@@ -281,17 +285,26 @@ class LanNode:
             await anyio.sleep(self.options.redial * 5)
 
     async def _found_loop(self, found: anyio.abc.ObjectReceiveStream[Address], tasks: anyio.abc.TaskGroup) -> None:
+        """Dial what discovery reports. Its addresses are not authenticated (anyone on the LAN can announce a
+        member's tag with an address of its own), so each gets :data:`DISCOVERED_ATTEMPTS` failed attempts in a
+        row before it is dropped until announced again, and at most :data:`MAX_DIALING` addresses are dialled."""
         async for address in found:
-            if address not in self._dialing:
-                tasks.start_soon(self._keep_dialing, address)
+            if address in self._dialing:
+                continue
+            if len(self._dialing) >= MAX_DIALING:
+                self.log(f"not dialling {show_address(address)}: {MAX_DIALING} addresses are being dialled")
+                continue
+            tasks.start_soon(self._keep_dialing, address, DISCOVERED_ATTEMPTS)
 
-    async def _keep_dialing(self, address: Address) -> None:
-        """Keep a session going through ``address`` (or leave it to another address of the same device)."""
+    async def _keep_dialing(self, address: Address, attempts: int | None = None) -> None:
+        """Keep a session going through ``address`` (or leave it to another address of the same device); with
+        ``attempts``, give up after that many failed dials in a row."""
         self._dialing.add(address)
         pause = self.options.redial
         last_code = ""
+        failures = 0
         try:
-            while True:
+            while attempts is None or failures < attempts:
                 device = self._device_at(address)
                 if device is not None and device in self.sessions:
                     await anyio.sleep(self.options.redial)
@@ -303,10 +316,11 @@ class LanNode:
                     if exc.code != last_code:
                         self.log(f"cannot sync with {show_address(address)}: {exc.code} {exc.message}")
                         last_code = exc.code
+                    failures += 1
                     await anyio.sleep(pause)
                     pause = min(pause * 2, MAX_REDIAL)
                     continue
-                last_code, pause = "", self.options.redial
+                last_code, pause, failures = "", self.options.redial, 0
                 await self._run(connection)
                 await anyio.sleep(self.options.redial)
         finally:
