@@ -80,7 +80,7 @@ if str(ROOT) not in sys.path:
 
 from bench import _harness as harness  # noqa: E402
 from bench._corpus import repeated  # noqa: E402
-from bench._harness import Result, memory_mb, reset_peak, timed  # noqa: E402
+from bench._harness import Result, Stopwatch, memory_mb, reset_peak, timed, wrap_any  # noqa: E402
 
 #: The same passphrase as ``bench/mailbox.py`` (its ``join`` scenario runs on our relay).
 PASSPHRASE = "crdtsync benchmark"
@@ -101,7 +101,7 @@ RTT_COUNT = 1000
 RTT_WARMUP = 100
 ORDER = ("rtt", "floor", "lan_cold", "edit_cli", "edit_inproc", "folder_cold", "join")
 CRDTSYNC = Path(sys.executable).parent / "crdtsync"
-ROLES = ("rtt-server", "rtt-client", "floor-recv", "floor-send", "watch", "drive")
+ROLES = ("rtt-server", "rtt-client", "floor-recv", "floor-send", "watch", "drive", "node")
 
 
 # -- small helpers ----------------------------------------------------------------------------------------------
@@ -470,16 +470,20 @@ def role_drive(params: Result) -> Result:
     edits: list[list[str]] = params["edits"]  # [memory id, marker]
     rng = random.Random(EDIT_SEED)
     pauses = [rng.uniform(*EDIT_SPACING) for _ in edits]
-    out: Result = {"committed_at": [], "counters": [], "write_s": []}
+    out: Result = {"committed_at": [], "counters": [], "write_s": [], "after_commit_s": []}
+    commits = _mark_commits()
 
     def write(vault: Vault, memory_id: str, marker: str) -> None:
         content = vault.get(memory_id).content + marker
         out["counters"].append(own_counters())
+        commits.clear()
         start = time.monotonic()
         vault.update(memory_id, content=content)
         done = time.monotonic()
-        out["committed_at"].append(done)
+        committed = commits[0] if commits else done
+        out["committed_at"].append(committed)
         out["write_s"].append(done - start)
+        out["after_commit_s"].append(done - committed)
 
     with Vault.open(Path(params["vault"])) as vault:
         if params["mode"] == "cli":
@@ -491,11 +495,14 @@ def role_drive(params: Result) -> Result:
                 time.sleep(pause if marker != edits[0][1] else params["warmup_pause_s"])
             out["counters"].append(own_counters())
             return out
-        return _drive_inproc(vault, params, edits, pauses, write, out)
+        watch = live_stopwatch()
+        _drive_inproc(vault, params, edits, pauses, write, out, watch)
+        out["breakdown"] = watch.snapshot()
+        return out
 
 
 def _drive_inproc(vault: Any, params: Result, edits: list[list[str]], pauses: list[float],
-                  write: Callable[[Any, str, str], None], out: Result) -> Result:
+                  write: Callable[[Any, str, str], None], out: Result, watch: Stopwatch) -> None:
     import anyio
     import anyio.to_thread
 
@@ -514,18 +521,94 @@ def _drive_inproc(vault: Any, params: Result, edits: list[list[str]], pauses: li
             for memory_id, marker in edits:
                 await node._call(write, vault, memory_id, marker)
                 node.changes.notify()
-                await anyio.sleep(pauses[len(out["committed_at"]) - 1] if marker != edits[0][1]
-                                  else params["warmup_pause_s"])
+                if marker == edits[0][1]:
+                    await anyio.sleep(params["warmup_pause_s"])
+                    watch.reset()  # the breakdown covers the measured edits
+                    print("measuring", flush=True)
+                else:
+                    await anyio.sleep(pauses[len(out["committed_at"]) - 1])
             out["counters"].append(own_counters())
             node.stop()
 
     anyio.run(main)
-    return out
+
+
+def role_node(params: Result) -> Result:
+    """On B's host (``edit_inproc``): B's ``LanNode`` as ``crdtsync serve --no-discovery --relay-interval 0
+    --peer A`` runs it, in a process of this script so that its parts are timed (:func:`live_stopwatch`). Its
+    log goes to stderr; ``reset`` on stdin zeroes the timers, anything else (or EOF) stops it."""
+    import anyio
+    import anyio.to_thread
+
+    from crdtsync.lan import LanNode, LanOptions
+    from crdtsync.vault import Vault
+
+    watch = live_stopwatch()
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    with Vault.open(Path(params["vault"])) as vault:
+        node = LanNode(vault, LanOptions(interfaces=(params["ip"],), port=0, relay_interval=0.0,
+                                         peers=((params["peer_ip"], params["peer_port"]),)), log=log)
+
+        async def main() -> None:
+            async with anyio.create_task_group() as tasks:
+                await tasks.start(node.serve)
+                while (await anyio.to_thread.run_sync(sys.stdin.readline)).strip() == "reset":
+                    watch.reset()
+                node.stop()
+
+        anyio.run(main)
+    return {"breakdown": watch.snapshot()}
+
+
+LIVE, LOGS = "crdtsync.live:LiveSync", "crdtsync.replication:AuthorLogReplica"
+
+
+def live_stopwatch() -> Stopwatch:
+    """Timers on the parts of the live path, the same on both sides (a side only calls some of them)."""
+    watch = Stopwatch()
+    wrap_any(watch, "write: Vault.update (A)", "crdtsync.vault:Vault.update")
+    wrap_any(watch, "  of which _maybe_compact (after the commit)", "crdtsync.store.replica:Replica._maybe_compact")
+    wrap_any(watch, "LiveSync.local_changes (after a write, or after taking entries)", f"{LIVE}.local_changes")
+    wrap_any(watch, "  AuthorLogReplica.commit (next entry: read log, merge, seal, store)", f"{LOGS}.commit")
+    wrap_any(watch, "    seal_entry", "crdtsync.replication:seal_entry")
+    wrap_any(watch, "  AuthorLogReplica.renew_head (seal + store a head)", f"{LOGS}.renew_head")
+    wrap_any(watch, "  LiveSync._send_lacking (plan + read entries)", f"{LIVE}._send_lacking")
+    wrap_any(watch, "LiveSync.receive (what the peer sent)", f"{LIVE}.receive")
+    wrap_any(watch, "  LiveSync._take (an entry)", f"{LIVE}._take")
+    wrap_any(watch, "    AuthorLogReplica.accept (open, check, keep as received)", f"{LOGS}.accept")
+    wrap_any(watch, "    AuthorLogReplica.integrate", f"{LOGS}.integrate")
+    wrap_any(watch, "      strict reader (decode_update)", "crdtsync.store.integration:decode_update")
+    wrap_any(watch, "      integration worker round trip (IntegrationWorker.apply)",
+             "crdtsync.store.worker:IntegrationWorker.apply")
+    wrap_any(watch, "    AuthorLogReplica.keep_heads", f"{LOGS}.keep_heads")
+    wrap_any(watch, "  AuthorLogReplica.take_head", f"{LOGS}.take_head")
+    wrap_any(watch, "  AuthorLogReplica.check_summary", f"{LOGS}.check_summary")
+    wrap_any(watch, "AuthorLogReplica.summary (any caller)", f"{LOGS}.summary")
+    return watch
+
+
+def _mark_commits() -> list[float]:
+    """A list that receives the time a local write committed: ``Replica.local_write`` calls ``_maybe_compact``
+    right after its transaction (the caller clears the list before each write)."""
+    from crdtsync.store.replica import Replica
+
+    marks: list[float] = []
+    original = Replica._maybe_compact
+
+    def marked(self: Any) -> None:
+        marks.append(time.monotonic())
+        original(self)
+
+    Replica._maybe_compact = marked  # type: ignore[method-assign]
+    return marks
 
 
 ROLE_FUNCTIONS: dict[str, Callable[[Result], Result]] = {
     "rtt-server": role_rtt_server, "rtt-client": role_rtt_client, "floor-send": role_floor_send,
-    "floor-recv": role_floor_recv, "watch": role_watch, "drive": role_drive,
+    "floor-recv": role_floor_recv, "watch": role_watch, "drive": role_drive, "node": role_node,
 }
 
 
@@ -611,6 +694,27 @@ def run_lan_cold(work: Path, a: Any, b: Any, daemon_a: Proc, port: int, timeout:
         out["error"] = f"sync --lan exited {code}: " + sync_b.tail()
     out["memories_on_b"] = live_memories(folder_b)
     out["a_log"] = [line for line in daemon_a.lines["stderr"] if "peer" in line][-6:]
+    out["a_phases"] = log_phases(out["a_log"])
+    return out
+
+
+def log_phases(lines: list[str]) -> Result:
+    """From A's daemon log (UTC stamps, ms): session up -> A's entry sent (A commits and seals its log entry)
+    -> session closed (B has taken and integrated it, acknowledged, closed)."""
+    from datetime import datetime
+
+    stamps: Result = {}
+    for line in lines:
+        when, _, event = line.partition(" ")
+        key = "up" if event.startswith("peer up") else "sent" if "entries sent 1" in event and "down" not in \
+            event else "down" if event.startswith("peer down") else None
+        if key and key not in stamps:
+            stamps[key] = datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+    out: Result = {}
+    if {"up", "sent"} <= stamps.keys():
+        out["up_to_sent_s"] = stamps["sent"] - stamps["up"]
+    if {"sent", "down"} <= stamps.keys():
+        out["sent_to_down_s"] = stamps["down"] - stamps["sent"]
     return out
 
 
@@ -631,7 +735,11 @@ def run_edits(work: Path, a: Any, b: Any, mode: str, edit_ids: list[str], daemon
             port = int(driver.wait_for(r"listening (\d+)", stream="stdout", timeout=timeout)[1])
         else:
             driver.wait_for("ready", stream="stdout", timeout=timeout)
-        daemon_b, _ = start_serve(b, folder_b, "--peer", f"{a.ip}:{port}")
+        if mode == "inproc":  # B's node in a process of this script, its parts timed
+            daemon_b = Proc(role_argv("node", work, {"vault": str(folder_b), "ip": b.ip, "peer_ip": a.ip,
+                                                     "peer_port": port, "stem": "node_b"}), host=b, name="node B")
+        else:
+            daemon_b, _ = start_serve(b, folder_b, "--peer", f"{a.ip}:{port}")
         daemon_b.wait_for("peer up", timeout=60)
         if daemon_a is not None:
             daemon_a.wait_for("peer up B", timeout=60)
@@ -643,11 +751,23 @@ def run_edits(work: Path, a: Any, b: Any, mode: str, edit_ids: list[str], daemon
         watcher.wait_for("ready", stream="stdout")
         before = counters(a.ns)
         driver.send("go")
-        if driver.reap(timeout) != 0:
+        node_b = daemon_b if mode == "inproc" else None
+        resets: list[bool] = []
+
+        def reset_b() -> None:  # the breakdown on B starts when A's does, after the warm-up edit
+            if node_b is not None and not resets and "measuring" in driver.lines["stdout"]:
+                node_b.send("reset")
+                resets.append(True)
+
+        if driver.reap(timeout, on_poll=reset_b) != 0:
             raise RuntimeError(f"driver {mode} failed: " + driver.tail())
         if watcher.reap(deadline + 30) != 0:
             raise RuntimeError(f"watcher {mode} failed: " + watcher.tail())
         wire = diff(counters(a.ns), before)
+        if node_b is not None:
+            node_b.send("stop")
+            if node_b.reap(60) != 0:
+                raise RuntimeError("node B failed: " + node_b.tail())
     finally:
         if watcher is not None:
             watcher.stop()
@@ -663,7 +783,10 @@ def run_edits(work: Path, a: Any, b: Any, mode: str, edit_ids: list[str], daemon
     out: Result = {"mode": mode, "edits": len(edits) - 1, "seen": len(measured), "warmup_latency_s": latencies[0],
                    "warmup_bytes": per_edit[0] if per_edit else None, "latencies_s": latencies[1:],
                    "bytes_per_edit": per_edit[1:], "wire_total": wire, "watch_polls": watch["polls"],
+                   "write_s": drive["write_s"][1:], "after_commit_s": drive["after_commit_s"][1:],
                    "write_s_median": statistics.median(drive["write_s"][1:])}
+    if mode == "inproc":
+        out["breakdown"] = {"A": drive["breakdown"], "B": role_result(work, "node_b")["breakdown"]}
     if measured:
         out.update(median_s=statistics.median(measured), p99_s=quantile(measured, 0.99), min_s=min(measured),
                    max_s=max(measured), p90_s=quantile(measured, 0.90))
@@ -818,6 +941,11 @@ def report_tables(r: Result, console: Any) -> None:
             table.add_row("  of which the round inside B's process (its JSON `seconds`)",
                           fmt_s(cold["report"].get("seconds")), _x(_ratio(cold["report"].get("seconds"), lan_s)),
                           "", "", "", "")
+        phases = cold.get("a_phases", {})
+        for key, label in (("up_to_sent_s", "  A's log: session up -> entry sent (A commits + seals its entry)"),
+                           ("sent_to_down_s", "  A's log: entry sent -> session closed (B takes + integrates)")):
+            if key in phases:
+                table.add_row(label, fmt_s(phases[key]), _x(_ratio(phases[key], lan_s)), "", "", "", "")
     if harness_ok(folder):
         push, pull = folder["push"], folder["pull"]
         table.add_row("folder mailbox: A's `sync` + B's `sync` (each spawn to exit)", fmt_s(folder["seconds"]),
@@ -863,6 +991,28 @@ def report_tables(r: Result, console: Any) -> None:
         table.add_row("bare TCP round trip (Python, 1 byte each way)", fmt_s(rtt["median_s"]), "",
                       fmt_s(rtt["p99_s"]), fmt_s(rtt["min_s"]), fmt_s(rtt["max_s"]), "", "", str(rtt["count"]), "")
     console.print(table)
+    e = s.get("edit_inproc")
+    if harness_ok(e) and "breakdown" in e:
+        table = Table(title=f"Where an edit's time goes, edit_inproc (per edit: total over the {e['edits']} "
+                            "measured edits / edits; A's side can overlap B's)")
+        for col in ("part", "A per edit", "A calls", "B per edit", "B calls"):
+            table.add_column(col, justify="left" if col == "part" else "right")
+        for label in e["breakdown"]["A"]:
+            a_part, b_part = e["breakdown"]["A"][label], e["breakdown"]["B"].get(label, {"s": 0.0, "calls": 0})
+            if a_part["calls"] or b_part["calls"]:
+                table.add_row(label, fmt_s(a_part["s"] / e["edits"]), f"{a_part['calls']:.0f}",
+                              fmt_s(b_part["s"] / e["edits"]), f"{b_part['calls']:.0f}")
+        console.print(table)
+    for mode in ("edit_cli", "edit_inproc"):
+        e = s.get(mode)
+        if harness_ok(e) and e.get("write_s"):
+            slow = [(k, w, lat) for k, (w, lat) in enumerate(zip(e["write_s"], e["latencies_s"], strict=True))
+                    if w > 0.1 or (lat is not None and lat > EDIT_P99_MAX_S)]
+            console.print(f"{mode}: Vault.update median {fmt_s(statistics.median(e['write_s']))}, max "
+                          f"{fmt_s(max(e['write_s']))} (after its commit: max {fmt_s(max(e['after_commit_s']))}); "
+                          f"edits over 100 ms to write or to reach B: {len(slow)}"
+                          + ("" if not slow else f" (first: #{slow[0][0]}, write {fmt_s(slow[0][1])}, latency "
+                                                 f"{fmt_s(slow[0][2])})"))
     console.print(harness.targets_table(r["summary"]["targets"], fmt_value))
 
 
