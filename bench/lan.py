@@ -436,8 +436,14 @@ def role_watch(params: Result) -> Result:
     conn = sqlite3.connect(f"file:{Path(params['vault']) / 'vault.db'}?mode=ro", uri=True, isolation_level=None)
     seen_at: list[float | None] = [None] * len(expected)
     polls = changes = 0
+    snapshots: list[list[float]] = []  # [time, id] each time B's newest Doc snapshot changed (a compaction)
+
+    def newest_snapshot() -> int:
+        return int(conn.execute("SELECT coalesce(max(id), 0) FROM snapshots").fetchone()[0])
+
     try:
         version = conn.execute("PRAGMA data_version").fetchone()[0]
+        snapshot = newest_snapshot()
         print("ready", flush=True)
         deadline = time.monotonic() + float(params["deadline_s"])
         index = 0
@@ -455,10 +461,15 @@ def role_watch(params: Result) -> Result:
                 if row is None or not row[0].endswith(expected[index][1]):
                     break
                 seen_at[index] = now
+                if index == 0:
+                    print("seen warm-up", flush=True)
                 index += 1
+            if newest_snapshot() != snapshot:
+                snapshot = newest_snapshot()
+                snapshots.append([now, snapshot])
     finally:
         conn.close()
-    return {"seen_at": seen_at, "polls": polls, "changes": changes}
+    return {"seen_at": seen_at, "polls": polls, "changes": changes, "snapshots": snapshots}
 
 
 def role_drive(params: Result) -> Result:
@@ -492,7 +503,12 @@ def role_drive(params: Result) -> Result:
             sys.stdin.readline()
             for (memory_id, marker), pause in zip(edits, pauses, strict=True):
                 write(vault, memory_id, marker)
-                time.sleep(pause if marker != edits[0][1] else params["warmup_pause_s"])
+                if marker == edits[0][1]:  # until B has the warm-up edit
+                    sys.stdin.readline()
+                    time.sleep(params["warmup_pause_s"])
+                    print("measuring", flush=True)
+                else:
+                    time.sleep(pause)
             out["counters"].append(own_counters())
             return out
         watch = live_stopwatch()
@@ -521,7 +537,8 @@ def _drive_inproc(vault: Any, params: Result, edits: list[list[str]], pauses: li
             for memory_id, marker in edits:
                 await node._call(write, vault, memory_id, marker)
                 node.changes.notify()
-                if marker == edits[0][1]:
+                if marker == edits[0][1]:  # until B has the warm-up edit
+                    await anyio.to_thread.run_sync(sys.stdin.readline)
                     await anyio.sleep(params["warmup_pause_s"])
                     watch.reset()  # the breakdown covers the measured edits
                     print("measuring", flush=True)
@@ -726,7 +743,7 @@ def run_edits(work: Path, a: Any, b: Any, mode: str, edit_ids: list[str], daemon
     edits = [[memory_id, f" [lan edit {mode} {k}]"] for k, memory_id in enumerate(edit_ids)]
     edits[0][1] = f" [lan edit {mode} warm-up]"
     params = {"vault": str(folder_a), "mode": mode, "edits": edits, "ip": a.ip, "stem": f"drive_{mode}",
-              "warmup_pause_s": 2.0}
+              "warmup_pause_s": 1.0}
     driver = Proc(role_argv("drive", work, params), host=a, name=f"driver {mode}")
     daemon_b: Proc | None = None
     watcher: Proc | None = None
@@ -754,12 +771,16 @@ def run_edits(work: Path, a: Any, b: Any, mode: str, edit_ids: list[str], daemon
         node_b = daemon_b if mode == "inproc" else None
         resets: list[bool] = []
 
-        def reset_b() -> None:  # the breakdown on B starts when A's does, after the warm-up edit
-            if node_b is not None and not resets and "measuring" in driver.lines["stdout"]:
+        def after_warmup() -> None:  # once B has the warm-up edit, A goes on; B's timers start when A's do
+            assert watcher is not None
+            if not resets and "seen warm-up" in watcher.lines["stdout"]:
+                driver.send("continue")
+                resets.append(False)
+            if node_b is not None and resets == [False] and "measuring" in driver.lines["stdout"]:
                 node_b.send("reset")
                 resets.append(True)
 
-        if driver.reap(timeout, on_poll=reset_b) != 0:
+        if driver.reap(timeout, on_poll=after_warmup) != 0:
             raise RuntimeError(f"driver {mode} failed: " + driver.tail())
         if watcher.reap(deadline + 30) != 0:
             raise RuntimeError(f"watcher {mode} failed: " + watcher.tail())
@@ -784,7 +805,8 @@ def run_edits(work: Path, a: Any, b: Any, mode: str, edit_ids: list[str], daemon
                    "warmup_bytes": per_edit[0] if per_edit else None, "latencies_s": latencies[1:],
                    "bytes_per_edit": per_edit[1:], "wire_total": wire, "watch_polls": watch["polls"],
                    "write_s": drive["write_s"][1:], "after_commit_s": drive["after_commit_s"][1:],
-                   "write_s_median": statistics.median(drive["write_s"][1:])}
+                   "write_s_median": statistics.median(drive["write_s"][1:]),
+                   "b_snapshots_after_edit": [_edit_before(t, drive["committed_at"]) for t, _ in watch["snapshots"]]}
     if mode == "inproc":
         out["breakdown"] = {"A": drive["breakdown"], "B": role_result(work, "node_b")["breakdown"]}
     if measured:
@@ -796,6 +818,14 @@ def run_edits(work: Path, a: Any, b: Any, mode: str, edit_ids: list[str], daemon
                    bytes_tx_median=statistics.median(e["tx"] for e in per_edit[1:]),
                    bytes_rx_median=statistics.median(e["rx"] for e in per_edit[1:]))
     return out
+
+
+def _edit_before(when: float, committed_at: list[float]) -> list[Any]:
+    """``[k, seconds]``: the last edit committed on A before ``when`` (0 = the warm-up, k = the k-th measured)
+    and how long before."""
+    earlier = [k for k, t in enumerate(committed_at) if t <= when]
+    k = earlier[-1] if earlier else 0
+    return [k, when - committed_at[k]]
 
 
 def run_folder_cold(work: Path, timeout: float) -> Result:
@@ -1008,6 +1038,8 @@ def report_tables(r: Result, console: Any) -> None:
         if harness_ok(e) and e.get("write_s"):
             slow = [(k, w, lat) for k, (w, lat) in enumerate(zip(e["write_s"], e["latencies_s"], strict=True))
                     if w > 0.1 or (lat is not None and lat > EDIT_P99_MAX_S)]
+            snaps = ", ".join(f"after edit #{k} (+{fmt_s(t)})" for k, t in e.get("b_snapshots_after_edit", []))
+            console.print(f"{mode}: B compacted its log (a new Doc snapshot): {snaps or 'never'}")
             console.print(f"{mode}: Vault.update median {fmt_s(statistics.median(e['write_s']))}, max "
                           f"{fmt_s(max(e['write_s']))} (after its commit: max {fmt_s(max(e['after_commit_s']))}); "
                           f"edits over 100 ms to write or to reach B: {len(slow)}"
