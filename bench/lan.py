@@ -511,14 +511,15 @@ def role_drive(params: Result) -> Result:
                     time.sleep(pause)
             out["counters"].append(own_counters())
             return out
-        watch = live_stopwatch()
-        _drive_inproc(vault, params, edits, pauses, write, out, watch)
-        out["breakdown"] = watch.snapshot()
+        watch, frames = live_stopwatch(), frame_tally()
+        _drive_inproc(vault, params, edits, pauses, write, out, watch, frames)
+        out["breakdown"], out["frames"] = watch.snapshot(), frames
         return out
 
 
 def _drive_inproc(vault: Any, params: Result, edits: list[list[str]], pauses: list[float],
-                  write: Callable[[Any, str, str], None], out: Result, watch: Stopwatch) -> None:
+                  write: Callable[[Any, str, str], None], out: Result, watch: Stopwatch,
+                  frames: dict[str, list[int]]) -> None:
     import anyio
     import anyio.to_thread
 
@@ -541,6 +542,7 @@ def _drive_inproc(vault: Any, params: Result, edits: list[list[str]], pauses: li
                     await anyio.to_thread.run_sync(sys.stdin.readline)
                     await anyio.sleep(params["warmup_pause_s"])
                     watch.reset()  # the breakdown covers the measured edits
+                    frames.clear()
                     print("measuring", flush=True)
                 else:
                     await anyio.sleep(pauses[len(out["committed_at"]) - 1])
@@ -560,7 +562,7 @@ def role_node(params: Result) -> Result:
     from crdtsync.lan import LanNode, LanOptions
     from crdtsync.vault import Vault
 
-    watch = live_stopwatch()
+    watch, frames = live_stopwatch(), frame_tally()
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -574,10 +576,11 @@ def role_node(params: Result) -> Result:
                 await tasks.start(node.serve)
                 while (await anyio.to_thread.run_sync(sys.stdin.readline)).strip() == "reset":
                     watch.reset()
+                    frames.clear()
                 node.stop()
 
         anyio.run(main)
-    return {"breakdown": watch.snapshot()}
+    return {"breakdown": watch.snapshot(), "frames": frames}
 
 
 LIVE, LOGS = "crdtsync.live:LiveSync", "crdtsync.replication:AuthorLogReplica"
@@ -605,6 +608,25 @@ def live_stopwatch() -> Stopwatch:
     wrap_any(watch, "  AuthorLogReplica.check_summary", f"{LOGS}.check_summary")
     wrap_any(watch, "AuthorLogReplica.summary (any caller)", f"{LOGS}.summary")
     return watch
+
+
+def frame_tally() -> dict[str, list[int]]:
+    """A dict that receives ``{message type: [count, bytes]}`` of every message this process's live sessions
+    send (``Session.send`` wrapped: the frames' bytes before TLS); ``clear()`` it to start over."""
+    from crdtsync.protocol.session import Session
+
+    tally: dict[str, list[int]] = {}
+    original = Session.send
+
+    def counted(self: Any, message: Any) -> bytes:
+        data: bytes = original(self, message)
+        row = tally.setdefault(type(message).__name__, [0, 0])
+        row[0] += 1
+        row[1] += len(data)
+        return data
+
+    Session.send = counted  # type: ignore[method-assign]
+    return tally
 
 
 def _mark_commits() -> list[float]:
@@ -808,7 +830,9 @@ def run_edits(work: Path, a: Any, b: Any, mode: str, edit_ids: list[str], daemon
                    "write_s_median": statistics.median(drive["write_s"][1:]),
                    "b_snapshots_after_edit": [_edit_before(t, drive["committed_at"]) for t, _ in watch["snapshots"]]}
     if mode == "inproc":
-        out["breakdown"] = {"A": drive["breakdown"], "B": role_result(work, "node_b")["breakdown"]}
+        node = role_result(work, "node_b")
+        out["breakdown"] = {"A": drive["breakdown"], "B": node["breakdown"]}
+        out["frames"] = {"A": drive["frames"], "B": node["frames"]}
     if measured:
         out.update(median_s=statistics.median(measured), p99_s=quantile(measured, 0.99), min_s=min(measured),
                    max_s=max(measured), p90_s=quantile(measured, 0.90))
@@ -1033,13 +1057,28 @@ def report_tables(r: Result, console: Any) -> None:
                 table.add_row(label, fmt_s(a_part["s"] / e["edits"]), f"{a_part['calls']:.0f}",
                               fmt_s(b_part["s"] / e["edits"]), f"{b_part['calls']:.0f}")
         console.print(table)
+        table = Table(title=f"What the sessions sent per edit, edit_inproc (frames before TLS; over the {e['edits']}"
+                            " measured edits / edits)")
+        for col in ("message", "A -> B count", "A -> B bytes", "B -> A count", "B -> A bytes"):
+            table.add_column(col, justify="left" if col == "message" else "right")
+        kinds = sorted(set(e["frames"]["A"]) | set(e["frames"]["B"]))
+        totals = [0, 0]
+        for kind in kinds:
+            a_row, b_row = e["frames"]["A"].get(kind, [0, 0]), e["frames"]["B"].get(kind, [0, 0])
+            totals[0] += a_row[1]
+            totals[1] += b_row[1]
+            table.add_row(kind, f"{a_row[0] / e['edits']:.2f}", fmt_b(a_row[1] / e["edits"]),
+                          f"{b_row[0] / e['edits']:.2f}", fmt_b(b_row[1] / e["edits"]))
+        table.add_row("all", "", fmt_b(totals[0] / e["edits"]), "", fmt_b(totals[1] / e["edits"]))
+        console.print(table)
     for mode in ("edit_cli", "edit_inproc"):
         e = s.get(mode)
         if harness_ok(e) and e.get("write_s"):
             slow = [(k, w, lat) for k, (w, lat) in enumerate(zip(e["write_s"], e["latencies_s"], strict=True))
                     if w > 0.1 or (lat is not None and lat > EDIT_P99_MAX_S)]
             snaps = ", ".join(f"after edit #{k} (+{fmt_s(t)})" for k, t in e.get("b_snapshots_after_edit", []))
-            console.print(f"{mode}: B compacted its log (a new Doc snapshot): {snaps or 'never'}")
+            console.print(f"{mode}: B's log compactions (a new Doc snapshot, visible when it commits, at the end of "
+                          f"the compaction): {snaps or 'none'}")
             console.print(f"{mode}: Vault.update median {fmt_s(statistics.median(e['write_s']))}, max "
                           f"{fmt_s(max(e['write_s']))} (after its commit: max {fmt_s(max(e['after_commit_s']))}); "
                           f"edits over 100 ms to write or to reach B: {len(slow)}"
