@@ -32,15 +32,18 @@ vault holding nothing of the corpus. Each scenario below starts from its own cop
     Both daemons running and connected (B's ``serve --peer A:PORT``). A watcher process on B's host polls B's
     ``vault.db`` read-only (``PRAGMA data_version`` every :data:`WATCH_POLL` s, then the edited row of the ``memories``
     table) and notes when each edit is committed there. ``edit_cli``: a driver process on A's host opens A's vault
-    beside A's daemon and makes one warm-up edit then :data:`EDITS` edits (``Vault.update`` of one memory's content
-    each), spaced by a random 100 to 200 ms (seeded) so that each is measured alone and the daemon's polling phase is
-    uniform; the time of each is taken just after ``update`` returns (its transaction committed). A's daemon notices
-    another process's commit by polling SQLite every 20 ms (``LanOptions.watch_interval``), so this is what a CLI or MCP
-    write pays. ``edit_inproc``: the same, but the driver runs A's ``LanNode`` itself (in place of ``crdtsync serve``)
-    and calls ``node.changes.notify()`` right after each write: what a write in the daemon's own process pays. Latency =
-    the watcher's time - the driver's time (one ``CLOCK_MONOTONIC`` for every namespace); bytes per edit: the counters
-    of A's cable read by the driver before each edit (each edit alone in its interval: TLS records, TCP/IP headers and
-    acks both ways included).
+    beside A's daemon and makes one warm-up edit, waits until B has it, then :data:`EDITS` edits (``Vault.update`` of
+    one memory's content each), spaced by a random 100 to 200 ms (seeded) so that each is measured alone and the
+    daemon's polling phase is uniform; the time of each is the instant its transaction committed
+    (``Replica.local_write`` calls ``_maybe_compact`` right after it; a compaction there runs after that instant). A's
+    daemon notices another process's commit by polling SQLite every 20 ms (``LanOptions.watch_interval``), so this is
+    what a CLI or MCP write pays. ``edit_inproc``: the same, but the driver runs A's ``LanNode`` itself (in place of
+    ``crdtsync serve``) and calls ``node.changes.notify()`` right after each write: what a write in the daemon's own
+    process pays; B's node is run by this script too (``--role node``: the same ``LanNode`` and options as ``serve``),
+    so that both sides time their parts (:func:`live_stopwatch`) and count what their sessions send
+    (:func:`frame_tally`). Latency = the watcher's time - the driver's time (one ``CLOCK_MONOTONIC`` for every
+    namespace); bytes per edit: the counters of A's cable read by the driver before each edit (each edit alone in its
+    interval: TLS records, TCP/IP headers and acks both ways included).
 ``folder_cold``
     The folder mailbox between the same two devices: A's ``crdtsync sync`` (its first push of the corpus to the
     folder relay), then B's ``crdtsync sync`` (the pull), each timed from spawn to exit like B's ``sync --lan``.
