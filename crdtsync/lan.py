@@ -13,8 +13,11 @@ A :class:`LanNode` holds one open vault and, in one task group:
   both keep the connection dialled by the device with the smaller id and close the other (``LAN_DUPLICATE``
   in the log), so each pair has one session;
 - a **watcher** that notices commits of other processes on the same vault (a CLI ``add``, a library user, the
-  assistant's server) through SQLite's ``PRAGMA data_version`` every :attr:`LanOptions.watch_interval` seconds
-  and wakes every session, which sends this device's new entry to its peer;
+  assistant's server): each commit pokes the daemon's socket in the vault folder
+  (:data:`~crdtsync.store.db.POKE_NAME`), and SQLite's ``PRAGMA data_version`` tells whether another process
+  committed (looked at every :attr:`LanOptions.watch_interval` seconds where there is no socket); it wakes every
+  session, which sends this device's new entry to its peer. One ``serve`` per vault: a second is refused
+  (``LAN_BUSY``);
 - a **relay loop** that syncs the vault's relays every :attr:`LanOptions.relay_interval` seconds, and at once
   (after a second's grace) when this device wrote while no peer is connected.
 
@@ -28,9 +31,10 @@ the reason, entries sent and received, refusals with their codes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import sqlite3
+import socket
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
@@ -54,7 +58,8 @@ from crdtsync.node import (
     parse_address,
     show_address,
 )
-from crdtsync.replication import AuthorLogReplica
+from crdtsync.replication import LOGGED_KEY, LOGGED_SCOPE, AuthorLogReplica
+from crdtsync.store.db import POKE_NAME
 from crdtsync.transport.stream import DEAD_AFTER, HEARTBEAT, Changes, run_live
 from crdtsync.transport.tcp import HANDSHAKE_TIMEOUT, Connection, admit, dial
 from crdtsync.transport.tls import TlsIdentity, identity, peer_device
@@ -66,6 +71,10 @@ DEFAULT_PORT: Final = 47354
 MAX_REDIAL: Final = 60.0
 #: Most discovered addresses waiting to be dialled.
 MAX_FOUND: Final = 256
+#: Seconds between two looks at the vault for other processes' commits when they poke the daemon as well.
+POKED_POLL: Final = 0.25
+#: Longest path of a Unix socket (``sun_path`` holds 108 bytes with the final NUL on Linux, 104 on macOS).
+MAX_SOCKET_PATH: Final = 104
 #: Most addresses dialled at once (given, kept, remembered and discovered).
 MAX_DIALING: Final = 64
 #: Failed dials in a row after which a discovered address is dropped (until it is announced again).
@@ -162,7 +171,12 @@ class LanNode:
             LanError: ``LAN_UNREACHABLE`` when an interface address cannot be listened on (not on this host,
                 or the port is taken).
         """
-        listeners = await self._listen()
+        poked = self._open_poke_socket()
+        try:
+            listeners = await self._listen()
+        except BaseException:
+            self._close_poke_socket(poked)
+            raise
         await self._call(self._note_daemon, True)
         try:
             async with anyio.create_task_group() as tasks:
@@ -171,7 +185,7 @@ class LanNode:
                 tasks.start_soon(self._dial_loop, tasks)
                 if found is not None:
                     tasks.start_soon(self._found_loop, found, tasks)
-                tasks.start_soon(self._watch)
+                tasks.start_soon(self._watch, poked)
                 tasks.start_soon(self._relay_loop)
                 tasks.start_soon(self._alive_loop)
                 task_status.started(self.ports)
@@ -186,8 +200,14 @@ class LanNode:
             for listener in listeners:
                 with anyio.CancelScope(shield=True):
                     await listener.aclose()
+            self._close_poke_socket(poked)
             with anyio.CancelScope(shield=True):
                 await self._call(self._note_daemon, False)
+
+    def _close_poke_socket(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            sock.close()
+            (self.vault.path / POKE_NAME).unlink(missing_ok=True)
 
     def stop(self) -> None:
         """Ask :meth:`serve` to close every session cleanly and return."""
@@ -394,21 +414,65 @@ class LanNode:
 
     # -- watching, relays, bookkeeping -------------------------------------------------------------------
 
-    async def _watch(self) -> None:
-        """Wake the sessions when another process (or this one) committed to the vault."""
-        watcher = sqlite3.connect(f"file:{self.vault.path / 'vault.db'}?mode=ro", uri=True,
-                                  check_same_thread=False, isolation_level=None)
+    async def _watch(self, poked: socket.socket | None) -> None:
+        """Wake the sessions when another process committed to the vault: at once when it pokes
+        :data:`~crdtsync.store.db.POKE_NAME`, else within :attr:`LanOptions.watch_interval` seconds (SQLite's
+        ``data_version`` on this process's own connection changes only for other connections' commits, so the
+        entries this process's sessions store do not wake them again); also when this process itself wrote
+        through the vault (a library user beside the node): its log then lacks local writes."""
+        seen = await self._call(self._data_version)
+        while True:
+            with anyio.move_on_after(POKED_POLL if poked is not None else self.options.watch_interval):
+                if poked is not None:
+                    await anyio.wait_readable(poked)
+            if poked is not None:
+                _drain(poked)
+            version, unlogged = await self._call(self._look)
+            if version != seen or unlogged:
+                seen = version
+                self.logs.forget_registry()  # it is read again, under the vault lock, when next needed
+                self.changes.notify()
+
+    def _look(self) -> tuple[int, bool]:
+        """SQLite's ``data_version`` on this process's connection, and whether this device has writes its log
+        does not hold yet (a library user of this process writing through the same vault)."""
+        return self._data_version(), self._unlogged()
+
+    def _data_version(self) -> int:
+        return int(self.vault.store.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _open_poke_socket(self) -> socket.socket | None:
+        """Bind the vault's poke socket (None where the path is too long for one: polling alone then).
+
+        Raises:
+            LanError: ``LAN_BUSY`` when another ``serve`` of this vault listens on it.
+        """
+        path = self.vault.path / POKE_NAME
+        if len(os.fsencode(path)) >= MAX_SOCKET_PATH:
+            return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            seen = watcher.execute("PRAGMA data_version").fetchone()[0]
-            while True:
-                await anyio.sleep(self.options.watch_interval)
-                version = watcher.execute("PRAGMA data_version").fetchone()[0]
-                if version != seen:
-                    seen = version
-                    self.logs.forget_registry()  # it is read again, under the vault lock, when next needed
-                    self.changes.notify()
-        finally:
-            watcher.close()
+            if path.exists():
+                try:
+                    sock.connect(str(path))
+                except OSError:
+                    path.unlink(missing_ok=True)  # left by a daemon that died
+                else:
+                    raise LanError(f"another `crdtsync serve` runs on the vault in {self.vault.path}",
+                                   code="LAN_BUSY")
+                sock.close()
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(str(path))
+            sock.setblocking(False)
+        except LanError:
+            sock.close()
+            raise
+        except OSError as exc:  # a filesystem without sockets: polling alone
+            sock.close()
+            self.log(f"no poke socket in the vault folder ({exc.strerror or exc}): other processes' writes are "
+                     f"seen within {self.options.watch_interval:g} s")
+            return None
+        return sock
 
     async def _relay_loop(self) -> None:
         if self.options.relay_interval <= 0:
@@ -438,7 +502,8 @@ class LanNode:
             self.changes.notify()
 
     def _unlogged(self) -> bool:
-        return bool(self.logs.logged_updates())
+        store = self.vault.store
+        return store.count_local_updates_after(int(store.get_cursor(LOGGED_SCOPE, LOGGED_KEY) or b"0")) > 0
 
     async def _alive_loop(self) -> None:
         while True:
@@ -532,3 +597,10 @@ async def _discover(node: LanNode, send: anyio.abc.ObjectSendStream[Address], po
                         await send.send((host, found.port))
         except CrdtsyncError as exc:
             node.log(f"discovery unavailable: {exc.code} {exc.message}")
+
+
+def _drain(sock: socket.socket) -> None:
+    """Read every datagram waiting on a non-blocking socket (pokes carry nothing but their arrival)."""
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        while sock.recv(64):
+            pass

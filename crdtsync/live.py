@@ -78,6 +78,7 @@ class LiveSync:
         self.closed = False
         self._started = False
         self._closing = False
+        self._summary_sent: Summary | None = None
         self._heads_sent: dict[str, bytes] = {}
 
     def start(self) -> bytes:
@@ -88,7 +89,8 @@ class LiveSync:
         self._started = True
         self.logs.commit()
         self.logs.renew_head()
-        return self.session.send(Hello(self.logs.summary()))
+        self._summary_sent = self.logs.summary()
+        return self.session.send(Hello(self._summary_sent))
 
     def receive(self, data: bytes) -> bytes:
         """Take ``data`` from the peer (``b""``: the stream ended) and return the bytes to send back: acks of
@@ -117,13 +119,26 @@ class LiveSync:
         return b"".join(out)
 
     def local_changes(self) -> bytes:
-        """After this device wrote (or took entries from elsewhere): its next entry and head, and whatever else
-        the peer lacks, as bytes to send."""
-        self.logs.commit()
-        self.logs.renew_head()
+        """After this device wrote (or took entries from elsewhere): its next entry, whatever else the peer lacks,
+        then its new head, as bytes to send. The head is renewed only when this device logged an entry (its acks
+        of others' entries go out with its next entry, a session start or a relay sync); the summary only when
+        it changed."""
+        committed = self.logs.commit() is not None
         if self.closed or self._closing or self.session.peer_summary is None:
+            if committed:
+                self.logs.renew_head()
             return b""
-        return self.session.send(SummaryUpdate(self.logs.summary())) + self._send_lacking()
+        out = self._send_summary() + self._send_lacking(heads=False)
+        if committed:
+            self.logs.renew_head()
+        return out + self._send_heads()
+
+    def _send_summary(self) -> bytes:
+        summary = self.logs.summary()
+        if summary == self._summary_sent:
+            return b""
+        self._summary_sent = summary
+        return self.session.send(SummaryUpdate(summary))
 
     @property
     def closing(self) -> bool:
@@ -201,6 +216,7 @@ class LiveSync:
             self.logs.take_head(author, data, f"the head of {author} from peer {self.report.peer}")
         except CrdtsyncError as exc:
             return self.abort(exc.code, exc.message)
+        self._heads_sent[author] = data  # the peer holds it: never sent back
         self.logs.keep_heads()
         return b""
 
@@ -237,7 +253,7 @@ class LiveSync:
                 self._heads_sent[author] = row.head
         return b"".join(out)
 
-    def _send_lacking(self) -> bytes:
+    def _send_lacking(self, *, heads: bool = True) -> bytes:
         """The entries the peer lacks, in order, while the window allows; then the heads. An entry too large for
         a session (:data:`~crdtsync.protocol.session.MAX_ENTRY_BYTES`) leaves the rest of its author's log to
         the relays."""
@@ -261,4 +277,4 @@ class LiveSync:
                 skipped.add(send.author)
                 continue
             self.report.entries_sent += 1
-        return b"".join(out) + self._send_heads()
+        return b"".join(out) + (self._send_heads() if heads else b"")

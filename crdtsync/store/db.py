@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -154,6 +155,21 @@ def check_relay(name: str, url: str) -> None:
     _check_relay_name(name)
     if not url or utf8_size("relay URL", url) > MAX_URL_BYTES:
         raise InvalidInputError(f"a relay URL must be non-empty and at most {MAX_URL_BYTES} bytes")
+
+
+#: The datagram socket a ``serve`` daemon listens on in the vault folder: every committed write transaction of
+#: any process sends it one byte (when it exists), so the daemon sends the change to its peers at once.
+POKE_NAME = "serve.sock"
+
+
+def poke(path: Path) -> None:
+    """Send one byte to the datagram socket at ``path`` if something listens there; never raises, never blocks
+    (the daemon also polls, so a lost poke only delays)."""
+    if not path.exists():
+        return
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.sendto(b"\x01", str(path))
 
 
 class Store(MaterializedMemories, AuthorLogs):
@@ -293,6 +309,7 @@ class Store(MaterializedMemories, AuthorLogs):
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             callback()
+        poke(self.path.parent / POKE_NAME)
 
     def _abandon(self) -> None:
         """Roll the current transaction back (SQLite may have done so already, as on a full disk)."""
