@@ -36,7 +36,7 @@ vault holding nothing of the corpus. Each scenario below starts from its own cop
     one memory's content each), spaced by a random 100 to 200 ms (seeded) so that each is measured alone and the
     daemon's polling phase is uniform; the time of each is the instant its transaction committed
     (``Replica.local_write`` calls ``_maybe_compact`` right after it; a compaction there runs after that instant). A's
-    daemon notices another process's commit by polling SQLite every 20 ms (``LanOptions.watch_interval``), so this is
+    daemon notices another process's commit when it pokes the daemon's socket in the vault folder, so this is
     what a CLI or MCP write pays. ``edit_inproc``: the same, but the driver runs A's ``LanNode`` itself (in place of
     ``crdtsync serve``) and calls ``node.changes.notify()`` right after each write: what a write in the daemon's own
     process pays; B's node is run by this script too (``--role node``: the same ``LanNode`` and options as ``serve``),
