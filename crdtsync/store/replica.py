@@ -313,12 +313,32 @@ class Replica(UpdateIntegration):
                 return
             doc = self._current_doc()
             pending = self._pending_in_log(doc)
-            keep_after = min(
-                (int(v) for v in self._store.cursors("push").values()), default=self._store.last_update_id()
-            )
-            self._store.save_snapshot(self._seen, doc.doc.get_update(), keep_local_after=keep_after, carry=pending)
-            if pending:
+            if pending:  # rare (after a repair): all in one transaction
+                self._save_snapshot(doc, pending)
                 self._seen = self._store.last_update_id()  # the live Doc holds the carried updates (pending)
+                return
+            upto, generation, snapshot = self._seen, self._store.state_generation(), self._store.snapshot_upto()
+        # Encoding the Doc takes most of the time (0.9 s at 100k memories): it runs outside the write lock, so
+        # other processes (a serve daemon storing entries) go on meanwhile. The Doc holds exactly the updates up
+        # to ``upto``; the snapshot covers those, and whatever is logged meanwhile stays in the log.
+        data = doc.doc.get_update()
+        with self._store.write():
+            if (self._store.snapshot_upto() != snapshot or self._store.state_generation() != generation
+                    or self._store.held_count()):
+                return  # another process compacted, or the state changed: the next write tries again
+            self._save_snapshot(doc, [], upto=upto, data=data)
+
+    def _save_snapshot(self, doc: MemoryDoc, pending: list[int], *, upto: int | None = None,
+                       data: bytes | None = None) -> None:
+        """Store the snapshot of ``doc`` (``data``, encoded as of update ``upto``; by default now and
+        :attr:`_seen`), keeping this device's rows not yet logged by every push cursor. Call inside a write
+        transaction."""
+        keep_after = min(
+            (int(v) for v in self._store.cursors("push").values()), default=self._store.last_update_id()
+        )
+        self._store.save_snapshot(self._seen if upto is None else upto,
+                                  doc.doc.get_update() if data is None else data,
+                                  keep_local_after=keep_after, carry=pending)
 
     def _pending_in_log(self, doc: MemoryDoc) -> list[int]:
         """The ids of the updates logged since the last snapshot that have structs the live Doc does not hold:
