@@ -99,7 +99,8 @@ class LanError(CrdtsyncError):
     """Direct sync with a peer on the network failed or was refused: ``LAN_NO_PEER`` (no peer found or reached
     within the time given), ``LAN_REFUSED`` (the peer is not a registered, unrevoked device of this vault, or did
     not prove it knows the vault key), ``LAN_HANDSHAKE_TIMEOUT``, ``LAN_PEER_GONE`` (no frame from the peer for
-    the liveness limit), ``LAN_UNREACHABLE`` (a connection could not be opened), ``LAN_DUPLICATE`` (a second
+    the liveness limit), ``LAN_UNREACHABLE`` (a connection could not be opened), ``LAN_CONNECTION_LOST`` (the
+    connection broke, or the peer's stream ended without a close), ``LAN_DUPLICATE`` (a second
     session with a device that already has one), ``LAN_BUSY`` (too many sessions or attempts), ``LAN_ADDRESS``
     (a ``HOST:PORT`` that cannot be read), ``DISCOVERY_NO_INTERFACE`` (no interface to announce on, or a named
     address that is not on this host), and the pairing codes ``PAIRING_*``."""

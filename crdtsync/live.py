@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crdtsync.errors import CrdtsyncError, ProtocolError
+from crdtsync.protocol.authorlog import Send, plan_sends
 from crdtsync.protocol.messages import Entry, Summary
 from crdtsync.protocol.session import (
     NEED_DATA,
@@ -39,6 +40,7 @@ from crdtsync.protocol.session import (
     Hello,
     PeerError,
     PeerHello,
+    Ping,
     PingReceived,
     Pong,
     Session,
@@ -75,6 +77,7 @@ class LiveSync:
         self.report = LiveReport()
         self.closed = False
         self._started = False
+        self._closing = False
         self._heads_sent: dict[str, bytes] = {}
 
     def start(self) -> bytes:
@@ -115,18 +118,42 @@ class LiveSync:
         the peer lacks, as bytes to send."""
         self.logs.commit()
         self.logs.renew_head()
-        if self.closed or self.session.peer_summary is None:
+        if self.closed or self._closing or self.session.peer_summary is None:
             return b""
         return self.session.send(SummaryUpdate(self.logs.summary())) + self._send_lacking()
 
+    def ping(self) -> bytes:
+        """The bytes of a ping (the peer answers with a pong; any frame shows it alive), or ``b""`` before our
+        hello and after the session ended: a driver calls it when it has sent nothing for a while."""
+        if self.closed or self._closing or not self._started:
+            return b""
+        return self.session.send(Ping())
+
+    def in_sync(self) -> bool:
+        """Whether neither side lacks anything the other can send: the peer's summary shows nothing we lack,
+        and every entry it lacks that we can send was sent and acknowledged (a one-shot sync closes then)."""
+        theirs = self.session.peer_summary
+        if theirs is None or self.closed:
+            return False
+        ours = self.logs.summary()
+        return (self.session.unacked_entries == 0 and not plan_sends(theirs, ours)
+                and not self._sendable(plan(ours, theirs, self.session.peer_holds)))
+
+    def _sendable(self, sends: list[Send]) -> bool:
+        return any(self.logs.entry(s.author, s.kind, s.seq) is not None for s in sends)
+
     def close(self) -> bytes:
-        """The bytes of a clean close (we send nothing more; acks of ours may still come)."""
+        """The bytes of a clean close (we send nothing more; entries the peer sends after it are not taken:
+        the next session brings them)."""
+        if self.closed or self._closing:
+            return b""
+        self._closing = True
         return self.session.send(Close())
 
     def abort(self, code: str, message: str) -> bytes:
         """The bytes of an error frame that ends the session with ``code``."""
         self._end(code, message)
-        return self.session.send(Error(code, message))
+        return b"" if self._closing else self.session.send(Error(code, message))
 
     # -- events -----------------------------------------------------------------------------------------
 
@@ -140,16 +167,18 @@ class LiveSync:
                 return self.abort(exc.code, exc.message)
             return self._send_heads() + self._send_lacking()
         if isinstance(event, EntryReceived):
-            return self._take(event.entry)
+            return b"" if self._closing else self._take(event.entry)
         if isinstance(event, HeadReceived):
             return self._take_head(event.author, event.data)
         if isinstance(event, Acked):
             return self._send_lacking()
         if isinstance(event, PingReceived):
-            return self.session.send(Pong())
+            return b"" if self._closing else self.session.send(Pong())
         if isinstance(event, PeerError):
             self._end(event.code, event.message)
         elif isinstance(event, Closed):
+            if not event.clean and self.report.error is None:
+                self._end("LAN_CONNECTION_LOST", "the peer's stream ended without a close")
             self.closed = True
             self.logs.keep_heads()
         return b""
@@ -190,6 +219,8 @@ class LiveSync:
     def _send_heads(self) -> bytes:
         """The heads this device holds that it has not sent in this session in that version: the peer keeps
         them once it holds their entries, and compares their digests with its own."""
+        if self._closing:
+            return b""
         out = []
         for author, row in sorted(self.logs.db.authors().items()):
             if row.head is not None and self._heads_sent.get(author) != row.head:
@@ -202,7 +233,7 @@ class LiveSync:
         a session (:data:`~crdtsync.protocol.session.MAX_ENTRY_BYTES`) leaves the rest of its author's log to
         the relays."""
         theirs: Summary | None = self.session.peer_summary
-        if theirs is None or self.closed:
+        if theirs is None or self.closed or self._closing:
             return b""
         out = []
         skipped: set[str] = set()

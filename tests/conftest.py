@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -150,3 +151,21 @@ def s3_bucket(s3_endpoint: str) -> str:
     name = f"b-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def devices(tmp_path: Path) -> Iterator[list[Vault]]:
+    """Four devices of one vault that met once through a relay (so each is registered), then went apart."""
+    url = f"memory://{uuid.uuid4().hex}"
+    Vault.init(tmp_path / "d0", name="v", device_name="d0", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    with Vault.open(tmp_path / "d0") as first:
+        first.add_relay("box", url)
+        first.sync()
+    for n in range(1, 4):
+        Vault.join(tmp_path / f"d{n}", url, passphrase=PASSPHRASE, device_name=f"d{n}")
+    vaults = [Vault.open(tmp_path / f"d{n}") for n in range(4)]
+    for vault in vaults:
+        vault.sync()
+    yield vaults
+    for vault in vaults:
+        vault.close()

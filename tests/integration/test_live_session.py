@@ -4,40 +4,17 @@ fourth, and an entry a peer altered ends the session with its code while nothing
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from pycrdt import merge_updates
 
 from crdtsync.live import LiveSync
 from crdtsync.replication import AuthorLogReplica
 from crdtsync.vault import Vault
-from tests.conftest import PASSPHRASE, cheap_kdf
 from tests.mailbox.forge import push_raw
 
 
 def _memories(vault: Vault) -> list[dict[str, object]]:
     return [m.to_json() for m in vault.list(include_deleted=True) if m.level == 1]
-
-
-@pytest.fixture
-def devices(tmp_path: Path) -> Iterator[list[Vault]]:
-    """Four devices of one vault that met once through a relay (so each is registered), then went apart."""
-    url = f"memory://{uuid.uuid4().hex}"
-    Vault.init(tmp_path / "d0", name="v", device_name="d0", passphrase=PASSPHRASE, kdf=cheap_kdf())
-    with Vault.open(tmp_path / "d0") as first:
-        first.add_relay("box", url)
-        first.sync()
-    for n in range(1, 4):
-        Vault.join(tmp_path / f"d{n}", url, passphrase=PASSPHRASE, device_name=f"d{n}")
-    vaults = [Vault.open(tmp_path / f"d{n}") for n in range(4)]
-    for vault in vaults:
-        vault.sync()
-    yield vaults
-    for vault in vaults:
-        vault.close()
 
 
 def _wire(a: LiveSync, b: LiveSync, first: bytes = b"", second: bytes = b"", *, chunk: int = 7919) -> None:
