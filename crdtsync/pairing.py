@@ -386,13 +386,18 @@ async def open_invitation(
                 listeners.append(listener)  # type: ignore[arg-type]
                 address = listener.extra(anyio.abc.SocketAttribute.local_address)
                 inviter.addresses.append((str(address[0]), int(address[1])))
+        failed: Exception | None = None
         async with anyio.create_task_group() as tasks:
             for listener in listeners:
                 tasks.start_soon(listener.serve, inviter.handle)
             try:
                 yield inviter
+            except Exception as exc:  # raised as it is, not in the task group's exception group
+                failed = exc
             finally:
                 tasks.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
     finally:
         for listener in listeners:
             with anyio.CancelScope(shield=True):

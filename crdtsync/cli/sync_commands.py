@@ -145,7 +145,7 @@ def join(
 ) -> None:
     """Join a vault from its join string (URL#vault=FINGERPRINT, from `relay add`) or mailbox URL with the
     passphrase, then pull everything; or from a pairing code (`crdtsync invite`) with --peer, no passphrase."""
-    if looks_like_code(url):
+    if looks_like_code(url) or peer:
         return join_code(url, vault, device_name, peer or [], as_json)
     path = _vault_path(vault)
     with _guard(as_json):
