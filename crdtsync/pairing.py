@@ -469,12 +469,10 @@ async def join_by_code(
             continue
         try:
             keys, leftover = await _join_handshake(stream, code, randbytes, handshake_seconds)
-        except LanError as exc:
+        except _NotInviting as exc:
             await stream.aclose()
-            if exc.code == "PAIRING_MALFORMED" and "not a crdtsync pairing peer" in exc.message:
-                passed.append(f"{host}:{port}: not an inviting device")
-                continue
-            raise
+            passed.append(f"{host}:{port}: not an inviting device ({exc.message})")
+            continue
         except BaseException:
             await stream.aclose()
             raise
@@ -488,6 +486,10 @@ async def join_by_code(
                    "and the address it printed", code="LAN_NO_PEER")
 
 
+class _NotInviting(LanError):
+    """A candidate address that did not answer as an inviting device: the next one is tried."""
+
+
 async def _join_handshake(stream: anyio.abc.ByteStream, code: PairingCode, randbytes: RandBytes,
                           seconds: float) -> tuple[ChannelKeys, bytes]:
     handshake = JoinerHandshake(code, randbytes)
@@ -498,6 +500,10 @@ async def _join_handshake(stream: anyio.abc.ByteStream, code: PairingCode, randb
                 out = handshake.receive_data(await stream.receive(_READ))
                 if out:
                     await stream.send(out)
+    except LanError as exc:
+        if exc.code == "PAIRING_MALFORMED" and not handshake.answered:
+            raise _NotInviting(exc.message, code=exc.code) from None
+        raise
     except TimeoutError:
         raise LanError(f"the inviting device did not finish the pairing in {seconds:g} s",
                        code="LAN_HANDSHAKE_TIMEOUT") from None

@@ -53,7 +53,7 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from spake2 import SPAKE2_Symmetric, SPAKEError
+from spake2 import SPAKE2_Symmetric
 
 from crdtsync.crypto.header import MAX_HEADER_BYTES, VaultHeader, key_commitment
 from crdtsync.errors import CrdtsyncError, LanError
@@ -317,9 +317,8 @@ def channel_keys(secret: bytes, transcript: bytes, side: str) -> ChannelKeys:
 # -- handshake frames -------------------------------------------------------------------------------------
 
 
-def _malformed(what: str) -> LanError:
-    return LanError(f"the other device sent {what}: not a crdtsync pairing peer of this version?",
-                    code="PAIRING_MALFORMED")
+def _malformed(what: str, hint: str = "not a crdtsync pairing peer of this version?") -> LanError:
+    return LanError(f"the other device sent {what}: {hint}", code="PAIRING_MALFORMED")
 
 
 def frame(fields: dict[str, Any]) -> bytes:
@@ -396,7 +395,7 @@ def _mac_field(fields: dict[str, Any]) -> bytes:
 def _spake_finish(pake: SPAKE2_Symmetric, message: bytes) -> bytes:
     try:
         key: bytes = pake.finish(message)
-    except (SPAKEError, ValueError) as exc:  # a point not on the curve, a reflected message
+    except Exception as exc:  # SPAKEError (a reflected message), spake2's NotOnCurve, ValueError...
         raise _malformed(f"a SPAKE2 message that does not finish ({type(exc).__name__})") from None
     return key
 
@@ -419,6 +418,11 @@ class JoinerHandshake:
         self._transcript = b""
         #: The channel keys, once the inviter confirmed.
         self.keys: ChannelKeys | None = None
+
+    @property
+    def answered(self) -> bool:
+        """Whether the other side answered as an inviter (its SPAKE2 message came)."""
+        return self._secret is not None
 
     def start(self) -> bytes:
         """The first bytes to send: MAGIC and our SPAKE2 message."""
@@ -599,7 +603,8 @@ class RecordOpener:
         try:
             plain = self._aead.decrypt(_nonce(self._counter), sealed, _AAD)
         except InvalidTag:
-            raise _malformed("a sealed record that does not open (altered, replayed or out of order)") from None
+            raise _malformed("a sealed record that does not open (altered, replayed or out of order)",
+                             "something on the network between the devices changed it; pair again") from None
         self._counter += 1
         if plain[:1] == bytes([_END]) and len(plain) == 1:
             self.ended = True
