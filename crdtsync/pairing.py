@@ -326,8 +326,9 @@ class Inviter:
             await _send_message(stream, grant.to_bytes())
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             raise LanError("the joining device left before it received the vault", code="LAN_CONNECTION_LOST") from None
-        live = LiveSync(AuthorLogReplica(vault))
-        report = await run_live(live, stream, vault_lock=self._lock, dead_after=self._dead_after, until_synced=True)
+        live = _PairingLive(AuthorLogReplica(vault))
+        report = live.outcome(await run_live(live, stream, vault_lock=self._lock, dead_after=self._dead_after,
+                                             until_synced=True))
         if report.error is not None:
             raise _session_error(report, stream)
         device = report.peer
@@ -486,6 +487,25 @@ async def join_by_code(
                    "and the address it printed", code="LAN_NO_PEER")
 
 
+class _PairingLive(LiveSync):
+    """A one-shot live session that remembers whether it reached sync: both sides close once in sync, and the
+    side that closes second may find the connection gone while its own CLOSE is still being written (the
+    driver then reports ``LAN_CONNECTION_LOST``), which does not undo what the session did."""
+
+    synced = False
+
+    def in_sync(self) -> bool:
+        result = super().in_sync()
+        self.synced = self.synced or result
+        return result
+
+    def outcome(self, report: LiveReport) -> LiveReport:
+        """``report``, without the ``LAN_CONNECTION_LOST`` of a connection closed after the session was in sync."""
+        if self.synced and report.error is not None and report.error["code"] == "LAN_CONNECTION_LOST":
+            report.error = None
+        return report
+
+
 class _NotInviting(LanError):
     """A candidate address that did not answer as an inviting device: the next one is tried."""
 
@@ -522,9 +542,9 @@ async def _receive_vault(stream: SealedStream, folder: Path, existed: bool, devi
         relays, skipped = _create_store(folder, grant, device_name)
         made = True
         with Vault.open(folder) as vault:
-            live = LiveSync(AuthorLogReplica(vault))
-            report = await run_live(live, stream, vault_lock=anyio.CapacityLimiter(1), dead_after=dead_after,
-                                    until_synced=True)
+            live = _PairingLive(AuthorLogReplica(vault))
+            report = live.outcome(await run_live(live, stream, vault_lock=anyio.CapacityLimiter(1),
+                                                 dead_after=dead_after, until_synced=True))
             if report.error is not None:
                 raise _session_error(report, stream)
             return JoinReport(folder, vault.device_id, vault.fingerprint, len(vault.list()), peer, relays, skipped,
