@@ -59,7 +59,7 @@ from crdtsync.crypto.pairing import (
     new_code,
     parse_code,
 )
-from crdtsync.errors import CrdtsyncError, LanError
+from crdtsync.errors import CrdtsyncError, LanError, VaultError
 from crdtsync.live import LiveReport, LiveSync
 from crdtsync.model.records import check_label
 from crdtsync.replication import AuthorLogReplica
@@ -228,7 +228,7 @@ class Inviter:
         self._on_failure = on_failure
         self._busy = 0
         self._done = anyio.Event()
-        self._result: InviteReport | LanError | None = None
+        self._result: InviteReport | CrdtsyncError | None = None
         self._lock = anyio.CapacityLimiter(1)
 
     @property
@@ -242,6 +242,7 @@ class Inviter:
         Raises:
             LanError: ``PAIRING_WITHDRAWN`` (three wrong codes), ``PAIRING_EXPIRED`` (no join in time), or the
                 session's code when it broke after the code was proven (the code is spent then).
+            CrdtsyncError: this vault's own error while serving the join (its code).
         """
         while not self._done.is_set():
             if self.invitation.state is InvitationState.OPEN:
@@ -252,12 +253,12 @@ class Inviter:
                     break
             with anyio.move_on_after(0.2):
                 await self._done.wait()
-        if isinstance(self._result, LanError):
+        if isinstance(self._result, CrdtsyncError):
             raise self._result
         assert self._result is not None
         return self._result
 
-    def _finish(self, result: InviteReport | LanError) -> None:
+    def _finish(self, result: InviteReport | CrdtsyncError) -> None:
         if self._result is None:
             self._result = result
             self._done.set()
@@ -286,7 +287,7 @@ class Inviter:
                 return
             try:
                 report = await self._serve(SealedStream(stream, keys))
-            except LanError as exc:
+            except CrdtsyncError as exc:
                 self._finish(exc)
             except BaseException:
                 self._finish(LanError("the invitation stopped while a device was joining", code="LAN_CONNECTION_LOST"))
@@ -537,10 +538,13 @@ async def _receive_vault(stream: SealedStream, folder: Path, existed: bool, devi
                          peer: tuple[str, int], dead_after: float) -> JoinReport:
     with anyio.fail_after(GRANT_SECONDS):
         grant = Grant.from_bytes(await _receive_message(stream, MAX_GRANT))
-    made = False
     try:
         relays, skipped = _create_store(folder, grant, device_name)
-        made = True
+    except BaseException as exc:
+        if not (isinstance(exc, VaultError) and exc.code == "VAULT_EXISTS"):  # else another process's vault
+            _remove_vault(folder, existed)
+        raise
+    try:
         with Vault.open(folder) as vault:
             live = _PairingLive(AuthorLogReplica(vault))
             report = live.outcome(await run_live(live, stream, vault_lock=anyio.CapacityLimiter(1),
@@ -550,8 +554,7 @@ async def _receive_vault(stream: SealedStream, folder: Path, existed: bool, devi
             return JoinReport(folder, vault.device_id, vault.fingerprint, len(vault.list()), peer, relays, skipped,
                               report)
     except BaseException:
-        if made or (folder / DB_NAME).exists():
-            _remove_vault(folder, existed)
+        _remove_vault(folder, existed)
         raise
 
 

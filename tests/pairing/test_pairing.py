@@ -15,7 +15,7 @@ import anyio.abc
 import pytest
 
 from crdtsync.crypto.pairing import Grant, Invitation, InviterHandshake, PairingCode
-from crdtsync.errors import LanError
+from crdtsync.errors import LanError, VaultError
 from crdtsync.pairing import Inviter, JoinReport, SealedStream, join_by_code, open_invitation, parse_address
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
@@ -239,3 +239,10 @@ def test_addresses_parse_as_host_and_port() -> None:
         with pytest.raises(LanError) as caught:
             parse_address(bad)
         assert caught.value.code == "LAN_ADDRESS"
+
+
+async def test_joining_into_a_folder_that_holds_a_vault_is_refused_before_any_connection(member: Vault) -> None:
+    with pytest.raises(VaultError) as caught:
+        await join_by_code(member.path, "7-cobra-hamburger", addresses=[("127.0.0.1", 9)])
+    assert caught.value.code == "VAULT_EXISTS"
+    assert len(member.list()) == 3
