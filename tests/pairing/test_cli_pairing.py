@@ -87,3 +87,13 @@ def test_join_with_a_peer_but_no_code_is_pairing_code_invalid(tmp_path: Path) ->
                  "PAIRING_CODE_INVALID", as_json=True)
     assert_fails(run_crdtsync(tmp_path / "phone", "join", "7-cobra-hamburger", "--peer", "localhost"), 9,
                  "LAN_ADDRESS")
+
+
+def test_invite_either_way_prints_json_lines_and_expires_with_its_code(laptop: Path) -> None:
+    for argv in (["--json", "invite", "--timeout", "1"], ["invite", "--timeout", "1", "--json"]):
+        finished = run_crdtsync(laptop, *argv)
+        assert finished.returncode == 9, finished.stderr
+        opened, ended = (json.loads(line) for line in finished.stdout.splitlines())
+        assert set(opened) == {"code", "addresses", "expires_in"} and opened["expires_in"] == 1
+        assert ended["error"]["code"] == "PAIRING_EXPIRED"
+        assert "error [PAIRING_EXPIRED]" in finished.stderr and "Traceback" not in finished.stderr
