@@ -246,3 +246,43 @@ async def test_joining_into_a_folder_that_holds_a_vault_is_refused_before_any_co
         await join_by_code(member.path, "7-cobra-hamburger", addresses=[("127.0.0.1", 9)])
     assert caught.value.code == "VAULT_EXISTS"
     assert len(member.list()) == 3
+
+
+async def test_a_byte_altered_on_the_way_after_the_handshake_ends_the_join_with_pairing_malformed(
+        member: Vault, tmp_path: Path) -> None:
+    """A relay in the middle that flips one byte of the sealed grant: the joiner refuses the record and creates
+    nothing; the code was proven, so it is spent."""
+    async def forward(source: anyio.abc.ByteStream, sink: anyio.abc.ByteStream, flip_at: int | None) -> None:
+        seen = 0
+        with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError)):
+            while True:
+                data = bytearray(await source.receive())
+                if flip_at is not None and seen <= flip_at < seen + len(data):
+                    data[flip_at - seen] ^= 0x40
+                seen += len(data)
+                await sink.send(bytes(data))
+
+    async def body(inviter: Inviter) -> LanError:
+        async with await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0) as proxy:
+            port = proxy.extra(anyio.abc.SocketAttribute.local_port)
+
+            async def relay(joiner: anyio.abc.SocketStream) -> None:
+                async with joiner, await anyio.connect_tcp(*inviter.addresses[0]) as upstream, \
+                        anyio.create_task_group() as pipes:
+                    pipes.start_soon(forward, joiner, upstream, None)
+                    await forward(upstream, joiner, 200)  # past the handshake (< 120 bytes): in the grant
+                    pipes.cancel_scope.cancel()
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(proxy.serve, relay)
+                with pytest.raises(LanError) as caught:
+                    await join_by_code(tmp_path / "phone", str(inviter.code), addresses=[("127.0.0.1", port)])
+                tasks.cancel_scope.cancel()
+        with pytest.raises(LanError) as waited:
+            await inviter.wait()
+        assert waited.value.code == "LAN_CONNECTION_LOST"
+        return caught.value
+
+    error = await _with_invitation(member, body)
+    assert error.code == "PAIRING_MALFORMED" and not (tmp_path / "phone").exists()
+    assert len(member.devices()) == 1
