@@ -299,3 +299,22 @@ def test_a_grant_whose_key_the_header_does_not_commit_to_is_refused() -> None:
     assert caught.value.code == "PAIRING_MALFORMED"
     with pytest.raises(LanError):
         Grant.from_bytes(b"\x81\xa1t\xa5grant")
+
+
+def test_a_reflected_spake2_message_is_refused() -> None:
+    """A fake inviter that sends the joiner's own SPAKE2 message back."""
+    joiner = JoinerHandshake(CODE, os.urandom)
+    start = joiner.start()
+    with pytest.raises(LanError) as caught:
+        joiner.receive_data(start[len(MAGIC):])
+    assert caught.value.code == "PAIRING_MALFORMED" and joiner.keys is None
+
+
+def test_a_joiner_that_leaves_after_spake2_without_confirming_costs_no_attempt() -> None:
+    invitation = Invitation(CODE, created=0.0)
+    for _ in range(5):
+        joiner = JoinerHandshake(PairingCode(7, "cobra", "hamilton"), os.urandom)
+        InviterHandshake(invitation, os.urandom).receive_data(joiner.start(), 1.0)  # then it leaves
+    assert invitation.failures == 0
+    _pair(CODE, invitation)
+    assert invitation.state is InvitationState.CLAIMED
