@@ -102,8 +102,7 @@ class LanError(CrdtsyncError):
     the liveness limit), ``LAN_UNREACHABLE`` (a connection could not be opened), ``LAN_CONNECTION_LOST`` (the
     connection broke, or the peer's stream ended without a close), ``LAN_DUPLICATE`` (a second
     session with a device that already has one), ``LAN_BUSY`` (too many sessions or attempts), ``LAN_ADDRESS``
-    (a ``HOST:PORT`` that cannot be read), ``DISCOVERY_NO_INTERFACE`` (no interface to announce on, or a named
-    address that is not on this host), and the pairing codes (:mod:`crdtsync.pairing`): ``PAIRING_CODE_INVALID``
+    (a ``HOST:PORT`` that cannot be read), and the pairing codes (:mod:`crdtsync.pairing`): ``PAIRING_CODE_INVALID``
     (a code that does not parse as NUMBER-WORD-WORD from the word lists), ``PAIRING_WRONG_CODE`` (the other side
     holds another code; one of the invitation's three attempts is spent), ``PAIRING_WITHDRAWN`` (the third wrong
     code withdrew the invitation, or it was used by a device that joined: a code works once),
@@ -111,6 +110,15 @@ class LanError(CrdtsyncError):
     what the pairing protocol refuses, or a sealed record that does not open)."""
 
     default_code = "LAN_UNREACHABLE"
+
+
+class DiscoveryError(LanError):
+    """LAN discovery (:mod:`crdtsync.discovery`) could not run: ``DISCOVERY_UNAVAILABLE`` (its multicast sockets
+    could not be opened or zeroconf failed). Choosing the interfaces fails earlier with an
+    :class:`InvalidInputError` of code ``DISCOVERY_NO_INTERFACE`` (a named address is not this host's, or no
+    interface qualifies)."""
+
+    default_code = "DISCOVERY_UNAVAILABLE"
 
 
 class ImportFormatError(CrdtsyncError):

@@ -111,6 +111,9 @@ class LiveSync:
             out.append(self._on(event))
             if self.closed:  # nothing follows a close or an error
                 break
+        if self.session.peer_closed and not self.closed:  # answer the peer's close with ours: the session is over
+            out.append(self.close())
+            self.closed = True
         return b"".join(out)
 
     def local_changes(self) -> bytes:
@@ -121,6 +124,12 @@ class LiveSync:
         if self.closed or self._closing or self.session.peer_summary is None:
             return b""
         return self.session.send(SummaryUpdate(self.logs.summary())) + self._send_lacking()
+
+    @property
+    def closing(self) -> bool:
+        """Whether this side sent CLOSE (it takes no more entries; the peer's close or the end of the stream
+        ends the session)."""
+        return self._closing
 
     def ping(self) -> bytes:
         """The bytes of a ping (the peer answers with a pong; any frame shows it alive), or ``b""`` before our

@@ -10,12 +10,17 @@ backend.
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from crdtsync._process import process_alive
 from crdtsync.crypto.header import FINGERPRINT_CHARS, VaultHeader, check_join_kdf, fingerprint, unwrap_vault_keys
 from crdtsync.crypto.keys import vault_tag
-from crdtsync.errors import CryptoError, InvalidInputError, MailboxError, NotFoundError
+from crdtsync.errors import CryptoError, InvalidInputError, LanError, MailboxError, NotFoundError
+from crdtsync.model.records import check_label
 from crdtsync.store.db import Store
 
 if TYPE_CHECKING:
@@ -194,3 +199,84 @@ def first_sync(vault: Syncing, relay_name: str, progress: Progress | None = None
     if errors:
         raise MailboxError(f"joined, but the first sync reported: [{errors[0]['code']}] "
                            f"{errors[0]['message']}; run `crdtsync sync` again", code=errors[0]["code"])
+
+
+# -- peers met directly (the LAN daemon's bookkeeping, read by `peers`, `status` and `devices`) -------------
+
+#: Cursor scope of what is known of each peer device (key: device id; value: JSON).
+PEER_SCOPE: Final = "lan-peer"
+#: Cursor scope of the addresses kept with ``peer add`` (key: name; value: ``HOST:PORT``).
+MANUAL_SCOPE: Final = "lan-manual"
+#: Cursor scope of the running daemon's state (key ``""``; value: JSON with its pid and the time it wrote it).
+DAEMON_SCOPE: Final = "lan-daemon"
+#: Seconds between the daemon's notes that it is alive (``peers`` calls a daemon silent for 3 of them gone).
+ALIVE_EVERY: Final = 5.0
+
+Address = tuple[str, int]
+_ADDRESS_RE = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\s\[\]]+)):(?P<port>\d{1,5})$")
+
+
+def parse_address(text: str) -> Address:
+    """``HOST:PORT`` (or ``[IPv6]:PORT``) as a (host, port) pair.
+
+    Raises:
+        LanError: ``LAN_ADDRESS`` when it is not one (the port must be 1 to 65535).
+    """
+    match = _ADDRESS_RE.match(text.strip())
+    port = int(match["port"]) if match else 0
+    if match is None or not 0 < port < 65536:
+        raise LanError(f"{text!r} is not HOST:PORT (a port from 1 to 65535)", code="LAN_ADDRESS")
+    return (match["v6"] or match["host"], port)
+
+
+def show_address(address: Address) -> str:
+    """``HOST:PORT`` for an address (IPv6 hosts in brackets)."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def peer_rows(store: Store, names: dict[str, str]) -> dict[str, Any]:
+    """What ``crdtsync peers`` shows: the daemon (running or not, its pid, ports and interfaces) and each peer
+    device this vault has met directly (name, id, address, state, last seen, entries each way, last error), and
+    the addresses kept with ``peer add``; ``names`` maps device ids to their registered names."""
+    raw = store.get_cursor(DAEMON_SCOPE, "")
+    daemon: dict[str, Any] = json.loads(raw) if raw else {"running": False}
+    if daemon.get("running") and (time.time() - float(daemon.get("updated", 0)) > 3 * ALIVE_EVERY
+                                  or not process_alive(str(daemon.get("holder", "0::")))):
+        daemon["running"] = False
+    live = set(daemon.get("sessions", ())) if daemon["running"] else set()
+    peers = []
+    for device, value in sorted(store.cursors(PEER_SCOPE).items()):
+        known = json.loads(value)
+        peers.append({"device": device, "name": names.get(device, ""), "address": known.get("address"),
+                      "state": "connected" if device in live else "disconnected",
+                      "last_seen": known.get("last_seen"), "entries_sent": known.get("entries_sent", 0),
+                      "entries_received": known.get("entries_received", 0), "last_error": known.get("last_error")})
+    kept = [{"name": name, "address": value.decode()} for name, value in sorted(store.cursors(MANUAL_SCOPE).items())]
+    return {"daemon": daemon, "peers": peers, "kept": kept}
+
+
+def keep_peer(store: Store, name: str, address: str) -> Address:
+    """Keep ``address`` (``HOST:PORT``) under ``name`` for ``serve`` and ``sync --lan`` to dial.
+
+    Raises:
+        LanError: ``LAN_ADDRESS``.
+        InvalidInputError: an empty or overlong name.
+    """
+    check_label("peer name", name)
+    parsed = parse_address(address)
+    with store.write():
+        store.set_cursor(MANUAL_SCOPE, name, show_address(parsed).encode())
+    return parsed
+
+
+def forget_peer(store: Store, name: str) -> None:
+    """Forget the address kept under ``name``.
+
+    Raises:
+        NotFoundError: no address is kept under that name.
+    """
+    if store.get_cursor(MANUAL_SCOPE, name) is None:
+        raise NotFoundError(f"no peer address is kept under the name {name!r} (see `crdtsync peers`)")
+    with store.write():
+        store.delete_cursor(MANUAL_SCOPE, name)

@@ -21,7 +21,7 @@ the join made in it): a failed join leaves no half-made vault.
 
 Errors are :class:`~crdtsync.errors.LanError` (exit status 9): the ``PAIRING_*`` codes, ``LAN_NO_PEER`` (no
 candidate address reachable or none given), ``LAN_HANDSHAKE_TIMEOUT``, ``LAN_BUSY`` (too many attempts at once),
-``LAN_ADDRESS`` (a ``HOST:PORT`` that cannot be read), and the session's own code when it breaks.
+and the session's own code when it breaks.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ from crdtsync.crypto.pairing import (
 from crdtsync.errors import CrdtsyncError, LanError, VaultError
 from crdtsync.live import LiveReport, LiveSync
 from crdtsync.model.records import check_label
+from crdtsync.node import show_address
 from crdtsync.replication import AuthorLogReplica
 from crdtsync.store.secrets_file import VaultSecrets
 from crdtsync.transport.stream import DEAD_AFTER, run_live
@@ -83,20 +84,6 @@ MAX_CONCURRENT_ATTEMPTS = 4
 _READ = 4096
 
 Clock = Callable[[], float]
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for an IPv6 address) as (host, port).
-
-    Raises:
-        LanError: ``LAN_ADDRESS``.
-    """
-    host, sep, port = text.strip().rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise LanError(f"{text[:80]!r} is not HOST:PORT (for example 192.168.1.20:41234, as `crdtsync invite` "
-                       "prints it)", code="LAN_ADDRESS")
-    return host, int(port)
 
 
 # -- the sealed stream ------------------------------------------------------------------------------------
@@ -427,7 +414,7 @@ class JoinReport:
     def to_json(self) -> dict[str, Any]:
         """A JSON object of the report."""
         return {"vault": str(self.vault), "device_id": self.device_id, "fingerprint": self.fingerprint,
-                "memories": self.memories, "peer": f"{self.peer[0]}:{self.peer[1]}", "relays": self.relays,
+                "memories": self.memories, "peer": show_address(self.peer), "relays": self.relays,
                 "skipped_relays": self.skipped_relays, "session": self.live.to_json()}
 
 
@@ -596,4 +583,4 @@ def _remove_vault(folder: Path, existed: bool) -> None:
 
 
 __all__ = ["DEFAULT_INTERFACES", "InviteReport", "Inviter", "JoinReport", "SealedStream", "join_by_code",
-           "open_invitation", "parse_address"]
+           "open_invitation"]

@@ -245,28 +245,29 @@ class AuthorLogReplica:
         new log entry, or None when there was nothing to write."""
         if self.replica.reapply_rebased():
             self.forget_registry()
-        row = self.db.author(self.me)
-        last_id = self.db.last_update_id()
-        if row.applied == 0:
-            update = self.replica.own_contribution()
-        else:
-            rows = self.logged_updates()
-            if not rows:
-                return None
-            update = merge_updates(*[data for _, data in rows])
-        clients = tuple(self.registry().get(self.me, {}).get("clients", ()))
-        seq = row.applied + 1
-        body = Batch(seq, update, clients, prev=row.chain).to_body()
-        digest = chain_digest(body)
-        count = self._sealed_count()
-        parts, count = seal_entry(self.keyring, KIND_UPDATE, body, sealed_count=count,
-                                  max_part_bytes=MAX_OBJECT_BYTES, randbytes=self.randbytes)
-        snapshot: list[bytes] | None = None
-        if seq - self.db.have(self.me).snap >= self.snapshot_every:
-            snap_body = Batch(seq, self.replica.own_contribution(), clients, prev=digest).to_body()
-            snapshot, count = seal_entry(self.keyring, KIND_SNAPSHOT, snap_body, sealed_count=count,
-                                         max_part_bytes=MAX_OBJECT_BYTES, randbytes=self.randbytes)
-        with self.db.write():
+        with self.db.write():  # one process at a time decides this device's next seq
+            row = self.db.author(self.me)
+            last_id = self.db.last_update_id()
+            if row.applied == 0:
+                update = self.replica.own_contribution()
+            else:
+                rows = self.logged_updates()
+                if not rows:
+                    return None
+                update = merge_updates(*[data for _, data in rows])
+            self.forget_registry()  # another process of this device may have registered a client id since
+            clients = tuple(self.registry().get(self.me, {}).get("clients", ()))
+            seq = row.applied + 1
+            body = Batch(seq, update, clients, prev=row.chain).to_body()
+            digest = chain_digest(body)
+            count = self._sealed_count()
+            parts, count = seal_entry(self.keyring, KIND_UPDATE, body, sealed_count=count,
+                                      max_part_bytes=MAX_OBJECT_BYTES, randbytes=self.randbytes)
+            snapshot: list[bytes] | None = None
+            if seq - self.db.have(self.me).snap >= self.snapshot_every:
+                snap_body = Batch(seq, self.replica.own_contribution(), clients, prev=digest).to_body()
+                snapshot, count = seal_entry(self.keyring, KIND_SNAPSHOT, snap_body, sealed_count=count,
+                                             max_part_bytes=MAX_OBJECT_BYTES, randbytes=self.randbytes)
             self.db.set_meta(SEALED_META.format(epoch=self.keyring.epoch), str(count))
             self.db.put_entry(self.me, KIND_UPDATE, seq, digest, parts)
             if snapshot is not None:
@@ -281,6 +282,10 @@ class AuthorLogReplica:
     def renew_head(self) -> bytes | None:
         """Seal a new head of this device when its seq, snapshot, lowest log or acks changed (or a newer head of
         its own was seen elsewhere); returns it, or None when the stored one stands."""
+        with self.db.write():  # one process at a time numbers this device's heads
+            return self._renew_head()
+
+    def _renew_head(self) -> bytes | None:
         own = self.db.have(self.me)
         if own.seq == 0:
             return None

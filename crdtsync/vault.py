@@ -562,7 +562,8 @@ class Vault:
         ``{origin, since, waits_for: [{client (Yjs client id), device (its device id, None when no registration
         of it reached this device)}]}``; ``refused`` the newest 20 refused updates, oldest first: ``{at, origin, code,
         message, tries}`` (a refusal with code ``UPDATE_WORKER_TIMEOUT`` or ``UPDATE_WORKER_CRASHED`` is tried
-        again by the next syncs, up to three tries). Answers from SQLite without loading the Doc."""
+        again by the next syncs, up to three tries). ``lan``: the ``serve`` daemon and the peers met directly
+        (:func:`crdtsync.node.peer_rows`). Answers from SQLite without loading the Doc."""
         count, size = self._store.updates_since_snapshot()
         quarantined = self._store.quarantined()
         registry = self._known_registry()
@@ -587,6 +588,7 @@ class Vault:
             "relays": self.relays(),
             "waiting": self._waiting(),
             "devices": registry,
+            "lan": node.peer_rows(self._store, {d: str(e.get("name", "")) for d, e in registry.items()}),
         }
 
     def _waiting(self) -> builtins.list[dict[str, Any]]:

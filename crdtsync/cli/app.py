@@ -688,16 +688,20 @@ def devices(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
     with _open(vault, as_json) as v:
         registry = v.devices()
         me = v.device_id
+        met = {p["device"]: p for p in v.status()["lan"]["peers"]}
     if as_json:
-        _emit_json([{"device_id": k, **info, "this_device": k == me} for k, info in sorted(registry.items())])
+        _emit_json([{"device_id": k, **info, "this_device": k == me,
+                     "reached": {"address": met[k]["address"], "at": met[k]["last_seen"]} if k in met else None}
+                    for k, info in sorted(registry.items())])
         return
     table = Table()
-    for column in ("device", "name", "added", "clients"):
+    for column in ("device", "name", "added", "clients", "last reached directly"):
         table.add_column(column)
     for device_id, info in sorted(registry.items()):
         mark = " (this device)" if device_id == me else ""
+        reached = f"{met[device_id]['address']}, {_epoch(met[device_id]['last_seen'])}" if device_id in met else ""
         table.add_row(device_id + mark, _plain(info.get("name", "")), _plain(_when(str(info.get("added_at", "")))),
-                      str(len(info.get("clients", []))))
+                      str(len(info.get("clients", []))), reached)
     out.print(table)
 
 
@@ -740,9 +744,21 @@ def status(
         err.print(Text.assemble(("ALARM", "bold red"), f" [{alarm['code']}] {alarm['at']}: {_plain(alarm['message'])}"))
     if clear_alarms:
         out.print(f"alarms cleared: {info['alarms_cleared']}")
+    lan = info["lan"]
+    daemon = lan["daemon"]
+    out.print(f"serve: running (pid {daemon['pid']}, {len(daemon.get('sessions', []))} peers connected)"
+              if daemon.get("running") else "serve: not running")
+    for p in lan["peers"]:
+        out.print(f"peer {_plain(p['name'])} ({p['device'][:12]}) at {p['address']}: {p['state']}, last seen "
+                  f"{_epoch(p['last_seen'])}" + (f", last error {p['last_error']['code']}" if p["last_error"] else ""))
     for device_id, entry in sorted(info["devices"].items()):
         mark = " (this device)" if device_id == info["device_id"] else ""
         out.print(f"device {device_id}{mark}: {_plain(entry.get('name', ''))}")
+
+
+def _epoch(seconds: float | None) -> str:
+    """A Unix time as this machine's local time to the second, or ``never``."""
+    return datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S") if seconds else "never"
 
 
 def _waited_for(info: Mapping[str, Any]) -> list[str]:

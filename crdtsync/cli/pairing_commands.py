@@ -19,12 +19,9 @@ from rich.text import Text
 from crdtsync.cli.app import JsonOpt, VaultOpt, _emit_json, _guard, _open, _plain, _vault_path, app, err, out
 from crdtsync.crypto.pairing import INVITATION_SECONDS
 from crdtsync.errors import InvalidInputError, LanError
-from crdtsync.pairing import DEFAULT_INTERFACES, JoinReport, join_by_code, open_invitation, parse_address
+from crdtsync.node import parse_address, show_address
+from crdtsync.pairing import DEFAULT_INTERFACES, JoinReport, join_by_code, open_invitation
 from crdtsync.vault import Vault
-
-
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @app.command()
@@ -52,7 +49,7 @@ def invite(
     async def run(v: Vault) -> None:
         async with open_invitation(v, interfaces=interface or DEFAULT_INTERFACES, port=port, seconds=timeout,
                                    on_failure=failed) as inviter:
-            addresses = [_address(h, p) for h, p in inviter.addresses]
+            addresses = [show_address(a) for a in inviter.addresses]
             if as_json:
                 _emit_json({"code": str(inviter.code), "addresses": addresses, "expires_in": timeout})
                 sys.stdout.flush()

@@ -24,8 +24,10 @@ from crdtsync.cli.app import (
     out,
     sync_summary,
 )
+from crdtsync.cli.lan_commands import InterfaceOpt, PeerOpt, sync_lan
 from crdtsync.cli.pairing_commands import join_code
 from crdtsync.crypto.pairing import looks_like_code
+from crdtsync.errors import InvalidInputError
 from crdtsync.node import join_string
 from crdtsync.vault import Vault
 
@@ -113,11 +115,27 @@ RelayOpt = Annotated[str | None, typer.Option("--relay", help="Only this relay (
 
 
 @app.command()
-def sync(relay: RelayOpt = None, vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
-    """Push then pull every relay.
+def sync(
+    relay: RelayOpt = None,
+    lan: Annotated[bool, typer.Option("--lan", help="Sync directly with the devices on the network instead of the "
+                                      "relays: one round with each, then exit.")] = False,
+    interface: InterfaceOpt = None,
+    peer: PeerOpt = None,
+    timeout: Annotated[float, typer.Option(min=0.1, help="With --lan: seconds to look for peers.")] = 5.0,
+    vault: VaultOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Push then pull every relay; or, with --lan, one round of direct sync with every peer found.
 
     Exits 0 when it completed, even if it surfaced conflicts; 8 when a relay or an object failed (the rest still
-    synced; the next sync retries)."""
+    synced; the next sync retries); with --lan, 9 when it synced with no peer (LAN_NO_PEER)."""
+    if lan:
+        with _open(vault, as_json) as v:
+            sync_lan(v, interface, peer, timeout, as_json)
+        return
+    if interface or peer:
+        with _guard(as_json):
+            raise InvalidInputError("--interface and --peer go with --lan")
     _run_sync(vault, relay, as_json, push=True, pull=True)
 
 

@@ -356,6 +356,11 @@ class Session:
     # -- what the driver reads
 
     @property
+    def peer_closed(self) -> bool:
+        """Whether the peer sent CLOSE (it sends nothing more; it still reads until the stream ends)."""
+        return self._peer_end == "close"
+
+    @property
     def peer_summary(self) -> Summary | None:
         """The peer's latest summary (from its HELLO or a SUMMARY); None before its HELLO."""
         return self._peer_summary

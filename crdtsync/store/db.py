@@ -622,6 +622,10 @@ class Store(MaterializedMemories, AuthorLogs):
             "INSERT OR REPLACE INTO cursors (scope, key, value) VALUES (?, ?, ?)", (scope, key, value)
         )
 
+    def delete_cursor(self, scope: str, key: str) -> None:
+        """Remove a cursor (nothing happens when there is none). Call inside :meth:`write`."""
+        self.conn.execute("DELETE FROM cursors WHERE scope = ? AND key = ?", (scope, key))
+
     def cursors(self, scope: str) -> dict[str, bytes]:
         """Every cursor of ``scope`` as ``{key: value}``."""
         rows = self.conn.execute("SELECT key, value FROM cursors WHERE scope = ?", (scope,))

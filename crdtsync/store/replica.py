@@ -11,14 +11,13 @@ layer over it; everything here is private to crdtsync.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 from pycrdt import Doc, merge_updates
 
+from crdtsync._process import process_alive, process_token
 from crdtsync.crypto.keys import DeviceKeys
 from crdtsync.errors import VaultError
 from crdtsync.model.records import Conflict, Memory, believable_until, utc_now_iso
@@ -52,31 +51,6 @@ def _new_op_id() -> str:
     return secrets.token_urlsafe(6)
 
 
-def _process_start(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[-1].split()[19]
-
-
-def _holder_alive(holder: str) -> bool:
-    """Whether the process that holds a lease (``"pid:start:token"``) may still run. Outside POSIX it is taken
-    as alive: Windows has no signal 0, and ``os.kill`` there terminates the process it is given. A lease of a
-    process that died is then never taken over, and the next process writes under a fresh client id."""
-    pid_text, start, _token = holder.split(":", 2)
-    pid = int(pid_text)
-    if pid == os.getpid() or os.name != "posix":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not start or _process_start(pid) == start
-
-
 class Replica(UpdateIntegration):
     """The live Doc of one vault in this process.
 
@@ -98,7 +72,7 @@ class Replica(UpdateIntegration):
         self._seen = 0
         self._generation = -1
         self._client_id: int | None = None
-        self._holder = f"{os.getpid()}:{_process_start(os.getpid())}:{secrets.token_hex(4)}"
+        self._holder = process_token()
         self._worker: IntegrationWorker | None = None
         self._worker_at = -1
         self._worker_generation = -1
@@ -138,7 +112,7 @@ class Replica(UpdateIntegration):
                     "writes the old store made after the copy. Writes lost with the backup come back on the next "
                     "sync. If another copy of this folder is in use, keep only one: each device needs its own "
                     "folder (`crdtsync join`)."))
-            taken = {cid for cid, holder in self._store.leases() if holder and _holder_alive(holder)}
+            taken = {cid for cid, holder in self._store.leases() if holder and process_alive(holder)}
             free = [cid for cid, _ in self._store.leases() if cid not in taken]
             client_id = free[0] if free else self._fresh_client_id()
             self._store.set_lease(client_id, self._holder)

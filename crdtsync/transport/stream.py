@@ -3,13 +3,15 @@ stream of a pairing, a WebRTC data channel later. The adapter only moves bytes; 
 
 Three tasks share one session:
 
-- the **reader** takes what the peer sends and gives it to the session; the session's work (checking, storing
-  and integrating entries) runs in a worker thread under ``vault_lock`` (one vault, one writer at a time, and
-  the event loop stays free for heartbeats and other peers);
+- the **pump** reads the socket up to :data:`READ_AHEAD` reads ahead, and the **reader** gives what the peer
+  sent to the session; the session's work (checking, storing and integrating entries) runs in a worker thread
+  under ``vault_lock`` (one vault, one writer at a time, and the event loop stays free for heartbeats and other
+  peers);
 - the **writer** sends what the session returns, item after item: an entry's frames are never cut by a ping;
 - the **pulse** sends a ping when nothing was sent for ``heartbeat`` seconds, and ends the session with
-  ``LAN_PEER_GONE`` when the reader has waited ``dead_after`` seconds without a byte (a peer that vanished
-  without a FIN, a cut cable). Time this side spends storing is not counted: the peer's pings wait in the socket.
+  ``LAN_PEER_GONE`` when the pump has waited ``dead_after`` seconds without a byte (a peer that vanished
+  without a FIN, a cut cable). Time the pump spends blocked on a full read-ahead (this side busy storing) is not
+  counted.
 
 ``changes`` (a :class:`Changes`) wakes the session when this device wrote, or when another session brought
 entries: it then sends its next entry and whatever else the peer lacks (author logs: a device forwards every
@@ -37,9 +39,12 @@ from crdtsync.live import LiveReport, LiveSync
 from crdtsync.protocol.session import MAX_READ
 
 #: Default seconds without sending anything after which a ping is sent.
-HEARTBEAT = 5.0
-#: Default seconds the reader may wait on a silent peer before the session ends with ``LAN_PEER_GONE``.
-DEAD_AFTER = 15.0
+HEARTBEAT = 4.0
+#: Default seconds the reader may wait on a silent peer before the session ends with ``LAN_PEER_GONE``: with the
+#: pulse's check every ``HEARTBEAT / 8`` s, a vanished peer is noticed within 12.5 s of its last byte.
+DEAD_AFTER = 12.0
+#: Reads (of up to :data:`~crdtsync.protocol.session.MAX_READ` bytes) taken from the socket ahead of the session.
+READ_AHEAD = 4
 #: Seconds a closing side waits to flush its last bytes before it closes the stream.
 CLOSE_GRACE = 2.0
 
@@ -70,12 +75,14 @@ class Changes:
 
 async def run_live(live: LiveSync, stream: anyio.abc.ByteStream, *, vault_lock: anyio.CapacityLimiter,
                    heartbeat: float = HEARTBEAT, dead_after: float = DEAD_AFTER, changes: Changes | None = None,
-                   until_synced: bool = False, stop: anyio.Event | None = None) -> LiveReport:
+                   until_synced: bool = False, stop: anyio.Event | None = None,
+                   progress: Callable[[LiveReport], None] | None = None) -> LiveReport:
     """Run ``live`` over ``stream`` until the session ends (see the module docstring); returns its report, whose
     ``error`` names why it ended unless it closed cleanly (``LAN_PEER_GONE``, ``LAN_CONNECTION_LOST`` for a
     broken stream, a protocol or entry code). ``heartbeat`` and ``dead_after`` are in seconds. The stream is closed on
     return. ``stop`` set: close cleanly (CLOSE sent, then the stream closed). Raises nothing for what the peer
-    does; a cancellation propagates after the stream is closed (no CLOSE is sent then)."""
+    does; a cancellation propagates after the stream is closed (no CLOSE is sent then). ``progress(report)`` is
+    called on the event loop's thread whenever entries went either way."""
     sent_at = anyio.current_time()
     waiting_since: float | None = None
     outbox_in, outbox_out = anyio.create_memory_object_stream[bytes](math.inf)
@@ -93,45 +100,70 @@ async def run_live(live: LiveSync, stream: anyio.abc.ByteStream, *, vault_lock: 
             async for data in outbox_out:
                 try:
                     await stream.send(data)
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                    fail("LAN_CONNECTION_LOST", f"the connection to the peer broke: {exc}")
+                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                    if not live.closing:  # after our close, a peer that closed first is no failure
+                        fail("LAN_CONNECTION_LOST", f"the connection to the peer broke: {exc}")
                     scope.cancel()
                     return
                 sent_at = anyio.current_time()
+
+    async def begin_close(scope: anyio.CancelScope) -> None:
+        """Send CLOSE, then keep reading until the peer closes too (or :data:`CLOSE_GRACE` passes)."""
+        queue(await call(live.close))
+        scope.deadline = min(scope.deadline, anyio.current_time() + CLOSE_GRACE)
 
     def queue(data: bytes) -> None:
         if data:
             outbox_in.send_nowait(data)
 
+    moved = (0, 0)
+
     async def settle(scope: anyio.CancelScope) -> None:
-        """After each step: notify the other sessions of what came in; close once in sync when asked to."""
-        if until_synced and not live.closed and await call(live.in_sync):
-            queue(await call(live.close))
-            scope.cancel()
+        """After each step: tell ``progress`` what moved; close once in sync when asked to."""
+        nonlocal moved
+        now = (live.report.entries_sent, live.report.entries_received)
+        if progress is not None and now != moved:
+            progress(live.report)
+        moved = now
+        if until_synced and not live.closed and not live.closing and await call(live.in_sync):
+            await begin_close(scope)
+
+    inbox_in, inbox_out = anyio.create_memory_object_stream[bytes](READ_AHEAD)
+
+    async def pump() -> None:
+        """Read the socket ahead of the session's work, so that the peer's pings are seen while this side stores:
+        only time spent waiting on the socket with nothing unread counts towards ``dead_after``."""
+        nonlocal waiting_since
+        async with inbox_in:
+            while True:
+                waiting_since = anyio.current_time()
+                try:
+                    data = await stream.receive(MAX_READ)
+                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    data = b""
+                waiting_since = None
+                await inbox_in.send(data)
+                if not data:
+                    return
 
     async def reader(scope: anyio.CancelScope) -> None:
-        nonlocal waiting_since
         queue(await call(live.start))
         received = 0
-        while not live.closed:
-            waiting_since = anyio.current_time()
-            try:
-                data = await stream.receive(MAX_READ)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                data = b""
-            waiting_since = None
-            try:
-                queue(await call(live.receive, data))
-            except CrdtsyncError as exc:  # the peer broke the protocol: tell it why, and end
-                queue(live.abort(exc.code, exc.message))
-            if changes is not None and live.report.entries_received > received:
-                received = live.report.entries_received
-                changes.notify()
-            await settle(scope)
-        scope.cancel()
+        async with inbox_out:
+            while not live.closed:
+                data = await inbox_out.receive()
+                try:
+                    queue(await call(live.receive, data))
+                except CrdtsyncError as exc:  # the peer broke the protocol: tell it why, and end
+                    queue(live.abort(exc.code, exc.message))
+                if changes is not None and live.report.entries_received > received:
+                    received = live.report.entries_received
+                    changes.notify()
+                await settle(scope)
+            scope.cancel()  # before the inbox closes under the pump
 
     async def pulse(scope: anyio.CancelScope) -> None:
-        step = min(heartbeat, dead_after) / 4
+        step = min(heartbeat, dead_after) / 8
         while True:
             await anyio.sleep(step)
             now = anyio.current_time()
@@ -141,6 +173,11 @@ async def run_live(live: LiveSync, stream: anyio.abc.ByteStream, *, vault_lock: 
                 return
             if now - sent_at >= heartbeat:
                 queue(live.ping())
+
+    async def stopper(event: anyio.Event, scope: anyio.CancelScope) -> None:
+        await event.wait()
+        if not live.closing:
+            await begin_close(scope)
 
     async def local(scope: anyio.CancelScope) -> None:
         assert changes is not None
@@ -156,13 +193,14 @@ async def run_live(live: LiveSync, stream: anyio.abc.ByteStream, *, vault_lock: 
             tasks.start_soon(writer, scope)
             with scope:
                 async with anyio.create_task_group() as session:
+                    session.start_soon(pump)
                     session.start_soon(reader, scope)
                     session.start_soon(pulse, scope)
                     if changes is not None:
                         session.start_soon(local, scope)
                     if stop is not None:
-                        session.start_soon(_cancel_on, stop, scope)
-            if not live.closed and live.report.error is None:
+                        session.start_soon(stopper, stop, scope)
+            if not live.closed and live.report.error is None and not live.closing:
                 queue(await call(live.close))
             outbox_in.close()  # the writer sends what is queued, then ends
             tasks.cancel_scope.deadline = anyio.current_time() + CLOSE_GRACE
@@ -172,7 +210,3 @@ async def run_live(live: LiveSync, stream: anyio.abc.ByteStream, *, vault_lock: 
             await stream.aclose()
     return live.report
 
-
-async def _cancel_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()

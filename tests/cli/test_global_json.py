@@ -100,6 +100,7 @@ READ_ONLY: dict[str, Callable[[World], list[str]]] = {
     "status": lambda w: ["status"],
     "log": lambda w: ["log"],
     "relay list": lambda w: ["relay", "list"],
+    "peers": lambda w: ["peers"],
 }
 
 
@@ -177,6 +178,14 @@ def test_relay_add_and_rm_either_way(tmp_path: Path) -> None:
     assert removed == ({"removed": "one"}, {"removed": "two"})
 
 
+def test_peer_add_and_rm_either_way(tmp_path: Path) -> None:
+    home = new_vault(tmp_path / "v")
+    added = both(home, ["peer", "add", "one", "192.168.1.7:47354"], ["peer", "add", "two", "[fe80::1]:47354"])
+    removed = both(home, ["peer", "rm", "one"], ["peer", "rm", "two"])
+    assert added == ({"name": "one", "address": "192.168.1.7:47354"}, {"name": "two", "address": "[fe80::1]:47354"})
+    assert removed == ({"removed": "one"}, {"removed": "two"})
+
+
 @pytest.fixture
 def synced_home(tmp_path: Path) -> Path:
     """A vault with one relay, synced: a further push, pull or sync moves nothing."""
@@ -223,5 +232,6 @@ def test_join_either_way(synced_home: Path, tmp_path: Path) -> None:
 def test_every_command_with_json_is_tested_with_the_global_flag() -> None:
     """A command that gains ``--json`` must join the tests above."""
     tested = set(READ_ONLY) | {"add", "edit", "rm", "restore", "resolve", "import", "relay add", "relay rm", "push",
-                               "pull", "sync", "init", "join", "invite"}  # invite: tests/pairing
+                               "pull", "sync", "init", "join", "peer add", "peer rm",
+                               "invite"}  # invite: tests/pairing
     assert json_commands() == tested

@@ -16,7 +16,7 @@ import pytest
 
 from crdtsync.crypto.pairing import Grant, Invitation, InviterHandshake, PairingCode
 from crdtsync.errors import LanError, VaultError
-from crdtsync.pairing import Inviter, JoinReport, SealedStream, join_by_code, open_invitation, parse_address
+from crdtsync.pairing import Inviter, JoinReport, SealedStream, join_by_code, open_invitation
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
 
@@ -230,15 +230,6 @@ async def test_a_candidate_that_is_not_an_inviter_is_passed_over(member: Vault, 
             report = await _with_invitation(member, body)
             tasks.cancel_scope.cancel()
     assert report.memories == 3
-
-
-def test_addresses_parse_as_host_and_port() -> None:
-    assert parse_address("127.0.0.1:4242") == ("127.0.0.1", 4242)
-    assert parse_address("[::1]:80") == ("::1", 80)
-    for bad in ("127.0.0.1", "host:0", "host:99999", ":80", "host:port"):
-        with pytest.raises(LanError) as caught:
-            parse_address(bad)
-        assert caught.value.code == "LAN_ADDRESS"
 
 
 async def test_joining_into_a_folder_that_holds_a_vault_is_refused_before_any_connection(member: Vault) -> None:

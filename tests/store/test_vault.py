@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import Doc
 
+import crdtsync._process as process_module
 import crdtsync._vault_import as import_module
 import crdtsync.store.replica as replica_module
 from crdtsync._vault_create import create_store
@@ -242,14 +243,14 @@ def test_a_lease_holder_is_checked_with_signal_0_on_posix_and_never_signalled_el
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
     holder = f"{dead.stdout.strip()}::token"
-    assert not replica_module._holder_alive(holder)  # a pid that exited (reused within this test: unlikely)
+    assert not process_module.process_alive(holder)  # a pid that exited (reused within this test: unlikely)
 
     def terminate(pid: int, sig: int) -> None:
         raise AssertionError("os.kill called outside POSIX")
 
-    monkeypatch.setattr(replica_module.os, "name", "nt")
-    monkeypatch.setattr(replica_module.os, "kill", terminate)
-    assert replica_module._holder_alive(holder)
+    monkeypatch.setattr(process_module.os, "name", "nt")
+    monkeypatch.setattr(process_module.os, "kill", terminate)
+    assert process_module.process_alive(holder)
 
 
 def test_two_live_openers_write_under_different_client_ids_and_see_each_other(
