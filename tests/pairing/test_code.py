@@ -31,6 +31,7 @@ from crdtsync.crypto.pairing import (
     parse_code,
 )
 from crdtsync.errors import LanError
+from crdtsync.protocol.knock import MAGIC as KNOCK_MAGIC
 from tests.conftest import cheap_kdf
 
 CODE = PairingCode(7, "cobra", "hamburger")
@@ -190,7 +191,8 @@ def test_an_altered_spake2_message_fails_confirmation_and_an_altered_confirmatio
 
 def test_bytes_that_do_not_start_with_the_magic_are_refused_without_costing_an_attempt() -> None:
     invitation = Invitation(CODE, created=0.0)
-    for data in (b"\x16\x03\x01\x02\x00", b"\x00\x00\x00\x10hello", b"GET / HTTP/1.1\r\n"):
+    for data in (b"\x16\x03\x01\x02\x00", b"\x00\x00\x00\x10hello", b"GET / HTTP/1.1\r\n",
+                 KNOCK_MAGIC + bytes(32)):  # TLS, a session frame, HTTP, a LAN sync connection's knock
         with pytest.raises(LanError) as caught:
             InviterHandshake(invitation, os.urandom).receive_data(data, 1.0)
         assert caught.value.code == "PAIRING_MALFORMED"
