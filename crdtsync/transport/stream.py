@@ -26,6 +26,7 @@ being stored finishes first (the worker thread is not abandoned), so nothing ack
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -114,7 +115,8 @@ async def run_live(live: LiveSync, stream: anyio.abc.ByteStream, *, vault_lock: 
 
     def queue(data: bytes) -> None:
         if data:
-            outbox_in.send_nowait(data)
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):  # the writer is gone:
+                outbox_in.send_nowait(data)  # the connection broke, and nothing more can be sent
 
     moved = (0, 0)
 
