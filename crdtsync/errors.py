@@ -102,7 +102,12 @@ class LanError(CrdtsyncError):
     the liveness limit), ``LAN_UNREACHABLE`` (a connection could not be opened), ``LAN_CONNECTION_LOST`` (the
     connection broke, or the peer's stream ended without a close), ``LAN_DUPLICATE`` (a second
     session with a device that already has one), ``LAN_BUSY`` (too many sessions or attempts), ``LAN_ADDRESS``
-    (a ``HOST:PORT`` that cannot be read), and the pairing codes ``PAIRING_*``."""
+    (a ``HOST:PORT`` that cannot be read), and the pairing codes (:mod:`crdtsync.pairing`): ``PAIRING_CODE_INVALID``
+    (a code that does not parse as NUMBER-WORD-WORD from the word lists), ``PAIRING_WRONG_CODE`` (the other side
+    holds another code; one of the invitation's three attempts is spent), ``PAIRING_WITHDRAWN`` (the third wrong
+    code withdrew the invitation, or it was used by a device that joined: a code works once),
+    ``PAIRING_EXPIRED`` (the invitation's ten minutes are over), ``PAIRING_MALFORMED`` (the other side sent
+    what the pairing protocol refuses, or a sealed record that does not open)."""
 
     default_code = "LAN_UNREACHABLE"
 

@@ -25,6 +25,8 @@ from crdtsync.cli.app import (
     sync_summary,
 )
 from crdtsync.cli.lan_commands import InterfaceOpt, PeerOpt, sync_lan
+from crdtsync.cli.pairing_commands import join_code
+from crdtsync.crypto.pairing import looks_like_code
 from crdtsync.errors import InvalidInputError
 from crdtsync.node import join_string
 from crdtsync.vault import Vault
@@ -155,10 +157,14 @@ def join(
     vault: VaultOpt = None,
     device_name: Annotated[str | None, typer.Option(help="Name of this device (default: host name).")] = None,
     relay: Annotated[str, typer.Option("--relay", help="Name to save the URL under.")] = "default",
+    peer: Annotated[list[str] | None, typer.Option("--peer", help="With a pairing code: HOST:PORT of the inviting "
+                                                   "device, as `crdtsync invite` printed it (repeatable).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Join a vault from its join string (URL#vault=FINGERPRINT, from `relay add`) or mailbox URL with the
-    passphrase, then pull everything."""
+    passphrase, then pull everything; or from a pairing code (`crdtsync invite`) with --peer, no passphrase."""
+    if looks_like_code(url) or peer:
+        return join_code(url, vault, device_name, peer or [], as_json)
     path = _vault_path(vault)
     with _guard(as_json):
         passphrase = _passphrase(confirm=False)

@@ -232,5 +232,6 @@ def test_join_either_way(synced_home: Path, tmp_path: Path) -> None:
 def test_every_command_with_json_is_tested_with_the_global_flag() -> None:
     """A command that gains ``--json`` must join the tests above."""
     tested = set(READ_ONLY) | {"add", "edit", "rm", "restore", "resolve", "import", "relay add", "relay rm", "push",
-                               "pull", "sync", "init", "join", "peer add", "peer rm"}
+                               "pull", "sync", "init", "join", "peer add", "peer rm",
+                               "invite"}  # invite: tests/pairing
     assert json_commands() == tested

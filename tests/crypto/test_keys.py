@@ -213,4 +213,6 @@ def test_crypto_modules_import_no_io_clock_or_unseeded_randomness(module: Path) 
         "cryptography",
         "msgpack",
         "crdtsync",
+        "enum",
+        "spake2",  # crypto/pairing.py: SPAKE2, its randomness passed in (entropy_f)
     }
