@@ -75,6 +75,8 @@ MAX_FOUND: Final = 256
 POKED_POLL: Final = 0.25
 #: Longest path of a Unix socket (``sun_path`` holds 108 bytes with the final NUL on Linux, 104 on macOS).
 MAX_SOCKET_PATH: Final = 104
+#: Seconds without a change before the daemon compacts the vault's log (when it is due).
+IDLE_BEFORE_COMPACTING: Final = 2.0
 #: Most addresses dialled at once (given, kept, remembered and discovered).
 MAX_DIALING: Final = 64
 #: Failed dials in a row after which a discovered address is dropped (until it is announced again).
@@ -188,6 +190,7 @@ class LanNode:
                 tasks.start_soon(self._watch, poked)
                 tasks.start_soon(self._relay_loop)
                 tasks.start_soon(self._alive_loop)
+                tasks.start_soon(self._compact_when_idle)
                 task_status.started(self.ports)
                 await self._stop.wait()
                 for session in list(self.sessions.values()):
@@ -504,6 +507,19 @@ class LanNode:
     def _unlogged(self) -> bool:
         store = self.vault.store
         return store.count_local_updates_after(int(store.get_cursor(LOGGED_SCOPE, LOGGED_KEY) or b"0")) > 0
+
+    async def _compact_when_idle(self) -> None:
+        """Compact the vault's log once nothing has come or gone for :data:`IDLE_BEFORE_COMPACTING` seconds:
+        writes and integrations leave it to this (``Vault.defer_compaction``), so that no entry waits seconds
+        behind a Doc load and encode."""
+        self.vault.defer_compaction(True)
+        seen = self.changes.version
+        while True:
+            with anyio.move_on_after(IDLE_BEFORE_COMPACTING):
+                seen = await self.changes.wait(seen)
+                continue
+            await self._call(self.vault.compact_if_due)
+            seen = await self.changes.wait(seen)  # nothing more to compact until something changes
 
     async def _alive_loop(self) -> None:
         while True:

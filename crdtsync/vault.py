@@ -155,6 +155,17 @@ class Vault:
         """Whether this process has loaded the vault's Doc (reads answer from SQLite and never load it)."""
         return self._replica.loaded
 
+    def defer_compaction(self, defer: bool = True) -> None:
+        """Leave the compaction of the local log (a Doc load and encode: seconds on a large vault) out of writes
+        and integrations, to :meth:`compact_if_due`: what a long-running process that must answer promptly (the
+        ``serve`` daemon) calls between its work. Past four times the bounds they compact anyway."""
+        self._replica.defer_compaction = defer
+
+    def compact_if_due(self) -> None:
+        """Compact the local log now if it is past its bounds (newest snapshot + later updates; no effect on what
+        is stored or synced)."""
+        self._replica.compact_if_due()
+
     @property
     def device_id(self) -> str:
         """This device's id (32 hex characters derived from its signing key; 16 for a device created up to 9204cbf)."""

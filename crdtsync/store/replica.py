@@ -38,6 +38,8 @@ T = TypeVar("T")
 COMPACT_AFTER_UPDATES = 2000
 COMPACT_AFTER_BYTES = 32 * 1024 * 1024
 COMPACT_MIN_UPDATES = 64
+#: With compaction deferred, writes and integrations still compact past this many times the bounds.
+DEFERRED_FACTOR = 4
 #: The alarm raised when compaction carries logged updates that are pending in the Doc past its snapshot.
 PENDING_ALARM = "VAULT_UPDATES_PENDING"
 _CHECKED_GENERATION_META = "log_checked_generation"
@@ -79,6 +81,9 @@ class Replica(UpdateIntegration):
         self._registered = False
         self._decoded: dict[int, DecodedUpdate] = {}
         self._stuck: dict[int, Missing] = {}
+        #: Set by a ``serve`` daemon: writes and integrations leave compaction (a Doc load and encode, seconds at
+        #: 100k memories) to :meth:`compact_if_due`, which the daemon calls between entries.
+        self.defer_compaction = False
 
     @property
     def device_id(self) -> str:
@@ -304,9 +309,13 @@ class Replica(UpdateIntegration):
         if entry is None or self._client_id not in entry["clients"]:
             self.register_self()
 
-    def _maybe_compact(self) -> None:
+    def _maybe_compact(self, *, now: bool = False) -> None:
+        """Compact when the log is past its bounds (see :data:`COMPACT_AFTER_UPDATES`); with :attr:`defer_compaction`
+        only when called with ``now`` (the daemon, between entries) or past :data:`DEFERRED_FACTOR` times them."""
         count, size = self._store.updates_since_snapshot()
-        if count < COMPACT_AFTER_UPDATES and (size < COMPACT_AFTER_BYTES or count < COMPACT_MIN_UPDATES):
+        factor = DEFERRED_FACTOR if self.defer_compaction and not now else 1
+        if count < factor * COMPACT_AFTER_UPDATES and (
+                size < factor * COMPACT_AFTER_BYTES or count < COMPACT_MIN_UPDATES):
             return
         with self._store.write():
             if self._store.held_count():
@@ -339,6 +348,10 @@ class Replica(UpdateIntegration):
         self._store.save_snapshot(self._seen if upto is None else upto,
                                   doc.doc.get_update() if data is None else data,
                                   keep_local_after=keep_after, carry=pending)
+
+    def compact_if_due(self) -> None:
+        """Compact now if the log is past its bounds (a daemon calls it when no entry is on the way)."""
+        self._maybe_compact(now=True)
 
     def _pending_in_log(self, doc: MemoryDoc) -> list[int]:
         """The ids of the updates logged since the last snapshot that have structs the live Doc does not hold:

@@ -336,6 +336,21 @@ def test_compaction_bounds_the_log_and_loses_nothing(
         assert again.state_vector() and len(again.encode_update()) == len(state)
 
 
+def test_deferred_compaction_waits_for_compact_if_due_up_to_four_times_the_bounds(
+    make_vault: MakeVault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(replica_module, "COMPACT_AFTER_UPDATES", 10)
+    v = make_vault()
+    v.defer_compaction()
+    ids = [v.add(f"m{i}").id for i in range(25)]  # past the bound, under four times it: writes leave it
+    assert v.store.latest_snapshot() is None and v.store.updates_since_snapshot()[0] >= 25
+    v.compact_if_due()
+    assert v.store.latest_snapshot() is not None and v.store.updates_since_snapshot()[0] == 0
+    ids += [v.add(f"n{i}").id for i in range(45)]  # past four times the bound: a write compacts after all
+    assert v.store.updates_since_snapshot()[0] < 40
+    assert sorted(m.id for m in v.list()) == sorted(ids) == sorted(doc_ids(v))
+
+
 def test_a_process_behind_a_compaction_reloads_from_the_snapshot(
     tmp_path: Path, make_vault: MakeVault, monkeypatch: pytest.MonkeyPatch
 ) -> None:
