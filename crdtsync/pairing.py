@@ -3,8 +3,10 @@ CODE``. The protocol, the code and the keys are in :mod:`crdtsync.crypto.pairing
 its bytes over TCP and runs what follows.
 
 **Inviter** (:func:`open_invitation`): a member device listens on the given interface addresses (TCP, port 0 =
-any free port) with a fresh code. Each connection is one attempt: the joiner's first bytes must be the pairing
-magic (a sync connection never is), then SPAKE2 and key confirmation run under a deadline
+any free port) with a fresh code and, with ``announce``, announces the invitation there by mDNS
+(:mod:`crdtsync.discovery`, tagged with the code's :attr:`~crdtsync.crypto.pairing.PairingCode.discovery_key`,
+which depends on the invitation number alone). Each connection is one attempt: the joiner's first bytes must be
+the pairing magic (a sync connection never is), then SPAKE2 and key confirmation run under a deadline
 (:data:`HANDSHAKE_SECONDS`). A wrong code costs one attempt and both sides report ``PAIRING_WRONG_CODE``; the
 third withdraws the code (``PAIRING_WITHDRAWN`` on both sides); past :data:`~crdtsync.crypto.pairing.
 INVITATION_SECONDS` it is ``PAIRING_EXPIRED``. A joiner that proves the code spends it (a code works once,
@@ -13,11 +15,12 @@ pairing.Grant` (the vault's public header, the vault key of every epoch it holds
 and both run the live session (:func:`crdtsync.transport.stream.run_live`, one-shot) over the same sealed
 stream: the joiner pulls every author's entries, the inviter stores the joiner's first entry, which registers it.
 
-**Joiner** (:func:`join_by_code`): tries the candidate addresses in turn (``--peer``, later zeroconf), runs the
-exchange, creates its store exactly as :meth:`crdtsync.vault.Vault.join` does (fresh device keys, sealing under
-the vault's founding epoch, the relays saved) and runs the session until both sides hold the same. If anything
-fails after the store was created, the vault folder is removed (or, when the folder existed before, the files
-the join made in it): a failed join leaves no half-made vault.
+**Joiner** (:func:`join_by_code`): tries the candidate addresses in turn, first the given ones (``--peer``), then
+those of the announcements of its invitation number that discovery finds on the given interfaces within
+``find_seconds``; runs the exchange, creates its store exactly as :meth:`crdtsync.vault.Vault.join` does (fresh
+device keys, sealing under the vault's founding epoch, the relays saved) and runs the session until both sides
+hold the same. If anything fails after the store was created, the vault folder is removed (or, when the folder
+existed before, the files the join made in it): a failed join leaves no half-made vault.
 
 Errors are :class:`~crdtsync.errors.LanError` (exit status 9): the ``PAIRING_*`` codes, ``LAN_NO_PEER`` (no
 candidate address reachable or none given), ``LAN_HANDSHAKE_TIMEOUT``, ``LAN_BUSY`` (too many attempts at once),
@@ -31,7 +34,7 @@ import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,8 +73,12 @@ from crdtsync.vault import Vault
 
 log = logging.getLogger(__name__)
 
-#: Interfaces an invitation listens on when none is given (until discovery picks the LAN interfaces).
+#: Interfaces an invitation listens on when none is given (the CLI picks the LAN interfaces instead).
 DEFAULT_INTERFACES = ("127.0.0.1",)
+#: Seconds a joiner looks for its invitation's announcement by default.
+FIND_SECONDS = 10.0
+#: Candidate addresses a joiner tries at most (given and discovered).
+MAX_CANDIDATES = 16
 #: Seconds the SPAKE2 exchange and key confirmation may take, from the connection.
 HANDSHAKE_SECONDS = 10.0
 #: Seconds a joiner waits for a TCP connection to one candidate address.
@@ -208,6 +215,10 @@ class Inviter:
         self.vault = vault
         self.invitation = invitation
         self.addresses: list[tuple[str, int]] = []
+        #: The addresses the invitation is announced on by mDNS (none unless ``announce``).
+        self.announced: list[str] = []
+        #: Why the announcement could not start on some or all addresses (``announce`` only), else None.
+        self.announce_error: CrdtsyncError | None = None
         #: Each failed attempt's error, in order (wrong codes, then the withdrawal).
         self.failures: list[LanError] = []
         self._clock, self._randbytes = clock, randbytes
@@ -345,6 +356,7 @@ async def open_invitation(
     *,
     interfaces: Sequence[str] = DEFAULT_INTERFACES,
     port: int = 0,
+    announce: bool = False,
     seconds: float = INVITATION_SECONDS,
     clock: Clock = time.monotonic,
     randbytes: RandBytes = os.urandom,
@@ -353,9 +365,13 @@ async def open_invitation(
     on_failure: Callable[[LanError], None] | None = None,
 ) -> AsyncIterator[Inviter]:
     """Invite a new device into ``vault``: listen on ``interfaces`` (IP addresses; port ``port``, 0 = any free
-    one) with a fresh code valid ``seconds`` on ``clock`` (seconds, monotonic). Yields the :class:`Inviter`
-    (its code and addresses); :meth:`Inviter.wait` waits for the join. ``on_failure`` is called with each failed
-    attempt's error. On exit the listeners close and any attempt still running is cancelled.
+    one) with a fresh code valid ``seconds`` on ``clock`` (seconds, monotonic). With ``announce``, the invitation is
+    announced by mDNS on each of those addresses (which must be IPv4 addresses of this host), so that
+    :func:`join_by_code` finds it without an address; an announcement that cannot start is recorded in
+    :attr:`Inviter.announce_error` (the listeners still work with ``--peer``). Yields the :class:`Inviter` (its
+    code, addresses and :attr:`~Inviter.announced` ones) once the announcements went out; :meth:`Inviter.wait`
+    waits for the join. ``on_failure`` is called with each failed attempt's error. On exit the announcements are
+    withdrawn (mDNS goodbyes), the listeners close and any attempt still running is cancelled.
 
     Raises:
         LanError: ``LAN_UNREACHABLE`` when an interface cannot be listened on (not an address of this host, or
@@ -379,6 +395,8 @@ async def open_invitation(
         async with anyio.create_task_group() as tasks:
             for listener in listeners:
                 tasks.start_soon(listener.serve, inviter.handle)
+            if announce:
+                await tasks.start(_announce, inviter)
             try:
                 yield inviter
             except Exception as exc:  # raised as it is, not in the task group's exception group
@@ -391,6 +409,23 @@ async def open_invitation(
         for listener in listeners:
             with anyio.CancelScope(shield=True):
                 await listener.aclose()
+
+
+async def _announce(inviter: Inviter, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+    """Announce ``inviter``'s invitation on each address it listens on (one :class:`~crdtsync.discovery.Discovery`
+    per address: each listener may have its own port) until cancelled."""
+    from crdtsync.discovery import Discovery
+
+    async with AsyncExitStack() as stack:
+        try:
+            for host, port in inviter.addresses:
+                await stack.enter_async_context(Discovery(inviter.code.discovery_key, interfaces=[host], port=port))
+                inviter.announced.append(host)
+        except CrdtsyncError as exc:
+            inviter.announce_error = exc
+            log.warning("cannot announce the invitation: %s", exc)
+        task_status.started()
+        await anyio.sleep_forever()
 
 
 # -- joining ----------------------------------------------------------------------------------------------
@@ -422,57 +457,134 @@ async def join_by_code(
     path: str | os.PathLike[str],
     code: str | PairingCode,
     *,
-    addresses: Sequence[tuple[str, int]],
+    addresses: Sequence[tuple[str, int]] = (),
+    interfaces: Sequence[str] = (),
+    find_seconds: float = FIND_SECONDS,
     device_name: str | None = None,
     randbytes: RandBytes = os.urandom,
     connect_seconds: float = CONNECT_SECONDS,
     handshake_seconds: float = HANDSHAKE_SECONDS,
     dead_after: float = DEAD_AFTER,
 ) -> JoinReport:
-    """Join, as a new device in folder ``path``, the vault of the device that invited with ``code``, found at one
-    of ``addresses`` ((host, port), tried in order; a candidate that cannot be reached, or that is not a pairing
-    listener, is passed over). Returns once this device holds everything the inviter held and the inviter stored
-    this device's registration.
+    """Join, as a new device in folder ``path``, the vault of the device that invited with ``code``. The inviter
+    is looked for at ``addresses`` ((host, port), tried in order) and then, when ``interfaces`` (IPv4 addresses of
+    this host) are given, at the addresses of the announcements of the code's invitation number that mDNS
+    discovery finds on them within ``find_seconds`` (seconds). A candidate that cannot be reached, or that is
+    not a pairing listener, is passed over, and so is a discovered one that stalls or drops the handshake
+    (anyone on the LAN can announce); a wrong, withdrawn or expired code ends the join at once (each try costs
+    the inviter one of its three attempts). At most :data:`MAX_CANDIDATES` addresses are tried. Returns once
+    this device holds everything the inviter held and the inviter stored this device's registration.
 
     Raises:
-        LanError: ``PAIRING_CODE_INVALID``, ``LAN_NO_PEER`` (no address given or none reachable),
-            ``PAIRING_WRONG_CODE``, ``PAIRING_WITHDRAWN``, ``PAIRING_EXPIRED``, ``PAIRING_MALFORMED``,
-            ``LAN_HANDSHAKE_TIMEOUT``, ``LAN_BUSY``, ``LAN_CONNECTION_LOST`` and the session's codes.
+        LanError: ``PAIRING_CODE_INVALID``, ``LAN_NO_PEER`` (no address given and discovery off, or no candidate
+            answered as the inviter), ``PAIRING_WRONG_CODE``, ``PAIRING_WITHDRAWN``, ``PAIRING_EXPIRED``,
+            ``PAIRING_MALFORMED``, ``LAN_HANDSHAKE_TIMEOUT`` and ``LAN_CONNECTION_LOST`` (from a given address),
+            ``LAN_BUSY`` and the session's codes.
         VaultError: ``VAULT_EXISTS``.
-        InvalidInputError: a device name that is not a valid label.
+        InvalidInputError: a device name that is not a valid label; ``DISCOVERY_NO_INTERFACE``: an interface that
+            is not an IPv4 address of this host.
     """
     code = parse_code(code) if isinstance(code, str) else code
     check_label("device name", device_name)
     folder = _vault_create.vacant_folder(path)
     existed = folder.exists()
-    if not addresses:
+    if interfaces:
+        from crdtsync.discovery import choose_interfaces, host_interfaces
+
+        interfaces = choose_interfaces(interfaces, host_interfaces())
+    if not addresses and not interfaces:
         raise LanError("no address to find the inviting device at: give the address `crdtsync invite` printed "
-                       "(--peer HOST:PORT)", code="LAN_NO_PEER")
+                       "(--peer HOST:PORT), or look for it on the LAN (--interface IP)", code="LAN_NO_PEER")
     passed: list[str] = []
-    for host, port in addresses:
-        try:
-            with anyio.fail_after(connect_seconds):
-                stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
-        except (OSError, TimeoutError) as exc:
-            passed.append(f"{host}:{port}: {getattr(exc, 'strerror', None) or exc or 'timed out'}")
-            continue
-        try:
-            keys, leftover = await _join_handshake(stream, code, randbytes, handshake_seconds)
-        except _NotInviting as exc:
-            await stream.aclose()
-            passed.append(f"{host}:{port}: not an inviting device ({exc.message})")
-            continue
-        except BaseException:
-            await stream.aclose()
-            raise
-        sealed = SealedStream(stream, keys, leftover)
-        try:
-            return await _receive_vault(sealed, folder, existed, device_name, (host, port), dead_after)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await sealed.aclose()
-    raise LanError("no inviting device answered at " + "; ".join(passed) + ": check that `crdtsync invite` runs "
-                   "and the address it printed", code="LAN_NO_PEER")
+    found: tuple[SealedStream, tuple[str, int]] | None = None
+    failed: BaseException | None = None
+    send, receive = anyio.create_memory_object_stream[tuple[str, int, bool]](MAX_CANDIDATES)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(_candidates, send, code, addresses, interfaces, find_seconds, passed)
+        tried: set[tuple[str, int]] = set()
+        async with receive:
+            async for host, port, discovered in receive:
+                if (host, port) in tried or len(tried) >= MAX_CANDIDATES:
+                    continue
+                tried.add((host, port))
+                try:
+                    sealed = await _attempt(host, port, discovered, code, randbytes, connect_seconds,
+                                            handshake_seconds, passed)
+                except Exception as exc:  # raised as it is, not in the task group's exception group
+                    failed = exc
+                    break
+                if sealed is not None:
+                    found = sealed, (host, port)
+                    break
+        tasks.cancel_scope.cancel()
+    if failed is not None:
+        raise failed
+    if found is None:
+        where = "; ".join(passed) or f"no announcement of invitation {code.number} within {find_seconds:g} s"
+        raise LanError(f"no inviting device answered ({where}): check that `crdtsync invite` runs, and give the "
+                       "address it printed (--peer HOST:PORT) if discovery cannot find it", code="LAN_NO_PEER")
+    sealed, peer = found
+    try:
+        return await _receive_vault(sealed, folder, existed, device_name, peer, dead_after)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await sealed.aclose()
+
+
+async def _candidates(send: anyio.abc.ObjectSendStream[tuple[str, int, bool]], code: PairingCode,
+                      addresses: Sequence[tuple[str, int]], interfaces: Sequence[str], seconds: float,
+                      passed: list[str]) -> None:
+    """Feed ``send`` the given ``addresses`` (not discovered), then for ``seconds`` the addresses of the
+    announcements of ``code``'s invitation that discovery finds on ``interfaces``; then close it. Discovery that
+    cannot start is noted in ``passed``."""
+    from crdtsync.discovery import Discovery
+
+    async with send:
+        for host, port in addresses:
+            await send.send((host, port, False))
+        if not interfaces:
+            return
+        with anyio.move_on_after(seconds):
+            try:
+                async with Discovery(code.discovery_key, interfaces=interfaces, port=None) as discovery:
+                    while True:
+                        announced = await discovery.next_found()
+                        for host in announced.addresses:
+                            await send.send((host, announced.port, True))
+            except CrdtsyncError as exc:
+                passed.append(f"discovery unavailable: {exc.message}")
+
+
+async def _attempt(host: str, port: int, discovered: bool, code: PairingCode, randbytes: RandBytes,
+                   connect_seconds: float, handshake_seconds: float, passed: list[str]) -> SealedStream | None:
+    """Connect to one candidate and run the exchange: the sealed stream when it is the inviter, None when it
+    is passed over (why goes to ``passed``).
+
+    Raises:
+        LanError: the exchange's error (a discovered candidate's timeout or lost connection pass it over).
+    """
+    try:
+        with anyio.fail_after(connect_seconds):
+            stream: anyio.abc.ByteStream = await anyio.connect_tcp(host, port)
+    except (OSError, TimeoutError) as exc:
+        passed.append(f"{host}:{port}: {getattr(exc, 'strerror', None) or exc or 'timed out'}")
+        return None
+    try:
+        keys, leftover = await _join_handshake(stream, code, randbytes, handshake_seconds)
+    except _NotInviting as exc:
+        await stream.aclose()
+        passed.append(f"{host}:{port}: not an inviting device ({exc.message})")
+        return None
+    except LanError as exc:
+        await stream.aclose()
+        if discovered and exc.code in ("LAN_HANDSHAKE_TIMEOUT", "LAN_CONNECTION_LOST"):
+            passed.append(f"{host}:{port}: {exc.message}")
+            return None
+        raise
+    except BaseException:
+        await stream.aclose()
+        raise
+    return SealedStream(stream, keys, leftover)
 
 
 class _PairingLive(LiveSync):
@@ -582,5 +694,5 @@ def _remove_vault(folder: Path, existed: bool) -> None:
             (folder / name).unlink()
 
 
-__all__ = ["DEFAULT_INTERFACES", "InviteReport", "Inviter", "JoinReport", "SealedStream", "join_by_code",
-           "open_invitation"]
+__all__ = ["DEFAULT_INTERFACES", "FIND_SECONDS", "InviteReport", "Inviter", "JoinReport", "SealedStream",
+           "join_by_code", "open_invitation"]

@@ -39,7 +39,7 @@ def _stderr_log(line: str) -> None:
     sys.stderr.flush()
 
 
-def _interfaces(named: list[str] | None, *, required: bool) -> tuple[str, ...]:
+def lan_interfaces(named: list[str] | None, *, required: bool) -> tuple[str, ...]:
     """The interface addresses to use: ``--interface`` ones, else the default choice; with ``required`` False a
     host with no qualifying interface gets none (the ``--peer`` addresses still work)."""
     try:
@@ -70,7 +70,7 @@ def serve(
     relays every --relay-interval seconds. Logs one line per event on stderr."""
     with _guard():
         peers = tuple(parse_address(p) for p in peer or [])
-        interfaces = _interfaces(interface, required=not peers)
+        interfaces = lan_interfaces(interface, required=not peers)
     with _open(vault) as v:
         options = LanOptions(interfaces=interfaces, port=port, peers=peers, relay_interval=relay_interval)
         node = LanNode(v, options, log=_stderr_log)
@@ -98,7 +98,7 @@ def sync_lan(vault: Vault, interface: list[str] | None, peer: list[str] | None, 
     and remembered address); prints what each session moved. Exits 9 with ``LAN_NO_PEER`` when it synced with
     none."""
     peers = tuple(parse_address(p) for p in peer or [])
-    interfaces = _interfaces(interface, required=False)
+    interfaces = lan_interfaces(interface, required=False)
     node = LanNode(vault, LanOptions(), log=_stderr_log)
     started = time.monotonic()
     result: RoundResult = anyio.run(lambda: lan.sync_round(node, peers, timeout=timeout, interfaces=interfaces))

@@ -29,6 +29,7 @@ from crdtsync.cli.pairing_commands import join_code
 from crdtsync.crypto.pairing import looks_like_code
 from crdtsync.errors import InvalidInputError
 from crdtsync.node import join_string
+from crdtsync.pairing import FIND_SECONDS
 from crdtsync.vault import Vault
 
 relay_app = typer.Typer(help="Mailboxes (a shared folder, an S3 bucket) this vault syncs through.",
@@ -158,13 +159,20 @@ def join(
     device_name: Annotated[str | None, typer.Option(help="Name of this device (default: host name).")] = None,
     relay: Annotated[str, typer.Option("--relay", help="Name to save the URL under.")] = "default",
     peer: Annotated[list[str] | None, typer.Option("--peer", help="With a pairing code: HOST:PORT of the inviting "
-                                                   "device, as `crdtsync invite` printed it (repeatable).")] = None,
+                                                   "device, as `crdtsync invite` printed it (repeatable); then the "
+                                                   "LAN is searched only on --interface ones.")] = None,
+    interface: Annotated[list[str] | None, typer.Option(
+        "--interface", metavar="IP", help="With a pairing code: an IPv4 address of this host to look for the "
+        "inviting device on (repeatable; default: the host's private LAN interfaces).")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="With a pairing code: seconds to look for the "
+                                           "inviting device on the LAN.")] = FIND_SECONDS,
     as_json: JsonOpt = False,
 ) -> None:
     """Join a vault from its join string (URL#vault=FINGERPRINT, from `relay add`) or mailbox URL with the
-    passphrase, then pull everything; or from a pairing code (`crdtsync invite`) with --peer, no passphrase."""
+    passphrase, then pull everything; or from a pairing code (`crdtsync invite`), no passphrase: the inviting
+    device is found on the LAN, or at --peer HOST:PORT."""
     if looks_like_code(url) or peer:
-        return join_code(url, vault, device_name, peer or [], as_json)
+        return join_code(url, vault, device_name, peer or [], interface or [], timeout, as_json)
     path = _vault_path(vault)
     with _guard(as_json):
         passphrase = _passphrase(confirm=False)

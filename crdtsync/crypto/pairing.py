@@ -161,6 +161,16 @@ class PairingCode:
         """The SPAKE2 ``idSymmetric``: the protocol label and the invitation number."""
         return LABEL + b"/invitation/" + str(self.number).encode()
 
+    @property
+    def discovery_key(self) -> bytes:
+        """The 32-byte key the invitation's mDNS announcement is tagged with (:mod:`crdtsync.discovery`):
+        SHA-256 of the label and the invitation number, never of the words. It is no secret (anyone can compute
+        it for each of the 999 numbers); it lets a joiner pick the announcement of its invitation out of the
+        others on the LAN, and tells an observer no more than the number, which the joiner's first frame
+        carries in the clear anyway. An impostor announcing the same number gets one online guess at the
+        words, as any other attempt does."""
+        return hashlib.sha256(LABEL + b"/discovery/" + str(self.number).encode()).digest()
+
 
 def new_code(randbytes: RandBytes) -> PairingCode:
     """A fresh code from ``randbytes`` (``os.urandom`` in use): a number 1 .. MAX_NUMBER and two words, each

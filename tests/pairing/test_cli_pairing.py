@@ -15,6 +15,9 @@ from crdtsync.vault import Vault
 from tests.cli.test_cli import CRDTSYNC, assert_fails, process_env, run_crdtsync, stdout_json
 from tests.conftest import PASSPHRASE, cheap_kdf
 
+#: Listen on loopback and announce nothing: no mDNS on this machine's interfaces (tests/lan announces in namespaces).
+LOOPBACK = ["--interface", "127.0.0.1", "--no-discovery"]
+
 
 @pytest.fixture
 def laptop(tmp_path: Path) -> Path:
@@ -29,7 +32,8 @@ def laptop(tmp_path: Path) -> Path:
 @pytest.fixture
 def inviting(laptop: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
     """``crdtsync invite --json`` running on the laptop, and the first JSON line it printed."""
-    process = subprocess.Popen([str(CRDTSYNC), "invite", "--json", "--timeout", "60"], env=process_env(laptop),
+    process = subprocess.Popen([str(CRDTSYNC), "invite", *LOOPBACK, "--json", "--timeout", "60"],
+                               env=process_env(laptop),
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -49,7 +53,8 @@ def _finish(process: subprocess.Popen[str]) -> tuple[int, dict[str, Any], str]:
 def test_invite_in_one_process_and_join_by_code_in_another(inviting: tuple[subprocess.Popen[str], dict[str, Any]],
                                                             laptop: Path, tmp_path: Path) -> None:
     process, opened = inviting
-    assert set(opened) == {"code", "addresses", "expires_in"} and opened["addresses"][0].startswith("127.0.0.1:")
+    assert set(opened) == {"code", "addresses", "announced", "expires_in"}
+    assert opened["addresses"][0].startswith("127.0.0.1:") and opened["announced"] == []
     joined = run_crdtsync(tmp_path / "phone", "join", opened["code"], "--peer", opened["addresses"][0],
                           "--device-name", "phone", "--json", env={"CRDTSYNC_PASSPHRASE": None})
     assert joined.returncode == 0, joined.stderr
@@ -90,10 +95,10 @@ def test_join_with_a_peer_but_no_code_is_pairing_code_invalid(tmp_path: Path) ->
 
 
 def test_invite_either_way_prints_json_lines_and_expires_with_its_code(laptop: Path) -> None:
-    for argv in (["--json", "invite", "--timeout", "1"], ["invite", "--timeout", "1", "--json"]):
+    for argv in (["--json", "invite", *LOOPBACK, "--timeout", "1"], ["invite", *LOOPBACK, "--timeout", "1", "--json"]):
         finished = run_crdtsync(laptop, *argv)
         assert finished.returncode == 9, finished.stderr
         opened, ended = (json.loads(line) for line in finished.stdout.splitlines())
-        assert set(opened) == {"code", "addresses", "expires_in"} and opened["expires_in"] == 1
+        assert set(opened) == {"code", "addresses", "announced", "expires_in"} and opened["expires_in"] == 1
         assert ended["error"]["code"] == "PAIRING_EXPIRED"
         assert "error [PAIRING_EXPIRED]" in finished.stderr and "Traceback" not in finished.stderr

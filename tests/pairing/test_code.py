@@ -93,6 +93,15 @@ def test_the_words_are_drawn_uniformly_from_the_randomness_given() -> None:
     assert new_code(lambda n: bytes([0, 0, 255, 0])).first == "zulu"
 
 
+def test_the_discovery_key_names_the_invitation_by_its_number_alone() -> None:
+    """Joiner and inviter tag and recognise the announcement with the same key, derived from the number only:
+    the words (the secret) never reach the network through it; another number gives another key."""
+    key = PairingCode(7, "cobra", "hamburger").discovery_key
+    assert len(key) == 32 and key == PairingCode(7, "upset", "vertigo").discovery_key
+    assert key != PairingCode(8, "cobra", "hamburger").discovery_key
+    assert len({PairingCode(n, "cobra", "hamburger").discovery_key for n in range(1, 1000)}) == 999
+
+
 def test_parsing_ignores_case_and_surrounding_blanks() -> None:
     assert parse_code("  7-Cobra-HAMBURGER\n") == CODE
 

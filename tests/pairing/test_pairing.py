@@ -15,7 +15,7 @@ import anyio.abc
 import pytest
 
 from crdtsync.crypto.pairing import Grant, Invitation, InviterHandshake, PairingCode
-from crdtsync.errors import LanError, VaultError
+from crdtsync.errors import InvalidInputError, LanError, VaultError
 from crdtsync.pairing import Inviter, JoinReport, SealedStream, join_by_code, open_invitation
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
@@ -277,3 +277,9 @@ async def test_a_byte_altered_on_the_way_after_the_handshake_ends_the_join_with_
     error = await _with_invitation(member, body)
     assert error.code == "PAIRING_MALFORMED" and not (tmp_path / "phone").exists()
     assert len(member.devices()) == 1
+
+
+async def test_an_interface_that_is_not_this_hosts_is_refused_before_anything_is_created(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        await join_by_code(tmp_path / "phone", "7-cobra-hamburger", interfaces=["192.0.2.1"])
+    assert caught.value.code == "DISCOVERY_NO_INTERFACE" and not (tmp_path / "phone").exists()
