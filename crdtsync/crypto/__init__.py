@@ -27,11 +27,9 @@ from crdtsync.crypto.header import (
     create_header,
     fingerprint,
     key_commitment,
-    unwrap_for_device,
     unwrap_vault_key,
     unwrap_vault_keys,
     with_commitments,
-    wrap_for_device,
 )
 from crdtsync.crypto.keys import (
     DeviceKeys,
@@ -73,11 +71,9 @@ __all__ = [
     "peek",
     "seal",
     "split_body",
-    "unwrap_for_device",
     "unwrap_vault_key",
     "unwrap_vault_keys",
     "vault_tag",
     "verify",
     "with_commitments",
-    "wrap_for_device",
 ]

@@ -40,12 +40,8 @@ The reader's own caps (:data:`MAX_MEMORY_COST_KIB`, :data:`MAX_ITERATIONS`, :dat
 The header is not signed: altering it can only make unwrapping fail (``WRONG_PASSPHRASE``) or, with the
 passphrase, add an epoch; which epoch a device seals under is never read from it.
 
-**Device wrapping** (for revocation: the next epoch's key goes to each remaining device).
-key = HKDF-SHA256(X25519(sender kx, recipient kx), salt=vault_id, info=``b"crdtsync/v1/device-wrap"`` +
-epoch (8 bytes big-endian) + sender kx public key + recipient kx public key), then AES-GCM-SIV with a
-random nonce and the same ``info`` as associated data; the blob is nonce (12) + ciphertext (48). Only the
-holders of either X25519 private key can produce a blob that opens, so the recipient knows it came from the
-registered sender.
+Keys of later epochs reach devices in signed epoch statements, wrapped with HPKE for each device
+(:mod:`crdtsync.crypto.epochs`).
 """
 
 from __future__ import annotations
@@ -63,13 +59,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from crdtsync.crypto.keys import KEY_BYTES, MAX_EPOCH, VAULT_ID_BYTES, VAULT_KEY_BYTES, DeviceKeys
+from crdtsync.crypto.keys import MAX_EPOCH, VAULT_ID_BYTES, VAULT_KEY_BYTES
 from crdtsync.errors import CryptoError
 
 #: The ``format`` value of a header this module writes (v2: with key commitments).
@@ -80,7 +73,7 @@ HEADER_FORMAT_V1 = "crdtsync-vault/1"
 MAX_HEADER_BYTES = 256 * 1024
 #: Length of an Argon2id salt, in bytes.
 SALT_BYTES = 16
-#: Length of a wrapped vault key (passphrase or device wrapping), in bytes: nonce + key + AEAD tag.
+#: Length of a passphrase-wrapped vault key, in bytes: nonce + key + AEAD tag.
 WRAPPED_KEY_BYTES = 12 + VAULT_KEY_BYTES + 16
 #: Largest Argon2id memory cost accepted, in KiB (1 GiB).
 MAX_MEMORY_COST_KIB = 1024 * 1024
@@ -101,7 +94,6 @@ FINGERPRINT_CHARS = 26
 
 _NONCE_BYTES = 12
 _FORMAT_PREFIX = "crdtsync-vault/"
-_DEVICE_WRAP_DOMAIN = b"crdtsync/v1/device-wrap"
 _WRAP_DOMAIN = HEADER_FORMAT_V1.encode("ascii")
 _COMMIT_DOMAIN = b"crdtsync/v2/key-commit"
 _FINGERPRINT_DOMAIN = b"crdtsync/v2/fingerprint"
@@ -397,66 +389,6 @@ def change_passphrase(header: VaultHeader, old_passphrase: str, new_passphrase: 
     kek = _derive_kek(new_passphrase, kdf)
     epochs = {epoch: _wrap(kek, header.vault_id, epoch, key) for epoch, key in keys.items()}
     return with_commitments(VaultHeader(vault_id=header.vault_id, kdf=kdf, epochs=epochs), keys)
-
-
-def wrap_for_device(vault_key: bytes, epoch: int, vault_id: bytes, recipient_kx_pk: bytes, sender: DeviceKeys) -> bytes:
-    """``vault_key`` (32 bytes) of ``epoch`` wrapped for the device whose raw X25519 public key is
-    ``recipient_kx_pk``, from ``sender``: a 60-byte blob (see "Device wrapping" in the module docstring).
-
-    Raises:
-        CryptoError: ``KEY_INVALID`` when ``recipient_kx_pk`` is a low-order point (a corrupt registry entry).
-        ValueError: an argument has the wrong length or range (a programming error).
-    """
-    _check_bytes("vault key", vault_key, VAULT_KEY_BYTES)
-    key, ad = _device_wrap_key(sender, recipient_kx_pk, vault_id, epoch, sending=True)
-    if key is None:
-        raise CryptoError(
-            "the recipient's key-exchange key in the device registry is invalid: remove that device and add it again",
-            code="KEY_INVALID",
-        )
-    nonce = os.urandom(_NONCE_BYTES)
-    return nonce + AESGCMSIV(key).encrypt(nonce, vault_key, ad)
-
-
-def unwrap_for_device(blob: bytes, epoch: int, vault_id: bytes, recipient: DeviceKeys, sender_kx_pk: bytes) -> bytes:
-    """The 32-byte vault key of ``epoch`` from a :func:`wrap_for_device` ``blob`` sent to ``recipient`` by
-    the device whose raw X25519 public key (from the registry) is ``sender_kx_pk``.
-
-    Raises:
-        CryptoError: ``KEY_UNWRAP_FAILED`` when the blob was not made by that sender for this recipient,
-            vault and epoch, or was altered.
-        ValueError: an argument has the wrong length or range (a programming error).
-    """
-    failed = CryptoError(
-        f"the key for epoch {epoch} sent by another device does not open on this device: ask that device "
-        "to send it again, or join the vault again with the passphrase",
-        code="KEY_UNWRAP_FAILED",
-    )
-    key, ad = _device_wrap_key(recipient, sender_kx_pk, vault_id, epoch, sending=False)
-    if key is None or len(blob) != WRAPPED_KEY_BYTES:
-        raise failed
-    try:
-        return AESGCMSIV(key).decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], ad)
-    except InvalidTag:
-        raise failed from None
-
-
-def _device_wrap_key(
-    own: DeviceKeys, peer_kx_pk: bytes, vault_id: bytes, epoch: int, *, sending: bool
-) -> tuple[bytes | None, bytes]:
-    """The AEAD key (None when ``peer_kx_pk`` is a low-order point) and associated data of a device wrap
-    between ``own`` and the peer, ``own`` being the sender when ``sending``."""
-    _check_bytes("vault id", vault_id, VAULT_ID_BYTES)
-    _check_bytes("X25519 public key", peer_kx_pk, KEY_BYTES)
-    _check_int("epoch", epoch, 0, MAX_EPOCH)
-    pair = own.kx_pk + peer_kx_pk if sending else peer_kx_pk + own.kx_pk
-    info = _DEVICE_WRAP_DOMAIN + epoch.to_bytes(8, "big") + pair
-    try:
-        shared = own.kx.exchange(X25519PublicKey.from_public_bytes(peer_kx_pk))
-    except ValueError:
-        return None, info
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=vault_id, info=info).derive(shared)
-    return key, info
 
 
 def _derive_kek(passphrase: str, kdf: KdfParams) -> bytes:

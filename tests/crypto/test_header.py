@@ -1,4 +1,4 @@
-"""The public vault header (vault.json v2, reading v1), passphrase wrapping and device wrapping."""
+"""The public vault header (vault.json v2, reading v1) and passphrase wrapping."""
 
 from __future__ import annotations
 
@@ -24,13 +24,11 @@ from crdtsync.crypto.header import (
     create_header,
     fingerprint,
     key_commitment,
-    unwrap_for_device,
     unwrap_vault_key,
     unwrap_vault_keys,
     with_commitments,
-    wrap_for_device,
 )
-from crdtsync.crypto.keys import DeviceKeys, new_vault_id, new_vault_key
+from crdtsync.crypto.keys import new_vault_id, new_vault_key
 from crdtsync.errors import CryptoError
 from tests.crypto.salamander import two_key_ciphertext
 
@@ -326,48 +324,6 @@ def test_a_valid_header_with_one_field_replaced_parses_or_raises_a_crypto_error(
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_raise_header_malformed(data: bytes) -> None:
     _raises_code(data, "HEADER_MALFORMED")
-
-
-def test_device_wrap_round_trip(vault_id: bytes, vault_key: bytes) -> None:
-    sender, recipient = DeviceKeys.generate(), DeviceKeys.generate()
-    blob = wrap_for_device(vault_key, 3, vault_id, recipient.kx_pk, sender)
-    assert len(blob) == 60
-    assert unwrap_for_device(blob, 3, vault_id, recipient, sender.kx_pk) == vault_key
-    assert wrap_for_device(vault_key, 3, vault_id, recipient.kx_pk, sender) != blob
-
-
-def test_device_wrap_opens_only_for_its_recipient_sender_vault_and_epoch(vault_id: bytes, vault_key: bytes) -> None:
-    sender, recipient, other = DeviceKeys.generate(), DeviceKeys.generate(), DeviceKeys.generate()
-    blob = wrap_for_device(vault_key, 3, vault_id, recipient.kx_pk, sender)
-    attempts = [
-        (blob, 3, vault_id, other, sender.kx_pk),
-        (blob, 3, vault_id, recipient, other.kx_pk),
-        (blob, 4, vault_id, recipient, sender.kx_pk),
-        (blob, 3, new_vault_id(), recipient, sender.kx_pk),
-        (blob[:-1], 3, vault_id, recipient, sender.kx_pk),
-        (blob + b"\x00", 3, vault_id, recipient, sender.kx_pk),
-        (blob, 3, vault_id, recipient, LOW_ORDER_POINT),
-        *[
-            (
-                blob[:index] + bytes([blob[index] ^ 1]) + blob[index + 1 :],
-                3,
-                vault_id,
-                recipient,
-                sender.kx_pk,
-            )
-            for index in range(len(blob))
-        ],
-    ]
-    for args in attempts:
-        with pytest.raises(CryptoError) as caught:
-            unwrap_for_device(*args)
-        assert _code(caught) == "KEY_UNWRAP_FAILED"
-
-
-def test_device_wrap_refuses_a_low_order_recipient_key(vault_id: bytes, vault_key: bytes) -> None:
-    with pytest.raises(CryptoError) as caught:
-        wrap_for_device(vault_key, 0, vault_id, LOW_ORDER_POINT, DeviceKeys.generate())
-    assert _code(caught) == "KEY_INVALID"
 
 
 def _v1(header: VaultHeader) -> VaultHeader:
