@@ -12,6 +12,10 @@ applied, and an alarm raised) when:
   32-byte key, changes or removes a field that is written once (``sign_pk``, ``kx_pk``, ``added_by``,
   ``added_at``), sets ``revoked_at`` (reserved for the revocation rules, which will say who may mark whom), or
   drops a client id it announced (``UPDATE_REGISTRY_FORGED``);
+- the author's entry gains an epoch statement (:mod:`crdtsync.crypto.epochs`) that does not parse, is not the
+  author's, is not signed by the entry's signing key or sits under another key than its own, or an epoch
+  statement already there changes or goes (``UPDATE_REGISTRY_FORGED``): a statement is written once, by its
+  author; whether it counts is for :func:`crdtsync.crypto.epochs.resolve`;
 - the author announces a Yjs client id that another device already announced: each client id has exactly one
   owner, the device whose announcement this replica integrated first (``UPDATE_CLIENT_CLAIMED``);
 - its author is not registered and the update does not register it (``UPDATE_UNREGISTERED_SENDER``): knowing
@@ -26,10 +30,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from crdtsync.crypto.epochs import EpochStatement
 from crdtsync.crypto.keys import KEY_BYTES, id_matches
-from crdtsync.errors import UpdateRejectedError
+from crdtsync.errors import CryptoError, UpdateRejectedError
 from crdtsync.model.records import REGISTER_FIELDS, is_stored_time
-from crdtsync.model.schema import EntryAudit, check_record
+from crdtsync.model.schema import EntryAudit, check_record, statement_bytes, statement_key
 
 #: Registry fields a device writes once, when it registers; they never change afterwards.
 WRITE_ONCE_FIELDS = ("sign_pk", "kx_pk", "added_by", "added_at")
@@ -121,6 +126,7 @@ def _check_own_entry(author: str, old: Mapping[str, Any], new: Mapping[str, Any]
             raise _forged(f"device {author} changed its registry field {field}, which is written once")
     if new.get("revoked_at") != old.get("revoked_at"):
         raise _forged(f"device {author} changed its own revocation mark")
+    _check_statements(author, key, old.get("statements", {}), new.get("statements", {}))
     clients = set(new.get("clients", ()))
     dropped = set(old.get("clients", ())) - clients
     if dropped:
@@ -133,6 +139,23 @@ def _check_own_entry(author: str, old: Mapping[str, Any], new: Mapping[str, Any]
             f"device {author} claims Yjs client ids {taken}, which device {owner[taken[0]]} announced first: a "
             "client id has one owner, and writing under another device's would pass off its writes as that "
             "device's", code="UPDATE_CLIENT_CLAIMED")
+
+
+def _check_statements(author: str, sign_pk: bytes, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    changed = sorted(k for k, v in old.items() if new.get(k) != v)
+    if changed:
+        raise _forged(f"device {author} changed or removed its epoch statement {changed[0]}, which is written once")
+    for key in sorted(set(new) - set(old)):
+        data = statement_bytes(new[key])
+        try:
+            statement = EpochStatement.from_bytes(data if data is not None else b"")
+        except CryptoError as exc:
+            raise _forged(f"device {author} published an epoch statement that does not parse: {exc.message}"
+                          ) from None
+        if statement.author != author or not statement.signed_by(sign_pk):
+            raise _forged(f"device {author} published an epoch statement it did not sign")
+        if key != statement_key(statement.epoch, statement.digest):
+            raise _forged(f"device {author} published an epoch statement under a key that is not its own")
 
 
 def check_attribution(authors: frozenset[str], memory_id: str, record: Mapping[str, Any],

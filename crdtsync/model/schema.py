@@ -17,7 +17,11 @@ Layout (fixed for v1; README.md "Document schema" is the spec):
     which keeps the layout compact. ``metadata`` is stored as compact JSON text because Yjs ``Any`` turns
     integers into floats.
 - root ``devices``: Map ``device_id -> Map {name, sign_pk, kx_pk (hex), added_by, added_at, revoked_at?,
-  "c:<client_id>": true}`` (the Yjs client ids that device writes with).
+  "c:<client_id>": true, "e:<epoch>:<digest>": statement}`` (the Yjs client ids that device writes with, and
+  the epoch statements it made: :mod:`crdtsync.crypto.epochs`, as unpadded base64url of their bytes, keyed by
+  their epoch and the first 8 bytes of their digest in hex). A statement travels as part of its author's
+  own entry, which only its author may write, so it reaches every device by every path and survives
+  compaction.
 - root ``vault``: Map ``{schema: 1, name}``.
 
 A write deletes every entry of the register that this replica sees and inserts one new entry, in one
@@ -29,6 +33,8 @@ Every edit also rewrites ``deleted`` to false, so a delete concurrent with an ed
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -62,6 +68,8 @@ TAG_PREFIX = "t:"
 #: values, deleted content and Maps. A received update with any other kind is refused before a Doc sees it.
 CONTENT_KINDS = frozenset({"any", "deleted", "type:map"})
 CLIENT_PREFIX = "c:"
+#: Registry keys of a device's epoch statements: ``e:<epoch>:<16 hex characters of the digest>``.
+STATEMENT_PREFIX = "e:"
 #: The longest memory id a record may have, in characters (crdtsync writes 36-character UUIDs).
 MAX_MEMORY_ID = 128
 
@@ -335,9 +343,17 @@ class MemoryDoc:
                 if key not in entry:
                     entry[key] = True
 
+    def publish_statement(self, device_id: str, key: str, value: str) -> None:
+        """Write an epoch statement into ``device_id``'s own registry entry under ``key``
+        (:func:`statement_key`) as ``value`` (:func:`statement_value`). The entry must exist."""
+        entry = self.devices.get(device_id)
+        if not isinstance(entry, Map):
+            raise ValueError(f"device {device_id} has no registry entry to publish a statement in")
+        entry[key] = value
+
     def registry(self) -> dict[str, dict[str, Any]]:
         """The device registry as ``{device_id: {name, sign_pk, kx_pk, added_by, added_at, revoked_at?,
-        clients: sorted list of client ids}}``."""
+        clients: sorted list of client ids, statements: {key: value}}}``."""
         return {device_id: registry_entry(entry.to_py() or {}) for device_id, entry in self.devices.items()
                 if isinstance(entry, Map)}
 
@@ -351,9 +367,31 @@ class MemoryDoc:
 def registry_entry(raw: Mapping[str, Any]) -> dict[str, Any]:
     """One device's registry Map (as plain values) in the shape :meth:`MemoryDoc.registry` returns: its
     fields, and ``clients``, the sorted Yjs client ids announced as ``c:<client_id>`` keys."""
-    info = {k: v for k, v in raw.items() if not k.startswith(CLIENT_PREFIX)}
+    info = {k: v for k, v in raw.items() if not k.startswith((CLIENT_PREFIX, STATEMENT_PREFIX))}
     info["clients"] = sorted(int(k[len(CLIENT_PREFIX) :]) for k in raw if k.startswith(CLIENT_PREFIX))
+    info["statements"] = {k: v for k, v in sorted(raw.items()) if k.startswith(STATEMENT_PREFIX)}
     return info
+
+
+def statement_key(epoch: int, digest: bytes) -> str:
+    """The registry key of a statement of ``epoch`` whose digest (32 bytes) is ``digest``."""
+    return f"{STATEMENT_PREFIX}{epoch}:{digest[:8].hex()}"
+
+
+def statement_value(data: bytes) -> str:
+    """A statement's bytes as stored in the registry: unpadded base64url."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def statement_bytes(value: object) -> bytes | None:
+    """The bytes a registry statement value holds, or None when it is not canonical unpadded base64url."""
+    if not isinstance(value, str) or not value.isascii():
+        return None
+    try:
+        data = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (ValueError, binascii.Error):
+        return None
+    return data if statement_value(data) == value else None
 
 
 def _tag_entries(keys: Iterable[str]) -> dict[str, list[str]]:

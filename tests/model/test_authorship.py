@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from crdtsync.crypto.keys import DeviceKeys
+from crdtsync.crypto.epochs import make_statement
+from crdtsync.crypto.keys import DeviceKeys, new_vault_id, new_vault_key
 from crdtsync.errors import UpdateRejectedError
 from crdtsync.model.authorship import check_attribution, check_registry_change, owners, registered_key
-from crdtsync.model.schema import UNBELIEVED_TIME, check_record
+from crdtsync.model.schema import UNBELIEVED_TIME, check_record, statement_key, statement_value
 
 KEYS = DeviceKeys.generate()
 ME = KEYS.device_id
@@ -98,3 +99,41 @@ def test_a_record_created_whole_that_is_not_a_v1_record_is_a_schema_violation() 
     with pytest.raises(UpdateRejectedError) as info:
         check_attribution(frozenset({ME}), "m", {"created": [NOW, ME], "content@x": ["v", ME]}, None, BOUND)
     assert info.value.code == "UPDATE_SCHEMA_VIOLATION"
+
+
+def _statement(author: DeviceKeys) -> tuple[str, str]:
+    """A statement by ``author`` (revoking a stranger) as its registry key and value."""
+    made = make_statement(author, vault_id=new_vault_id(), prev=0, epoch=1, vault_key=new_vault_key(),
+                          reason="revoke", recipients={}, revoke={DeviceKeys.generate().device_id: 3})
+    return statement_key(made.epoch, made.digest), statement_value(made.to_bytes())
+
+
+def test_a_device_publishes_its_epoch_statement_once_in_its_own_entry() -> None:
+    key, value = _statement(KEYS)
+    registry = check_registry_change(ME, {ME: entry([5])}, {ME: {**entry([5]), "statements": {key: value}}})
+    assert registry[ME]["statements"] == {key: value}
+    later, more = _statement(KEYS)
+    registry = check_registry_change(ME, registry, {ME: {**entry([5]), "statements": {key: value, later: more}}})
+    assert set(registry[ME]["statements"]) == {key, later}
+
+
+def test_what_a_device_may_not_do_with_epoch_statements() -> None:
+    key, value = _statement(KEYS)
+    other_key, other_value = _statement(DeviceKeys.generate())
+    published = {ME: {**entry([5]), "statements": {key: value}}}
+    flipped = value[:-2] + ("A" if value[-2] != "A" else "B") + value[-1]
+    forbidden = [
+        {key: value[:40]},  # does not parse
+        {other_key: other_value},  # another device's statement, copied into this entry
+        {statement_key(2, bytes(32)): value},  # under a key that is not its own
+        {key: flipped},  # altered: the signature no longer holds (or it no longer parses)
+        {key: value + "="},  # padded: not the one encoding
+    ]
+    for statements in forbidden:
+        with pytest.raises(UpdateRejectedError) as info:
+            check_registry_change(ME, {ME: entry([5])}, {ME: {**entry([5]), "statements": statements}})
+        assert info.value.code == "UPDATE_REGISTRY_FORGED", statements
+    for after in ({}, {key: other_value}):  # removed, or replaced
+        with pytest.raises(UpdateRejectedError) as info:
+            check_registry_change(ME, published, {ME: {**entry([5]), "statements": after}})
+        assert info.value.code == "UPDATE_REGISTRY_FORGED"

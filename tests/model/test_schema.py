@@ -8,7 +8,15 @@ import pytest
 from pycrdt import Doc, Map
 
 from crdtsync.errors import InvalidInputError, NotFoundError
-from crdtsync.model.schema import MemoryDoc, WriteContext, check_record, read_record
+from crdtsync.model.schema import (
+    MemoryDoc,
+    WriteContext,
+    check_record,
+    read_record,
+    statement_bytes,
+    statement_key,
+    statement_value,
+)
 
 _ops = itertools.count()
 
@@ -262,7 +270,21 @@ def test_registry_announces_client_ids() -> None:
     d = replica(1)
     d.register_device("dev", {"name": "laptop", "sign_pk": "aa"}, [1, 2])
     d.register_device("dev", {"name": "ignored"}, [3])
-    assert d.registry() == {"dev": {"name": "laptop", "sign_pk": "aa", "clients": [1, 2, 3]}}
+    assert d.registry() == {"dev": {"name": "laptop", "sign_pk": "aa", "clients": [1, 2, 3], "statements": {}}}
+
+
+def test_a_statement_published_in_a_registry_entry_reads_back_as_its_bytes() -> None:
+    d = replica(1)
+    d.register_device("dev", {"name": "laptop"}, [1])
+    data = bytes(range(256)) * 3
+    key = statement_key(7, bytes(range(32)))
+    d.publish_statement("dev", key, statement_value(data))
+    assert key == "e:7:0001020304050607"
+    stored = d.registry()["dev"]["statements"]
+    assert list(stored) == [key] and statement_bytes(stored[key]) == data
+    assert statement_bytes(stored[key] + "=") is None and statement_bytes(stored[key][:-1] + "!") is None
+    with pytest.raises(ValueError):
+        d.publish_statement("nobody", key, statement_value(data))
 
 
 def test_layout_is_compact_one_map_per_memory() -> None:
