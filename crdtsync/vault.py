@@ -404,6 +404,18 @@ class Vault:
         return self._replica.apply_updates(updates, on_stored=on_stored, allowed_clients=allowed_clients,
                                            limit_held=limit_held)
 
+    def rename_device(self, name: str) -> None:
+        """Give this device the name ``name`` (a label of at most 1,024 bytes of UTF-8, not blank) in the replicated
+        registry: the other devices show it after their next sync. Returns after the commit.
+
+        Raises:
+            InvalidInputError: a name that is blank or too long.
+        """
+        check_label("device name", name)
+        if not name.strip():
+            raise InvalidInputError("a device name cannot be blank")
+        self._replica.rename_self(name)
+
     def devices(self) -> dict[str, dict[str, Any]]:
         """The device registry replicated in the Doc: ``{device_id: {name, sign_pk, kx_pk, added_by, added_at,
         clients}}``. Answers from the copy the store keeps exact; loads the Doc only when this process already

@@ -343,6 +343,14 @@ class MemoryDoc:
                 if key not in entry:
                     entry[key] = True
 
+    def rename_device(self, device_id: str, name: str) -> None:
+        """Write ``name`` into ``device_id``'s registry entry (the only field a device rewrites). The entry must
+        exist."""
+        entry = self.devices.get(device_id)
+        if not isinstance(entry, Map):
+            raise ValueError(f"device {device_id} has no registry entry to rename")
+        entry["name"] = name
+
     def publish_statement(self, device_id: str, key: str, value: str) -> None:
         """Write an epoch statement into ``device_id``'s own registry entry under ``key``
         (:func:`statement_key`) as ``value`` (:func:`statement_value`). The entry must exist."""

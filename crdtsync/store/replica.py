@@ -302,6 +302,17 @@ class Replica(UpdateIntegration):
 
         self.local_write(register, ())
 
+    def rename_self(self, name: str) -> None:
+        """Give this device ``name`` in its registry entry (replicated) and in the store, in one commit."""
+        self.ensure_lease_registered()
+
+        def rename(doc: MemoryDoc) -> None:
+            doc.rename_device(self.device_id, name)
+            self._store.set_meta("device_name", name)
+            self._save_registry(doc.registry())
+
+        self.local_write(rename, ())
+
     def _ensure_registered(self) -> None:
         with self._store.write():
             registry = self._stored_registry() if self._doc is None else None
