@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+
+# The tests never touch the developer's keyring: keyring's fail backend is "no real keyring", so every vault a
+# test creates keeps its keys in the 0600 file, and the CLI subprocesses inherit it. Tests of the keyring pick
+# their own backend (tests/keyring_backend.py). Set before anything imports keyring.
+os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
+
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
