@@ -121,10 +121,14 @@ def test_a_missing_keyring_item_is_key_missing_and_status_still_says_where_the_k
     assert stdout_json(run_crdtsync(home, "status", "--json", env=env))["keys"]["store"] == "keyring"
 
 
-def test_a_locked_keyring_is_keyring_locked(tmp_path: Path, test_keyring: FileTestKeyring) -> None:
+def test_a_locked_keyring_is_keyring_locked_and_reading_commands_still_work(
+        tmp_path: Path, test_keyring: FileTestKeyring) -> None:
     home = new_vault(tmp_path / "v")
-    failed = run_crdtsync(home, "keys", "store", "file", "--json",
-                          env=keyring_env(tmp_path / "keyring.json", TEST_KEYRING_LOCKED="1"))
+    env = keyring_env(tmp_path / "keyring.json", TEST_KEYRING_LOCKED="1")
+    failed = run_crdtsync(home, "keys", "store", "file", "--json", env=env)
     assert_fails(failed, 6, "KEYRING_LOCKED", as_json=True)
     assert "unlock" in json.loads(failed.stdout)["error"]["message"]
     assert keys_location(home).store == "keyring"
+    for command in (["list"], ["search", "anything"], ["status"], ["devices"]):
+        result = run_crdtsync(home, *command, env=env)
+        assert result.returncode == 0, (command, result.stderr)
