@@ -318,7 +318,11 @@ def _item_secrets(text: str, reference: _Reference) -> VaultSecrets:
     except (UnicodeEncodeError, binascii.Error):
         raise CryptoError(f"the keyring item {SERVICE} / {reference.username} is not crdtsync's keys (not base64)",
                           code="KEY_CORRUPT") from None
-    secrets = VaultSecrets.from_bytes(blob)
+    try:
+        secrets = VaultSecrets.from_bytes(blob)
+    except CryptoError as exc:
+        raise CryptoError(f"the keyring item {SERVICE} / {reference.username} is not crdtsync's keys: {exc.message}",
+                          code=exc.code) from None
     if secrets.vault_id != reference.vault_id or secrets.device.device_id != reference.device_id:
         raise CryptoError(f"the keyring item {SERVICE} / {reference.username} holds the keys of another vault or "
                           f"device (vault {secrets.vault_id.hex()}, device {secrets.device.device_id})",
@@ -420,26 +424,33 @@ def save_secrets(folder: Path, secrets: VaultSecrets) -> KeysLocation:
     backend made of the new secrets).
 
     Raises:
-        CryptoError: ``KEY_MISSING`` (no ``keys`` file), ``KEY_CORRUPT``, ``KEY_INVALID`` (``secrets`` are of
-            another vault or device than the reference), ``KEYRING_UNAVAILABLE`` (also: past what one item of the
-            backend holds, such as the Windows Credential Locker's 2560 bytes), ``KEYRING_LOCKED``.
+        CryptoError: ``KEY_MISSING`` (no ``keys`` file), ``KEY_CORRUPT``, ``KEY_PERMISSIONS``, ``KEY_INVALID``
+            (``secrets`` are of another vault or device than the folder's), ``KEYRING_UNAVAILABLE`` (also: past
+            what one item of the backend holds, such as the Windows Credential Locker's 2560 bytes),
+            ``KEYRING_LOCKED``.
         VaultError: ``VAULT_LOCKED`` (another process is moving or saving them).
         OSError: the file could not be written (it is as it was).
     """
     disable_core_dumps()
     path = folder / KEYS_NAME
     with _locked(folder):
-        data, _ = _read_file(path)
+        data, info = _read_file(path)
         reference = _reference(data, path)
         if reference is None:
+            current = _file_secrets(data, info, path)
+            _check_same(secrets, current.vault_id, current.device.device_id, path)
             secrets_file.write_secrets(path, secrets)
             return _location(path, None)
-        if secrets.vault_id != reference.vault_id or secrets.device.device_id != reference.device_id:
-            raise CryptoError(f"these secrets are of vault {secrets.vault_id.hex()}, device "
-                              f"{secrets.device.device_id}; {path} is of vault {reference.vault_id.hex()}, device "
-                              f"{reference.device_id}", code="KEY_INVALID")
+        _check_same(secrets, reference.vault_id, reference.device_id, path)
         _put_item(_backend_named(reference.backend, reference.username), reference, secrets)
         return _location(path, reference)
+
+
+def _check_same(secrets: VaultSecrets, vault_id: bytes, device_id: str, path: Path) -> None:
+    if secrets.vault_id != vault_id or secrets.device.device_id != device_id:
+        raise CryptoError(f"these secrets are of vault {secrets.vault_id.hex()}, device {secrets.device.device_id}; "
+                          f"{path} is of vault {vault_id.hex()}, device {device_id}: nothing was written",
+                          code="KEY_INVALID")
 
 
 def create_secrets(folder: Path, secrets: VaultSecrets, store: StoreKind | None = None) -> KeysLocation:

@@ -171,9 +171,11 @@ def test_save_secrets_writes_a_new_epoch_where_the_keys_live(tmp_path: Path, tes
     assert test_keyring.items() == {}
 
 
-def test_save_secrets_refuses_another_devices_secrets_for_a_keyring_item(
-        tmp_path: Path, test_keyring: FileTestKeyring) -> None:
+@pytest.mark.parametrize("store", ["keyring", "file"])
+def test_save_secrets_refuses_another_devices_secrets(tmp_path: Path, test_keyring: FileTestKeyring,
+                                                      store: str) -> None:
     folder = new_vault(tmp_path / "v")
+    move_secrets(folder, "keyring" if store == "keyring" else "file")
     secrets = load_secrets(folder)
     with pytest.raises(CryptoError) as caught:
         save_secrets(folder, VaultSecrets(DeviceKeys.generate(), secrets.vault_id, secrets.epochs))
