@@ -5,7 +5,9 @@ the vault root for the founding device, and the device's first client-id lease a
 A folder holds a vault once the store's creating transaction has committed: the device's key file is written
 inside that transaction (under SQLite's write lock), so a vault never lacks its keys, and a creation stopped
 before the commit (killed, or out of disk) leaves a key file and maybe a store with no device in it, which the
-next ``init`` or ``join`` simply replaces: no device was ever created from them.
+next ``init`` or ``join`` simply replaces: no device was ever created from them. The keys go where
+:func:`crdtsync.store.keystore.default_store` says (the OS keyring when a real backend exists, else the file);
+an item that a creation stopped before its commit left in the keyring is deleted by the next one there.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from crdtsync._hardening import disable_core_dumps
 from crdtsync.crypto.header import VaultHeader
 from crdtsync.errors import CryptoError, VaultError
 from crdtsync.store.db import Store
+from crdtsync.store.keystore import create_secrets
 from crdtsync.store.replica import Replica
-from crdtsync.store.secrets_file import VaultSecrets, write_secrets
+from crdtsync.store.secrets_file import VaultSecrets
 from crdtsync.store.worker import DEFAULT_DEADLINE
 
 DB_NAME = "vault.db"
-KEYS_NAME = "keys"
 
 
 def vacant_folder(path: str | os.PathLike[str], *, advice: str = "") -> Path:
@@ -72,21 +74,23 @@ def make_folder(folder: Path) -> None:
 def create_store(folder: Path, secrets: VaultSecrets, header: VaultHeader, *,
                  vault_name: str, device_name: str | None, founder: bool, relay: tuple[str, str] | None = None) -> None:
     """Create ``folder``'s store and key file for a new device (``secrets``) of the vault ``header`` describes,
-    in one transaction: the key file, the store's metadata, ``relay`` (name, URL: the mailbox a joining device
-    came from), the ``vault`` root (``founder`` only: a joining device receives it) and this device's registry
-    entry with its first client id. Stopped at any point, it leaves a vault whole or none (see the module
-    docstring). Leaves nothing open.
+    in one transaction: the key file (the secrets in it or in the keyring: :func:`create_secrets`), the store's
+    metadata, ``relay`` (name, URL: the mailbox a joining device came from), the ``vault`` root (``founder`` only:
+    a joining device receives it) and this device's registry entry with its first client id. Stopped at any
+    point, it leaves a vault whole or none (see the module docstring). Leaves nothing open.
 
     Raises:
         VaultError: ``VAULT_EXISTS`` (another process created a vault there first), ``VAULT_UNWRITABLE`` (the key
             file cannot be written) and the store's errors.
+        CryptoError: ``KEYRING_UNAVAILABLE``, ``KEYRING_LOCKED`` (the keyring chosen failed: the message says
+            how to keep the keys in the file instead).
     """
     store = Store(folder / DB_NAME)
     try:
         with store.write():
             _refuse_created(store, folder, "")
             try:
-                write_secrets(folder / KEYS_NAME, secrets)
+                create_secrets(folder, secrets)
             except OSError as exc:
                 raise VaultError(f"cannot write the key file in {folder}: {exc.strerror or exc}",
                                  code="VAULT_UNWRITABLE") from None

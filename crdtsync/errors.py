@@ -61,7 +61,9 @@ class UpdateRejectedError(CrdtsyncError):
 
 
 class CryptoError(CrdtsyncError):
-    """Key material or a passphrase is wrong or missing (``WRONG_PASSPHRASE``, ``KEY_MISSING``...)."""
+    """Key material or a passphrase is wrong or missing (``WRONG_PASSPHRASE``, ``KEY_MISSING``...), or the OS keyring
+    that holds a device's keys cannot be used: ``KEYRING_UNAVAILABLE`` (no real backend, a backend failure, an item
+    too large for it), ``KEYRING_LOCKED`` (locked and not unlocked); see :mod:`crdtsync.store.keystore`."""
 
     default_code = "CRYPTO_ERROR"
 

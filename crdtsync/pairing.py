@@ -43,7 +43,7 @@ import anyio
 import anyio.abc
 
 from crdtsync import _vault_create
-from crdtsync._vault_create import DB_NAME, KEYS_NAME
+from crdtsync._vault_create import DB_NAME
 from crdtsync.crypto.keys import DeviceKeys
 from crdtsync.crypto.pairing import (
     INVITATION_SECONDS,
@@ -67,6 +67,7 @@ from crdtsync.live import LiveReport, LiveSync
 from crdtsync.model.records import check_label
 from crdtsync.node import show_address
 from crdtsync.replication import AuthorLogReplica
+from crdtsync.store.keystore import discard_secrets
 from crdtsync.store.secrets_file import VaultSecrets
 from crdtsync.transport.stream import DEAD_AFTER, run_live
 from crdtsync.vault import Vault
@@ -685,11 +686,14 @@ def _create_store(folder: Path, grant: Grant, device_name: str | None) -> tuple[
 
 
 def _remove_vault(folder: Path, existed: bool) -> None:
-    """Remove what a failed join made in ``folder``: the folder, or when it existed before, the vault's files."""
+    """Remove what a failed join made in ``folder``: the folder, or when it existed before, the vault's files (and
+    the keyring item of the device's keys, if they went there)."""
+    with suppress(OSError):
+        discard_secrets(folder)
     if not existed:
         shutil.rmtree(folder, ignore_errors=True)
         return
-    for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal", KEYS_NAME):
+    for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal"):
         with suppress(FileNotFoundError):
             (folder / name).unlink()
 

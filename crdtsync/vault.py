@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from crdtsync import _vault_create, _vault_import, _vault_memories, _vault_rebase, node
-from crdtsync._vault_create import DB_NAME, KEYS_NAME
+from crdtsync._vault_create import DB_NAME
 from crdtsync._vault_import import IMPORT_BATCH as IMPORT_BATCH
 from crdtsync._vault_import import ImportReport as ImportReport
 from crdtsync.crypto.header import KdfParams, VaultHeader, create_header, fingerprint, with_commitments
@@ -45,9 +45,10 @@ from crdtsync.model.records import (
 )
 from crdtsync.store.db import AuditRow, Store, check_relay
 from crdtsync.store.integration import ApplyResult
+from crdtsync.store.keystore import load_secrets
 from crdtsync.store.memories import new_memory_id
 from crdtsync.store.replica import Replica
-from crdtsync.store.secrets_file import VaultSecrets, read_secrets
+from crdtsync.store.secrets_file import VaultSecrets
 from crdtsync.store.worker import DEFAULT_DEADLINE
 
 #: Fewest characters of an id that :meth:`Vault.match_id` takes as a prefix.
@@ -173,9 +174,10 @@ class Vault:
 
     @property
     def secrets(self) -> VaultSecrets:
-        """This device's keys and the vault keys (read from the 0600 key file on first use)."""
+        """This device's keys and the vault keys (read on first use from the 0600 key file, or the keyring item it
+        names: :mod:`crdtsync.store.keystore`)."""
         if self._secrets is None:
-            self._secrets = read_secrets(self.path / KEYS_NAME)
+            self._secrets = load_secrets(self.path)
         return self._secrets
 
     @property

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+
+# The tests never touch the developer's keyring: keyring's fail backend is "no real keyring", so every vault a
+# test creates keeps its keys in the 0600 file, and the CLI subprocesses inherit it. Tests of the keyring pick
+# their own backend (tests/keyring_backend.py). Set before anything imports keyring.
+os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
+
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +50,23 @@ def _state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ.pop("CRDTSYNC_STATE_DIR", None)
     else:
         os.environ["CRDTSYNC_STATE_DIR"] = previous
+
+
+@pytest.fixture
+def test_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The tests' own keyring backend (tests/keyring_backend.py: items in ``tmp_path/keyring.json``) as this
+    process's keyring, through ``keyring.set_keyring``; the previous one is put back afterwards. CLI processes
+    share it with ``PYTHON_KEYRING_BACKEND=tests.keyring_backend.FileTestKeyring`` and ``TEST_KEYRING_FILE``."""
+    import keyring
+
+    from tests.keyring_backend import FILE_VARIABLE, FileTestKeyring
+
+    monkeypatch.setenv(FILE_VARIABLE, str(tmp_path / "keyring.json"))
+    previous = keyring.get_keyring()
+    backend = FileTestKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ from crdtsync.model.records import Conflict, Memory
 from crdtsync.protocol.mailbox import ROOT as MAILBOX_ROOT
 from crdtsync.protocol.messages import PROTOCOL_VERSION
 from crdtsync.store.db import STORE_FORMAT
+from crdtsync.store.keystore import BACKEND_NAMES, KEYS_NAME, keys_location
 from crdtsync.vault import Vault
 
 #: Exit status when whoever reads stdout closed it early (``crdtsync export | head``): 128 + SIGPIPE, what a shell
@@ -689,9 +690,11 @@ def devices(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
         registry = v.devices()
         me = v.device_id
         met = {p["device"]: p for p in v.status()["lan"]["peers"]}
+        keys = _keys_json(v.path)
     if as_json:
         _emit_json([{"device_id": k, **info, "this_device": k == me,
-                     "reached": {"address": met[k]["address"], "at": met[k]["last_seen"]} if k in met else None}
+                     "reached": {"address": met[k]["address"], "at": met[k]["last_seen"]} if k in met else None,
+                     "keys": keys if k == me else None}
                     for k, info in sorted(registry.items())])
         return
     table = Table()
@@ -703,6 +706,28 @@ def devices(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
         table.add_row(device_id + mark, _plain(info.get("name", "")), _plain(_when(str(info.get("added_at", "")))),
                       str(len(info.get("clients", []))), reached)
     out.print(table)
+    out.print(f"this device's keys: {_keys_text(keys)}")
+
+
+def _keys_json(folder: Path) -> dict[str, Any]:
+    """Where this device's keys live, for ``status`` and ``devices``: :meth:`KeysLocation.to_json`, or when the
+    keys file cannot be read ``{"store": None, "backend": None, "path", "error": {"code", "message"}}`` (the
+    command still shows the rest)."""
+    try:
+        return keys_location(folder).to_json()
+    except CrdtsyncError as exc:
+        return {"store": None, "backend": None, "path": str(folder / KEYS_NAME),
+                "error": {"code": exc.code, "message": exc.message}}
+
+
+def _keys_text(keys: Mapping[str, Any]) -> str:
+    """``in the file PATH (0600)``, ``in the keyring (macOS Keychain)``, or the error of :func:`_keys_json`."""
+    if keys["store"] is None:
+        return f"unreadable [{keys['error']['code']}]: {_plain(keys['error']['message'])}"
+    if keys["store"] == "file":
+        return f"in the file {_plain(keys['path'])} (0600)"
+    return f"in the keyring ({_plain(BACKEND_NAMES.get(keys['backend'], keys['backend']))}); {_plain(keys['path'])} " \
+           "holds a reference to them"
 
 
 @app.command()
@@ -715,6 +740,7 @@ def status(
     """Show the local store, relays, pending work, conflicts, alarms and devices."""
     with _open(vault, as_json) as v:
         info = v.status()
+        info["keys"] = _keys_json(v.path)
         if clear_alarms:
             info["alarms_cleared"] = v.clear_alarms()
     if as_json:
@@ -754,6 +780,7 @@ def status(
     for device_id, entry in sorted(info["devices"].items()):
         mark = " (this device)" if device_id == info["device_id"] else ""
         out.print(f"device {device_id}{mark}: {_plain(entry.get('name', ''))}")
+    out.print(f"keys: {_keys_text(info['keys'])}")
 
 
 def _epoch(seconds: float | None) -> str:

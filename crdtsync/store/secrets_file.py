@@ -3,7 +3,8 @@
 Format: a msgpack map ``{"format": 1, "device": <DeviceKeys.to_bytes()>, "vault_id": bytes(16),
 "epochs": {epoch: vault_key(32 bytes)}, "current_epoch": int}``. It is written to a temporary name in the same
 folder with mode 0600, fsynced, renamed over the old file and the folder fsynced, so a crash leaves either the
-old or the new file, never a torn one. (The OS keyring is a later option; headless Linux has none.)
+old or the new file, never a torn one. Whether a vault's secrets are in this file or in the OS keyring (the file
+then holds a reference) is :mod:`crdtsync.store.keystore`'s business.
 """
 
 from __future__ import annotations

@@ -229,9 +229,17 @@ def test_join_either_way(synced_home: Path, tmp_path: Path) -> None:
     assert reports[0]["memories"] == 1
 
 
+def test_keys_store_either_way(tmp_path: Path) -> None:
+    """Keys already in the file (the test run has no real keyring): the same report either way."""
+    home = new_vault(tmp_path / "v")
+    before, after = both(home, ["keys", "store", "file"])
+    assert before == after == {"store": "file", "backend": None, "path": str(home / "keys"), "moved": False,
+                               "removed_leftover": False}
+
+
 def test_every_command_with_json_is_tested_with_the_global_flag() -> None:
     """A command that gains ``--json`` must join the tests above."""
     tested = set(READ_ONLY) | {"add", "edit", "rm", "restore", "resolve", "import", "relay add", "relay rm", "push",
-                               "pull", "sync", "init", "join", "peer add", "peer rm",
+                               "pull", "sync", "init", "join", "peer add", "peer rm", "keys store",
                                "invite"}  # invite: tests/pairing
     assert json_commands() == tested

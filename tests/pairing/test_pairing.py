@@ -1,6 +1,6 @@
 """Pairing by code over real TCP on 127.0.0.1 (crdtsync.pairing), under asyncio and trio: a member invites, a
 new device joins with the code, gets every memory and is registered; wrong codes, withdrawal, expiry, one use,
-and a join that breaks leaves no vault behind."""
+and a join that breaks leaves no vault behind (nor keys in the keyring)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ import pytest
 from crdtsync.crypto.pairing import Grant, Invitation, InviterHandshake, PairingCode
 from crdtsync.errors import InvalidInputError, LanError, VaultError
 from crdtsync.pairing import Inviter, JoinReport, SealedStream, join_by_code, open_invitation
+from crdtsync.store.keystore import keys_location
 from crdtsync.vault import Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
+from tests.keyring_backend import CLASS_PATH, FileTestKeyring
 
 pytestmark = pytest.mark.anyio
 
@@ -283,3 +285,50 @@ async def test_an_interface_that_is_not_this_hosts_is_refused_before_anything_is
     with pytest.raises(InvalidInputError) as caught:
         await join_by_code(tmp_path / "phone", "7-cobra-hamburger", interfaces=["192.0.2.1"])
     assert caught.value.code == "DISCOVERY_NO_INTERFACE" and not (tmp_path / "phone").exists()
+
+
+async def test_a_device_joined_by_code_keeps_its_keys_in_a_real_keyring(
+        member: Vault, tmp_path: Path, test_keyring: FileTestKeyring) -> None:
+    async def body(inviter: Inviter) -> JoinReport:
+        return await _join(inviter, tmp_path / "phone")
+
+    report = await _with_invitation(member, body)
+    location = keys_location(tmp_path / "phone")
+    assert (location.store, location.backend) == ("keyring", CLASS_PATH)
+    with Vault.open(tmp_path / "phone") as phone:
+        assert phone.secrets.device.device_id == report.device_id
+        assert phone.secrets.epochs == member.secrets.epochs
+
+
+async def test_a_join_cut_after_the_vault_arrived_removes_its_keys_from_the_keyring_too(
+        member: Vault, tmp_path: Path, test_keyring: FileTestKeyring) -> None:
+    """As above, the joiner had created its store with its keys in the keyring: the item goes with the folder."""
+    code = PairingCode(7, "cobra", "hamburger")
+    secrets = member.secrets
+    grant = Grant(member.header, dict(secrets.epochs), 0, "memories", ())
+    created = anyio.Event()
+
+    async def serve(stream: anyio.abc.SocketStream) -> None:
+        handshake = InviterHandshake(Invitation(code, created=0.0), os.urandom)
+        while handshake.keys is None:
+            await stream.send(handshake.receive_data(await stream.receive(), 1.0))
+        sealed = SealedStream(stream, handshake.keys)
+        data = grant.to_bytes()
+        await sealed.send(len(data).to_bytes(4, "big") + data)
+        with anyio.fail_after(30):
+            while not test_keyring.items():  # the joiner has created its store, keys in the keyring
+                await anyio.sleep(0.01)
+        created.set()
+        await stream.aclose()  # cut: no END record
+
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0) as listener:
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(listener.serve, serve)
+            with pytest.raises(LanError) as caught:
+                await join_by_code(tmp_path / "phone", str(code), addresses=[("127.0.0.1", port)])
+            tasks.cancel_scope.cancel()
+    assert created.is_set()
+    assert caught.value.code == "LAN_CONNECTION_LOST"
+    assert not (tmp_path / "phone").exists()
+    assert test_keyring.items() == {}
