@@ -47,6 +47,10 @@ if str(ROOT) not in sys.path:
 
 from bench._corpus import LOCOMO, base_rows, repeated, write_jsonl  # noqa: E402
 
+#: Throwaway vaults in temporary folders keep their keys in their 0600 files, never in the user's OS keyring
+#: (keyring's own setting; child processes inherit it).
+os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
+
 #: A scenario's result (JSON-ready), a script's parameters, a summary: plain dicts.
 Result = dict[str, Any]
 #: A scenario: ``(work folder, parameters) -> result``; it runs in a child process of its own.

@@ -23,6 +23,10 @@ from rich.table import Table
 from crdtsync import Vault
 from crdtsync.mailbox.relay import SyncReport
 
+#: Throwaway vaults in temporary folders keep their keys in their 0600 files, never in the user's OS keyring
+#: (keyring's own setting; child processes inherit it).
+os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
+
 console = Console(highlight=False)
 PASSPHRASE = os.environ.get("CRDTSYNC_PASSPHRASE", "demo: correct horse battery staple")
 LOCOMO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "locomo"

@@ -683,16 +683,24 @@ def _parse_json_value(text: str) -> Any:
         raise_invalid("--value for metadata must be a JSON object")
 
 
-@app.command()
-def devices(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
-    """List the devices of the vault (from the replicated registry)."""
+devices_app = typer.Typer(help="The devices of the vault (from the replicated registry); `devices rename`.",
+                          invoke_without_command=True)
+app.add_typer(devices_app, name="devices")
+
+
+@devices_app.callback()
+def devices(ctx: typer.Context, vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
+    """List the devices of the vault (from the replicated registry): name, when added, where and when each was
+    last reached directly, and where this device's keys live."""
+    if ctx.invoked_subcommand is not None:
+        return
     with _open(vault, as_json) as v:
         registry = v.devices()
         me = v.device_id
         met = {p["device"]: p for p in v.status()["lan"]["peers"]}
         keys = _keys_json(v.path)
     if as_json:
-        _emit_json([{"device_id": k, **info, "this_device": k == me,
+        _emit_json([{"device_id": k, **{f: x for f, x in info.items() if f != "statements"}, "this_device": k == me,
                      "reached": {"address": met[k]["address"], "at": met[k]["last_seen"]} if k in met else None,
                      "keys": keys if k == me else None}
                     for k, info in sorted(registry.items())])
@@ -707,6 +715,22 @@ def devices(vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
                       str(len(info.get("clients", []))), reached)
     out.print(table)
     out.print(f"this device's keys: {_keys_text(keys)}")
+
+
+@devices_app.command("rename")
+def devices_rename(
+    name: Annotated[str, typer.Argument(help="The new name of this device (shown on every device after a sync).")],
+    vault: VaultOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rename this device in the replicated registry."""
+    with _open(vault, as_json) as v:
+        v.rename_device(name)
+        device = v.device_id
+    if as_json:
+        _emit_json({"device_id": device, "name": name})
+    else:
+        out.print(f"this device ({device}) is now named {_plain(name)}")
 
 
 def _keys_json(folder: Path) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import typer
 
 from crdtsync.cli import app
 from crdtsync.vault import Vault
-from tests.cli.test_cli import build_conflict, new_vault, run_crdtsync, write_jsonl
+from tests.cli.test_cli import assert_fails, build_conflict, new_vault, run_crdtsync, stdout_json, write_jsonl
 
 #: Fields a repeated write cannot reproduce: they are checked in shape and then set aside.
 VOLATILE = ("id", "created", "updated", "seconds", "device_id", "vault")
@@ -58,10 +58,10 @@ def json_commands() -> set[str]:
 
     def walk(group: Any, prefix: str) -> None:  # typer's own copy of click's Group: no public class to name
         for name, command in group.commands.items():
+            if any("--json" in getattr(param, "opts", ()) for param in command.params):
+                found.add(prefix + name)  # a command, or a group that does something alone (`devices`)
             if hasattr(command, "commands"):
                 walk(command, f"{prefix}{name} ")
-            elif any("--json" in getattr(param, "opts", ()) for param in command.params):
-                found.add(prefix + name)
 
     walk(typer.main.get_command(app), "")
     return found
@@ -237,9 +237,20 @@ def test_keys_store_either_way(tmp_path: Path) -> None:
                                "removed_leftover": False}
 
 
+def test_devices_rename_either_way(tmp_path: Path) -> None:
+    home = new_vault(tmp_path / "v")
+    before, after = both(home, ["devices", "rename", "pixel"])
+    assert before == after and before["name"] == "pixel"
+    listed = stdout_json(run_crdtsync(home, "devices", "--json"))
+    assert [d["name"] for d in listed if d["this_device"]] == ["pixel"] and "statements" not in listed[0]
+    assert_fails(run_crdtsync(home, "devices", "rename", "  "), 3, "INVALID_INPUT")
+    shown = run_crdtsync(home, "devices")
+    assert shown.returncode == 0 and "pixel" in shown.stdout
+
+
 def test_every_command_with_json_is_tested_with_the_global_flag() -> None:
     """A command that gains ``--json`` must join the tests above."""
     tested = set(READ_ONLY) | {"add", "edit", "rm", "restore", "resolve", "import", "relay add", "relay rm", "push",
-                               "pull", "sync", "init", "join", "peer add", "peer rm", "keys store",
+                               "pull", "sync", "init", "join", "peer add", "peer rm", "keys store", "devices rename",
                                "invite"}  # invite: tests/pairing
     assert json_commands() == tested
