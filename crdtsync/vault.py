@@ -1,10 +1,11 @@
 """The Python API: :class:`Vault`, one replica of a memory vault on this device.
 
 A vault is a folder: ``vault.db`` (SQLite, the state of record, see :mod:`crdtsync.store.db`) and ``keys``
-(0600, see :mod:`crdtsync.store.secrets_file`). Opening is cheap: reads (``get``, ``list``, ``search``,
-``conflicts``, ``status``) answer from SQLite and never load the Doc; the pycrdt Doc is loaded (newest snapshot
-plus later updates) the first time a write or a sync needs it. Every write returns only after its SQLite
-transaction has committed (``synchronous=FULL``): an acknowledged write survives kill -9.
+(0600: the secrets, or a reference to them in the OS keyring, see :mod:`crdtsync.store.keystore`). Opening is
+cheap: reads (``get``, ``list``, ``search``, ``conflicts``, ``status``) answer from SQLite and never load the Doc;
+the pycrdt Doc is loaded (newest snapshot plus later updates) the first time a write or a sync needs it. Every
+write returns only after its SQLite transaction has committed (``synchronous=FULL``): an acknowledged write
+survives kill -9.
 
 Updates from outside this process go through :meth:`Vault.apply_updates`: the strict Yjs reader, then the
 integration worker under a deadline, then the live Doc (see ``README.md`` "Trust boundaries").
