@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from crdtsync.model.records import Conflict, Memory, utc_now_iso
-from crdtsync.model.schema import CLIENT_PREFIX, read_record
+from crdtsync.model.schema import CLIENT_PREFIX, STATEMENT_PREFIX, read_record
 from crdtsync.store.memories import new_memory_id
 from crdtsync.vault import ApplyResult, Vault
 from tests.conftest import PASSPHRASE, cheap_kdf
@@ -193,9 +193,10 @@ def test_javascript_yjs_reads_the_device_registry(read_scenario: ReadScenario | 
     scenario = ready(read_scenario)
     from_js = {}
     for device_id, entry in scenario.js["devices"].items():
-        info = {k: v for k, v in entry.items() if not k.startswith(CLIENT_PREFIX)}
+        info = {k: v for k, v in entry.items() if not k.startswith((CLIENT_PREFIX, STATEMENT_PREFIX))}
         info["clients"] = sorted(int(k[len(CLIENT_PREFIX):]) for k, v in entry.items()
                                  if k.startswith(CLIENT_PREFIX) and v is True)
+        info["statements"] = {k: v for k, v in entry.items() if k.startswith(STATEMENT_PREFIX)}
         from_js[device_id] = info
     assert from_js == scenario.vault.devices()
 
