@@ -394,9 +394,9 @@ def role_floor_recv(params: Result) -> Result:
     from pycrdt import Doc, Map
 
     from bench.mailbox import _open_object
-    from crdtsync.store.secrets_file import read_secrets
+    from crdtsync.store.keystore import load_secrets
 
-    secrets = read_secrets(Path(params["vault"]) / "keys")  # the floor's reader already holds the keys
+    secrets = load_secrets(Path(params["vault"]))  # the floor's reader already holds the keys
     out: Result = {}
     with socket.create_server((params["ip"], 0)) as server:
         print(f"port {server.getsockname()[1]}", flush=True)

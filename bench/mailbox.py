@@ -478,9 +478,9 @@ def _relay_store(params: Result) -> tuple[Any, str]:
     from crdtsync.crypto.keys import vault_tag
     from crdtsync.mailbox.backend import open_store
     from crdtsync.protocol.mailbox import AUTHORS, vault_prefix
-    from crdtsync.store.secrets_file import read_secrets
+    from crdtsync.store.keystore import load_secrets
 
-    secrets = read_secrets(store_dir(params) / "A" / "keys")
+    secrets = load_secrets(store_dir(params) / "A")
     return open_store(store_url(params, "mailbox")), f"{vault_prefix(vault_tag(secrets.vault_id))}/{AUTHORS}"
 
 
@@ -516,14 +516,14 @@ def _heal_round(work: Path, params: Result, seed: int, tap: StoreTap, counter: A
     """Delete :data:`HEAL_SHARE` of the objects under ``a/`` (``random.Random(seed)``), then A's timed sync."""
     import random
 
-    from crdtsync.store.secrets_file import read_secrets
+    from crdtsync.store.keystore import load_secrets
     from crdtsync.vault import Vault
 
     relay, folder = _relay_store(params)
     before = relay.walk(folder)
     # the same objects for a seed in every run: authors by role (A, B), then the object's name in the folder
     b_path = Path(json.loads((work / f"{params['store']}__join.json").read_text())["joined_path"])
-    roles = {read_secrets(path / "keys").device.device_id: role
+    roles = {load_secrets(path).device.device_id: role
              for role, path in (("A", store_dir(params) / "A"), ("B", b_path))}
 
     def stable(key: str) -> tuple[str, str]:
@@ -687,10 +687,10 @@ def scenario_floor_pull(work: Path, params: Result) -> Result:
     from pycrdt import Doc, Map
 
     from crdtsync.mailbox.backend import open_store
-    from crdtsync.store.secrets_file import read_secrets
+    from crdtsync.store.keystore import load_secrets
 
     counter = api_counter(params)
-    secrets = read_secrets(store_dir(params) / "A" / "keys")  # the floor's reader already holds the keys
+    secrets = load_secrets(store_dir(params) / "A")  # the floor's reader already holds the keys
     store = open_store(store_url(params, "floor"))
     out: Result = {}
     base = reset_peak()
@@ -760,10 +760,10 @@ def scenario_naive_push(work: Path, params: Result) -> Result:
     """The naive layout's upload: one sealed object per memory; then one edited memory re-sealed and put."""
     from crdtsync.crypto.envelope import KIND_UPDATE, seal
     from crdtsync.mailbox.backend import open_store
-    from crdtsync.store.secrets_file import read_secrets
+    from crdtsync.store.keystore import load_secrets
 
     counter = api_counter(params)
-    secrets = read_secrets(store_dir(params) / "A" / "keys")
+    secrets = load_secrets(store_dir(params) / "A")
     epoch = secrets.current_epoch
     rows = _naive_rows(work, params)
     store = open_store(store_url(params, "naive"))
@@ -797,10 +797,10 @@ def scenario_naive_pull(work: Path, params: Result) -> Result:
     """The naive layout's download: list, get every object, open and parse each; then list + one get."""
     from crdtsync.crypto.envelope import open_envelope
     from crdtsync.mailbox.backend import open_store
-    from crdtsync.store.secrets_file import read_secrets
+    from crdtsync.store.keystore import load_secrets
 
     counter = api_counter(params)
-    secrets = read_secrets(store_dir(params) / "A" / "keys")
+    secrets = load_secrets(store_dir(params) / "A")
     keys = secrets.device
 
     def sender_key(device_id: str, epoch: int) -> bytes | None:

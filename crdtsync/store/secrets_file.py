@@ -9,8 +9,6 @@ then holds a reference) is :mod:`crdtsync.store.keystore`'s business.
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,22 +72,3 @@ def write_secrets(path: Path, secrets: VaultSecrets) -> None:
     disable_core_dumps()
     atomic_write(path, secrets.to_bytes(), mode=0o600)
 
-
-def read_secrets(path: Path) -> VaultSecrets:
-    """Read the secret file.
-
-    Raises:
-        CryptoError: ``KEY_MISSING`` (no file), ``KEY_PERMISSIONS`` (readable by group or others: fix with
-            ``chmod 600``), ``KEY_CORRUPT``.
-    """
-    disable_core_dumps()  # from here on this process holds the keys
-    try:
-        info = path.stat()
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CryptoError(f"the vault's key file {path} is missing", code="KEY_MISSING") from None
-    if os.name == "posix" and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise CryptoError(
-            f"{path} is readable by other users; run: chmod 600 {path}", code="KEY_PERMISSIONS"
-        )
-    return VaultSecrets.from_bytes(data)

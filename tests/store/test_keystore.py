@@ -103,6 +103,14 @@ def test_without_a_real_keyring_a_new_vault_keeps_its_keys_in_the_file(tmp_path:
     assert VaultSecrets.from_bytes((folder / KEYS_NAME).read_bytes()) == load_secrets(folder)
 
 
+def test_a_keys_file_others_may_read_is_refused_with_the_fix(tmp_path: Path) -> None:
+    folder = new_vault(tmp_path / "v")
+    (folder / KEYS_NAME).chmod(0o644)
+    with pytest.raises(CryptoError) as caught:
+        load_secrets(folder)
+    assert caught.value.code == "KEY_PERMISSIONS" and "chmod 600" in caught.value.message
+
+
 def test_with_a_real_keyring_a_new_vault_keeps_its_keys_there_and_the_file_only_names_them(
         tmp_path: Path, test_keyring: FileTestKeyring) -> None:
     folder = new_vault(tmp_path / "v")
