@@ -70,6 +70,18 @@ def test_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[An
 
 
 @pytest.fixture
+def laptop(tmp_path: Path) -> Path:
+    """The folder of a one-device vault (the device named ``laptop``) holding two memories: "prefers oolong" and
+    "works on crdtsync" (the pairing tests invite from it)."""
+    home = tmp_path / "laptop"
+    Vault.init(home, name="memories", device_name="laptop", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    with Vault.open(home) as vault:
+        vault.add("prefers oolong")
+        vault.add("works on crdtsync")
+    return home
+
+
+@pytest.fixture
 def make_vault(tmp_path: Path) -> Iterator[Callable[..., Vault]]:
     """Create and open vaults in tmp_path; all are closed at the end of the test."""
     opened: list[Vault] = []

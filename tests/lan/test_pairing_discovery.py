@@ -12,26 +12,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from crdtsync.crypto.pairing import parse_code
 from crdtsync.vault import Vault
 from tests.cli.test_cli import CRDTSYNC, process_env
-from tests.conftest import PASSPHRASE, cheap_kdf
 from tests.lan.test_discovery import HERE, ROOT
 from tests.netns import Host, Lan
 
 NO_PASSPHRASE = {"CRDTSYNC_PASSPHRASE": None}
-
-
-@pytest.fixture
-def laptop(tmp_path: Path) -> Path:
-    home = tmp_path / "laptop"
-    Vault.init(home, name="memories", device_name="laptop", passphrase=PASSPHRASE, kdf=cheap_kdf())
-    with Vault.open(home) as vault:
-        vault.add("prefers oolong")
-        vault.add("works on crdtsync")
-    return home
 
 
 class Invitation:

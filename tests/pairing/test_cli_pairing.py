@@ -11,22 +11,10 @@ from typing import Any
 
 import pytest
 
-from crdtsync.vault import Vault
 from tests.cli.test_cli import CRDTSYNC, assert_fails, process_env, run_crdtsync, stdout_json
-from tests.conftest import PASSPHRASE, cheap_kdf
 
 #: Listen on loopback and announce nothing: no mDNS on this machine's interfaces (tests/lan announces in namespaces).
 LOOPBACK = ["--interface", "127.0.0.1", "--no-discovery"]
-
-
-@pytest.fixture
-def laptop(tmp_path: Path) -> Path:
-    home = tmp_path / "laptop"
-    Vault.init(home, name="memories", device_name="laptop", passphrase=PASSPHRASE, kdf=cheap_kdf())
-    with Vault.open(home) as vault:
-        vault.add("prefers oolong")
-        vault.add("works on crdtsync")
-    return home
 
 
 @pytest.fixture

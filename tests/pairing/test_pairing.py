@@ -185,13 +185,12 @@ async def test_an_inviter_that_never_answers_times_out(tmp_path: Path) -> None:
     assert caught.value.code == "LAN_HANDSHAKE_TIMEOUT" and not (tmp_path / "phone").exists()
 
 
-async def test_a_join_cut_after_the_vault_arrived_removes_the_new_vault_folder(member: Vault, tmp_path: Path
-                                                                                ) -> None:
-    """An inviter that proves the code and sends the grant, then drops the connection: the joiner had created
-    its store, and removes it."""
+async def _join_cut_after_the_grant(member: Vault, path: Path, store_created: Callable[[], bool]) -> LanError:
+    """Join at ``path`` from an inviter that proves the code and sends ``member``'s grant, waits until
+    ``store_created()`` says the joiner created its store, then drops the connection (no END record). Returns the
+    joiner's error."""
     code = PairingCode(7, "cobra", "hamburger")
-    secrets = member.secrets
-    grant = Grant(member.header, dict(secrets.epochs), 0, "memories", ())
+    grant = Grant(member.header, dict(member.secrets.epochs), 0, "memories", ())
 
     async def serve(stream: anyio.abc.SocketStream) -> None:
         handshake = InviterHandshake(Invitation(code, created=0.0), os.urandom)
@@ -200,18 +199,29 @@ async def test_a_join_cut_after_the_vault_arrived_removes_the_new_vault_folder(m
         sealed = SealedStream(stream, handshake.keys)
         data = grant.to_bytes()
         await sealed.send(len(data).to_bytes(4, "big") + data)
-        await anyio.sleep(0.5)  # the joiner creates its store and says hello
-        await stream.aclose()  # cut: no END record
+        with anyio.fail_after(30):
+            while not store_created():
+                await anyio.sleep(0.01)
+        await stream.aclose()
 
     async with await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0) as listener:
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(listener.serve, serve)
             with pytest.raises(LanError) as caught:
-                await join_by_code(tmp_path / "phone", str(code), addresses=[("127.0.0.1", port)])
+                await join_by_code(path, str(code), addresses=[("127.0.0.1", port)])
             tasks.cancel_scope.cancel()
-    assert caught.value.code == "LAN_CONNECTION_LOST"
-    assert not (tmp_path / "phone").exists()
+    return caught.value
+
+
+async def test_a_join_cut_after_the_vault_arrived_removes_the_new_vault_folder(member: Vault, tmp_path: Path
+                                                                                ) -> None:
+    """An inviter that proves the code and sends the grant, then drops the connection: the joiner had created
+    its store, and removes it."""
+    phone = tmp_path / "phone"
+    error = await _join_cut_after_the_grant(member, phone, lambda: (phone / "vault.db").exists())
+    assert error.code == "LAN_CONNECTION_LOST"
+    assert not phone.exists()
 
 
 async def test_a_candidate_that_is_not_an_inviter_is_passed_over(member: Vault, tmp_path: Path) -> None:
@@ -303,32 +313,7 @@ async def test_a_device_joined_by_code_keeps_its_keys_in_a_real_keyring(
 async def test_a_join_cut_after_the_vault_arrived_removes_its_keys_from_the_keyring_too(
         member: Vault, tmp_path: Path, test_keyring: FileTestKeyring) -> None:
     """As above, the joiner had created its store with its keys in the keyring: the item goes with the folder."""
-    code = PairingCode(7, "cobra", "hamburger")
-    secrets = member.secrets
-    grant = Grant(member.header, dict(secrets.epochs), 0, "memories", ())
-    created = anyio.Event()
-
-    async def serve(stream: anyio.abc.SocketStream) -> None:
-        handshake = InviterHandshake(Invitation(code, created=0.0), os.urandom)
-        while handshake.keys is None:
-            await stream.send(handshake.receive_data(await stream.receive(), 1.0))
-        sealed = SealedStream(stream, handshake.keys)
-        data = grant.to_bytes()
-        await sealed.send(len(data).to_bytes(4, "big") + data)
-        with anyio.fail_after(30):
-            while not test_keyring.items():  # the joiner has created its store, keys in the keyring
-                await anyio.sleep(0.01)
-        created.set()
-        await stream.aclose()  # cut: no END record
-
-    async with await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0) as listener:
-        port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(listener.serve, serve)
-            with pytest.raises(LanError) as caught:
-                await join_by_code(tmp_path / "phone", str(code), addresses=[("127.0.0.1", port)])
-            tasks.cancel_scope.cancel()
-    assert created.is_set()
-    assert caught.value.code == "LAN_CONNECTION_LOST"
+    error = await _join_cut_after_the_grant(member, tmp_path / "phone", lambda: bool(test_keyring.items()))
+    assert error.code == "LAN_CONNECTION_LOST"
     assert not (tmp_path / "phone").exists()
     assert test_keyring.items() == {}
