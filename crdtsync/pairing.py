@@ -505,8 +505,10 @@ async def join_by_code(
         tried: set[tuple[str, int]] = set()
         async with receive:
             async for host, port, discovered in receive:
-                if (host, port) in tried or len(tried) >= MAX_CANDIDATES:
+                if (host, port) in tried:
                     continue
+                if len(tried) >= MAX_CANDIDATES:
+                    break
                 tried.add((host, port))
                 try:
                     sealed = await _attempt(host, port, discovered, code, randbytes, connect_seconds,

@@ -421,8 +421,9 @@ class Vault:
 
     def devices(self) -> dict[str, dict[str, Any]]:
         """The device registry replicated in the Doc: ``{device_id: {name, sign_pk, kx_pk, added_by, added_at,
-        clients}}``. Answers from the copy the store keeps exact; loads the Doc only when this process already
-        has it loaded or a vault written by an older version lacks that copy."""
+        clients, statements}}`` (``statements``: the device's epoch statements, registry key -> base64url value).
+        Answers from the copy the store keeps exact; loads the Doc only when this process already has it loaded or a
+        vault written by an older version lacks that copy."""
         return self._replica.devices()
 
     def rebase_unpushed(self, updates: Sequence[tuple[int, bytes]], relay: str) -> None:

@@ -15,6 +15,7 @@ from crdtsync.crypto.epochs import (
     MAX_STATEMENT_BYTES,
     WRAP_BYTES,
     EpochStatement,
+    EpochView,
     make_statement,
     open_statement,
     resolve,
@@ -158,7 +159,7 @@ def test_any_byte_change_is_refused_or_breaks_the_signature(data: st.DataObject)
 # -- the rules ---------------------------------------------------------------------------------------------
 
 
-def view(*statements: EpochStatement, registry: dict[str, bytes] = REGISTRY):  # type: ignore[no-untyped-def]
+def view(*statements: EpochStatement, registry: dict[str, bytes] = REGISTRY) -> EpochView:
     return resolve(statements, vault_id=VAULT, registry=registry)
 
 
