@@ -1,4 +1,4 @@
-"""The public vault header ``vault.json`` (v2, reads v1) and the two ways a vault key is wrapped.
+"""The public vault header ``vault.json`` (v3 and v2, reads v1) and the ways a vault key is wrapped.
 
 ``vault.json`` sits in the mailbox next to the envelopes; anyone who can list the store can read it, so it
 holds no secret in clear and not even the vault's name. It is UTF-8 JSON, byte strings in unpadded
@@ -15,6 +15,27 @@ base64url::
 Version 1 (``crdtsync-vault/1``, written up to 9204cbf) is the same without ``commits``. It is still read (a
 vault's own stored header, a relay not yet upgraded), never joined: any device of the vault that syncs rewrites
 its relays' v1 header as v2 (it holds the vault keys, which is all the commitments need).
+
+Version 3 (``crdtsync-vault/3``) is what a key change leaves (device revocation, passphrase change:
+:func:`rotate_header`): only the current epoch E is wrapped under the (new) passphrase, and every older key
+travels sealed under E's key, so that only holders of the new passphrase join, and a joining device still reads
+the whole history::
+
+    {
+      "format": "crdtsync-vault/3", "vault_id": ..., "kdf": {... a fresh salt ...},
+      "epochs": {"<E>": "<60 bytes: E's vault key wrapped under the passphrase, as in v2>"},
+      "commits": {"0": ..., "<E>": ...},
+      "history": "<nonce (12) + AES-GCM-SIV(E's vault key, msgpack [[epoch, key], ...]) (+ 16 tag)>"
+    }
+
+``epochs`` holds exactly one epoch, E; ``commits`` the key commitment of every epoch the vault had, E included
+and none above it (so the fingerprint, made from the first one, does not change); ``history`` every other key
+the vault had, as canonical msgpack (bin type) of ``[epoch, 32-byte key]`` pairs sorted by (epoch, key), sealed
+with associated data ``b"crdtsync-vault/3/history" + vault_id + E (8 bytes big-endian)``. Several keys may exist
+for one epoch (two members changed keys concurrently): the one ``commits`` names is the epoch's **primary**, the
+others are **alternates**; the history holds every earlier primary and every alternate (of E too). A reader
+(:func:`open_header`) needs, for each committed epoch below E, a history key that matches its commitment, and
+refuses history keys of an epoch without one.
 
 **Passphrase wrapping.** KEK = Argon2id(UTF-8 of the NFC-normalised passphrase, salt, params), 32 bytes; each
 epoch's vault key is sealed with AES-GCM-SIV under the KEK, a random 12-byte nonce, and associated data
@@ -37,8 +58,10 @@ prints it in the join string (``URL#vault=<fingerprint>``), and a join given it 
 decoys would make guessing cheap for whoever serves them, ``KDF_TOO_WEAK``), nor cost more than
 :data:`MAX_JOIN_KDF_WORK` (memory times passes, ``KDF_TOO_COSTLY``); a join runs Argon2id on one header only.
 The reader's own caps (:data:`MAX_MEMORY_COST_KIB`, :data:`MAX_ITERATIONS`, :data:`MAX_LANES`) bound any header.
-The header is not signed: altering it can only make unwrapping fail (``WRONG_PASSPHRASE``) or, with the
-passphrase, add an epoch; which epoch a device seals under is never read from it.
+The header is not signed: altering it can only make unwrapping fail (``WRONG_PASSPHRASE``), make it unreadable
+(``HEADER_MALFORMED``) or, with the passphrase, add an epoch. Only a device joining with a v3 header takes the
+epoch it seals under from it (the one wrapped epoch), until its first pull: from then on it seals under the epoch
+the signed epoch statements make current.
 
 Keys of later epochs reach devices in signed epoch statements, wrapped with HPKE for each device
 (:mod:`crdtsync.crypto.epochs`).
@@ -55,9 +78,10 @@ import os
 import re
 import types
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
@@ -65,10 +89,12 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from crdtsync.crypto.keys import MAX_EPOCH, VAULT_ID_BYTES, VAULT_KEY_BYTES
 from crdtsync.errors import CryptoError
 
-#: The ``format`` value of a header this module writes (v2: with key commitments).
+#: The ``format`` value of a v2 header (key commitments, every epoch wrapped under the passphrase).
 HEADER_FORMAT = "crdtsync-vault/2"
 #: The ``format`` value of a v1 header (no key commitments), still read.
 HEADER_FORMAT_V1 = "crdtsync-vault/1"
+#: The ``format`` value of a v3 header (the current epoch wrapped under the passphrase, older keys in a history).
+HEADER_FORMAT_V3 = "crdtsync-vault/3"
 #: Largest ``vault.json`` accepted, in bytes (a header with hundreds of epochs stays far below).
 MAX_HEADER_BYTES = 256 * 1024
 #: Length of an Argon2id salt, in bytes.
@@ -93,9 +119,12 @@ COMMIT_BYTES = 32
 FINGERPRINT_CHARS = 26
 
 _NONCE_BYTES = 12
+_TAG_BYTES = 16
+_FORMATS = {HEADER_FORMAT_V1: 1, HEADER_FORMAT: 2, HEADER_FORMAT_V3: 3}
 _FORMAT_PREFIX = "crdtsync-vault/"
 _WRAP_DOMAIN = HEADER_FORMAT_V1.encode("ascii")
 _COMMIT_DOMAIN = b"crdtsync/v2/key-commit"
+_HISTORY_DOMAIN = b"crdtsync-vault/3/history"
 _FINGERPRINT_DOMAIN = b"crdtsync/v2/fingerprint"
 _EPOCH_KEY_RE = re.compile(r"0|[1-9][0-9]{0,19}")
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
@@ -138,18 +167,21 @@ class KdfParams:
 class VaultHeader:
     """The public header of a vault: its 16-byte ``vault_id``, the ``kdf`` parameters, ``epochs``, a read-only
     map from epoch (0 <= epoch < 2^64) to that epoch's vault key wrapped under the passphrase (60 bytes each),
-    and ``commits``, the 32-byte key commitment of each epoch's key (:func:`key_commitment`): for every epoch in
-    a v2 header, empty in a v1 header.
+    ``commits``, the 32-byte key commitment of each epoch's key (:func:`key_commitment`): for every epoch in
+    a v2 header, empty in a v1 header, for every epoch the vault had in a v3 header; and ``history``, the sealed
+    older keys of a v3 header (at least 28 bytes: nonce and tag), empty in v1 and v2 (see the module docstring).
 
     Raises:
-        ValueError: a field has the wrong shape, or ``commits`` names other epochs than ``epochs`` (a
-            programming error; :meth:`from_json` reports it as ``HEADER_MALFORMED``).
+        ValueError: a field has the wrong shape; in v2, ``commits`` names other epochs than ``epochs``; in v3,
+            ``epochs`` holds more than one epoch, or ``commits`` lacks it or names a later one (a programming
+            error; :meth:`from_json` reports it as ``HEADER_MALFORMED``).
     """
 
     vault_id: bytes
     kdf: KdfParams
     epochs: Mapping[int, bytes]
     commits: Mapping[int, bytes] = dataclasses.field(default_factory=dict)
+    history: bytes = b""
 
     def __post_init__(self) -> None:
         _check_bytes("vault id", self.vault_id, VAULT_ID_BYTES)
@@ -158,40 +190,52 @@ class VaultHeader:
         for epoch, wrapped in self.epochs.items():
             _check_int("epoch", epoch, 0, MAX_EPOCH)
             _check_bytes("wrapped vault key", wrapped, WRAPPED_KEY_BYTES)
-        if self.commits and set(self.commits) != set(self.epochs):
-            raise ValueError("a v2 header commits to every epoch it holds, and to no other")
-        for commit in self.commits.values():
+        for epoch, commit in self.commits.items():
+            _check_int("epoch", epoch, 0, MAX_EPOCH)
             _check_bytes("key commitment", commit, COMMIT_BYTES)
+        if not isinstance(self.history, bytes):
+            raise ValueError("the history must be bytes")
+        if self.history:
+            if len(self.history) < _NONCE_BYTES + _TAG_BYTES:
+                raise ValueError(f"a v3 history holds at least {_NONCE_BYTES + _TAG_BYTES} bytes")
+            if len(self.epochs) != 1 or max(self.commits, default=None) != min(self.epochs):
+                raise ValueError("a v3 header wraps exactly one epoch and commits to it and to no later one")
+        elif self.commits and set(self.commits) != set(self.epochs):
+            raise ValueError("a v2 header commits to every epoch it holds, and to no other")
         object.__setattr__(self, "epochs", types.MappingProxyType(dict(sorted(self.epochs.items()))))
         object.__setattr__(self, "commits", types.MappingProxyType(dict(sorted(self.commits.items()))))
 
     @property
     def version(self) -> int:
-        """2 when the header commits to its keys, else 1."""
-        return 2 if self.commits else 1
+        """3 when the header has a history, else 2 when it commits to its keys, else 1."""
+        return 3 if self.history else 2 if self.commits else 1
 
     def to_json(self) -> bytes:
         """The header as ``vault.json`` (UTF-8 JSON, see the module docstring) in its version's format, epochs in
         ascending order."""
         document: dict[str, Any] = {
-            "format": HEADER_FORMAT if self.commits else HEADER_FORMAT_V1,
+            "format": {version: name for name, version in _FORMATS.items()}[self.version],
             "vault_id": _b64encode(self.vault_id),
             "kdf": {**dataclasses.asdict(self.kdf), "salt": _b64encode(self.kdf.salt)},
             "epochs": {str(epoch): _b64encode(wrapped) for epoch, wrapped in self.epochs.items()},
         }
         if self.commits:
             document["commits"] = {str(epoch): _b64encode(commit) for epoch, commit in self.commits.items()}
+        if self.history:
+            document["history"] = _b64encode(self.history)
         return (json.dumps(document, indent=2) + "\n").encode("utf-8")
 
     @classmethod
     def from_json(cls, data: bytes) -> VaultHeader:
-        """Parse ``vault.json`` (v2 or v1) strictly: exactly the fields of the module docstring, nothing else.
+        """Parse ``vault.json`` (v3, v2 or v1) strictly: exactly the fields of the module docstring, nothing else.
 
         Raises:
             CryptoError: code ``HEADER_UNSUPPORTED_VERSION`` when ``format`` is ``crdtsync-vault/<other>``
                 (written by a newer crdtsync); ``HEADER_MALFORMED`` for anything else that is off (not UTF-8
                 JSON, larger than :data:`MAX_HEADER_BYTES`, duplicate, missing or extra keys, wrong types,
-                non-canonical base64url or epoch numbers, wrong lengths, KDF parameters out of range).
+                non-canonical base64url or epoch numbers, wrong lengths, KDF parameters out of range; in v3, not
+                exactly one epoch in ``epochs``, ``commits`` without it or with a later one, a history shorter
+                than a nonce and a tag). Whether a v3 history opens is :func:`open_header`'s to check.
         """
         if len(data) > MAX_HEADER_BYTES:
             raise _malformed(f"it is larger than {MAX_HEADER_BYTES} bytes")
@@ -203,7 +247,7 @@ class VaultHeader:
             raise _malformed("it is not JSON") from None
         if not isinstance(document, dict) or not isinstance(document.get("format"), str):
             raise _malformed("it has no format field")
-        version = {HEADER_FORMAT: 2, HEADER_FORMAT_V1: 1}.get(document["format"])
+        version = _FORMATS.get(document["format"])
         if version is None:
             if document["format"].startswith(_FORMAT_PREFIX):
                 raise CryptoError(
@@ -212,23 +256,39 @@ class VaultHeader:
                     code="HEADER_UNSUPPORTED_VERSION",
                 )
             raise _malformed("its format field is not a crdtsync vault format")
-        fields = {"format", "vault_id", "kdf", "epochs"} | ({"commits"} if version == 2 else set())
-        _expect_keys(document, fields, "the header")
+        fields = {"format", "vault_id", "kdf", "epochs"} | ({"commits"} if version >= 2 else set())
+        _expect_keys(document, fields | ({"history"} if version == 3 else set()), "the header")
         kdf = document["kdf"]
         _expect_keys(kdf, {"name", "salt", "iterations", "lanes", "memory_cost"}, "kdf")
         epochs = _epoch_map(document["epochs"], "epochs")
-        commits = _epoch_map(document["commits"], "commits") if version == 2 else {}
+        commits = _epoch_map(document["commits"], "commits") if version >= 2 else {}
         if version == 2 and set(commits) != set(epochs):
             raise _malformed("commits must name exactly the epochs")
+        history = _b64decode(document["history"], "history") if version == 3 else b""
+        if version == 3 and not history:
+            raise _malformed("its history is empty")
         try:
             return cls(
                 vault_id=_b64decode(document["vault_id"], "vault_id"),
                 kdf=KdfParams(**{**kdf, "salt": _b64decode(kdf["salt"], "kdf.salt")}),
                 epochs=epochs,
                 commits=commits,
+                history=history,
             )
         except ValueError as exc:
             raise _malformed(str(exc)) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class HeaderKeys:
+    """The vault keys a passphrase opens from a header (:func:`open_header`). ``current`` is the epoch a joining
+    device seals under (a v1/v2 header's founding epoch, a v3 header's one wrapped epoch); ``epochs`` maps every
+    epoch of the vault to its 32-byte primary key (the one the header commits to); ``alternates`` maps an epoch
+    to the other 32-byte keys made for it (sorted; epochs without any are left out, so usually ``{}``)."""
+
+    current: int
+    epochs: dict[int, bytes]
+    alternates: dict[int, list[bytes]]
 
 
 def _epoch_map(value: object, what: str) -> dict[int, bytes]:
@@ -260,8 +320,11 @@ def with_commitments(header: VaultHeader, keys: Mapping[int, bytes]) -> VaultHea
     vault key; the holder of the vault keys upgrades a v1 header without the passphrase).
 
     Raises:
-        ValueError: ``keys`` lacks an epoch of the header (a programming error).
+        ValueError: ``keys`` lacks an epoch of the header, or the header is v3 (it commits to every key already;
+            a programming error).
     """
+    if header.history:
+        raise ValueError("a v3 header commits to its keys already")
     missing = set(header.epochs) - set(keys)
     if missing:
         raise ValueError(f"no vault key for epochs {sorted(missing)}")
@@ -332,9 +395,11 @@ def create_header(vault_id: bytes, vault_key: bytes, passphrase: str, kdf: KdfPa
 def unwrap_vault_key(header: VaultHeader, passphrase: str, epoch: int) -> bytes:
     """The 32-byte vault key of ``epoch``, unwrapped with ``passphrase``. Runs Argon2id once.
 
+    In a v3 header only the current epoch is wrapped under the passphrase: :func:`open_header` gives the others.
+
     Raises:
         CryptoError: ``KEY_MISSING`` when the header holds no key for ``epoch``; ``WRONG_PASSPHRASE`` when
-            the passphrase does not open it, or (v2) opens it to a key other than the one committed to.
+            the passphrase does not open it, or (v2, v3) opens it to a key other than the one committed to.
     """
     if epoch not in header.epochs:
         raise CryptoError(
@@ -345,27 +410,29 @@ def unwrap_vault_key(header: VaultHeader, passphrase: str, epoch: int) -> bytes:
 
 
 def unwrap_vault_keys(header: VaultHeader, passphrase: str) -> dict[int, bytes]:
-    """Every epoch's 32-byte vault key, unwrapped with ``passphrase`` (what a joining device needs to read
-    the history). Runs Argon2id once.
+    """Every epoch's 32-byte vault key (epoch to key), unwrapped with ``passphrase``: the primary keys of
+    :func:`open_header`, which also gives a v3 header's alternates. Runs Argon2id once.
 
     Raises:
-        CryptoError: ``WRONG_PASSPHRASE`` when the passphrase does not open every epoch.
+        CryptoError: ``WRONG_PASSPHRASE`` when the passphrase does not open every epoch (v1, v2) or the current
+            one (v3); ``HEADER_MALFORMED`` when a v3 history does not open or lacks a committed key.
     """
-    kek = _derive_kek(passphrase, header.kdf)
-    return {epoch: _unwrap(kek, header, epoch) for epoch in header.epochs}
+    return open_header(header, passphrase).epochs
 
 
 def add_epoch(header: VaultHeader, epoch: int, vault_key: bytes, passphrase: str) -> VaultHeader:
     """``header`` (as v2) plus ``vault_key`` (32 bytes) of the new ``epoch``, wrapped under ``passphrase``, which
     must open the epochs already there (so one header never mixes passphrases). Runs Argon2id once.
 
-    A revoked device may know the passphrase: when revoking, use :func:`change_passphrase` as well, or the
+    A revoked device may know the passphrase: when revoking, use :func:`rotate_header` instead, or the
     revoked device can unwrap the new epoch from this header.
 
     Raises:
         CryptoError: ``WRONG_PASSPHRASE`` when the passphrase does not open the existing epochs.
-        ValueError: ``epoch`` is already in the header or out of range, or the key is not 32 bytes.
+        ValueError: ``epoch`` is already in the header or out of range, the key is not 32 bytes, or the header is
+            v3 (it changes epoch with :func:`rotate_header`).
     """
+    _check_v1_or_v2(header)
     _check_bytes("vault key", vault_key, VAULT_KEY_BYTES)
     _check_int("epoch", epoch, 0, MAX_EPOCH)
     if epoch in header.epochs:
@@ -383,12 +450,123 @@ def change_passphrase(header: VaultHeader, old_passphrase: str, new_passphrase: 
 
     Raises:
         CryptoError: ``WRONG_PASSPHRASE`` when ``old_passphrase`` does not open every epoch; ``KDF_TOO_WEAK``.
+        ValueError: the header is v3 (it changes passphrase with :func:`rotate_header`).
     """
+    _check_v1_or_v2(header)
     check_kdf_strength(kdf)
     keys = unwrap_vault_keys(header, old_passphrase)
     kek = _derive_kek(new_passphrase, kdf)
     epochs = {epoch: _wrap(kek, header.vault_id, epoch, key) for epoch, key in keys.items()}
     return with_commitments(VaultHeader(vault_id=header.vault_id, kdf=kdf, epochs=epochs), keys)
+
+
+def rotate_header(header: VaultHeader, *, keys: Mapping[int, Sequence[bytes]], epoch: int, vault_key: bytes,
+                  passphrase: str, kdf: KdfParams) -> VaultHeader:
+    """A v3 header after a key change (device revocation, passphrase change): ``vault_key`` (32 bytes) of the new
+    ``epoch`` wrapped under ``passphrase`` with ``kdf`` (give it a fresh salt: :meth:`KdfParams.new`), and every
+    key of ``keys`` (epoch to the 32-byte keys held for it, the primary first) in the history sealed under
+    ``vault_key``. The commitments are ``header``'s (a v1 header's computed from ``keys``), those of the epochs of
+    ``keys`` it lacks (each made from the first key listed) and the new epoch's: the fingerprint stays. Runs
+    Argon2id once.
+
+    Raises:
+        CryptoError: ``KDF_TOO_WEAK`` (see :func:`check_kdf_strength`).
+        ValueError: ``epoch`` is not above every epoch of ``header`` and ``keys``; ``keys`` lists no key for an
+            epoch, or its first key of an epoch ``header`` commits to is not the committed one (or, for a v1
+            header, it lacks an epoch of the header); a key is not 32 bytes (a programming error).
+    """
+    _check_bytes("vault key", vault_key, VAULT_KEY_BYTES)
+    _check_int("epoch", epoch, 0, MAX_EPOCH)
+    for held_epoch, held in keys.items():
+        if not held:
+            raise ValueError(f"no key listed for epoch {held_epoch}")
+        for key in held:
+            _check_bytes("vault key", key, VAULT_KEY_BYTES)
+    commits = {held_epoch: key_commitment(header.vault_id, held_epoch, held[0]) for held_epoch, held in keys.items()}
+    committed = header.commits or with_commitments(header, {e: held[0] for e, held in keys.items()}).commits
+    if max([*committed, *keys]) >= epoch:
+        raise ValueError(f"epoch {epoch} is not above every epoch of the vault")
+    wrong = sorted(e for e, commit in committed.items() if commits.get(e) != commit)
+    if wrong:
+        raise ValueError(f"the keys lack the primary key (listed first) of committed epochs {wrong}")
+    check_kdf_strength(kdf)
+    history = sorted({(held_epoch, key) for held_epoch, held in keys.items() for key in held})
+    kek = _derive_kek(passphrase, kdf)
+    return VaultHeader(vault_id=header.vault_id, kdf=kdf, epochs={epoch: _wrap(kek, header.vault_id, epoch, vault_key)},
+                       commits={**commits, epoch: key_commitment(header.vault_id, epoch, vault_key)},
+                       history=_seal_history(vault_key, header.vault_id, epoch, history))
+
+
+def open_header(header: VaultHeader, passphrase: str) -> HeaderKeys:
+    """The vault keys ``passphrase`` opens from ``header`` (what a joining device needs). v1 and v2: every
+    epoch unwrapped (each matching its commitment in v2), the founding epoch current, no alternates. v3: the one
+    wrapped epoch unwrapped and current, the other keys from the history it opens: for each committed epoch the
+    key matching the commitment is the primary, the rest alternates. Runs Argon2id once.
+
+    Raises:
+        CryptoError: ``WRONG_PASSPHRASE`` when the passphrase does not open every wrapped epoch to its committed
+            key; ``HEADER_MALFORMED`` when a v3 history does not open with the current key or is not a sorted
+            list of ``[epoch, key]``, lacks the committed key of an epoch, or holds a key of an epoch the header
+            does not commit to.
+    """
+    kek = _derive_kek(passphrase, header.kdf)
+    if not header.history:
+        keys = {epoch: _unwrap(kek, header, epoch) for epoch in header.epochs}
+        return HeaderKeys(current=min(keys), epochs=keys, alternates={})
+    (current,) = header.epochs
+    primaries = {current: _unwrap(kek, header, current)}
+    alternates: dict[int, list[bytes]] = {}
+    for epoch, key in _open_history(header, primaries[current]):
+        if epoch not in header.commits:
+            raise _malformed(f"its history holds a key of epoch {epoch}, which it does not commit to")
+        if key_commitment(header.vault_id, epoch, key) != header.commits[epoch]:
+            alternates.setdefault(epoch, []).append(key)
+        elif epoch in primaries:
+            raise _malformed("its history repeats the current key")
+        else:
+            primaries[epoch] = key
+    missing = sorted(set(header.commits) - set(primaries))
+    if missing:
+        raise _malformed(f"its history lacks the committed keys of epochs {missing}")
+    return HeaderKeys(current=current, epochs=dict(sorted(primaries.items())), alternates=alternates)
+
+
+def _check_v1_or_v2(header: VaultHeader) -> None:
+    if header.history:
+        raise ValueError("a v3 header changes keys and passphrase with rotate_header")
+
+
+def _history_ad(vault_id: bytes, epoch: int) -> bytes:
+    return _HISTORY_DOMAIN + vault_id + epoch.to_bytes(8, "big")
+
+
+def _seal_history(vault_key: bytes, vault_id: bytes, epoch: int, history: Sequence[tuple[int, bytes]]) -> bytes:
+    """A v3 ``history``: nonce + AES-GCM-SIV under ``vault_key`` (of the header's ``epoch``) of the canonical
+    msgpack of ``history`` (``(epoch, 32-byte key)`` pairs sorted by epoch, then key)."""
+    packed: bytes = msgpack.packb([[e, key] for e, key in history], use_bin_type=True)
+    nonce = os.urandom(_NONCE_BYTES)
+    return nonce + AESGCMSIV(vault_key).encrypt(nonce, packed, _history_ad(vault_id, epoch))
+
+
+def _open_history(header: VaultHeader, vault_key: bytes) -> list[tuple[int, bytes]]:
+    """The ``(epoch, key)`` pairs of v3 ``header``'s history, opened with ``vault_key`` (its current epoch's),
+    strictly sorted and canonically encoded, or ``HEADER_MALFORMED``."""
+    (current,) = header.epochs
+    nonce, sealed = header.history[:_NONCE_BYTES], header.history[_NONCE_BYTES:]
+    try:
+        packed = AESGCMSIV(vault_key).decrypt(nonce, sealed, _history_ad(header.vault_id, current))
+        entries = msgpack.unpackb(packed, raw=False, max_bin_len=VAULT_KEY_BYTES, max_str_len=0, max_map_len=0,
+                                  max_ext_len=0, max_array_len=len(packed))
+    except (InvalidTag, ValueError, TypeError, msgpack.UnpackException):
+        raise _malformed("its history does not open with the current epoch's key") from None
+    if not isinstance(entries, list) or not all(
+            isinstance(entry, list) and len(entry) == 2 and type(entry[0]) is int and 0 <= entry[0] <= MAX_EPOCH
+            and isinstance(entry[1], bytes) and len(entry[1]) == VAULT_KEY_BYTES for entry in entries):
+        raise _malformed("its history does not open with the current epoch's key to a list of [epoch, key]")
+    pairs = [(epoch, key) for epoch, key in entries]
+    if pairs != sorted(set(pairs)) or msgpack.packb(entries, use_bin_type=True) != packed:
+        raise _malformed("its history does not open with the current epoch's key to a sorted, canonical list")
+    return pairs
 
 
 def _derive_kek(passphrase: str, kdf: KdfParams) -> bytes:

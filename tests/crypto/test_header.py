@@ -1,22 +1,31 @@
-"""The public vault header (vault.json v2, reading v1) and passphrase wrapping."""
+"""The public vault header (vault.json v3 and v2, reading v1) and passphrase wrapping."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import os
 from typing import Any
 
+import msgpack
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import crdtsync.crypto.header as header_module
 from crdtsync.crypto.header import (
     MAX_HEADER_BYTES,
     MIN_ITERATIONS,
     MIN_MEMORY_COST_KIB,
+    HeaderKeys,
     KdfParams,
     VaultHeader,
     _derive_kek,
+    _history_ad,
+    _seal_history,
+    _wrap,
     _wrap_ad,
     add_epoch,
     change_passphrase,
@@ -24,6 +33,8 @@ from crdtsync.crypto.header import (
     create_header,
     fingerprint,
     key_commitment,
+    open_header,
+    rotate_header,
     unwrap_vault_key,
     unwrap_vault_keys,
     with_commitments,
@@ -213,7 +224,7 @@ def _raises_code(data: bytes, code: str) -> None:
 
 
 def test_newer_format_raises_unsupported_version(header: VaultHeader) -> None:
-    document = {**_document(header), "format": "crdtsync-vault/3", "something": "new"}
+    document = {**_document(header), "format": "crdtsync-vault/4", "something": "new"}
     _raises_code(json.dumps(document).encode(), "HEADER_UNSUPPORTED_VERSION")
 
 
@@ -385,3 +396,265 @@ def test_a_join_refuses_a_kdf_that_would_exhaust_the_device() -> None:
     with pytest.raises(CryptoError) as caught:
         check_join_kdf(KdfParams.new(memory_cost=1024 * 1024, iterations=16, lanes=4))
     assert _code(caught) == "KDF_TOO_COSTLY"
+
+
+# -- v3: after a key change only the current epoch is wrapped under the passphrase -----------------------------
+
+NEW_PASSPHRASE = "a new passphrase after a revocation"
+
+
+def _rotate(header: VaultHeader, keys: dict[int, list[bytes]], epoch: int, vault_key: bytes,
+            passphrase: str = NEW_PASSPHRASE) -> VaultHeader:
+    return rotate_header(header, keys=keys, epoch=epoch, vault_key=vault_key, passphrase=passphrase,
+                         kdf=KdfParams.new(**CHEAP))
+
+
+@pytest.fixture
+def next_key() -> bytes:
+    return new_vault_key()
+
+
+@pytest.fixture
+def rotated(header: VaultHeader, vault_key: bytes, next_key: bytes) -> VaultHeader:
+    """Epoch 0's header after a revocation: epoch 1 under the new passphrase, epoch 0's key in the history."""
+    return _rotate(header, {0: [vault_key]}, 1, next_key)
+
+
+def test_a_rotated_header_wraps_the_new_epoch_alone_and_round_trips_byte_identical(
+        rotated: VaultHeader, vault_key: bytes, next_key: bytes) -> None:
+    text = rotated.to_json()
+    document = json.loads(text)
+    assert document["format"] == "crdtsync-vault/3" and rotated.version == 3
+    assert set(document) == {"format", "vault_id", "kdf", "epochs", "commits", "history"}
+    assert list(document["epochs"]) == ["1"] and list(document["commits"]) == ["0", "1"]
+    assert VaultHeader.from_json(text) == rotated
+    assert VaultHeader.from_json(text).to_json() == text
+    for key in (vault_key, next_key):
+        assert key not in text and _b64(key).encode() not in text
+
+
+def test_open_header_gives_the_current_epoch_every_primary_key_and_the_alternates(
+        header: VaultHeader, vault_key: bytes) -> None:
+    """Two members revoked concurrently: both made an epoch 1 key. The one listed first is committed to (the
+    primary), the other travels as an alternate, as does an alternate of epoch 0."""
+    alternate_0, primary_1, alternate_1, key_2 = (new_vault_key() for _ in range(4))
+    rotated = _rotate(header, {0: [vault_key, alternate_0], 1: [primary_1, alternate_1]}, 2, key_2)
+    assert rotated.commits[1] == key_commitment(rotated.vault_id, 1, primary_1)
+    assert open_header(rotated, NEW_PASSPHRASE) == HeaderKeys(
+        current=2, epochs={0: vault_key, 1: primary_1, 2: key_2}, alternates={0: [alternate_0], 1: [alternate_1]})
+    assert unwrap_vault_keys(rotated, NEW_PASSPHRASE) == {0: vault_key, 1: primary_1, 2: key_2}
+
+
+def test_open_header_of_a_v2_header_gives_every_epoch_and_the_founding_one_current(
+        header: VaultHeader, vault_key: bytes, next_key: bytes) -> None:
+    two_epochs = add_epoch(header, 1, next_key, PASSPHRASE)
+    assert open_header(two_epochs, PASSPHRASE) == HeaderKeys(current=0, epochs={0: vault_key, 1: next_key},
+                                                             alternates={})
+
+
+def test_the_old_passphrase_does_not_open_a_rotated_header(rotated: VaultHeader) -> None:
+    for attempt in (lambda: open_header(rotated, PASSPHRASE), lambda: unwrap_vault_key(rotated, PASSPHRASE, 1)):
+        with pytest.raises(CryptoError) as caught:
+            attempt()
+        assert _code(caught) == "WRONG_PASSPHRASE"
+
+
+def test_rotating_keeps_the_fingerprint(header: VaultHeader, rotated: VaultHeader, vault_key: bytes,
+                                        next_key: bytes) -> None:
+    assert fingerprint(rotated) == fingerprint(header)
+    assert fingerprint(_rotate(rotated, {0: [vault_key], 1: [next_key]}, 2, new_vault_key())) == fingerprint(header)
+
+
+def test_a_second_rotation_keeps_every_key(header: VaultHeader, vault_key: bytes) -> None:
+    alternate_0, key_1, key_5 = new_vault_key(), new_vault_key(), new_vault_key()
+    first = _rotate(header, {0: [vault_key, alternate_0]}, 1, key_1)
+    opened = open_header(first, NEW_PASSPHRASE)
+    held = {epoch: [key, *opened.alternates.get(epoch, [])] for epoch, key in opened.epochs.items()}
+    second = _rotate(first, held, 5, key_5, passphrase="a third passphrase")
+    assert open_header(second, "a third passphrase") == HeaderKeys(
+        current=5, epochs={0: vault_key, 1: key_1, 5: key_5}, alternates={0: [alternate_0]})
+    assert list(second.epochs) == [5] and list(second.commits) == [0, 1, 5]
+
+
+def test_a_v1_header_rotates_with_commitments_made_from_the_keys(header: VaultHeader, vault_key: bytes,
+                                                                 next_key: bytes) -> None:
+    rotated = _rotate(_v1(header), {0: [vault_key]}, 1, next_key)
+    assert fingerprint(rotated) == fingerprint(header)
+    assert open_header(rotated, NEW_PASSPHRASE).epochs == {0: vault_key, 1: next_key}
+    with pytest.raises(ValueError):
+        _rotate(_v1(header), {}, 1, next_key)
+
+
+@pytest.mark.parametrize("case", ["epoch not above", "epoch not above the keys", "no primary", "wrong primary",
+                                  "empty list", "short key"])
+def test_rotate_header_refuses_keys_that_would_lose_or_misname_a_key(header: VaultHeader, vault_key: bytes,
+                                                                     case: str) -> None:
+    keys, epoch = {
+        "epoch not above": ({0: [vault_key]}, 0),
+        "epoch not above the keys": ({0: [vault_key], 3: [new_vault_key()]}, 2),
+        "no primary": ({1: [new_vault_key()]}, 2),
+        "wrong primary": ({0: [new_vault_key(), vault_key]}, 1),
+        "empty list": ({0: [vault_key], 1: []}, 2),
+        "short key": ({0: [vault_key, bytes(31)]}, 1),
+    }[case]
+    with pytest.raises(ValueError):
+        _rotate(header, keys, epoch, new_vault_key())
+
+
+def test_rotate_header_refuses_a_weak_kdf_before_argon2id_runs(header: VaultHeader, vault_key: bytes,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(header_module, "_derive_kek", _no_argon2id)
+    with pytest.raises(CryptoError) as caught:
+        rotate_header(header, keys={0: [vault_key]}, epoch=1, vault_key=new_vault_key(), passphrase=NEW_PASSPHRASE,
+                      kdf=KdfParams.new(memory_cost=8, iterations=1, lanes=1))
+    assert _code(caught) == "KDF_TOO_WEAK"
+
+
+def _no_argon2id(passphrase: str, kdf: KdfParams) -> bytes:
+    raise AssertionError("Argon2id ran")
+
+
+def test_rotate_and_open_run_argon2id_once_each(header: VaultHeader, vault_key: bytes,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[str] = []
+
+    def counted(passphrase: str, kdf: KdfParams) -> bytes:
+        runs.append(passphrase)
+        return _derive_kek(passphrase, kdf)
+
+    monkeypatch.setattr(header_module, "_derive_kek", counted)
+    rotated = _rotate(header, {0: [vault_key]}, 1, new_vault_key())
+    open_header(rotated, NEW_PASSPHRASE)
+    assert runs == [NEW_PASSPHRASE, NEW_PASSPHRASE]
+
+
+def test_a_tampered_history_is_malformed(rotated: VaultHeader) -> None:
+    for index in (0, 20, len(rotated.history) - 1):  # nonce, ciphertext, tag
+        flipped = bytearray(rotated.history)
+        flipped[index] ^= 1
+        with pytest.raises(CryptoError) as caught:
+            open_header(dataclasses.replace(rotated, history=bytes(flipped)), NEW_PASSPHRASE)
+        assert _code(caught) == "HEADER_MALFORMED" and "does not open with the current" in caught.value.message
+
+
+def test_a_history_moved_to_another_vault_header_does_not_open(rotated: VaultHeader, next_key: bytes) -> None:
+    """Sealed to its vault id and epoch: the history of one rotated header does not open in another."""
+    other = _hand_made_v3(new_vault_id(), (1, next_key), {0: new_vault_key()}, [])
+    with pytest.raises(CryptoError) as caught:
+        open_header(dataclasses.replace(other, history=rotated.history), PASSPHRASE)
+    assert _code(caught) == "HEADER_MALFORMED"
+
+
+def _hand_made_v3(vault_id: bytes, current: tuple[int, bytes], committed: dict[int, bytes],
+                  history: list[tuple[int, bytes]], *, packed: bytes | None = None) -> VaultHeader:
+    """A v3 header built through the private helpers (under ``PASSPHRASE``): ``current`` wrapped, commitments of
+    ``committed`` and ``current``, a history of ``history`` (or the plaintext ``packed`` as it is)."""
+    kdf = KdfParams.new(**CHEAP)
+    epoch, key = current
+    commits = {e: key_commitment(vault_id, e, k) for e, k in {**committed, epoch: key}.items()}
+    if packed is None:
+        sealed = _seal_history(key, vault_id, epoch, history)
+    else:
+        nonce = os.urandom(12)
+        sealed = nonce + AESGCMSIV(key).encrypt(nonce, packed, _history_ad(vault_id, epoch))
+    return VaultHeader(vault_id=vault_id, kdf=kdf, epochs={epoch: _wrap(_derive_kek(PASSPHRASE, kdf), vault_id,
+                                                                         epoch, key)},
+                       commits=commits, history=sealed)
+
+
+def test_an_alternate_of_the_current_epoch_goes_to_the_alternates(vault_id: bytes, vault_key: bytes) -> None:
+    key_1, alternate_1 = new_vault_key(), new_vault_key()
+    header = _hand_made_v3(vault_id, (1, key_1), {0: vault_key}, [(0, vault_key), (1, alternate_1)])
+    assert open_header(header, PASSPHRASE) == HeaderKeys(current=1, epochs={0: vault_key, 1: key_1},
+                                                         alternates={1: [alternate_1]})
+
+
+K = [bytes([n]) * 32 for n in range(4)]  # K[3] is the current (epoch 3) key; K[0] and K[1] are committed
+HISTORIES: dict[str, list[tuple[int, bytes]]] = {
+    "missing a committed epoch's key": [(0, K[0])],
+    "with alternates only for a committed epoch": [(0, K[0]), (1, K[2])],
+    "with a key of an epoch not committed to": [(0, K[0]), (1, K[1]), (2, K[2])],
+    "with a key of a later epoch": [(0, K[0]), (1, K[1]), (4, K[2])],
+    "repeating the current key": [(0, K[0]), (1, K[1]), (3, K[3])],
+    "unsorted": [(1, K[1]), (0, K[0])],
+    "with a pair twice": [(0, K[0]), (0, K[0]), (1, K[1])],
+}
+
+
+@pytest.mark.parametrize("case", HISTORIES)
+def test_a_history_that_does_not_give_exactly_the_committed_keys_is_malformed(vault_id: bytes, case: str) -> None:
+    header = _hand_made_v3(vault_id, (3, K[3]), {0: K[0], 1: K[1]}, HISTORIES[case])
+    with pytest.raises(CryptoError) as caught:
+        open_header(header, PASSPHRASE)
+    assert _code(caught) == "HEADER_MALFORMED"
+
+
+PLAINTEXTS: dict[str, bytes] = {
+    "not msgpack": b"\xc1",
+    "a map": msgpack.packb({0: K[0]}, use_bin_type=True),
+    "trailing bytes": msgpack.packb([[0, K[0]]], use_bin_type=True) + b"\x00",
+    "a triple": msgpack.packb([[0, K[0], 1]], use_bin_type=True),
+    "a short key": msgpack.packb([[0, bytes(31)]], use_bin_type=True),
+    "a str key": msgpack.packb([[0, "k" * 32]], use_bin_type=True),
+    "a bool epoch": msgpack.packb([[False, K[0]]], use_bin_type=True),
+    "a negative epoch": msgpack.packb([[-1, K[0]]], use_bin_type=True),
+    "a non-canonical epoch": b"\x91\x92\xcf" + bytes(8) + b"\xc4\x20" + K[0],
+}
+
+
+@pytest.mark.parametrize("case", PLAINTEXTS)
+def test_a_history_that_is_not_a_canonical_list_of_epoch_key_pairs_is_malformed(vault_id: bytes, case: str) -> None:
+    header = _hand_made_v3(vault_id, (3, K[3]), {0: K[0]}, [], packed=PLAINTEXTS[case])
+    with pytest.raises(CryptoError) as caught:
+        open_header(header, PASSPHRASE)
+    assert _code(caught) == "HEADER_MALFORMED"
+
+
+def test_the_hand_made_canonical_history_opens(vault_id: bytes) -> None:
+    """The control for the two tests above: the same construction with a good history opens."""
+    header = _hand_made_v3(vault_id, (3, K[3]), {0: K[0]}, [],
+                           packed=b"\x91\x92\x00\xc4\x20" + K[0])
+    assert open_header(header, PASSPHRASE).epochs == {0: K[0], 3: K[3]}
+
+
+V3_MUTATIONS: list[tuple[str, Any]] = [
+    ("epochs", {"0": "WRAPPED", "1": "WRAPPED"}),
+    ("epochs", {"2": "WRAPPED"}),
+    ("commits", {"0": "COMMIT"}),
+    ("commits", {"0": "COMMIT", "1": "COMMIT", "2": "COMMIT"}),
+    ("history", ""),
+    ("history", "AAAA"),
+    ("history", None),
+    ("extra", "field"),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), V3_MUTATIONS, ids=[f"{f}={v!r}" for f, v in V3_MUTATIONS])
+def test_a_v3_header_of_another_shape_is_malformed(rotated: VaultHeader, field: str, value: Any) -> None:
+    document = _document(rotated)
+    wrapped, commit = document["epochs"]["1"], document["commits"]["1"]
+    if isinstance(value, dict):
+        value = {key: {"WRAPPED": wrapped, "COMMIT": commit}[item] for key, item in value.items()}
+    document[field] = value
+    _raises_code(json.dumps(document).encode(), "HEADER_MALFORMED")
+
+
+@pytest.mark.parametrize("field", ["commits", "history"])
+def test_a_v3_header_without_commits_or_history_is_malformed(rotated: VaultHeader, field: str) -> None:
+    document = _document(rotated)
+    del document[field]
+    _raises_code(json.dumps(document).encode(), "HEADER_MALFORMED")
+
+
+def test_a_v2_header_with_a_history_is_malformed(header: VaultHeader, rotated: VaultHeader) -> None:
+    document = {**_document(header), "history": _b64(rotated.history)}
+    _raises_code(json.dumps(document).encode(), "HEADER_MALFORMED")
+
+
+def test_the_v1_and_v2_functions_refuse_a_v3_header(rotated: VaultHeader, next_key: bytes) -> None:
+    with pytest.raises(ValueError):
+        add_epoch(rotated, 2, new_vault_key(), NEW_PASSPHRASE)
+    with pytest.raises(ValueError):
+        change_passphrase(rotated, NEW_PASSPHRASE, "another", KdfParams.new(**CHEAP))
+    with pytest.raises(ValueError):
+        with_commitments(rotated, {1: next_key})
