@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from crdtsync._process import process_alive
-from crdtsync.crypto.header import FINGERPRINT_CHARS, VaultHeader, check_join_kdf, fingerprint, unwrap_vault_keys
+from crdtsync.crypto.header import FINGERPRINT_CHARS, HeaderKeys, VaultHeader, check_join_kdf, fingerprint, open_header
 from crdtsync.crypto.keys import vault_tag
 from crdtsync.errors import CryptoError, InvalidInputError, LanError, MailboxError, NotFoundError
 from crdtsync.model.records import check_label
@@ -129,17 +129,18 @@ def split_join_string(text: str) -> tuple[str, str | None]:
     return url, expected
 
 
-def find_vault(url: str, passphrase: str, expected: str | None = None) -> tuple[VaultHeader, dict[int, bytes]]:
-    """The header of the vault published under mailbox ``url`` and the vault keys ``passphrase`` unwraps from it
-    (epoch to key). Exactly one header is tried, and Argon2id runs once at most: the one vault under the URL, or
-    the one whose fingerprint is ``expected``. Headers that are damaged, or that sit in a folder other than their
-    own vault's tag (copied there as decoys), are passed over. The header must be v2 (key-committing), ask for KDF
-    parameters within :func:`crdtsync.crypto.header.check_join_kdf`'s limits, and the unwrapped keys must match
-    its commitments.
+def find_vault(url: str, passphrase: str, expected: str | None = None) -> tuple[VaultHeader, HeaderKeys]:
+    """The header of the vault published under mailbox ``url`` and the vault keys ``passphrase`` opens from it
+    (:func:`crdtsync.crypto.header.open_header`: the current epoch, the primary keys, the alternates). Exactly one
+    header is tried, and Argon2id runs once at most: the one vault under the URL, or the one whose fingerprint is
+    ``expected``. Headers that are damaged, or that sit in a folder other than their own vault's tag (copied there
+    as decoys), are passed over. The header must be v2 or v3 (key-committing), ask for KDF parameters within
+    :func:`crdtsync.crypto.header.check_join_kdf`'s limits, and the keys it opens must match its commitments.
 
     Raises:
         CryptoError: ``WRONG_PASSPHRASE``, ``KDF_TOO_WEAK``, ``KDF_TOO_COSTLY``, ``HEADER_OUTDATED`` (a v1
-            header: a device of the vault must sync once with this version first).
+            header: a device of the vault must sync once with this version first), ``HEADER_MALFORMED`` (a v3
+            history that does not open with its current key or lacks a committed key).
         MailboxError: ``MAILBOX_NO_VAULT`` (no usable vault under that URL, or none with the expected
             fingerprint), ``MAILBOX_SEVERAL_VAULTS`` (several, and no fingerprint to choose), store errors.
     """
@@ -183,7 +184,7 @@ def find_vault(url: str, passphrase: str, expected: str | None = None) -> tuple[
                           "sync` once on a device of the vault with this crdtsync (it upgrades the header), then "
                           "join again", code="HEADER_OUTDATED")
     check_join_kdf(header.kdf)
-    return header, unwrap_vault_keys(header, passphrase)
+    return header, open_header(header, passphrase)
 
 
 def first_sync(vault: Syncing, relay_name: str, progress: Progress | None = None) -> None:

@@ -547,7 +547,7 @@ class Vault:
 
         Raises:
             CryptoError: ``PASSPHRASE_REQUIRED``, ``WRONG_PASSPHRASE``, ``KDF_TOO_WEAK``, ``KDF_TOO_COSTLY``,
-                ``HEADER_OUTDATED``.
+                ``HEADER_OUTDATED``, ``HEADER_MALFORMED`` (a v3 header whose history does not open).
             MailboxError: ``MAILBOX_NO_VAULT`` (no vault, or none with the fingerprint, under that URL),
                 ``MAILBOX_SEVERAL_VAULTS`` and store errors.
             VaultError: ``VAULT_EXISTS``.
@@ -566,13 +566,14 @@ class Vault:
         check_apart(folder, url)
         passphrase = _vault_create.required_passphrase(
             passphrase, "joining needs the vault's passphrase: pass it or set CRDTSYNC_PASSPHRASE")
-        header, epochs = node.find_vault(url, passphrase, expected)
+        header, keys = node.find_vault(url, passphrase, expected)
         _vault_create.make_folder(folder)
-        # The header is unsigned: whoever knows the passphrase can add epochs to it. A new device seals under the
-        # vault's founding epoch, which every member holds; moving to a later one takes a signed statement of a
-        # member (device revocation).
-        secrets = VaultSecrets(device=DeviceKeys.generate(), vault_id=header.vault_id, epochs=epochs,
-                               current_epoch=min(epochs))
+        # The header is unsigned: whoever knows the passphrase can add epochs to it. A new device first seals under
+        # a v1/v2 header's founding epoch, or a v3 header's one wrapped epoch (the key change that wrote it left
+        # only that epoch under the passphrase); after its first pull it seals under the epoch the signed epoch
+        # statements of the members make current.
+        secrets = VaultSecrets(device=DeviceKeys.generate(), vault_id=header.vault_id, epochs=keys.epochs,
+                               current_epoch=keys.current)
         _vault_create.create_store(folder, secrets, header, vault_name="", device_name=device_name,
                                    founder=False, relay=(relay_name, url))
         with cls.open(folder) as vault:

@@ -1,7 +1,7 @@
 """A join that a hostile store cannot steer: the store operator serves decoy headers (cheap KDF parameters, many
 vaults, a damaged one first, a header copied under another vault's folder, a wrap that opens under two
-passphrases), plants an epoch in the unsigned header, or still serves a v1 header. Plus the migration of a vault
-and relay written by 9204cbf."""
+passphrases), plants an epoch in the unsigned header, or still serves a v1 header. A join with the v3 header a key
+change leaves. Plus the migration of a vault and relay written by 9204cbf."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from crdtsync.crypto.header import (
     add_epoch,
     create_header,
     fingerprint,
+    rotate_header,
     with_commitments,
 )
 from crdtsync.crypto.keys import MAX_EPOCH, new_vault_id, new_vault_key, vault_tag
@@ -177,6 +178,49 @@ def test_an_epoch_planted_in_the_header_is_never_sealed_under(tmp_path: Path, la
         assert errors(phone) == []
     assert errors(laptop) == []
     assert laptop.get(memory.id).content == "written by the new device"
+
+
+NEW_PASSPHRASE = "the passphrase after a revocation"
+
+
+def rotated(header: VaultHeader, keys: dict[int, list[bytes]], vault_key: bytes) -> VaultHeader:
+    """``header`` after a key change to epoch 1 (what a revocation publishes): only the new passphrase joins."""
+    return rotate_header(header, keys=keys, epoch=1, vault_key=vault_key, passphrase=NEW_PASSPHRASE,
+                         kdf=cheap_kdf())
+
+
+def test_a_join_with_a_rotated_header_gets_every_key_and_seals_under_the_rotated_epoch(
+        tmp_path: Path, laptop: Vault) -> None:
+    box = tmp_path / "box"
+    (founding,) = laptop.secrets.epochs.values()
+    key_1 = new_vault_key()
+    put_header(box, rotated(laptop.header, {0: [founding, new_vault_key()]}, key_1))
+    assert join_code(tmp_path, box.as_uri(), "old") == "WRONG_PASSPHRASE"  # the old passphrase admits no one
+    Vault.join(tmp_path / "phone", f"{box.as_uri()}#vault={laptop.fingerprint}", passphrase=NEW_PASSPHRASE)
+    with Vault.open(tmp_path / "phone") as phone:
+        assert phone.secrets.epochs == {0: founding, 1: key_1}
+        assert phone.secrets.current_epoch == 1
+        assert phone.fingerprint == laptop.fingerprint
+        assert [m.content for m in phone.list()] == ["the real vault's memory"]
+
+
+def test_a_rotated_header_in_a_relay_is_left_alone_unless_it_commits_to_other_keys(
+        tmp_path: Path, laptop: Vault) -> None:
+    """A member's sync keeps a v3 header that commits to every key it holds and more; one committing to another
+    founding key is put back."""
+    path = tmp_path / "box" / header_key(vault_tag(laptop.header.vault_id))
+    (founding,) = laptop.secrets.epochs.values()
+    rotation = rotated(laptop.header, {0: [founding]}, new_vault_key())
+    path.write_bytes(rotation.to_json())
+    (report,) = laptop.sync()
+    assert report.errors == [] and report.warnings == []
+    assert VaultHeader.from_json(path.read_bytes()) == rotation
+    impostor_key = new_vault_key()
+    impostor = create_header(laptop.header.vault_id, impostor_key, PASSPHRASE, cheap_kdf())
+    path.write_bytes(rotated(impostor, {0: [impostor_key]}, new_vault_key()).to_json())
+    (report,) = laptop.sync()
+    assert [w["code"] for w in report.warnings] == ["MAILBOX_HEADER_REPLACED"]
+    assert VaultHeader.from_json(path.read_bytes()) == laptop.header
 
 
 def test_a_lost_damaged_downgraded_or_foreign_header_is_put_back_at_the_next_sync(
