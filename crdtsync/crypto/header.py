@@ -39,7 +39,7 @@ refuses history keys of an epoch without one.
 
 **Passphrase wrapping.** KEK = Argon2id(UTF-8 of the NFC-normalised passphrase, salt, params), 32 bytes; each
 epoch's vault key is sealed with AES-GCM-SIV under the KEK, a random 12-byte nonce, and associated data
-``b"crdtsync-vault/1" + vault_id + epoch (8 bytes big-endian)`` (the same in v2), so a wrapped key copied to
+``b"crdtsync-vault/1" + vault_id + epoch (8 bytes big-endian)`` (the same in v2 and v3), so a wrapped key copied to
 another vault or epoch does not open. Argon2id is slow on purpose (the defaults, RFC 9106's second recommended
 setting, take 64 MiB and 0.1 to 0.25 s on one core, measured here): every public function that takes a
 passphrase derives the KEK exactly once, and says so. Whoever can read the store can still guess passphrases
