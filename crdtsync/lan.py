@@ -296,7 +296,15 @@ class LanNode:
         return None
 
     async def _check(self, cert: bytes | None) -> str:
-        return await self._call(lambda: peer_device(cert, self.tls.vault_id, self.logs.registry(), self.me))
+        def check() -> str:
+            device = peer_device(cert, self.tls.vault_id, self.logs.registry(), self.me)
+            revocation = self.logs.view().revoked.get(device)
+            if revocation is not None:
+                raise LanError(f"the peer is device {device}, which device {revocation.by} revoked",
+                               code="LAN_REFUSED")
+            return device
+
+        return await self._call(check)
 
     # -- dialling ---------------------------------------------------------------------------------------
 

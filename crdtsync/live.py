@@ -48,7 +48,7 @@ from crdtsync.protocol.session import (
     SummaryUpdate,
     plan,
 )
-from crdtsync.replication import AuthorLogReplica
+from crdtsync.replication import KEY_NOT_HELD_CODES, AuthorLogReplica
 
 
 @dataclass
@@ -215,6 +215,8 @@ class LiveSync:
         try:
             self.logs.take_head(author, data, f"the head of {author} from peer {self.report.peer}")
         except CrdtsyncError as exc:
+            if exc.code in KEY_NOT_HELD_CODES:
+                return b""  # sealed under an epoch whose statement has not reached this device yet: it comes
             return self.abort(exc.code, exc.message)
         self._heads_sent[author] = data  # the peer holds it: never sent back
         self.logs.keep_heads()
@@ -232,11 +234,19 @@ class LiveSync:
             self.logs.check_room(entry.author, entry.seq)
             accepted = self.logs.accept(entry, row.applied, row.chain, where)
         except CrdtsyncError as exc:
+            if exc.code in KEY_NOT_HELD_CODES:
+                # Sealed under an epoch whose statement (another author's entry) has not reached this device yet:
+                # acknowledged so the peer's window moves on, and asked for again by the next session's summary.
+                return ack
             return self.abort(exc.code, exc.message)
         for _, result in self.logs.integrate([accepted]):
             self.report.memories_changed.update(result.changed)
         self.logs.keep_heads()
         self.report.entries_received += 1
+        try:
+            self.logs.settle()  # an epoch statement in it: the next entries may be under its key
+        except CrdtsyncError as exc:
+            return ack + self.abort(exc.code, exc.message)
         return ack
 
     # -- sending ----------------------------------------------------------------------------------------

@@ -675,9 +675,10 @@ def _create_store(folder: Path, grant: Grant, device_name: str | None) -> tuple[
             continue
         kept.append((name, url))
     _vault_create.make_folder(folder)
-    # As Vault.join: a new device seals under the vault's founding epoch, which every member holds.
+    # The inviter proved the code: the new device seals under the epoch it seals under. After its first pull, the
+    # epoch statements decide (crdtsync._vault_epochs.settle).
     secrets = VaultSecrets(device=DeviceKeys.generate(), vault_id=grant.header.vault_id, epochs=dict(grant.epochs),
-                           current_epoch=min(grant.epochs))
+                           current_epoch=grant.current_epoch)
     _vault_create.create_store(folder, secrets, grant.header, vault_name=grant.name, device_name=device_name,
                                founder=False, relay=kept[0] if kept else None)
     if len(kept) > 1:

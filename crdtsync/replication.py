@@ -15,11 +15,12 @@ from typing import Any
 from pycrdt import merge_updates
 
 from crdtsync.crypto.envelope import KIND_SNAPSHOT, KIND_UPDATE
+from crdtsync.crypto.epochs import EpochView
 from crdtsync.crypto.keys import is_device_id, vault_tag
-from crdtsync.errors import CrdtsyncError, MailboxError
+from crdtsync.errors import CrdtsyncError, EnvelopeError, MailboxError
 from crdtsync.mailbox.backend import MAX_OBJECT_BYTES
 from crdtsync.mailbox.ports import VaultReplica
-from crdtsync.model.authorship import registered_key
+from crdtsync.model.authorship import epoch_view, registered_key
 from crdtsync.protocol.authorlog import check_entry, compaction_floor, contradicts, fork_error
 from crdtsync.protocol.messages import Ack, Batch, Entry, Head, Summary, chain_digest
 from crdtsync.protocol.sealing import Keyring, OpenedEntry, open_entry, open_head, seal_entry, seal_head
@@ -28,6 +29,9 @@ from crdtsync.store.integration import ApplyResult
 
 #: A device writes a snapshot of its contribution every this many log entries.
 SNAPSHOT_EVERY = 256
+#: Codes of an envelope that may open once an epoch statement this device has not integrated yet gives it the key:
+#: an epoch it does not hold, or (two statements made one epoch number at once) another key of that number.
+KEY_NOT_HELD_CODES = frozenset({"ENVELOPE_UNKNOWN_EPOCH", "ENVELOPE_DECRYPT_FAILED"})
 #: ``meta`` key: how many envelopes this device sealed under an epoch (``sealed:<epoch>``).
 SEALED_META = "sealed:{epoch}"
 #: ``cursors`` scope and key of the id of the newest local update this device's own log holds (the store's
@@ -59,17 +63,61 @@ class AuthorLogReplica:
         self.replica = replica
         self.db = replica.store
         secrets = replica.secrets
-        self.keyring = Keyring(secrets.vault_id, secrets.epochs, secrets.current_epoch, secrets.device)
         self.me = secrets.device.device_id
         self.tag = vault_tag(secrets.vault_id)
         self.randbytes = randbytes
         self.snapshot_every = snapshot_every or SNAPSHOT_EVERY
         self._registry: dict[str, dict[str, Any]] | None = None
+        self._view: EpochView | None = None
+        #: Authors revoked past the point their pending head names: that head stands in for a newer one of
+        #: theirs and is never stored.
+        self.clamped: set[str] = set()
         #: Verified heads newer than the ones stored (author -> (head, envelope as received)): an author's is
         #: stored once its entries up to it are applied.
         self.pending: dict[str, tuple[Head, bytes]] = {}
 
     # -- keys and registry ------------------------------------------------------------------------------
+
+    @property
+    def keyring(self) -> Keyring:
+        """The keys to seal and open with, as this device holds them now (a settled epoch changes them)."""
+        secrets = self.replica.secrets
+        return Keyring(secrets.vault_id, secrets.epochs, secrets.current_epoch, secrets.device,
+                       secrets.alternates)
+
+    def view(self) -> EpochView:
+        """What the epoch statements of the registry mean (cached with the registry)."""
+        if self._view is None:
+            self._view = epoch_view(self.registry(), self.replica.secrets.vault_id)
+        return self._view
+
+    def settle(self) -> bool:
+        """Take up the keys and current epoch the statements give this device (see
+        :meth:`crdtsync.vault.Vault.settle_epochs`); returns whether they changed.
+
+        Raises:
+            VaultError: ``DEVICE_REVOKED``.
+        """
+        changed = self.replica.settle_epochs()
+        self.forget_registry()
+        for author, (head, data) in list(self.pending.items()):
+            if author not in self.clamped and self.view().refuses(author, head.seq):
+                del self.pending[author]
+                self._take_revoked_head(author, head, data)
+        return changed
+
+    def refuse_revoked(self, author: str, seq: int, where: str) -> None:
+        """Refuse entry ``seq`` of ``author`` when it is past the author's revocation point.
+
+        Raises:
+            EnvelopeError: ``ENVELOPE_REVOKED_SENDER``.
+        """
+        if self.view().refuses(author, seq):
+            revocation = self.view().revoked[author]
+            raise EnvelopeError(
+                f"{where} is entry {seq} of device {author}, which device {revocation.by} revoked after its entry "
+                f"{revocation.seq}: what a revoked device writes later is refused, whoever relays it",
+                code="ENVELOPE_REVOKED_SENDER")
 
     def registry(self) -> dict[str, dict[str, Any]]:
         """The device registry of the vault (cached until :meth:`forget_registry`)."""
@@ -78,8 +126,10 @@ class AuthorLogReplica:
         return self._registry
 
     def forget_registry(self) -> None:
-        """Read the registry again when next needed (an update that registered a device was applied)."""
+        """Read the registry again when next needed (an update that registered a device or made an epoch
+        statement was applied)."""
         self._registry = None
+        self._view = None
 
     def sender_key(self, device_id: str, epoch: int) -> bytes | None:
         """The registered signing key of ``device_id`` (see :data:`crdtsync.protocol.sealing.SenderKey`)."""
@@ -130,11 +180,23 @@ class AuthorLogReplica:
                 self.db.raise_alarm("MAILBOX_FORK", error.message, device=subject)
                 raise error
         row = self.db.author(author)
+        if self.view().refuses(author, head.seq):
+            self._take_revoked_head(author, head, data)
+            return head
         newest = self.pending.get(author)
         if head.newer_than(newest[0] if newest else None) and (
                 row.head is None or (head.seq, head.n) > (row.head_seq, row.head_n)):
             self.pending[author] = (head, data)
         return head
+
+    def _take_revoked_head(self, author: str, head: Head, data: bytes) -> None:
+        """A head of a revoked device past its revocation point: its entries up to the point still count, so while
+        this device lacks some of them the head stands in for the one of that point (never stored)."""
+        point = self.view().revoked[author].seq
+        if self.db.author(author).applied < point and author not in self.pending:
+            self.pending[author] = (replace(head, seq=point, digest=b"", snap=head.snap if head.snap <= point else 0),
+                                    data)
+            self.clamped.add(author)
 
     def check_summary(self, summary: Summary, where: str) -> None:
         """Raise the fork alarm when ``summary`` (what another device holds) names a digest for an author's seq
@@ -155,7 +217,8 @@ class AuthorLogReplica:
         with self.db.write():
             for author, (head, data) in self.pending.items():
                 row = self.db.author(author)
-                if author != self.me and row.applied == head.seq and head.digest in (row.chain, b"") and (
+                if author != self.me and author not in self.clamped and row.applied == head.seq and (
+                        head.digest in (row.chain, b"")) and (
                         row.head is None or (head.seq, head.n) > (row.head_seq, row.head_n)):
                     self.db.set_head(author, data, head.seq, head.n)
 
@@ -199,6 +262,7 @@ class AuthorLogReplica:
             EnvelopeError, MailboxError: the entry does not open, is not what was expected, or does not follow
                 the chain (``MAILBOX_FORK``, with a persistent alarm).
         """
+        self.refuse_revoked(entry.author, entry.seq, where)
         opened = open_entry(self.keyring, self.sender_key, entry, where)
         try:
             check_entry(entry.author, applied, chain, entry.kind, opened.batch, where)
@@ -223,14 +287,14 @@ class AuthorLogReplica:
         def stored() -> None:
             self.db.set_applied(author, last.entry.seq, last.chain)
             pending = self.pending.get(author)
-            if pending is not None and pending[0].seq == last.entry.seq and pending[0].digest in (last.chain, b""):
+            if (pending is not None and author not in self.clamped and pending[0].seq == last.entry.seq
+                    and pending[0].digest in (last.chain, b"")):
                 self.db.set_head(author, pending[1], pending[0].seq, pending[0].n)
 
         results = self.replica.apply_updates(
             [(item.opened.batch.update, author) for item in group], on_stored=stored,
             allowed_clients=[self.allowed_clients(author, item.opened.batch) for item in group], limit_held=False)
-        if not all(item.opened.registered for item in group):
-            self.forget_registry()
+        self.forget_registry()  # it may have registered a device or brought an epoch statement
         return [(item.entry, result) for item, result in zip(group, results, strict=True)]
 
     # -- this device's own log --------------------------------------------------------------------------
@@ -310,7 +374,7 @@ class AuthorLogReplica:
         other device it knows of (registered, held here, or ``seen`` elsewhere) acknowledged and its snapshot
         covers, other authors' below their heads' lowest kept seq; renews the head when its own log moved."""
         rows = self.db.authors()
-        readers = (set(self.registry()) | set(rows) | set(seen)) - {self.me}
+        readers = (set(self.registry()) | set(rows) | set(seen)) - {self.me} - set(self.view().revoked)
         acks: dict[str, int] = {}
         heads: dict[str, Head] = {}
         for device, row in rows.items():

@@ -25,13 +25,23 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from crdtsync import _vault_create, _vault_import, _vault_memories, _vault_rebase, node
+from crdtsync import _vault_create, _vault_epochs, _vault_import, _vault_memories, _vault_rebase, node
 from crdtsync._vault_create import DB_NAME
 from crdtsync._vault_import import IMPORT_BATCH as IMPORT_BATCH
 from crdtsync._vault_import import ImportReport as ImportReport
+from crdtsync.crypto.envelope import envelope_epoch
+from crdtsync.crypto.epochs import EpochStatement, EpochView
 from crdtsync.crypto.header import KdfParams, VaultHeader, create_header, fingerprint, with_commitments
 from crdtsync.crypto.keys import DeviceKeys, new_vault_id, new_vault_key
-from crdtsync.errors import CrdtsyncError, InvalidInputError, NotFoundError, UpdateRejectedError, VaultError
+from crdtsync.errors import (
+    CrdtsyncError,
+    CryptoError,
+    InvalidInputError,
+    NotFoundError,
+    UpdateRejectedError,
+    VaultError,
+)
+from crdtsync.model.authorship import epoch_view
 from crdtsync.model.records import (
     Conflict,
     Memory,
@@ -46,7 +56,7 @@ from crdtsync.model.records import (
 )
 from crdtsync.store.db import AuditRow, Store, check_relay
 from crdtsync.store.integration import ApplyResult
-from crdtsync.store.keystore import load_secrets
+from crdtsync.store.keystore import load_secrets, save_secrets
 from crdtsync.store.memories import new_memory_id
 from crdtsync.store.replica import Replica
 from crdtsync.store.secrets_file import VaultSecrets
@@ -54,6 +64,8 @@ from crdtsync.store.worker import DEFAULT_DEADLINE
 
 #: Fewest characters of an id that :meth:`Vault.match_id` takes as a prefix.
 MIN_ID_PREFIX = 4
+#: ``meta`` key bumped whenever this device's secrets change (a new epoch key): other processes read them again.
+_SECRETS_GENERATION = "secrets_generation"
 
 
 class Vault:
@@ -68,6 +80,7 @@ class Vault:
         self.path = path
         self._store = store
         self._secrets: VaultSecrets | None = None
+        self._secrets_generation: str | None = None
         self._replica = Replica(store, keys=lambda: self.secrets.device, agent=agent, deadline=deadline)
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -177,9 +190,26 @@ class Vault:
     def secrets(self) -> VaultSecrets:
         """This device's keys and the vault keys (read on first use from the 0600 key file, or the keyring item it
         names: :mod:`crdtsync.store.keystore`)."""
-        if self._secrets is None:
+        generation = self._store.get_meta(_SECRETS_GENERATION)
+        if self._secrets is None or generation != self._secrets_generation:
             self._secrets = load_secrets(self.path)
+            self._secrets_generation = generation
         return self._secrets
+
+    def save_secrets(self, secrets: VaultSecrets) -> None:
+        """Replace this device's secrets with ``secrets`` (new epoch keys) wherever they live
+        (:func:`crdtsync.store.keystore.save_secrets`); every process of this vault reads them again at its next
+        use.
+
+        Raises:
+            CryptoError: ``KEYRING_UNAVAILABLE``, ``KEYRING_LOCKED`` (keys in the OS keyring that cannot be
+                written now).
+        """
+        save_secrets(self.path, secrets)
+        with self._store.write():
+            generation = int(self._store.get_meta(_SECRETS_GENERATION) or 0) + 1
+            self._store.set_meta(_SECRETS_GENERATION, str(generation))
+        self._secrets, self._secrets_generation = secrets, str(generation)
 
     @property
     def header(self) -> VaultHeader:
@@ -419,6 +449,106 @@ class Vault:
             raise InvalidInputError("a device name cannot be blank")
         self._replica.rename_self(name)
 
+    def publish_statement(self, statement: EpochStatement, header: VaultHeader | None) -> None:
+        """For :mod:`crdtsync._vault_epochs`: write ``statement`` (this device's) into its registry entry and keep
+        ``header`` (the header of the new epoch, if any) until that epoch is current here, in one commit."""
+        self._replica.ensure_lease_registered()
+        self._replica.publish_statement(statement, extra_meta={} if header is None else {
+            _vault_epochs.HEADER_NEXT_META: header.to_json()})
+
+    def settle_epochs(self) -> bool:
+        """Take up the keys and the current epoch that the signed epoch statements this device holds give it
+        (:func:`crdtsync._vault_epochs.settle`); returns whether they changed.
+
+        Raises:
+            VaultError: ``DEVICE_REVOKED``.
+        """
+        from crdtsync.replication import AuthorLogReplica
+
+        return _vault_epochs.settle(self, lambda: AuthorLogReplica(self).commit())
+
+    def device_states(self) -> dict[str, dict[str, Any]]:
+        """Per registered device: ``state`` (``"active"`` or ``"revoked"``), ``revoked`` (``{seq, by, epoch}``: its
+        entries past ``seq`` are refused; None while active), ``epoch`` (the epoch of the newest head of it this
+        device holds, this device's own included; None before any) and ``entries`` (how many entries of
+        its log this device applied). Answers from SQLite (the keys are not read)."""
+        view = self.epochs()
+        rows = self._store.authors()
+        states: dict[str, dict[str, Any]] = {}
+        for device in self.devices():
+            revocation = view.revoked.get(device)
+            row = rows.get(device)
+            epoch: int | None = None
+            if row is not None and row.head is not None:
+                try:
+                    epoch = envelope_epoch(row.head)
+                except CrdtsyncError:
+                    epoch = None
+            states[device] = {
+                "state": "active" if revocation is None else "revoked",
+                "revoked": None if revocation is None else {"seq": revocation.seq, "by": revocation.by,
+                                                            "epoch": revocation.epoch},
+                "epoch": epoch, "entries": 0 if row is None else row.applied}
+        return states
+
+    def adopt_header(self, header: VaultHeader) -> bool:
+        """Take ``header`` (read from a relay) as this vault's header when it is newer and commits to the key this
+        device seals under (:func:`crdtsync._vault_epochs.adopt_header`): a header a member rewrote for a new
+        passphrase. Returns whether it was taken."""
+        return _vault_epochs.adopt_header(self, header)
+
+    def epochs(self) -> EpochView:
+        """What the epoch statements in the registry mean: the current epoch, the revoked devices and their points
+        (:func:`crdtsync.crypto.epochs.resolve`). Answers from SQLite (the keys are not read)."""
+        return epoch_view(self.devices(), VaultHeader.from_json(bytes(self._store.get_meta("vault_header"))).vault_id)
+
+    def revoke_device(self, device: str, *, passphrase: str | None = None, new_passphrase: str | None = None,
+                      kdf: KdfParams | None = None) -> dict[str, Any]:
+        """Revoke ``device`` (its id, a unique prefix of 4 characters or more, or its unique name): a signed
+        statement marks it revoked after the last entry of its log this device applied and gives every other
+        active device a new vault key (a new epoch), and the vault header is rewritten so that only
+        ``new_passphrase`` admits new devices (the revoked device knows the old one). ``passphrase`` (default env
+        ``CRDTSYNC_PASSPHRASE``) is the current passphrase, ``new_passphrase`` (default env
+        ``CRDTSYNC_NEW_PASSPHRASE``) the new one. Returns after the commit; the next sync publishes it to every
+        relay. Returns ``{device, point, epoch, recipients}``.
+
+        Raises:
+            InvalidInputError: ``DEVICE_SELF_REVOKE``, ``DEVICE_AMBIGUOUS``.
+            NotFoundError: ``DEVICE_NOT_FOUND``.
+            VaultError: ``DEVICE_ALREADY_REVOKED``, ``DEVICE_REVOKED``, ``DEVICE_NOT_REGISTERED``.
+            CryptoError: ``PASSPHRASE_REQUIRED``, ``WRONG_PASSPHRASE``, ``KEYRING_UNAVAILABLE``, ``KEYRING_LOCKED``.
+        """
+        statement, _ = self._new_epoch("revoke", passphrase, new_passphrase, kdf, revoke=device)
+        ((target, point),) = statement.revoke.items()
+        return {"device": target, "point": point, "epoch": statement.epoch, "recipients": sorted(statement.wraps)}
+
+    def change_passphrase(self, *, passphrase: str | None = None, new_passphrase: str | None = None,
+                          kdf: KdfParams | None = None) -> dict[str, Any]:
+        """Give the vault a new passphrase and, with it, a new vault key (a new epoch) for the same devices: the old
+        passphrase may have leaked with a copy of the header. Passphrases as in :meth:`revoke_device`. Returns
+        ``{epoch, recipients}``.
+
+        Raises:
+            CryptoError: ``PASSPHRASE_REQUIRED``, ``WRONG_PASSPHRASE``, ``KDF_TOO_WEAK``, ``KEYRING_UNAVAILABLE``,
+                ``KEYRING_LOCKED``.
+            VaultError: ``DEVICE_REVOKED``, ``DEVICE_NOT_REGISTERED``.
+        """
+        statement, _ = self._new_epoch("passphrase", passphrase, new_passphrase, kdf)
+        return {"epoch": statement.epoch, "recipients": sorted(statement.wraps)}
+
+    def _new_epoch(self, reason: str, passphrase: str | None, new_passphrase: str | None, kdf: KdfParams | None,
+                   revoke: str | None = None) -> tuple[EpochStatement, EpochView]:
+        from crdtsync.replication import AuthorLogReplica
+
+        current = _vault_create.required_passphrase(
+            passphrase, "the current passphrase is needed: pass it or set CRDTSYNC_PASSPHRASE")
+        new = new_passphrase if new_passphrase is not None else os.environ.get("CRDTSYNC_NEW_PASSPHRASE")
+        if not new:
+            raise CryptoError("a new passphrase is needed (the old one no longer admits anyone): pass it or set "
+                              "CRDTSYNC_NEW_PASSPHRASE", code="PASSPHRASE_REQUIRED")
+        return _vault_epochs.new_epoch(self, reason=reason, passphrase=current, new_passphrase=new, kdf=kdf,
+                                       revoke=revoke, commit=lambda: AuthorLogReplica(self).commit())
+
     def devices(self) -> dict[str, dict[str, Any]]:
         """The device registry replicated in the Doc: ``{device_id: {name, sign_pk, kx_pk, added_by, added_at,
         clients, statements}}`` (``statements``: the device's epoch statements, registry key -> base64url value).
@@ -573,7 +703,7 @@ class Vault:
         # only that epoch under the passphrase); after its first pull it seals under the epoch the signed epoch
         # statements of the members make current.
         secrets = VaultSecrets(device=DeviceKeys.generate(), vault_id=header.vault_id, epochs=keys.epochs,
-                               current_epoch=keys.current)
+                               current_epoch=keys.current, alternates=keys.alternates)
         _vault_create.create_store(folder, secrets, header, vault_name="", device_name=device_name,
                                    founder=False, relay=(relay_name, url))
         with cls.open(folder) as vault:

@@ -1,7 +1,7 @@
 """The ``crdtsync`` command line; :func:`main` is the console-script entry point."""
 
 from crdtsync._hardening import disable_core_dumps
-from crdtsync.cli import keys_commands, lan_commands, sync_commands
+from crdtsync.cli import epoch_commands, keys_commands, lan_commands, sync_commands
 from crdtsync.cli.app import app
 
 
@@ -12,4 +12,4 @@ def main() -> None:
     app(prog_name="crdtsync")
 
 
-__all__ = ["app", "keys_commands", "lan_commands", "main", "sync_commands"]
+__all__ = ["app", "epoch_commands", "keys_commands", "lan_commands", "main", "sync_commands"]

@@ -699,20 +699,26 @@ def devices(ctx: typer.Context, vault: VaultOpt = None, as_json: JsonOpt = False
         me = v.device_id
         met = {p["device"]: p for p in v.status()["lan"]["peers"]}
         keys = _keys_json(v.path)
+        states = v.device_states()
     if as_json:
         _emit_json([{"device_id": k, **{f: x for f, x in info.items() if f != "statements"}, "this_device": k == me,
+                     **states[k],
                      "reached": {"address": met[k]["address"], "at": met[k]["last_seen"]} if k in met else None,
                      "keys": keys if k == me else None}
                     for k, info in sorted(registry.items())])
         return
     table = Table()
-    for column in ("device", "name", "added", "clients", "last reached directly"):
+    for column in ("device", "name", "state", "epoch", "entries", "added", "last reached directly"):
         table.add_column(column)
     for device_id, info in sorted(registry.items()):
         mark = " (this device)" if device_id == me else ""
         reached = f"{met[device_id]['address']}, {_epoch(met[device_id]['last_seen'])}" if device_id in met else ""
-        table.add_row(device_id + mark, _plain(info.get("name", "")), _plain(_when(str(info.get("added_at", "")))),
-                      str(len(info.get("clients", []))), reached)
+        state = states[device_id]
+        revoked = state["revoked"]
+        shown = "active" if revoked is None else f"revoked after entry {revoked['seq']} by {revoked['by'][:8]}"
+        table.add_row(device_id + mark, _plain(info.get("name", "")), shown,
+                      "" if state["epoch"] is None else str(state["epoch"]), str(state["entries"]),
+                      _plain(_when(str(info.get("added_at", "")))), reached)
     out.print(table)
     out.print(f"this device's keys: {_keys_text(keys)}")
 

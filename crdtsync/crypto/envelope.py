@@ -279,6 +279,17 @@ def open_envelope(
     return OpenedEnvelope(sender, epoch, kind, body, sign_pk, registered_pk is not None)
 
 
+def envelope_epoch(data: bytes) -> int:
+    """The epoch an envelope says it was sealed under, read without opening it (for display: nothing is
+    verified).
+
+    Raises:
+        EnvelopeError: ``ENVELOPE_NOT_ENVELOPE``, ``ENVELOPE_OVERSIZE``, ``ENVELOPE_UNSUPPORTED_VERSION``.
+    """
+    epoch: int = _parse(data, MAX_ENVELOPE_BYTES)[3]
+    return epoch
+
+
 def split_body(body: bytes, limit: int = MAX_BODY_BYTES) -> list[bytes]:
     """Cut ``body`` into chunks of at most ``limit`` bytes each (framing in the module docstring), in
     order. Always at least one chunk, so a kind that may be chunked is always chunked and receivers never

@@ -75,6 +75,13 @@ class VaultReplica(Protocol):
     def devices(self) -> dict[str, dict[str, Any]]:
         """The device registry: ``{device_id: {name, sign_pk, kx_pk, clients, ...}}``."""
 
+    def settle_epochs(self) -> bool:
+        """Take up the keys and current epoch the epoch statements give this device; whether they changed.
+        Raises ``VaultError`` ``DEVICE_REVOKED`` when this device was revoked."""
+
+    def adopt_header(self, header: VaultHeader) -> bool:
+        """Take a relay's ``header`` as this vault's when it is newer and commits to this device's current key."""
+
     def own_contribution(self) -> bytes:
         """A Yjs v1 update of every struct this device wrote and the Doc's delete set."""
 

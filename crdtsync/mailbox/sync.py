@@ -66,13 +66,14 @@ from crdtsync.protocol.mailbox import (
     heads_to_read,
     listed_authors,
     listed_parts,
+    newest_listed,
     plan_author,
     token,
     vault_prefix,
 )
 from crdtsync.protocol.messages import Entry, Head
 from crdtsync.protocol.sealing import open_head
-from crdtsync.replication import Accepted, AuthorLogReplica
+from crdtsync.replication import KEY_NOT_HELD_CODES, Accepted, AuthorLogReplica
 
 #: A callback ``(objects done, objects in all)`` for long pulls.
 Progress = Callable[[int, int], None]
@@ -98,6 +99,8 @@ class AuthorLogSync:
         self.me = logs.me
         self.tag = logs.tag
         self.relays = [RelayView(name, store, SyncReport(relay=name)) for name, store in relays]
+        #: Authors whose head a relay holds under an epoch this device does not hold yet: the relays.
+        self.unread: dict[str, list[RelayView]] = {}
 
     # -- the sync ---------------------------------------------------------------------------------------
 
@@ -108,13 +111,16 @@ class AuthorLogSync:
             self._look(relay)
         live = [r for r in self.relays if r.usable]
         try:
+            self.logs.settle()  # a new epoch this device made and did not finish, or DEVICE_REVOKED
             self._restore(live)
             if push:
                 self.logs.commit()
             if pull:
+                self._pull_unread_heads()
                 self._pull(live, progress)
                 v1.pull_legacy(self.logs, live)
                 self._note_waits(live)
+                self.logs.settle()
             self.logs.keep_heads()
             self.logs.renew_head()
             self.logs.compact(a for r in self.relays for a in r.heads)
@@ -123,6 +129,8 @@ class AuthorLogSync:
                     self._put(relay)
         except CrdtsyncError as exc:
             for relay in live:
+                if exc.code == "DEVICE_REVOKED":  # what else went wrong no longer matters
+                    relay.report.errors.clear()
                 relay.fail(exc)
         return [relay.report for relay in self.relays]
 
@@ -156,6 +164,9 @@ class AuthorLogSync:
                 # A folder of no registered device whose head does not open (junk, a stranger's) holds nothing
                 # any device waits for: it is reported and every other author syncs.
                 known = author in self.logs.registry() or author in self.db.authors()
+                if known and exc.code in KEY_NOT_HELD_CODES:
+                    self.unread.setdefault(author, []).append(relay)
+                    continue
                 (relay.fail if known or exc.code == "MAILBOX_FORK" else relay.warn)(exc, author, object=key)
 
     def _read_head(self, relay: RelayView, author: str, key: str, token: str) -> None:
@@ -258,8 +269,10 @@ class AuthorLogSync:
                              key=lambda r: -r.heads[author][0])
             for relay in sources:
                 try:
-                    self._pull_author(relay, author, head, advance)
+                    self._pull_author_settling(relay, author, head, advance)
                 except CrdtsyncError as exc:
+                    if exc.code == "DEVICE_REVOKED":
+                        raise
                     if exc.code == "UPDATE_INBOX_FULL":
                         waiting.append(author)
                         break
@@ -285,6 +298,53 @@ class AuthorLogSync:
                     break
                 except CrdtsyncError as exc:
                     relay.fail(exc, author)
+
+    def _pull_unread_heads(self) -> None:
+        """The heads this device could not open, sealed under an epoch whose key it does not hold yet: the log
+        entries the relay lists past what this device applied are pulled without them (each checked on its own and
+        against the author's chain) until one carries the epoch statement that gives the key; then the head is read
+        again. Authors are gone through again while one of them got through (its statement may be what the others
+        needed); an entry of an epoch no statement here gives stays unread (``ENVELOPE_UNKNOWN_EPOCH``)."""
+        waiting = sorted(self.unread.items())
+        while waiting:
+            stuck: list[tuple[str, list[RelayView]]] = []
+            failures: list[tuple[RelayView, str, CrdtsyncError]] = []
+            for author, relays in waiting:
+                errors = [(relay, author, error) for relay in relays if (error := self._pull_unread(relay, author))]
+                if len(errors) == len(relays):
+                    stuck.append((author, relays))
+                    failures += errors
+            if len(stuck) == len(waiting):
+                for relay, author, error in failures:
+                    relay.fail(error, author, object=author_key(self.tag, author, "head"))
+                return
+            waiting = stuck
+
+    def _pull_unread(self, relay: RelayView, author: str) -> CrdtsyncError | None:
+        """One author of :meth:`_pull_unread_heads` from one relay; the error that stopped it, or None."""
+        applied = self.db.author(author).applied
+        newest = newest_listed(relay.objects, self.tag, author)
+        key = author_key(self.tag, author, "head")
+        try:
+            if newest > applied:
+                self._pull_author_settling(relay, author, Head(seq=newest, first=applied + 1), lambda: None)
+                self.logs.settle()
+            self._read_head(relay, author, key, token(relay.objects[key]))
+        except CrdtsyncError as exc:
+            if exc.code == "DEVICE_REVOKED":
+                raise
+            return exc
+        return None
+
+    def _pull_author_settling(self, relay: RelayView, author: str, head: Head, advance: Callable[[], None]) -> None:
+        """:meth:`_pull_author`, once more when it stopped at an envelope of an epoch this device did not hold and
+        the entries it applied gave it that epoch's key (a statement in them)."""
+        try:
+            self._pull_author(relay, author, head, advance)
+        except CrdtsyncError as exc:
+            if exc.code not in KEY_NOT_HELD_CODES or not self.logs.settle():
+                raise
+            self._pull_author(relay, author, head, advance)
 
     def _note_waits(self, live: list[RelayView]) -> None:
         """Keep, per relay, the entries this pull waited for (``cursors`` scope ``waiting``, read by
@@ -403,7 +463,11 @@ class AuthorLogSync:
         if action == "skip":
             return
         if action == "read":
-            problem = _header_problem(relay.store.get(key), ours)
+            data = relay.store.get(key)
+            theirs = _parsed_header(data)
+            if theirs is not None and self.logs.replica.adopt_header(theirs):  # a new epoch's, made elsewhere
+                ours, digest = theirs, hashlib.sha256(theirs.to_json()).hexdigest()
+            problem = _header_problem(data, ours)
             if problem is None:
                 with self.db.write():
                     self.db.set_cursor("header", relay.name,
@@ -412,6 +476,16 @@ class AuthorLogSync:
             relay.report.warnings.append({"device": "", "code": "MAILBOX_HEADER_REPLACED", "message": (
                 f"{key} in relay {relay.name} {problem}; this vault's header was put back")})
         self._put_object(relay, key, ours.to_json(), healed=True)
+
+
+def _parsed_header(data: bytes | None) -> VaultHeader | None:
+    """The header ``data`` holds, or None when there is none or it does not parse."""
+    if data is None:
+        return None
+    try:
+        return VaultHeader.from_json(data)
+    except CrdtsyncError:
+        return None
 
 
 def _header_problem(data: bytes | None, ours: VaultHeader) -> str | None:

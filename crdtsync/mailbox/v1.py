@@ -29,8 +29,11 @@ class LegacyReader(Protocol):
     db: Store
     tag: str
     me: str
-    keyring: Keyring
     replica: VaultReplica
+
+    @property
+    def keyring(self) -> Keyring:
+        """The keys to open with."""
 
     def sender_key(self, device_id: str, epoch: int) -> bytes | None:
         """The registered signing key of ``device_id``."""

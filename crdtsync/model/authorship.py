@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from crdtsync.crypto.epochs import EpochStatement
+from crdtsync.crypto.epochs import EpochStatement, EpochView, resolve
 from crdtsync.crypto.keys import KEY_BYTES, id_matches
 from crdtsync.errors import CryptoError, UpdateRejectedError
 from crdtsync.model.records import REGISTER_FIELDS, is_stored_time
@@ -66,6 +66,25 @@ def registered_key(registry: Registry, device_id: str) -> bytes | None:
     were enforced: the envelope is then checked against the key it carries, which must hash to the id)."""
     key = _raw_key(registry.get(device_id, {}).get("sign_pk"))
     return key if key is not None and id_matches(device_id, key) else None
+
+
+def epoch_view(registry: Registry, vault_id: bytes) -> EpochView:
+    """What the epoch statements in ``registry`` mean (:func:`crdtsync.crypto.epochs.resolve` over every statement
+    its entries hold, each device's registered key as the key its statements must be signed with): the current
+    epoch, who is revoked and at which point. Statements that do not parse are left out (an update that wrote
+    one was refused, see the module docstring)."""
+    statements = []
+    for entry in registry.values():
+        for value in entry.get("statements", {}).values():
+            data = statement_bytes(value)
+            if data is None:
+                continue
+            try:
+                statements.append(EpochStatement.from_bytes(data))
+            except CryptoError:
+                continue
+    keys = {device: key for device in registry if (key := registered_key(registry, device)) is not None}
+    return resolve(statements, vault_id=vault_id, registry=keys)
 
 
 def owners(registry: Registry) -> dict[int, str]:

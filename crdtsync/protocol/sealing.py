@@ -11,12 +11,12 @@ inside the signed body must be the entry's. A head is one envelope.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
-from crdtsync.crypto.envelope import KIND_HEAD, join_chunks, open_envelope, parse_chunk, seal
+from crdtsync.crypto.envelope import KIND_HEAD, OpenedEnvelope, join_chunks, open_envelope, parse_chunk, seal
 from crdtsync.crypto.keys import DeviceKeys
-from crdtsync.errors import CrdtsyncError, MailboxError
+from crdtsync.errors import CrdtsyncError, EnvelopeError, MailboxError
 from crdtsync.protocol.messages import (
     MAX_PARTS,
     Batch,
@@ -38,12 +38,15 @@ RandBytes = Callable[[int], bytes]
 @dataclass(frozen=True)
 class Keyring:
     """What sealing and opening need: the vault's 16-byte ``vault_id``, the 32-byte vault key of every epoch
-    held (``epochs``), the epoch this device seals under, and this device's keys."""
+    held (``epochs``), the epoch this device seals under, this device's keys, and the other keys held of an
+    epoch number (``alternates``: two statements made one epoch at once, :mod:`crdtsync.crypto.epochs`). An
+    envelope that does not decrypt under its epoch's key is tried under that epoch's alternates."""
 
     vault_id: bytes
     epochs: Mapping[int, bytes]
     epoch: int
     device: DeviceKeys
+    alternates: Mapping[int, Sequence[bytes]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -85,11 +88,29 @@ def _seal(keyring: Keyring, kind: int, body: bytes, count: int, randbytes: RandB
 
 def _open(keyring: Keyring, sender_key: SenderKey, data: bytes, author: str, kind: int,
           what: str) -> tuple[bytes, bool]:
-    opened = open_envelope(data, vault_id=keyring.vault_id, epoch_keys=keyring.epochs, sender_key=sender_key)
+    try:
+        opened = open_envelope(data, vault_id=keyring.vault_id, epoch_keys=keyring.epochs, sender_key=sender_key)
+    except EnvelopeError as exc:
+        if exc.code != "ENVELOPE_DECRYPT_FAILED" or not keyring.alternates:
+            raise
+        opened = _open_alternate(keyring, sender_key, data, exc)
     if opened.sender != author or opened.kind != kind:
         raise MailboxError(f"{what} was written by {opened.sender} as kind {opened.kind}, not by {author}: "
                            "another device's object was put in its place", code="MAILBOX_OBJECT_CORRUPT")
     return opened.body, opened.registered
+
+
+def _open_alternate(keyring: Keyring, sender_key: SenderKey, data: bytes, failed: EnvelopeError) -> OpenedEnvelope:
+    """``data`` opened under one of the alternate keys, or ``failed`` raised again when none opens it."""
+    for epoch, keys in keyring.alternates.items():
+        for key in keys:
+            try:
+                return open_envelope(data, vault_id=keyring.vault_id, epoch_keys={**keyring.epochs, epoch: key},
+                                     sender_key=sender_key)
+            except EnvelopeError as exc:
+                if exc.code != "ENVELOPE_DECRYPT_FAILED":
+                    raise
+    raise failed
 
 
 def open_head(keyring: Keyring, sender_key: SenderKey, data: bytes, author: str, what: str) -> Head:

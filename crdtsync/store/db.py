@@ -335,6 +335,10 @@ class Store(MaterializedMemories, AuthorLogs):
         with self.write():
             self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        """Remove ``key`` from ``meta`` (nothing when it is absent). Call inside a write transaction."""
+        self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     def state_generation(self) -> int:
         """How many times updates left the log other than by compaction (a stored update quarantined, unpushed
         writes dropped). A process whose Doc or integration worker was loaded under another generation reloads

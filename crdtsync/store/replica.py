@@ -18,10 +18,11 @@ from typing import Any, TypeVar
 from pycrdt import Doc, merge_updates
 
 from crdtsync._process import process_alive, process_token
+from crdtsync.crypto.epochs import EpochStatement
 from crdtsync.crypto.keys import DeviceKeys
 from crdtsync.errors import VaultError
 from crdtsync.model.records import Conflict, Memory, believable_until, utc_now_iso
-from crdtsync.model.schema import MemoryDoc, WriteContext
+from crdtsync.model.schema import MemoryDoc, WriteContext, statement_key, statement_value
 from crdtsync.model.ystate import Missing, decode_state_vector, encode_state_vector
 from crdtsync.model.yupdate import MAX_CLOCK, DecodedUpdate, decode_update
 from crdtsync.store.db import Store
@@ -312,6 +313,20 @@ class Replica(UpdateIntegration):
             self._save_registry(doc.registry())
 
         self.local_write(rename, ())
+
+    def publish_statement(self, statement: EpochStatement, *, extra_meta: Mapping[str, bytes]) -> None:
+        """Write this device's epoch ``statement`` into its registry entry (replicated) and store ``extra_meta``
+        in the same commit."""
+
+        def publish(doc: MemoryDoc) -> None:
+            data = statement.to_bytes()
+            doc.publish_statement(self.device_id, statement_key(statement.epoch, statement.digest),
+                                  statement_value(data))
+            for key, value in extra_meta.items():
+                self._store.set_meta(key, value)
+            self._save_registry(doc.registry())
+
+        self.local_write(publish, ())
 
     def _ensure_registered(self) -> None:
         with self._store.write():

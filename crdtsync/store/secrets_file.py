@@ -1,7 +1,9 @@
 """The vault's secret file: device private keys and vault keys, in a 0600 file beside the database.
 
 Format: a msgpack map ``{"format": 1, "device": <DeviceKeys.to_bytes()>, "vault_id": bytes(16),
-"epochs": {epoch: vault_key(32 bytes)}, "current_epoch": int}``. It is written to a temporary name in the same
+"epochs": {epoch: vault_key(32 bytes)}, "current_epoch": int, "alternates": {epoch: [vault_key, ...]}}``
+(``alternates`` only when there are any: the other keys of an epoch number that two statements made at once, see
+:mod:`crdtsync.crypto.epochs`). It is written to a temporary name in the same
 folder with mode 0600, fsynced, renamed over the old file and the folder fsynced, so a crash leaves either the
 old or the new file, never a torn one. Whether a vault's secrets are in this file or in the OS keyring (the file
 then holds a reference) is :mod:`crdtsync.store.keystore`'s business.
@@ -25,12 +27,19 @@ SECRETS_FORMAT = 1
 @dataclass(frozen=True)
 class VaultSecrets:
     """This device's keys and the vault keys it knows: ``device`` keys, ``vault_id`` (16 bytes), ``epochs``
-    (epoch -> 32-byte vault key) and ``current_epoch`` (the epoch new envelopes are sealed under)."""
+    (epoch -> the 32-byte vault key it seals under in that epoch), ``current_epoch`` (the epoch new envelopes are
+    sealed under) and ``alternates`` (epoch -> the other 32-byte keys of that epoch number, made by concurrent
+    epoch statements; envelopes of that epoch may be under any of them)."""
 
     device: DeviceKeys
     vault_id: bytes
     epochs: dict[int, bytes] = field(default_factory=dict)
     current_epoch: int = 0
+    alternates: dict[int, list[bytes]] = field(default_factory=dict)
+
+    def holds(self, epoch: int, key: bytes) -> bool:
+        """Whether ``key`` (32 bytes) of ``epoch`` is among the keys held."""
+        return self.epochs.get(epoch) == key or key in self.alternates.get(epoch, ())
 
     def to_bytes(self) -> bytes:
         """The msgpack encoding described in the module docstring."""
@@ -41,6 +50,7 @@ class VaultSecrets:
                 "vault_id": self.vault_id,
                 "epochs": self.epochs,
                 "current_epoch": self.current_epoch,
+                **({"alternates": self.alternates} if self.alternates else {}),
             },
             use_bin_type=True,
         )
@@ -54,11 +64,13 @@ class VaultSecrets:
             if raw.get("format") != SECRETS_FORMAT:
                 raise ValueError(f"unknown format {raw.get('format')!r}")
             epochs = {int(k): bytes(v) for k, v in raw["epochs"].items()}
+            alternates = {int(k): [bytes(key) for key in v] for k, v in raw.get("alternates", {}).items()}
             return cls(
                 device=DeviceKeys.from_bytes(raw["device"]),
                 vault_id=bytes(raw["vault_id"]),
                 epochs=epochs,
                 current_epoch=int(raw["current_epoch"]),
+                alternates=alternates,
             )
         except CryptoError:
             raise

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -36,6 +37,7 @@ import msgpack
 from pycrdt import Doc, Map
 
 from crdtsync._hardening import disable_core_dumps, worker_environment
+from crdtsync.crypto.epochs import MAX_STATEMENT_BYTES
 from crdtsync.crypto.keys import is_device_id
 from crdtsync.errors import UpdateRejectedError
 from crdtsync.model.authorship import check_attribution
@@ -45,10 +47,16 @@ from crdtsync.model.schema import (
     ROOT_DEVICES,
     ROOT_MEMORIES,
     ROOT_VAULT,
+    STATEMENT_PREFIX,
     EntryAudit,
     check_record,
 )
 from crdtsync.store.memories import MemoryRow, memory_row
+
+#: A registry key of an epoch statement (:func:`crdtsync.model.schema.statement_key`), and the longest value one
+#: may hold (unpadded base64url of :data:`crdtsync.crypto.epochs.MAX_STATEMENT_BYTES`).
+_STATEMENT_KEY = re.compile(r"e:(0|[1-9][0-9]{0,19}):[0-9a-f]{16}")
+_MAX_STATEMENT_TEXT = -(-MAX_STATEMENT_BYTES * 4 // 3)
 
 #: Seconds one update may take to apply in the worker before it is killed.
 DEFAULT_DEADLINE = 10.0
@@ -164,6 +172,9 @@ def check_registry(entries: Sequence[_Entry], vault_text: str) -> dict[str, dict
             if key.startswith(CLIENT_PREFIX):
                 if value is not True or not key[len(CLIENT_PREFIX) :].isdigit():
                     raise _violation(f"registry entry {device_id} has a bad client id {key!r}")
+            elif key.startswith(STATEMENT_PREFIX):
+                if not _STATEMENT_KEY.fullmatch(key) or not isinstance(value, str) or len(value) > _MAX_STATEMENT_TEXT:
+                    raise _violation(f"registry entry {device_id} has a bad epoch statement {key[:40]!r}")
             elif key not in _REGISTRY_TEXT_FIELDS or not isinstance(value, str) or len(value) > MAX_LABEL_BYTES:
                 raise _violation(f"registry entry {device_id} has a bad field {key[:40]!r}")
         checked[device_id] = entry
