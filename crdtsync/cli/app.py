@@ -690,8 +690,9 @@ app.add_typer(devices_app, name="devices")
 
 @devices_app.callback()
 def devices(ctx: typer.Context, vault: VaultOpt = None, as_json: JsonOpt = False) -> None:
-    """List the devices of the vault (from the replicated registry): name, when added, where and when each was
-    last reached directly, and where this device's keys live."""
+    """List the devices of the vault (from the replicated registry): name, state (active, or revoked after which
+    entry of its log and by whom), the key epoch of its newest head, where and when each was last reached directly,
+    and where this device's keys live (`--json` adds when each was added and how many of its entries are here)."""
     if ctx.invoked_subcommand is not None:
         return
     with _open(vault, as_json) as v:
@@ -708,7 +709,7 @@ def devices(ctx: typer.Context, vault: VaultOpt = None, as_json: JsonOpt = False
                     for k, info in sorted(registry.items())])
         return
     table = Table()
-    for column in ("device", "name", "state", "epoch", "entries", "added", "last reached directly"):
+    for column in ("device", "name", "state", "epoch", "last reached directly"):
         table.add_column(column)
     for device_id, info in sorted(registry.items()):
         mark = " (this device)" if device_id == me else ""
@@ -717,8 +718,7 @@ def devices(ctx: typer.Context, vault: VaultOpt = None, as_json: JsonOpt = False
         revoked = state["revoked"]
         shown = "active" if revoked is None else f"revoked after entry {revoked['seq']} by {revoked['by'][:8]}"
         table.add_row(device_id + mark, _plain(info.get("name", "")), shown,
-                      "" if state["epoch"] is None else str(state["epoch"]), str(state["entries"]),
-                      _plain(_when(str(info.get("added_at", "")))), reached)
+                      "" if state["epoch"] is None else str(state["epoch"]), reached)
     out.print(table)
     out.print(f"this device's keys: {_keys_text(keys)}")
 
