@@ -451,7 +451,13 @@ class Vault:
 
     def publish_statement(self, statement: EpochStatement, header: VaultHeader | None) -> None:
         """For :mod:`crdtsync._vault_epochs`: write ``statement`` (this device's) into its registry entry and keep
-        ``header`` (the header of the new epoch, if any) until that epoch is current here, in one commit."""
+        ``header`` (the header of the new epoch, if any) until that epoch is current here, in one commit.
+
+        Raises:
+            ValueError: ``statement`` is another device's (every other device would refuse the update).
+        """
+        if statement.author != self.device_id:
+            raise ValueError(f"a statement of device {statement.author} cannot go in this device's registry entry")
         self._replica.ensure_lease_registered()
         self._replica.publish_statement(statement, extra_meta={} if header is None else {
             _vault_epochs.HEADER_NEXT_META: header.to_json()})

@@ -10,6 +10,7 @@ from pycrdt import merge_updates
 from crdtsync.live import LiveSync
 from crdtsync.replication import AuthorLogReplica
 from crdtsync.vault import Vault
+from tests.conftest import PASSPHRASE
 from tests.mailbox.forge import push_raw
 
 
@@ -119,3 +120,24 @@ def test_two_devices_shown_two_histories_of_one_author_both_raise_the_fork_alarm
     assert b.report.error is not None and b.report.error["code"] == "MAILBOX_FORK"
     for vault in (d1, d2):
         assert any(alarm["code"] == "MAILBOX_FORK" for alarm in vault.store.alarms())
+
+
+def test_a_revocation_travels_in_a_live_session_and_the_revoked_device_is_refused(devices: list[Vault]) -> None:
+    """d0 revokes d3; d1 learns it from d0 in a live session (the statement's entry, then entries under the new
+    epoch, in one session); then d3 meets d1: what d3 wrote after its revocation never gets in."""
+    d0, d1, _, d3 = devices
+    d0.revoke_device("d3", passphrase=PASSPHRASE, new_passphrase="the new passphrase")
+    d0.add("d0 after the revocation")
+    a, b = LiveSync(AuthorLogReplica(d0)), LiveSync(AuthorLogReplica(d1))
+    _wire(a, b, a.start())
+    assert a.report.error is None and b.report.error is None
+    assert d1.secrets.current_epoch == 1
+    assert "d0 after the revocation" in {m.content for m in d1.list()}
+
+    d3.add("d3 after its revocation")
+    c, d = LiveSync(AuthorLogReplica(d1)), LiveSync(AuthorLogReplica(d3))
+    _wire(c, d, c.start())
+    codes = {r.error["code"] for r in (c.report, d.report) if r.error is not None}
+    assert codes & {"ENVELOPE_REVOKED_SENDER", "DEVICE_REVOKED"}
+    assert "d3 after its revocation" not in {m.content for m in d1.list()}
+    assert d1.store.author(d3.device_id).applied == d0.epochs().revoked[d3.device_id].seq

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from crdtsync.crypto.envelope import KIND_UPDATE, open_envelope
-from crdtsync.crypto.keys import vault_tag
+from crdtsync.crypto.epochs import make_statement
+from crdtsync.crypto.keys import DeviceKeys, new_vault_key, vault_tag
 from crdtsync.errors import CrdtsyncError
 from crdtsync.protocol.mailbox import entry_key
 from crdtsync.protocol.messages import unpack_part
@@ -244,3 +245,39 @@ def test_a_wrong_passphrase_or_a_second_revocation_is_refused(trio: tuple[Vault,
     with pytest.raises(CrdtsyncError) as caught:
         a.revoke_device(c.device_id, passphrase=NEW_PASSPHRASE, new_passphrase="x")
     assert caught.value.code == "DEVICE_ALREADY_REVOKED"
+
+
+@pytest.mark.parametrize("hostile", ["unknown recipient", "revokes an unregistered device", "signed by another"])
+def test_a_statement_a_member_made_against_the_rules_counts_nowhere(
+        trio: tuple[Vault, Vault, Vault, Path], hostile: str) -> None:
+    """A member (a modified client) publishes, in its own registry entry, a statement that wraps the new key for
+    a device that does not exist, revokes one that does not, or carries another device's signature: every device
+    leaves it void with its code and keeps sealing under the epoch it had."""
+    a, b, c, _ = trio
+    stranger = DeviceKeys.generate()
+    secrets = b.secrets
+    recipients = {a.device_id: bytes.fromhex(b.devices()[a.device_id]["kx_pk"])}
+    revoke: dict[str, int] = {}
+    author = secrets.device
+    if hostile == "unknown recipient":
+        recipients[stranger.device_id] = stranger.kx_pk
+    elif hostile == "revokes an unregistered device":
+        revoke[stranger.device_id] = 0
+    else:
+        author = c.secrets.device  # C's statement, put in B's entry
+    statement = make_statement(author, vault_id=secrets.vault_id, prev=0, epoch=1, vault_key=new_vault_key(),
+                               reason="rekey", recipients=recipients, revoke=revoke)
+    if hostile == "signed by another":
+        with pytest.raises(ValueError):  # crdtsync never writes another device's statement into its entry
+            b.publish_statement(statement, None)
+        return
+    b.publish_statement(statement, None)
+    assert codes(b) == []
+    assert codes(a) == [] and codes(c) == []
+    for vault in (a, b, c):
+        view = vault.epochs()
+        assert view.void == {statement.digest: "EPOCH_UNKNOWN_DEVICE"}
+        assert view.current == 0 and vault.secrets.current_epoch == 0
+    a.add("still under epoch 0")
+    assert codes(a) == [] and codes(b) == []
+    assert "still under epoch 0" in contents(b)
