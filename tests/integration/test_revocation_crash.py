@@ -144,8 +144,8 @@ def trio(tmp_path: Path) -> Trio:
     return Trio(tmp_path / "a", tmp_path / "b", tmp_path / "c", box)
 
 
-def revoke_and_die(folder: Path, step: str, script: Path) -> str:
-    """Run the child on ``folder``; assert it killed itself at ``step``; returns what it printed."""
+def revoke_and_die(folder: Path, step: str, script: Path) -> None:
+    """Run the child on ``folder`` and assert that it killed itself at ``step``."""
     script.write_text(CHILD)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     child = subprocess.Popen([sys.executable, str(script), str(folder), step, PASSPHRASE, NEW_PASSPHRASE],
@@ -158,7 +158,6 @@ def revoke_and_die(folder: Path, step: str, script: Path) -> str:
             os.killpg(child.pid, signal.SIGKILL)  # an integration worker it may have started
     assert child.returncode == -signal.SIGKILL, (child.returncode, out, err[-3000:])
     assert out.split() == [step], (out, err[-3000:])
-    return out
 
 
 def join_code(folder: Path, url: str, passphrase: str) -> str | None:
