@@ -109,7 +109,7 @@ def settle(vault: Vault, commit: Callable[[], object]) -> bool:
     changed = updated != secrets
     if changed:
         vault.save_secrets(updated)
-        _promote_header(vault)
+    _promote_header(vault)  # also after a process killed between saving the keys and storing the header
     if winner is not None and not view.clean and current == winner.epoch:
         _rekey(vault, view, commit)
         return True
