@@ -189,17 +189,21 @@ def rotated(header: VaultHeader, keys: dict[int, list[bytes]], vault_key: bytes)
                          kdf=cheap_kdf())
 
 
-def test_a_join_with_a_rotated_header_gets_every_key_and_seals_under_the_rotated_epoch(
+def test_a_join_with_a_rotated_header_gets_every_key_and_seals_only_under_an_epoch_a_statement_made(
         tmp_path: Path, laptop: Vault) -> None:
+    """A v3 header (here rotated by hand, as anyone with the passphrase could, with no epoch statement behind it)
+    gives a joining device every key, alternates included; its first pull finds no statement that made epoch 1
+    current, so it seals under the founding epoch, which every member holds."""
     box = tmp_path / "box"
     (founding,) = laptop.secrets.epochs.values()
-    key_1 = new_vault_key()
-    put_header(box, rotated(laptop.header, {0: [founding, new_vault_key()]}, key_1))
+    key_1, alternate = new_vault_key(), new_vault_key()
+    put_header(box, rotated(laptop.header, {0: [founding, alternate]}, key_1))
     assert join_code(tmp_path, box.as_uri(), "old") == "WRONG_PASSPHRASE"  # the old passphrase admits no one
     Vault.join(tmp_path / "phone", f"{box.as_uri()}#vault={laptop.fingerprint}", passphrase=NEW_PASSPHRASE)
     with Vault.open(tmp_path / "phone") as phone:
         assert phone.secrets.epochs == {0: founding, 1: key_1}
-        assert phone.secrets.current_epoch == 1
+        assert phone.secrets.alternates == {0: [alternate]}
+        assert phone.secrets.current_epoch == 0
         assert phone.fingerprint == laptop.fingerprint
         assert [m.content for m in phone.list()] == ["the real vault's memory"]
 
