@@ -23,16 +23,41 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from crdtsync.crypto.epochs import EpochStatement, EpochView, Revocation, make_statement, open_statement
 from crdtsync.crypto.header import KdfParams, VaultHeader, key_commitment, open_header, rotate_header
 from crdtsync.crypto.keys import new_vault_key
 from crdtsync.errors import CryptoError, InvalidInputError, NotFoundError, VaultError
 from crdtsync.model.authorship import epoch_view, registered_key
+from crdtsync.store.db import Store
+from crdtsync.store.secrets_file import VaultSecrets
 
-if TYPE_CHECKING:
-    from crdtsync.vault import Vault
+
+class Vault(Protocol):
+    """What this module needs of a vault (:class:`crdtsync.vault.Vault` is one)."""
+
+    @property
+    def secrets(self) -> VaultSecrets:
+        """This device's keys and the vault keys, as saved now."""
+
+    @property
+    def store(self) -> Store:
+        """The SQLite store."""
+
+    @property
+    def header(self) -> VaultHeader:
+        """The vault's public header."""
+
+    def devices(self) -> dict[str, dict[str, Any]]:
+        """The device registry."""
+
+    def save_secrets(self, secrets: VaultSecrets) -> None:
+        """Replace this device's secrets wherever they live."""
+
+    def publish_statement(self, statement: EpochStatement, header: VaultHeader | None) -> None:
+        """Write this device's statement into its registry entry, and keep ``header`` beside it."""
+
 
 #: ``meta`` key: this device's own revocation, JSON ``{seq, by, epoch}`` (absent while it is a member).
 REVOKED_META = "revoked"

@@ -22,6 +22,7 @@ import typer
 from crdtsync.cli import app
 from crdtsync.vault import Vault
 from tests.cli.test_cli import assert_fails, build_conflict, new_vault, run_crdtsync, stdout_json, write_jsonl
+from tests.conftest import PASSPHRASE
 
 #: Fields a repeated write cannot reproduce: they are checked in shape and then set aside.
 VOLATILE = ("id", "created", "updated", "seconds", "device_id", "vault")
@@ -248,9 +249,37 @@ def test_devices_rename_either_way(tmp_path: Path) -> None:
     assert shown.returncode == 0 and "pixel" in shown.stdout
 
 
+def test_passphrase_change_and_devices_revoke_either_way(tmp_path: Path) -> None:
+    """Each moves the vault to a new epoch: the second run of each spelling takes the passphrase the first set."""
+    box = str(tmp_path / "box")
+    home = new_vault(tmp_path / "v")
+    with Vault.open(home) as vault:
+        vault.add_relay("box", box)
+        vault.sync()
+    for name in ("c", "d"):
+        Vault.join(tmp_path / name, box, passphrase=PASSPHRASE, device_name=name)
+    with Vault.open(home) as vault:
+        vault.sync()
+    runs = [(["--json", "passphrase", "change"], PASSPHRASE, "first new"),
+            (["passphrase", "change", "--json"], "first new", "second new"),
+            (["--json", "devices", "revoke", "c", "--yes"], "second new", "third new"),
+            (["devices", "revoke", "d", "--yes", "--json"], "third new", "fourth new")]
+    reports = []
+    for argv, current, new in runs:
+        process = run_crdtsync(home, *argv, env={"CRDTSYNC_PASSPHRASE": current, "CRDTSYNC_NEW_PASSPHRASE": new})
+        assert process.returncode == 0, (argv, process.stderr)
+        reports.append(stdout_json(process))
+    assert [r["epoch"] for r in reports] == [1, 2, 3, 4]
+    assert len(reports[0]["recipients"]) == len(reports[1]["recipients"]) == 3
+    assert [(r["device"], len(r["recipients"])) for r in reports[2:]] == [
+        (reports[2]["device"], 2), (reports[3]["device"], 1)]
+    states = {d["name"]: d["state"] for d in stdout_json(run_crdtsync(home, "devices", "--json"))}
+    assert states == {"cli-test": "active", "c": "revoked", "d": "revoked"}
+
+
 def test_every_command_with_json_is_tested_with_the_global_flag() -> None:
     """A command that gains ``--json`` must join the tests above."""
     tested = set(READ_ONLY) | {"add", "edit", "rm", "restore", "resolve", "import", "relay add", "relay rm", "push",
                                "pull", "sync", "init", "join", "peer add", "peer rm", "keys store", "devices rename",
-                               "invite"}  # invite: tests/pairing
+                               "devices revoke", "passphrase change", "invite"}  # invite: tests/pairing
     assert json_commands() == tested
