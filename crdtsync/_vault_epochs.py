@@ -8,8 +8,10 @@ device is opened and its key kept (an epoch number two statements share keeps bo
 when this device holds the key of the winning statement it seals under that epoch from then on. A device that
 made a statement itself first commits its log under the old epoch, so the entry that carries the statement opens
 for every device that still holds only the old key (the revoked one included: it learns it was revoked). A
-device that a counted statement revoked records it (``meta`` ``revoked``) and syncs no more:
-``DEVICE_REVOKED``.
+device that a counted statement revoked records it (``meta`` ``revoked``, an alarm) and sends nothing more:
+every sync fails with ``DEVICE_REVOKED``. It still pulls what it can open, so that when the statement that
+revoked it turns out void (its author was revoked first, by a statement that arrives later) the record and the
+alarm go and it syncs again.
 
 **Crash safety of a new epoch.** The statement, which wraps the new key for its author too, and the header of
 the new passphrase (``meta`` ``vault_header_next``) are written in one transaction; everything after that (the
@@ -94,6 +96,10 @@ def settle(vault: Vault, commit: Callable[[], object]) -> bool:
     mine = view.revoked.get(me)
     if mine is not None:
         raise _record_revoked(vault, mine)
+    if own_revocation(vault) is not None:  # the statement that revoked it turned out void
+        with vault.store.write():
+            vault.store.delete_meta(REVOKED_META)
+        vault.store.clear_alarms("DEVICE_REVOKED")
     epochs = dict(secrets.epochs)
     alternates = {epoch: list(keys) for epoch, keys in secrets.alternates.items()}
 

@@ -38,8 +38,9 @@ they arrived in:
 2. A statement counts only when its author is registered, its signature verifies against the registered key,
    it names this vault, its author is not revoked by a statement counted before it, it revokes neither its
    author nor an unregistered device, and it wraps for registered devices only, none of them revoked by a
-   counted statement of an epoch at or below its ``prev`` (which its author had seen). Otherwise it is
-   void, with a code (:data:`VOID_CODES`).
+   counted statement of an epoch below its ``prev`` (its author sealed past that one). A statement of the epoch
+   ``prev`` itself may have been made at once elsewhere and never seen by the author: a key given to a device
+   it revoked is taken back by a rekey (rule 5). Otherwise it is void, with a code (:data:`VOID_CODES`).
 3. Each counted statement revokes the devices it names; a device revoked by several keeps the first
    revocation's author and epoch and the highest point (so an entry one remaining device already applied is
    not refused by another).
@@ -391,6 +392,6 @@ def _void_code(s: EpochStatement, vault_id: bytes, registry: Mapping[str, bytes]
         return "EPOCH_SELF_REVOKE"
     if any(device not in registry for device in (*s.revoke, *s.wraps)):
         return "EPOCH_UNKNOWN_DEVICE"
-    if any(device in revoked and revoked[device].epoch <= s.prev for device in s.wraps):
+    if any(device in revoked and revoked[device].epoch < s.prev for device in s.wraps):
         return "EPOCH_WRAPS_REVOKED"
     return None

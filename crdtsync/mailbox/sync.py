@@ -111,7 +111,12 @@ class AuthorLogSync:
             self._look(relay)
         live = [r for r in self.relays if r.usable]
         try:
-            self.logs.settle()  # a new epoch this device made and did not finish, or DEVICE_REVOKED
+            try:
+                self.logs.settle()  # a new epoch this device made and did not finish
+            except VaultError as exc:
+                if exc.code != "DEVICE_REVOKED":
+                    raise
+                push = False  # nothing leaves a revoked device; the pull may bring what voids its revocation
             self._restore(live)
             if push:
                 self.logs.commit()
@@ -321,15 +326,21 @@ class AuthorLogSync:
             waiting = stuck
 
     def _pull_unread(self, relay: RelayView, author: str) -> CrdtsyncError | None:
-        """One author of :meth:`_pull_unread_heads` from one relay; the error that stopped it, or None."""
+        """One author of :meth:`_pull_unread_heads` from one relay; the error that stopped it, or None. A revoked
+        author's entries are pulled up to its revocation point only, and its head (sealed under a key it was given
+        before it was revoked, perhaps one no other device holds) is left unread without an error."""
         applied = self.db.author(author).applied
         newest = newest_listed(relay.objects, self.tag, author)
+        revocation = self.logs.view().revoked.get(author)
+        if revocation is not None:
+            newest = min(newest, revocation.seq)
         key = author_key(self.tag, author, "head")
         try:
             if newest > applied:
                 self._pull_author_settling(relay, author, Head(seq=newest, first=applied + 1), lambda: None)
                 self.logs.settle()
-            self._read_head(relay, author, key, token(relay.objects[key]))
+            if self.logs.view().revoked.get(author) is None:
+                self._read_head(relay, author, key, token(relay.objects[key]))
         except CrdtsyncError as exc:
             if exc.code == "DEVICE_REVOKED":
                 raise
@@ -431,6 +442,10 @@ class AuthorLogSync:
         for key, kind, seq, part in plan.puts:
             parts = self.db.entry_parts(author, kind, seq) or []
             self._put_object(relay, key, parts[part], healed=key in plan.healed)
+        if plan.put_head and author not in relay.heads and relay in self.unread.get(author, ()):
+            # A head this device could not open (an epoch whose key it does not hold) is not a lost one: it may
+            # be newer than ours, and putting ours back would roll the relay back.
+            plan.put_head = False
         if plan.put_head:
             # Healed: the relay showed this head (or a newer one) before and lost it or went back.
             lost = author not in relay.heads and shown is not None

@@ -207,9 +207,21 @@ def test_a_revoked_device_that_later_revokes_another_does_not_count() -> None:
 
 def test_a_statement_that_wraps_for_a_device_its_author_knew_was_revoked_is_void() -> None:
     revoking = statement(A, 0, (B, D), {C: 2})
-    wrong = statement(B, 1, (A, C), {D: 1})  # B sealed under epoch 1: it knew C was revoked
-    seen = view(revoking, wrong)
-    assert seen.void[wrong.digest] == "EPOCH_WRAPS_REVOKED" and seen.current == 1
+    rekey = statement(B, 1, (A, D), {})
+    wrong = statement(D, 2, (A, B, C), {})  # D sealed past epoch 1: it knew C was revoked
+    seen = view(revoking, rekey, wrong)
+    assert seen.void[wrong.digest] == "EPOCH_WRAPS_REVOKED" and seen.current == 2
+
+
+def test_a_statement_of_the_epoch_a_sibling_revoked_at_counts_and_calls_for_a_rekey() -> None:
+    """A and B revoke C and D at once (both epoch 1); A then revokes E on top of its own epoch 1, still wrapping
+    for D, whose revocation it never saw: every revocation counts, and the current key is due for a rekey."""
+    a_revokes_c = statement(A, 0, (B, D, E), {C: 2})
+    b_revokes_d = statement(B, 0, (A, C, E), {D: 3})
+    a_revokes_e = statement(A, 1, (B, D), {E: 4})
+    seen = view(a_revokes_e, b_revokes_d, a_revokes_c)
+    assert seen.void == {} and set(seen.revoked) == {C.device_id, D.device_id, E.device_id}
+    assert seen.current == 2 and not seen.clean
 
 
 def test_the_same_device_revoked_twice_keeps_the_first_revocation_and_the_highest_point() -> None:

@@ -14,7 +14,7 @@ from crdtsync.crypto.envelope import KIND_UPDATE, open_envelope
 from crdtsync.crypto.epochs import make_statement
 from crdtsync.crypto.keys import DeviceKeys, new_vault_key, vault_tag
 from crdtsync.errors import CrdtsyncError
-from crdtsync.protocol.mailbox import entry_key
+from crdtsync.protocol.mailbox import author_key, entry_key
 from crdtsync.protocol.messages import unpack_part
 from crdtsync.replication import AuthorLogReplica
 from crdtsync.vault import Vault
@@ -281,3 +281,23 @@ def test_a_statement_a_member_made_against_the_rules_counts_nowhere(
     a.add("still under epoch 0")
     assert codes(a) == [] and codes(b) == []
     assert "still under epoch 0" in contents(b)
+
+
+def test_a_head_a_device_cannot_open_is_never_rolled_back_by_it(tmp_path: Path) -> None:
+    """d0 and d1 revoke each other at once: each seals its head under a key the other was not given. d1's sync
+    must leave d0's newer head on the relay, not put back the older copy of it that d1 holds."""
+    box = tmp_path / "box"
+    Vault.init(tmp_path / "d0", name="v", device_name="d0", passphrase=PASSPHRASE, kdf=cheap_kdf())
+    with Vault.open(tmp_path / "d0") as first:
+        first.add_relay("box", box.as_uri())
+        assert codes(first) == []
+    Vault.join(tmp_path / "d1", box.as_uri(), passphrase=PASSPHRASE, device_name="d1")
+    with Vault.open(tmp_path / "d0") as d0, Vault.open(tmp_path / "d1") as d1:
+        assert codes(d0) == [] and codes(d1) == []
+        d0.revoke_device("d1", passphrase=PASSPHRASE, new_passphrase="of d0")
+        d1.revoke_device("d0", passphrase=PASSPHRASE, new_passphrase="of d1")
+        assert codes(d0) == []
+        head = box / author_key(vault_tag(d0.secrets.vault_id), d0.device_id, "head")
+        newer = head.read_bytes()
+        codes(d1)
+        assert head.read_bytes() == newer

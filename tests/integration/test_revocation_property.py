@@ -258,13 +258,12 @@ def test_two_devices_revoking_each_other_at_once_resolve_to_the_first_statement(
             vault.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the other devices never pull the first statement: each of the two revoking devices puts its own older copy "
-    "of the other's head back on the relays over the newer head it cannot open (sealed under the other's new key, "
-    "not wrapped for it: mailbox/sync.py _put_author plans with theirs=None, as if the relay held none), and "
-    "neither notices its own head went back (listed at the size it put, protocol/mailbox.heads_to_read takes it "
-    "as unchanged); the others see whichever head is on the relays when they sync (here neither: they revoke "
-    "no one), and once they hold one statement they refuse the entry of the other as past its point"))
+@pytest.mark.xfail(strict=False, reason=(
+    "a bystander that pulls the second statement first counts it, and then refuses the entry that carries the "
+    "first one as past the revocation point the second set (replication.refuse_revoked): it ends revoking the "
+    "wrong device. Whether it pulls the second one first depends on the device ids, so this passes in some runs. "
+    "(The other half, the two revoking devices putting their older copy of each other's head back over the one they "
+    "cannot open, is fixed: test_revocation.test_a_head_a_device_cannot_open_is_never_rolled_back_by_it)"))
 def test_the_other_devices_take_up_the_statement_that_counts(tmp_path: Path) -> None:
     vaults = four_devices(tmp_path)
     try:
@@ -279,11 +278,6 @@ def test_the_other_devices_take_up_the_statement_that_counts(tmp_path: Path) -> 
             vault.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a device that a statement revokes stops syncing for good as soon as the statements it holds say so "
-    "(_vault_epochs.settle records `revoked` and raises DEVICE_REVOKED before every pull), even when that "
-    "statement is void once the statement that revoked its author arrives: d2 holds only d0's statements "
-    "when it first syncs, and never pulls d1's, which revokes d0 before d0 revoked d2"))
 def test_a_device_revoked_by_a_statement_that_turns_out_void_keeps_syncing(tmp_path: Path) -> None:
     vaults = four_devices(tmp_path)
     try:
@@ -336,13 +330,6 @@ def test_members_hold_the_same_memories_when_one_applied_past_the_revocation_poi
             vault.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "rule 2 of crypto/epochs.py voids (EPOCH_WRAPS_REVOKED) a statement that wraps the new key for a device "
-    "revoked by a counted statement of an epoch at or below its prev, saying its author had seen that one; a "
-    "statement of the same epoch number as the author's own, made at once elsewhere, it had not: d0's revocation "
-    "of d1, made on top of d0's epoch 1, is void because d1's concurrent epoch-1 statement revoked d2, to whom "
-    "d0 still wrapped the key, and d1 stays a member (counting it and then rekeying, as rule 5 does, would keep "
-    "every revocation)"))
 def test_a_revocation_is_not_voided_by_a_concurrent_statement_its_author_never_saw(tmp_path: Path) -> None:
     vaults = four_devices(tmp_path)
     try:
