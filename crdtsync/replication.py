@@ -101,7 +101,7 @@ class AuthorLogReplica:
         changed = self.replica.settle_epochs()
         self.forget_registry()
         for author, (head, data) in list(self.pending.items()):
-            if author not in self.clamped and self.view().refuses(author, head.seq):
+            if author not in self.clamped and self.past_limit(author, head.seq):
                 del self.pending[author]
                 self._take_revoked_head(author, head, data)
         return changed
@@ -112,12 +112,36 @@ class AuthorLogReplica:
         Raises:
             EnvelopeError: ``ENVELOPE_REVOKED_SENDER``.
         """
-        if self.view().refuses(author, seq):
+        if self.past_limit(author, seq):
             revocation = self.view().revoked[author]
             raise EnvelopeError(
                 f"{where} is entry {seq} of device {author}, which device {revocation.by} revoked after its entry "
-                f"{revocation.seq}: what a revoked device writes later is refused, whoever relays it",
-                code="ENVELOPE_REVOKED_SENDER")
+                f"{revocation.seq} (no active device applied it either): what a revoked device writes later is "
+                "refused, whoever relays it", code="ENVELOPE_REVOKED_SENDER")
+
+    def limit(self, author: str) -> int | None:
+        """The last entry of ``author`` this device takes when it is revoked (None: it is not): its revocation
+        point, or further when an active device's signed head acknowledges more of it (a member that applied
+        entries of it before the revocation reached it; taking them too keeps every member's memories the same)."""
+        revocation = self.view().revoked.get(author)
+        if revocation is None:
+            return None
+        revoked = self.view().revoked
+        heads = {device: head for device, (head, _) in self.pending.items()}
+        for device, row in self.db.authors().items():
+            if device not in heads and row.head is not None and device not in revoked:
+                try:
+                    heads[device] = open_head(self.keyring, self.sender_key, row.head, device, "a stored head")
+                except CrdtsyncError:
+                    continue
+        acked = max((head.acks.get(author, Ack(0)).seq for device, head in heads.items()
+                     if device not in revoked and device != author), default=0)
+        return max(revocation.seq, acked)
+
+    def past_limit(self, author: str, seq: int) -> bool:
+        """Whether entry ``seq`` of ``author`` is past what this device takes of it (:meth:`limit`)."""
+        limit = self.limit(author)
+        return limit is not None and seq > limit
 
     def registry(self) -> dict[str, dict[str, Any]]:
         """The device registry of the vault (cached until :meth:`forget_registry`)."""
@@ -180,7 +204,7 @@ class AuthorLogReplica:
                 self.db.raise_alarm("MAILBOX_FORK", error.message, device=subject)
                 raise error
         row = self.db.author(author)
-        if self.view().refuses(author, head.seq):
+        if self.past_limit(author, head.seq):
             self._take_revoked_head(author, head, data)
             return head
         newest = self.pending.get(author)
@@ -192,7 +216,7 @@ class AuthorLogReplica:
     def _take_revoked_head(self, author: str, head: Head, data: bytes) -> None:
         """A head of a revoked device past its revocation point: its entries up to the point still count, so while
         this device lacks some of them the head stands in for the one of that point (never stored)."""
-        point = self.view().revoked[author].seq
+        point = self.limit(author) or 0
         if self.db.author(author).applied < point and author not in self.pending:
             self.pending[author] = (replace(head, seq=point, digest=b"", snap=head.snap if head.snap <= point else 0),
                                     data)

@@ -331,9 +331,9 @@ class AuthorLogSync:
         before it was revoked, perhaps one no other device holds) is left unread without an error."""
         applied = self.db.author(author).applied
         newest = newest_listed(relay.objects, self.tag, author)
-        revocation = self.logs.view().revoked.get(author)
-        if revocation is not None:
-            newest = min(newest, revocation.seq)
+        limit = self.logs.limit(author)
+        if limit is not None:
+            newest = min(newest, limit)
         key = author_key(self.tag, author, "head")
         try:
             if newest > applied:

@@ -300,11 +300,6 @@ def test_a_device_revoked_by_a_statement_that_turns_out_void_keeps_syncing(tmp_p
             vault.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an entry of the revoked device that one member applied before the revocation reached it, but that the "
-    "revoking device had not applied (it is past the revocation point: new_epoch takes the point from what the "
-    "revoking device applied), stays with that member and is refused by the others (refuse_revoked): the members "
-    "hold different memories for good, and no sync reports it"))
 @pytest.mark.parametrize("when", ["written before the revocation, not pulled by the revoking device",
                                   "written after the revocation, pushed before it reached the relays"])
 def test_members_hold_the_same_memories_when_one_applied_past_the_revocation_point(tmp_path: Path,
