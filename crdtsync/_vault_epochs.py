@@ -31,28 +31,13 @@ from crdtsync.crypto.epochs import EpochStatement, EpochView, Revocation, make_s
 from crdtsync.crypto.header import KdfParams, VaultHeader, key_commitment, open_header, rotate_header
 from crdtsync.crypto.keys import new_vault_key
 from crdtsync.errors import CryptoError, InvalidInputError, NotFoundError, VaultError
+from crdtsync.mailbox.ports import VaultReplica
 from crdtsync.model.authorship import epoch_view, registered_key
-from crdtsync.store.db import Store
 from crdtsync.store.secrets_file import VaultSecrets
 
 
-class Vault(Protocol):
-    """What this module needs of a vault (:class:`crdtsync.vault.Vault` is one)."""
-
-    @property
-    def secrets(self) -> VaultSecrets:
-        """This device's keys and the vault keys, as saved now."""
-
-    @property
-    def store(self) -> Store:
-        """The SQLite store."""
-
-    @property
-    def header(self) -> VaultHeader:
-        """The vault's public header."""
-
-    def devices(self) -> dict[str, dict[str, Any]]:
-        """The device registry."""
+class Vault(VaultReplica, Protocol):
+    """What this module needs of a vault (:class:`crdtsync.vault.Vault` is one): a replica, and these."""
 
     def save_secrets(self, secrets: VaultSecrets) -> None:
         """Replace this device's secrets wherever they live."""

@@ -295,14 +295,15 @@ def _print_memory(memory: Memory, as_json: bool, v: Vault | None = None) -> None
         out.print(_conflict_rows(found, names))
 
 
-def _passphrase(confirm: bool) -> str:
-    env = os.environ.get("CRDTSYNC_PASSPHRASE")
+def _passphrase(confirm: bool, *, variable: str = "CRDTSYNC_PASSPHRASE", label: str = "Vault passphrase") -> str:
+    """The passphrase from the environment ``variable``, else asked on the terminal (twice with ``confirm``).
+    ``PASSPHRASE_REQUIRED`` when neither is possible."""
+    env = os.environ.get(variable)
     if env:
         return env
     if not sys.stdin.isatty():
-        raise CryptoError("no passphrase: set CRDTSYNC_PASSPHRASE or run in a terminal",
-                          code="PASSPHRASE_REQUIRED")
-    return str(typer.prompt("Vault passphrase", hide_input=True, confirmation_prompt=confirm))
+        raise CryptoError(f"no {label.lower()}: set {variable} or run in a terminal", code="PASSPHRASE_REQUIRED")
+    return str(typer.prompt(label, hide_input=True, confirmation_prompt=confirm))
 
 
 def _print_version(asked: bool) -> None:

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Annotated
 
 import typer
 
 from crdtsync.cli.app import JsonOpt, VaultOpt, _emit_json, _open, _passphrase, _plain, app, devices_app, out
-from crdtsync.errors import CryptoError, InvalidInputError
+from crdtsync.errors import InvalidInputError
 
 passphrase_app = typer.Typer(help="The vault's passphrase (what admits new devices): `passphrase change`.",
                              no_args_is_help=True)
@@ -19,13 +18,7 @@ app.add_typer(passphrase_app, name="passphrase")
 
 def _new_passphrase() -> str:
     """``CRDTSYNC_NEW_PASSPHRASE``, else asked twice on a terminal."""
-    env = os.environ.get("CRDTSYNC_NEW_PASSPHRASE")
-    if env:
-        return env
-    if not sys.stdin.isatty():
-        raise CryptoError("no new passphrase: set CRDTSYNC_NEW_PASSPHRASE or run in a terminal",
-                          code="PASSPHRASE_REQUIRED")
-    return str(typer.prompt("New vault passphrase", hide_input=True, confirmation_prompt=True))
+    return _passphrase(True, variable="CRDTSYNC_NEW_PASSPHRASE", label="New vault passphrase")
 
 
 @devices_app.command("revoke")
