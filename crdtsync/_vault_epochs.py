@@ -23,6 +23,7 @@ leaves the old epoch current with nothing published.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -33,6 +34,7 @@ from crdtsync.crypto.keys import new_vault_key
 from crdtsync.errors import CryptoError, InvalidInputError, NotFoundError, VaultError
 from crdtsync.mailbox.ports import VaultReplica
 from crdtsync.model.authorship import epoch_view, registered_key
+from crdtsync.model.schema import statement_bytes
 from crdtsync.store.secrets_file import VaultSecrets
 
 
@@ -85,6 +87,7 @@ def settle(vault: Vault, commit: Callable[[], object]) -> bool:
         with vault.store.write():
             vault.store.delete_meta(REVOKED_META)
         vault.store.clear_alarms("DEVICE_REVOKED")
+    _alarm_forged(vault, view)
     epochs = dict(secrets.epochs)
     alternates = {epoch: list(keys) for epoch, keys in secrets.alternates.items()}
 
@@ -100,8 +103,7 @@ def settle(vault: Vault, commit: Callable[[], object]) -> bool:
         try:
             key = open_statement(statement, secrets.device)
         except CryptoError as exc:
-            vault.store.raise_alarm(exc.code, f"{exc.message}: envelopes of that key do not open here",
-                                    device=statement.author)
+            _alarm(vault, exc.code, f"{exc.message}: envelopes of that key do not open here", statement.author)
             continue
         if statement.epoch in epochs:
             alternates.setdefault(statement.epoch, []).append(key)
@@ -149,6 +151,29 @@ def _recipients(registry: Mapping[str, Mapping[str, Any]], view: EpochView, revo
     """Device id -> registered X25519 key of every registered device neither revoked nor being revoked."""
     return {device: bytes.fromhex(entry["kx_pk"]) for device, entry in sorted(registry.items())
             if device not in view.revoked and device not in revoking and registered_key(registry, device) is not None}
+
+
+#: Why a statement counts nowhere when no honest device would have made it (the other void codes are what two
+#: statements made at once can leave: a revocation of a device that was revoked meanwhile).
+FORGED_CODES = frozenset({"EPOCH_OTHER_VAULT", "EPOCH_BAD_SIGNATURE", "EPOCH_SELF_REVOKE", "EPOCH_UNKNOWN_DEVICE"})
+
+
+def _alarm_forged(vault: Vault, view: EpochView) -> None:
+    """An alarm naming the author of each statement in the registry that counts nowhere for a reason no honest
+    device gives (:data:`FORGED_CODES`): a modified client at work."""
+    for device, entry in vault.devices().items():
+        for key, value in entry.get("statements", {}).items():
+            data = statement_bytes(value)
+            code = None if data is None else view.void.get(hashlib.sha256(data).digest())
+            if code in FORGED_CODES:
+                _alarm(vault, str(code), f"device {device} published an epoch statement ({key}) that no device "
+                       f"counts ({code}): a modified client, or a damaged one", device)
+
+
+def _alarm(vault: Vault, code: str, message: str, device: str) -> None:
+    """Raise the alarm ``code`` about ``device`` unless it is already raised (an alarm is one audit row)."""
+    if not any(a.get("code") == code and a.get("device") == device for a in vault.store.alarms()):
+        vault.store.raise_alarm(code, message, device=device)
 
 
 def _record_revoked(vault: Vault, revocation: Revocation) -> VaultError:

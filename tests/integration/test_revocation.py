@@ -278,6 +278,10 @@ def test_a_statement_a_member_made_against_the_rules_counts_nowhere(
         view = vault.epochs()
         assert view.void == {statement.digest: "EPOCH_UNKNOWN_DEVICE"}
         assert view.current == 0 and vault.secrets.current_epoch == 0
+        assert [(x["code"], x["device"]) for x in vault.status()["alarms"]] == [("EPOCH_UNKNOWN_DEVICE", b.device_id)]
+    audited = len(a.log(limit=1000))
+    assert codes(a) == []
+    assert len(a.log(limit=1000)) == audited + 1  # the sync's row: the alarm is not raised again
     a.add("still under epoch 0")
     assert codes(a) == [] and codes(b) == []
     assert "still under epoch 0" in contents(b)
