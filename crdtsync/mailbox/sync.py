@@ -488,6 +488,9 @@ class AuthorLogSync:
                     self.db.set_cursor("header", relay.name,
                                        header_confirmation(digest, relay.objects[key]).encode())
                 return
+            if theirs is not None and _superseded(theirs, ours):  # the header before a key change: the new one
+                self._put_object(relay, key, ours.to_json(), healed=False)  # goes up, as any change does
+                return
             relay.report.warnings.append({"device": "", "code": "MAILBOX_HEADER_REPLACED", "message": (
                 f"{key} in relay {relay.name} {problem}; this vault's header was put back")})
         self._put_object(relay, key, ours.to_json(), healed=True)
@@ -501,6 +504,13 @@ def _parsed_header(data: bytes | None) -> VaultHeader | None:
         return VaultHeader.from_json(data)
     except CrdtsyncError:
         return None
+
+
+def _superseded(theirs: VaultHeader, ours: VaultHeader) -> bool:
+    """Whether ``theirs`` is this vault's header as it was before a key change that ``ours`` follows: it commits to
+    fewer epochs, each as ``ours`` does."""
+    return (theirs.vault_id == ours.vault_id and bool(theirs.commits) and len(theirs.commits) < len(ours.commits)
+            and all(ours.commits.get(epoch) == commit for epoch, commit in theirs.commits.items()))
 
 
 def _header_problem(data: bytes | None, ours: VaultHeader) -> str | None:
