@@ -148,6 +148,10 @@ class LanNode:
         self.logs = AuthorLogReplica(vault)
         self.me = vault.device_id
         secrets = vault.secrets
+        #: The epoch whose key this node's knock, discovery and TLS keys come from.
+        self.epoch = secrets.current_epoch
+        #: Set when the node stopped because this device moved to another epoch: run a new node, with its keys.
+        self.restart = False
         key = secrets.epochs[secrets.current_epoch]
         self.knock_key = lan_key(secrets.vault_id, key, secrets.current_epoch, "knock")
         self.discovery_key = lan_key(secrets.vault_id, key, secrets.current_epoch, "discovery")
@@ -189,6 +193,7 @@ class LanNode:
                     tasks.start_soon(self._found_loop, found, tasks)
                 tasks.start_soon(self._watch, poked)
                 tasks.start_soon(self._relay_loop)
+                tasks.start_soon(self._epoch_loop)
                 tasks.start_soon(self._alive_loop)
                 tasks.start_soon(self._compact_when_idle)
                 task_status.started(self.ports)
@@ -484,6 +489,20 @@ class LanNode:
                      f"seen within {self.options.watch_interval:g} s")
             return None
         return sock
+
+    async def _epoch_loop(self) -> None:
+        """Stop, with :attr:`restart` set, once this device seals under another epoch (a revocation or a new
+        passphrase, made here or taken from a statement): this node's keys are the old epoch's."""
+        seen = self.changes.version
+        while True:
+            with anyio.move_on_after(1.0):  # a change wakes it at once; the second bounds a missed one
+                seen = await self.changes.wait(seen)
+            epoch = await self._call(lambda: self.vault.secrets.current_epoch)
+            if epoch != self.epoch:
+                self.log(f"the vault key moved from epoch {self.epoch} to {epoch}: restarting with its keys")
+                self.restart = True
+                self.stop()
+                return
 
     async def _relay_loop(self) -> None:
         if self.options.relay_interval <= 0:

@@ -67,14 +67,18 @@ def serve(
 
     Announces this device with mDNS on the chosen interfaces, accepts and dials peers, sends every change made
     here (by any process) to connected peers at once, passes on what each peer sends to the others, and syncs the
-    relays every --relay-interval seconds. Logs one line per event on stderr."""
+    relays every --relay-interval seconds. Logs one line per event on stderr. When the vault moves to a new key
+    epoch (a revocation, a new passphrase) it restarts with that epoch's keys."""
     with _guard():
         peers = tuple(parse_address(p) for p in peer or [])
         interfaces = lan_interfaces(interface, required=not peers)
     with _open(vault) as v:
         options = LanOptions(interfaces=interfaces, port=port, peers=peers, relay_interval=relay_interval)
-        node = LanNode(v, options, log=_stderr_log)
-        anyio.run(_serve, node, not no_discovery)
+        restart = True
+        while restart:  # a new epoch: a new node with its keys
+            node = LanNode(v, options, log=_stderr_log)
+            anyio.run(_serve, node, not no_discovery)
+            restart = node.restart
     _stderr_log("stopped")
 
 

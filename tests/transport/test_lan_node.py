@@ -177,3 +177,27 @@ async def test_a_local_write_with_no_peer_connected_goes_to_the_relays_at_once(d
 
         await _until(on_the_relay, timeout=15)
         node.stop()
+
+
+async def test_a_node_stops_to_restart_once_its_device_moves_to_a_new_epoch(devices: list[Vault]) -> None:
+    """Its knock, discovery and TLS keys are its epoch's: a passphrase change made by another process on the same
+    vault stops it with ``restart`` set, and a node started afterwards syncs with a peer on the new epoch."""
+    d0, d1 = devices[:2]
+    async with running(d1) as b, running(d0, b.ports[0]) as a:
+        await _until(lambda: _sessions(b, 1))
+        changed = await anyio.to_thread.run_sync(lambda: subprocess.run(
+            [str(CRDTSYNC), "passphrase", "change"], env=process_env(d0.path, {
+                "CRDTSYNC_NEW_PASSPHRASE": "the new passphrase"}), capture_output=True, text=True, timeout=60,
+            check=False))
+        assert changed.returncode == 0, changed.stderr
+        a.changes.notify()
+        with anyio.fail_after(15):
+            await a._stop.wait()
+        assert a.restart and any("restarting" in line for line in a.lines)  # type: ignore[attr-defined]
+    assert await anyio.to_thread.run_sync(lambda: all(not r.errors for r in d0.sync()))
+    assert await anyio.to_thread.run_sync(lambda: all(not r.errors for r in d1.sync()))
+    assert d1.secrets.current_epoch == 1
+    d0.add("written under the new epoch")
+    async with running(d1) as b, running(d0, b.ports[0]) as a:
+        assert a.epoch == b.epoch == 1
+        await _until(lambda: _has(b, {"written under the new epoch"}))
