@@ -107,7 +107,8 @@ class AuthorLogReplica:
         return changed
 
     def refuse_revoked(self, author: str, seq: int, where: str) -> None:
-        """Refuse entry ``seq`` of ``author`` when it is past the author's revocation point.
+        """Refuse entry ``seq`` of ``author`` when it is past what this device takes of a revoked author
+        (:meth:`limit`).
 
         Raises:
             EnvelopeError: ``ENVELOPE_REVOKED_SENDER``.
